@@ -1,0 +1,46 @@
+//! msa is Spring Cloud for Rust: discovery, client-side load balancing, central config,
+//! resilience, distributed tracing and an API gateway, as tower layers that compose with
+//! axum, hyper, tonic and reqwest, plus three ready servers built from the same crates.
+//!
+//! This facade re-exports the crates a service needs and offers [`App`], the bootstrap that
+//! wires them together in `main()`.
+//!
+//! | crate | feature | what it brings |
+//! |---|---|---|
+//! | [`core`] (msa-core) | always | instance model, telemetry, HTTP tracing layers, actuator, graceful shutdown |
+//! | `breaker` (msa-breaker) | `breaker` | resilience layers (placeholder in 0.1) |
+//! | `discovery` (msa-discovery) | `discovery` | registry, discovery client, load balancer (placeholder in 0.1) |
+//! | `config` (msa-config) | `config` | config server and client (placeholder in 0.1) |
+//! | `gateway` (msa-gateway) | `gateway` | API gateway (placeholder in 0.1) |
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), msa::Error> {
+//! let router = Router::new().route("/hello/{name}", get(|| async { "hello" }));
+//! msa::App::new("greeter")
+//!     .version(env!("CARGO_PKG_VERSION"))
+//!     .bind("127.0.0.1:8080")
+//!     .router(router)
+//!     .run()
+//!     .await
+//! # }
+//! ```
+
+pub use msa_core as core;
+pub use msa_core::{InstanceStatus, ServiceInstance, actuator, http, shutdown, telemetry};
+
+#[cfg(feature = "breaker")]
+pub use msa_breaker as breaker;
+#[cfg(feature = "config")]
+pub use msa_config as config;
+#[cfg(feature = "discovery")]
+pub use msa_discovery as discovery;
+#[cfg(feature = "gateway")]
+pub use msa_gateway as gateway;
+
+mod app;
+
+pub use self::app::{App, Error, Running};
