@@ -295,3 +295,119 @@ pub(super) async fn report(
         components,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(name: &str, groups: &[Group], indicator: impl HealthIndicator) -> Registered {
+        Registered {
+            name: name.to_owned(),
+            groups: groups.to_vec(),
+            indicator: Arc::new(indicator),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_check_is_down_after_the_timeout_and_the_others_still_answer() {
+        let indicators = [
+            registered("hangs", &[Group::Readiness], || {
+                std::future::pending::<Health>()
+            }),
+            registered("fine", &[Group::Readiness], || async { Health::up() }),
+        ];
+        let started = tokio::time::Instant::now();
+        let report = report(
+            &indicators,
+            &Availability::default(),
+            None,
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(3),
+            "checks run concurrently"
+        );
+        assert_eq!(report.status, Status::Down);
+        assert_eq!(report.components["fine"].status, Status::Up);
+        let hung = &report.components["hangs"];
+        assert_eq!(hung.status, Status::Down);
+        assert!(
+            hung.details["error"]
+                .as_str()
+                .unwrap()
+                .contains("timed out")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_is_down_not_a_crash() {
+        let indicators = [registered("panics", &[], || async {
+            panic!("boom");
+            #[allow(unreachable_code)]
+            Health::up()
+        })];
+        let report = report(
+            &indicators,
+            &Availability::default(),
+            None,
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(report.components["panics"].status, Status::Down);
+        assert_eq!(report.status, Status::Down);
+    }
+
+    #[tokio::test]
+    async fn groups_select_their_indicators() {
+        let indicators = [
+            registered("db", &[Group::Readiness], || async { Health::down() }),
+            registered("deadlock", &[Group::Liveness], || async { Health::up() }),
+        ];
+        let availability = Availability::default();
+        let live = report(
+            &indicators,
+            &availability,
+            Some(Group::Liveness),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(live.status, Status::Up);
+        assert_eq!(
+            live.components.keys().collect::<Vec<_>>(),
+            ["deadlock", "livenessState"]
+        );
+        let ready = report(
+            &indicators,
+            &availability,
+            Some(Group::Readiness),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(ready.status, Status::Down);
+        assert_eq!(
+            ready.components.keys().collect::<Vec<_>>(),
+            ["db", "readinessState"]
+        );
+        availability.set_live(false);
+        let live = report(
+            &indicators,
+            &availability,
+            Some(Group::Liveness),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(live.status, Status::Down);
+    }
+
+    #[test]
+    fn aggregation_follows_springs_order() {
+        use Status::*;
+        assert_eq!(Status::aggregate([Unknown, Up]), Up);
+        assert_eq!(Status::aggregate([Up, OutOfService]), OutOfService);
+        assert_eq!(Status::aggregate([OutOfService, Down, Up]), Down);
+        assert_eq!(OutOfService.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(Unknown.http_status(), StatusCode::OK);
+    }
+}

@@ -44,7 +44,7 @@ pub(crate) fn client_span(
         otel.kind = "client",
         http.request.method = method.as_str(),
         server.address = host,
-        server.port = port,
+        server.port = port.map(i64::from),
         url.full = %url,
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
@@ -58,7 +58,8 @@ pub(crate) fn record_status(span: &Span, status: StatusCode, client: bool) {
     if span.is_disabled() {
         return;
     }
-    span.record("http.response.status_code", status.as_u16());
+    // As i64: tracing-opentelemetry exports u64 fields as strings, semconv wants an int.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() || (client && status.is_client_error()) {
         span.record("otel.status_code", "ERROR");
         span.record("error.type", status.as_str());

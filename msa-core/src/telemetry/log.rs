@@ -129,7 +129,7 @@ impl<W> LogLayer<W> {
             None => buf.push_str(",,] "),
         }
         buf.push_str(meta.target());
-        buf.push_str(":");
+        buf.push(':');
         let mut visitor = TextVisitor {
             buf,
             result: Ok(()),
