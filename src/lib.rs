@@ -44,3 +44,12 @@ pub use msa_gateway as gateway;
 mod app;
 
 pub use self::app::{App, Error, Running};
+
+/// The user guide from `docs/`, included here so that its examples compile and run as
+/// doctests.
+pub mod guide {
+    #[doc = include_str!("../docs/getting-started.md")]
+    pub mod getting_started {}
+    #[doc = include_str!("../docs/core.md")]
+    pub mod core {}
+}
