@@ -10,7 +10,9 @@
 //!   disabled; metrics and routing labels still run);
 //! - `layer/telemetry`: with `ServerLayer` and msa's full telemetry installed (log layer,
 //!   OpenTelemetry tracer building a real span per request, W3C extraction of an incoming
-//!   `traceparent`), exporting nowhere.
+//!   `traceparent`), exporting nowhere;
+//! - `layer/telemetry-new-trace`: the same for a request without `traceparent`, which
+//!   starts a trace.
 
 use axum::Router;
 use axum::body::Body;
@@ -25,20 +27,25 @@ fn router() -> Router {
     Router::new().route("/orders/{id}", get(|| async { "an order" }))
 }
 
-fn request() -> Request<Body> {
-    Request::get("/orders/42")
-        .header(
+fn request(traceparent: bool) -> Request<Body> {
+    let mut request = Request::get("/orders/42");
+    if traceparent {
+        request = request.header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .body(Body::empty())
-        .unwrap()
+        );
+    }
+    request.body(Body::empty()).unwrap()
 }
 
 /// One request through a clone of `router` (cloning a router is an `Arc` bump, the same in
 /// every variant).
 async fn call(router: Router) {
-    let response = ServiceExt::<Request<Body>>::oneshot(router, request())
+    call_with(router, true).await
+}
+
+async fn call_with(router: Router, traceparent: bool) {
+    let response = ServiceExt::<Request<Body>>::oneshot(router, request(traceparent))
         .await
         .unwrap();
     assert!(response.status().is_success());
@@ -67,6 +74,9 @@ fn server_layer(c: &mut Criterion) {
     tracing::dispatcher::with_default(&dispatch, || {
         group.bench_function("layer/telemetry", |b| {
             b.to_async(&rt).iter(|| call(layered.clone()))
+        });
+        group.bench_function("layer/telemetry-new-trace", |b| {
+            b.to_async(&rt).iter(|| call_with(layered.clone(), false))
         });
     });
     group.finish();

@@ -41,6 +41,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -127,6 +128,7 @@ pub struct Telemetry {
     filter: Option<String>,
     otlp_endpoint: Option<String>,
     writer: Option<BoxMakeWriter>,
+    propagator: Option<TextMapCompositePropagator>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -151,6 +153,7 @@ impl Telemetry {
             filter: None,
             otlp_endpoint: None,
             writer: None,
+            propagator: None,
         }
     }
 
@@ -176,6 +179,17 @@ impl Telemetry {
     /// appends `/v1/traces`), instead of reading `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn otlp_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.otlp_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Propagates context with these propagators (B3, Jaeger, ...) instead of W3C Trace
+    /// Context and Baggage. msa's layers then extract and inject through OpenTelemetry's
+    /// global propagator.
+    pub fn propagator(
+        mut self,
+        propagators: Vec<Box<dyn opentelemetry::propagation::TextMapPropagator + Send + Sync>>,
+    ) -> Self {
+        self.propagator = Some(TextMapCompositePropagator::new(propagators));
         self
     }
 
@@ -218,7 +232,16 @@ impl Telemetry {
             self.otlp_endpoint.as_deref(),
         )?;
         let tracer = provider.tracer("msa");
-        opentelemetry::global::set_text_map_propagator(propagation::w3c_propagator());
+        match self.propagator {
+            Some(propagator) => {
+                opentelemetry::global::set_text_map_propagator(propagator);
+                propagation::set_w3c_only(false);
+            }
+            None => {
+                opentelemetry::global::set_text_map_propagator(propagation::w3c_propagator());
+                propagation::set_w3c_only(true);
+            }
+        }
 
         let (writer, ansi) = match self.writer {
             Some(writer) => (writer, false),
@@ -235,7 +258,8 @@ impl Telemetry {
                     .with_tracer(tracer)
                     .with_tracked_inactivity(false)
                     .with_threads(false)
-                    .with_location(false),
+                    .with_location(false)
+                    .with_target(false),
             )
             .with(log::LogLayer::new(format, service, ansi, writer));
         Ok((

@@ -1,16 +1,21 @@
 //! W3C Trace Context and Baggage propagation over HTTP headers.
 //!
 //! [`init`](super::Telemetry::init) installs a composite propagator for `traceparent`,
-//! `tracestate` and `baggage` as OpenTelemetry's global propagator; [`extract`] and
-//! [`inject`] go through that global, so a service that installs another propagator (B3, say)
-//! gets it in msa's layers too.
+//! `tracestate` and `baggage` as OpenTelemetry's global propagator, and [`extract`] reads
+//! these headers with a strict W3C parser that allocates nothing for a request without
+//! `tracestate` or `baggage`. When telemetry was not set up by msa, or a propagator was
+//! chosen with [`Telemetry::propagator`](super::Telemetry::propagator), [`extract`] and
+//! [`inject`] go through OpenTelemetry's global propagator instead, so B3 or Jaeger headers
+//! work in msa's layers too.
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use opentelemetry::Context;
+use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::propagation::{Extractor, Injector, TextMapCompositePropagator};
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The W3C propagators msa installs: Trace Context (`traceparent`, `tracestate`) and Baggage.
 pub fn w3c_propagator() -> TextMapCompositePropagator {
@@ -42,7 +47,82 @@ pub fn w3c_propagator() -> TextMapCompositePropagator {
 /// );
 /// ```
 pub fn extract(headers: &HeaderMap) -> Context {
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+    if !W3C_ONLY.load(Ordering::Acquire) {
+        return opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(headers))
+        });
+    }
+    // The headers are the whole remote context: start from an empty one, not the caller's.
+    let mut cx = Context::new();
+    if let Some(sc) = headers
+        .get(TRACEPARENT)
+        .and_then(|tp| parse_traceparent(tp.as_bytes()))
+    {
+        let trace_state = headers
+            .get(TRACESTATE)
+            .and_then(|ts| ts.to_str().ok())
+            .and_then(|ts| ts.parse().ok())
+            .unwrap_or_default();
+        cx = cx.with_remote_span_context(SpanContext::new(sc.0, sc.1, sc.2, true, trace_state));
+    }
+    if headers.contains_key(BAGGAGE) {
+        cx = BaggagePropagator::new().extract_with_context(&cx, &HeaderExtractor(headers));
+    }
+    cx
+}
+
+/// Whether [`extract`] may read the W3C headers directly: msa installed the W3C
+/// propagator and nobody chose another through msa.
+static W3C_ONLY: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn set_w3c_only(on: bool) {
+    W3C_ONLY.store(on, Ordering::Release);
+}
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+const BAGGAGE: &str = "baggage";
+
+/// Parses a W3C `traceparent` value strictly: `version-traceid-spanid-flags` with lowercase
+/// hex of exactly 2, 32, 16 and 2 digits, a version below `ff` (exactly 55 characters for
+/// version `00`; later versions may append `-...`), and non-zero ids. Only the sampled flag
+/// is kept, as the specification asks.
+fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
+    let value = value.trim_ascii();
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let version = hex::<1>(&value[0..2])?[0];
+    match version {
+        0x00 if value.len() != 55 => return None,
+        0xff => return None,
+        _ if value.len() > 55 && value[55] != b'-' => return None,
+        _ => {}
+    }
+    let trace_id = TraceId::from_bytes(hex::<16>(&value[3..35])?);
+    let span_id = SpanId::from_bytes(hex::<8>(&value[36..52])?);
+    let flags = TraceFlags::new(hex::<1>(&value[53..55])?[0]) & TraceFlags::SAMPLED;
+    (trace_id != TraceId::INVALID && span_id != SpanId::INVALID)
+        .then_some((trace_id, span_id, flags))
+}
+
+/// Decodes exactly `2 * N` lowercase hex digits.
+fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    fn nibble(d: u8) -> Option<u8> {
+        match d {
+            b'0'..=b'9' => Some(d - b'0'),
+            b'a'..=b'f' => Some(d - b'a' + 10),
+            _ => None,
+        }
+    }
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 /// Writes `cx` (trace parent, trace state, baggage) into outgoing request headers.
@@ -50,6 +130,8 @@ pub fn extract(headers: &HeaderMap) -> Context {
 /// Nothing is written for a context without a valid span, so no `traceparent` of zeros ever
 /// leaves the process.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+    // Injection always goes through the global propagator: it is what a custom propagator
+    // needs, and for W3C it is one formatted header.
     if !cx.span().span_context().is_valid() && cx.baggage().is_empty() {
         return;
     }
@@ -86,6 +168,109 @@ impl Injector for HeaderInjector<'_> {
             HeaderValue::from_str(&value),
         ) {
             self.0.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sdk(traceparent: &str) -> Option<SpanContext> {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_str(traceparent).ok()?);
+        let cx = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(sc)
+    }
+
+    fn ours(traceparent: &str) -> Option<SpanContext> {
+        let (trace, span, flags) = parse_traceparent(traceparent.as_bytes())?;
+        Some(SpanContext::new(
+            trace,
+            span,
+            flags,
+            true,
+            Default::default(),
+        ))
+    }
+
+    #[test]
+    fn accepts_the_specification_examples() {
+        let sc = ours("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled());
+        assert!(
+            !ours("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+                .unwrap()
+                .is_sampled()
+        );
+        // A later version may carry more fields.
+        assert!(ours("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
+        // Unknown flags are dropped, the sampled bit kept.
+        assert_eq!(
+            ours("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff")
+                .unwrap()
+                .trace_flags(),
+            TraceFlags::SAMPLED
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_specification_rejects() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00-abc-def-01",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(ours(bad), None, "{bad:?}");
+        }
+    }
+
+    /// `len` characters: usually clean lowercase hex, sometimes with a stray character.
+    fn hex_string(len: usize) -> impl Strategy<Value = String> {
+        let clean = proptest::collection::vec("[0-9a-f]", len).prop_map(|c| c.concat());
+        let dirty =
+            proptest::collection::vec(prop_oneof![8 => "[0-9a-f]", 1 => "[0-9A-Fg+ -]"], len)
+                .prop_map(|c| c.concat());
+        prop_oneof![3 => clean, 1 => dirty]
+    }
+
+    proptest! {
+        /// Whatever msa accepts, OpenTelemetry's own extractor accepts identically; on
+        /// well-formed headers the two agree exactly. (The SDK also takes short ids,
+        /// which the W3C specification forbids and msa rejects.)
+        #[test]
+        fn agrees_with_the_sdk(
+            version in prop_oneof![4 => Just("00".to_owned()), 1 => hex_string(2)],
+            trace in prop_oneof![4 => hex_string(32), 1 => hex_string(31), 1 => Just("0".repeat(32))],
+            span in prop_oneof![4 => hex_string(16), 1 => hex_string(17), 1 => Just("0".repeat(16))],
+            flags in hex_string(2),
+            tail in prop_oneof![4 => Just(String::new()), 1 => "-[a-z0-9]{0,4}", 1 => "[a-z]{1,2}"],
+        ) {
+            let header = format!("{version}-{trace}-{span}-{flags}{tail}");
+            let mine = ours(&header);
+            let theirs = sdk(&header);
+            if let Some(mine) = &mine {
+                prop_assert_eq!(Some(mine), theirs.as_ref(), "{}", header);
+            }
+            let well_formed = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if version == "00" && well_formed(&trace, 32) && well_formed(&span, 16) && well_formed(&flags, 2) && tail.is_empty() {
+                prop_assert_eq!(mine, theirs, "{}", header);
+            }
         }
     }
 }

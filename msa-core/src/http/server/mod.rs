@@ -65,25 +65,16 @@ where
         let span = tracing::info_span!(
             target: "msa::http::server",
             "HTTP request",
-            otel.name = Empty,
+            otel.name = %SpanName(&method, route.as_ref()),
             otel.kind = "server",
             http.request.method = method.as_str(),
-            http.route = Empty,
+            http.route = route.as_ref().map(MatchedPath::as_str),
             url.path = req.uri().path(),
             http.response.status_code = Empty,
             otel.status_code = Empty,
             error.type = Empty,
         );
-        if !span.is_disabled() {
-            match &route {
-                Some(route) => {
-                    span.record("otel.name", format!("{} {}", method, route.as_str()));
-                    span.record("http.route", route.as_str());
-                }
-                None => {
-                    span.record("otel.name", method.as_str());
-                }
-            }
+        if !span.is_disabled() && carries_context(req.headers()) {
             let parent = propagation::extract(req.headers());
             // Fails only when no OpenTelemetry layer is installed: then there is no trace.
             let _ = span.set_parent(parent);
@@ -94,4 +85,23 @@ where
         };
         ResponseFuture::new(inner, span, start, method, route)
     }
+}
+
+/// `{method} {route}`, or `{method}` without a route, formatted only when a subscriber
+/// records the span.
+struct SpanName<'a>(&'a http::Method, Option<&'a MatchedPath>);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(route) => write!(f, "{} {}", self.0, route.as_str()),
+            None => f.write_str(self.0.as_str()),
+        }
+    }
+}
+
+/// Whether the request carries any context worth extracting; without it, extraction would
+/// only find nothing, slowly.
+fn carries_context(headers: &http::HeaderMap) -> bool {
+    headers.contains_key("traceparent") || headers.contains_key("baggage")
 }
