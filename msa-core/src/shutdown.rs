@@ -7,7 +7,8 @@
 //!    instance before it stops answering;
 //! 2. **drain**: stop accepting connections and wait for in-flight requests to finish, for
 //!    at most the drain timeout (30 s by default, like Spring's
-//!    `spring.lifecycle.timeout-per-shutdown-phase`);
+//!    `spring.lifecycle.timeout-per-shutdown-phase`); connections still open after it are
+//!    abandoned, and close when the runtime stops;
 //! 3. **after-drain hooks**, in the order added: flush telemetry, close pools.
 //!
 //! Each hook runs with a timeout (10 s by default); a hook that fails or times out is logged

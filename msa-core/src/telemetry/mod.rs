@@ -275,6 +275,10 @@ impl Telemetry {
     /// Fails if a global subscriber is already installed, a variable holds a bad value, or
     /// the OTLP exporter cannot be built.
     pub fn init(self) -> Result<TelemetryGuard, TelemetryError> {
+        // Checked first, so a second call changes nothing (propagator, exporter threads).
+        if tracing::dispatcher::has_been_set() {
+            return Err(TelemetryError::AlreadyInitialized);
+        }
         let (dispatch, guard) = self.build()?;
         tracing::dispatcher::set_global_default(dispatch)
             .map_err(|_| TelemetryError::AlreadyInitialized)?;
