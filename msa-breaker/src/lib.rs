@@ -1,8 +1,10 @@
-//! Resilience layers for msa: circuit breaker, retry with budget, timeout, bulkhead, rate
-//! limiter and fallback, after Resilience4j's model.
-//!
-//! **Status: placeholder.** This release only reserves the crate in the workspace; the
-//! layers arrive with the msa-breaker milestone. Until then, use `tower`'s own `timeout`,
-//! `limit` and `retry` layers.
+//! Resilience layers for msa, after Resilience4j's model.
 
+pub mod circuit_breaker;
+mod classify;
+mod clock;
+mod duration;
+
+pub use self::classify::{AnyResponse, Classify, ClassifyFn, HttpStatus, Outcome, classify_fn};
+pub use self::clock::ClockSource;
 pub use msa_core::BoxError;

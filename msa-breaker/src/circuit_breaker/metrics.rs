@@ -1,0 +1,168 @@
+//! Prometheus metrics for every breaker, under Resilience4j's Micrometer names so Spring
+//! dashboards work unchanged. Read from the breakers' own counters at scrape time: calls
+//! pay nothing for them.
+
+use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{CounterVec, GaugeVec, Opts};
+
+use super::State;
+use super::breaker::{CircuitBreaker, Inner};
+
+static BREAKERS: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+pub(super) fn register(inner: &Arc<Inner>) {
+    static COLLECTOR: Once = Once::new();
+    COLLECTOR.call_once(|| {
+        msa_core::metrics::register_or_existing(BreakerCollector::new());
+    });
+    let mut breakers = BREAKERS.lock().unwrap_or_else(PoisonError::into_inner);
+    breakers.retain(|b| b.strong_count() > 0);
+    breakers.push(Arc::downgrade(inner));
+}
+
+#[derive(Clone)]
+struct BreakerCollector {
+    state: GaugeVec,
+    calls: CounterVec,
+    not_permitted: CounterVec,
+    failure_rate: GaugeVec,
+    slow_call_rate: GaugeVec,
+    buffered: GaugeVec,
+    descs: Vec<Desc>,
+}
+
+impl BreakerCollector {
+    fn new() -> Self {
+        // Names and labels are constants, so building cannot fail.
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge")
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            CounterVec::new(Opts::new(name, help), labels).expect("valid counter")
+        };
+        let state = gauge(
+            "resilience4j_circuitbreaker_state",
+            "The state of the circuit breaker: 1 for the current state, 0 for the others.",
+            &["name", "state"],
+        );
+        let calls = counter(
+            "resilience4j_circuitbreaker_calls_total",
+            "Calls recorded by the circuit breaker, by outcome.",
+            &["name", "kind"],
+        );
+        let not_permitted = counter(
+            "resilience4j_circuitbreaker_not_permitted_calls_total",
+            "Calls the circuit breaker rejected.",
+            &["name", "kind"],
+        );
+        let failure_rate = gauge(
+            "resilience4j_circuitbreaker_failure_rate",
+            "Failure rate in percent over the window; -1 below the minimum number of calls.",
+            &["name"],
+        );
+        let slow_call_rate = gauge(
+            "resilience4j_circuitbreaker_slow_call_rate",
+            "Slow-call rate in percent over the window; -1 below the minimum number of calls.",
+            &["name"],
+        );
+        let buffered = gauge(
+            "resilience4j_circuitbreaker_buffered_calls",
+            "Calls in the sliding window, by outcome.",
+            &["name", "kind"],
+        );
+        let descs = [
+            state.desc(),
+            calls.desc(),
+            not_permitted.desc(),
+            failure_rate.desc(),
+            slow_call_rate.desc(),
+            buffered.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        BreakerCollector {
+            state,
+            calls,
+            not_permitted,
+            failure_rate,
+            slow_call_rate,
+            buffered,
+            descs,
+        }
+    }
+}
+
+impl Collector for BreakerCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Rebuilt on each scrape, so breakers that are gone disappear.
+        let fresh = BreakerCollector::new();
+        let breakers: Vec<_> = BREAKERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for inner in breakers {
+            let breaker = CircuitBreaker { inner };
+            let name = breaker.name();
+            let m = breaker.metrics();
+            for state in State::ALL {
+                let value = if state == m.state { 1.0 } else { 0.0 };
+                fresh
+                    .state
+                    .with_label_values(&[name, state.as_str()])
+                    .set(value);
+            }
+            for (kind, value) in [
+                ("successful", m.successful_calls),
+                ("failed", m.failed_calls),
+                ("ignored", m.ignored_calls),
+            ] {
+                fresh
+                    .calls
+                    .with_label_values(&[name, kind])
+                    .inc_by(value as f64);
+            }
+            fresh
+                .not_permitted
+                .with_label_values(&[name, "not_permitted"])
+                .inc_by(m.not_permitted_calls as f64);
+            fresh
+                .failure_rate
+                .with_label_values(&[name])
+                .set(m.failure_rate.map_or(-1.0, f64::from));
+            fresh
+                .slow_call_rate
+                .with_label_values(&[name])
+                .set(m.slow_call_rate.map_or(-1.0, f64::from));
+            fresh
+                .buffered
+                .with_label_values(&[name, "successful"])
+                .set((m.buffered_calls - m.buffered_failed_calls) as f64);
+            fresh
+                .buffered
+                .with_label_values(&[name, "failed"])
+                .set(m.buffered_failed_calls as f64);
+        }
+        [
+            fresh.state.collect(),
+            fresh.calls.collect(),
+            fresh.not_permitted.collect(),
+            fresh.failure_rate.collect(),
+            fresh.slow_call_rate.collect(),
+            fresh.buffered.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
