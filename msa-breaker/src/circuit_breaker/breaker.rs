@@ -608,13 +608,11 @@ impl Inner {
         let totals = self.window.load().record(sample, now);
         if state_of(current) == State::Closed
             && totals.calls >= self.thresholds.minimum_calls.load(Ordering::Relaxed)
-        {
-            if let Some(exceeded) =
+            && let Some(exceeded) =
                 self.thresholds
                     .exceeded(totals.calls, totals.failures, totals.slow)
-            {
-                self.transition(current, State::Open, Some(exceeded));
-            }
+        {
+            self.transition(current, State::Open, Some(exceeded));
         }
     }
 
@@ -776,9 +774,11 @@ impl Inner {
             .open_until
             .load(Ordering::Acquire)
             .saturating_sub(self.clock.now());
+        // An absolute deadline: the task may first run well after it is spawned.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_nanos(wait);
         let inner = self.this.clone();
         runtime.spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_nanos(wait)).await;
+            tokio::time::sleep_until(deadline).await;
             if let Some(inner) = inner.upgrade() {
                 let current = inner.state.load(Ordering::Acquire);
                 if state_of(current) == State::Open && generation_of(current) == generation {
