@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
 use super::config::{CircuitBreakerConfig, InitialState, InvalidConfig};
@@ -234,9 +233,11 @@ impl Thresholds {
         );
     }
 
+    #[inline]
     /// Which threshold `calls` outcomes with these failures and slow calls reach, if any.
     fn exceeded(&self, calls: u64, failures: u64, slow: u64) -> Option<Exceeded> {
-        if calls == 0 {
+        // Thresholds are above zero: a clean window never exceeds them.
+        if calls == 0 || (failures == 0 && slow == 0) {
             return None;
         }
         if failures * 100_000 >= self.failure_rate.load(Ordering::Relaxed) * calls {
@@ -266,16 +267,13 @@ struct Counters {
     extra_failed: AtomicU64,
     ignored: AtomicU64,
     not_permitted: AtomicU64,
-    /// Outcomes recorded in windows that have since been replaced.
-    retired: AtomicU64,
 }
 
 pub(super) struct Inner {
-    this: std::sync::Weak<Inner>,
     name: Arc<str>,
     clock: Clock,
     state: AtomicU64,
-    window: ArcSwap<Window>,
+    window: Window,
     thresholds: Thresholds,
     half_open: AtomicU64,
     half_open_since: AtomicU64,
@@ -295,13 +293,23 @@ pub(super) struct Inner {
 /// downstream called from many places trips once.
 ///
 /// The closed-state path takes no lock and allocates nothing: admitting a call is one
-/// atomic load; recording it is three atomic read-modify-writes on the window (claim a
-/// slot, swap the outcome in, add the difference to the packed totals) and the threshold
-/// checks are plain loads. Timing a call for the slow-call rate reads the
+/// atomic load; recording it claims a window slot with one atomic read-modify-write, and
+/// when the outcome differs from the one it replaces, swaps it in and adds the difference
+/// to the packed totals (two more); the threshold checks are plain loads. Timing a call for the slow-call rate reads the
 /// [coarse clock](crate::ClockSource), an atomic load, not a system call. Half-open probes
 /// are admitted by compare-and-swap on the state word, so exactly
 /// `permitted-number-of-calls-in-half-open-state` get through; a probe dropped before it
 /// finishes gives its permit back and records nothing.
+///
+/// # Lifetime
+///
+/// A breaker lives until the process exits, like a metric series (its series stays on
+/// `/actuator/prometheus` too) or an entry of Resilience4j's registry. That is what lets a
+/// permit point at its breaker without reference counting, which would double the cost of
+/// a call. Make one breaker per downstream, once (a
+/// [`CircuitBreakerRegistry`](super::CircuitBreakerRegistry) does that by name), never one
+/// per request: each costs a few hundred bytes plus its window, and msa logs a warning when
+/// more than 1,024 have been made.
 ///
 /// # Examples
 ///
@@ -313,9 +321,9 @@ pub(super) struct Inner {
 /// breaker.transition_to_forced_open();
 /// assert!(breaker.try_acquire().is_err());
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 pub struct CircuitBreaker {
-    pub(super) inner: Arc<Inner>,
+    pub(super) inner: &'static Inner,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -344,12 +352,11 @@ impl CircuitBreaker {
             InitialState::MetricsOnly => State::MetricsOnly,
             InitialState::ForcedOpen => State::ForcedOpen,
         };
-        let inner = Arc::new_cyclic(|this| Inner {
-            this: this.clone(),
+        let inner: &'static Inner = Box::leak(Box::new(Inner {
             name: name.into(),
             clock: Clock::new(config.clock),
             state: AtomicU64::new(word(initial, 0, 0)),
-            window: ArcSwap::from_pointee(Window::new(&config)),
+            window: Window::new(&config),
             thresholds: Thresholds::new(&config),
             half_open: AtomicU64::new(tally(0)),
             half_open_since: AtomicU64::new(0),
@@ -359,8 +366,8 @@ impl CircuitBreaker {
             config: Mutex::new(config),
             transitions: Mutex::new(()),
             events: broadcast::channel(256).0,
-        });
-        super::metrics::register(&inner);
+        }));
+        super::metrics::register(inner);
         Ok(CircuitBreaker { inner })
     }
 
@@ -391,22 +398,34 @@ impl CircuitBreaker {
         self.inner.metrics()
     }
 
-    /// Applies new settings to the live breaker. Thresholds, waits and half-open permits
-    /// take effect at once and the window keeps its calls; a new window type or size starts
-    /// an empty window. The clock cannot change.
+    /// Applies new settings to the live breaker: thresholds, minimum calls, waits,
+    /// backoff and half-open permits take effect at once, and the window keeps its calls.
+    ///
+    /// The window's shape (`sliding-window-type`, `sliding-window-size`) and the clock stay
+    /// as the breaker was built: a live breaker never drops its window, and keeping the
+    /// window fixed is what lets calls reach it without any indirection. A new shape is
+    /// logged and kept out of [`config`](Self::config); it applies to a breaker built anew.
+    /// An invalid config changes nothing.
     pub fn update_config(&self, config: CircuitBreakerConfig) -> Result<(), InvalidConfig> {
         config.validate()?;
         let mut current = lock(&self.inner.config);
-        self.inner.thresholds.set(&config);
-        if !self.inner.window.load().fits(&config) {
-            let old = self.inner.window.swap(Arc::new(Window::new(&config)));
-            self.inner
-                .counters
-                .retired
-                .fetch_add(old.recorded(), Ordering::Relaxed);
+        let (window_type, window_size) = (current.sliding_window_type, current.sliding_window_size);
+        if !self.inner.window.fits(&config) {
+            tracing::warn!(
+                breaker = %self.inner.name,
+                "sliding-window-type/size apply to a new breaker; this one keeps its {window_size}-{} {:?} window",
+                if window_type == super::SlidingWindowType::CountBased { "call" } else { "second" },
+                window_type,
+            );
         }
-        let clock = current.clock;
-        *current = CircuitBreakerConfig { clock, ..config };
+        let applied = CircuitBreakerConfig {
+            sliding_window_type: window_type,
+            sliding_window_size: window_size,
+            clock: current.clock,
+            ..config
+        };
+        self.inner.thresholds.set(&applied);
+        *current = applied;
         Ok(())
     }
 
@@ -416,13 +435,21 @@ impl CircuitBreaker {
     /// records nothing (and gives a half-open probe back).
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit, CircuitOpen> {
-        self.inner.try_acquire().map(|kind| Permit {
-            start: match kind {
-                PermitKind::Free => 0,
-                _ => self.inner.clock.now(),
-            },
-            kind,
-            inner: Arc::clone(&self.inner),
+        self.acquire()
+            .map_err(|state| CircuitOpen::new(Arc::clone(&self.inner.name), state))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) without building the error: the rejecting state.
+    #[inline]
+    pub(super) fn acquire(&self) -> Result<Permit, State> {
+        let kind = self.inner.try_acquire()?;
+        let start_ms = match kind {
+            PermitKind::Free => 0,
+            _ => millis(self.inner.clock.now()),
+        };
+        Ok(Permit {
+            inner: self.inner,
+            ticket: kind.ticket(start_ms),
         })
     }
 
@@ -464,29 +491,66 @@ impl CircuitBreaker {
     }
 }
 
+/// A permit's generation: the low 30 bits of the state word's.
+const TICKET_GEN_MASK: u64 = 0x3fff_ffff;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PermitKind {
     /// DISABLED: nothing to record.
     Free,
-    /// CLOSED or METRICS_ONLY in this generation.
+    /// CLOSED or METRICS_ONLY in this generation (30 bits).
     Recorded(u64),
-    /// A half-open probe in this generation.
+    /// A half-open probe in this generation (30 bits).
     Probe(u64),
+}
+
+impl PermitKind {
+    /// Packs the kind, its generation and the call's start (milliseconds on the breaker's
+    /// clock, wrapping) into one word, so a permit is two words and moves in registers.
+    fn ticket(self, start_ms: u32) -> u64 {
+        let (tag, generation) = match self {
+            PermitKind::Free => (0, 0),
+            PermitKind::Recorded(g) => (1, g),
+            PermitKind::Probe(g) => (2, g),
+        };
+        tag | (generation & TICKET_GEN_MASK) << 2 | u64::from(start_ms) << 32
+    }
+
+    fn of(ticket: u64) -> (PermitKind, u32) {
+        let generation = ticket >> 2 & TICKET_GEN_MASK;
+        let kind = match ticket & 0b11 {
+            1 => PermitKind::Recorded(generation),
+            2 => PermitKind::Probe(generation),
+            _ => PermitKind::Free,
+        };
+        (kind, (ticket >> 32) as u32)
+    }
+}
+
+/// Milliseconds (wrapping at 2^32, about 49 days) of a clock reading in nanoseconds.
+#[inline]
+fn millis(nanos: u64) -> u32 {
+    (nanos / 1_000_000) as u32
+}
+
+/// Whether two generations agree in the 30 bits a permit keeps.
+#[inline]
+fn same_generation(state_word: u64, permit_generation: u64) -> bool {
+    generation_of(state_word) & TICKET_GEN_MASK == permit_generation
 }
 
 /// Leave to make one call, from [`CircuitBreaker::try_acquire`].
 #[must_use = "a permit records nothing unless completed"]
 pub struct Permit {
-    inner: Arc<Inner>,
-    kind: PermitKind,
-    start: u64,
+    inner: &'static Inner,
+    ticket: u64,
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &self.inner.name)
-            .field("kind", &self.kind)
+            .field("kind", &PermitKind::of(self.ticket).0)
             .finish()
     }
 }
@@ -495,14 +559,16 @@ impl Permit {
     /// Records the call's outcome.
     #[inline]
     pub fn complete(mut self, outcome: Outcome) {
-        let kind = std::mem::replace(&mut self.kind, PermitKind::Free);
-        self.inner.complete(kind, outcome, self.start);
+        let ticket = std::mem::take(&mut self.ticket);
+        let (kind, start_ms) = PermitKind::of(ticket);
+        self.inner.complete(kind, outcome, start_ms);
     }
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
-        if let PermitKind::Probe(generation) = self.kind {
+        if let (PermitKind::Probe(generation), _) = PermitKind::of(self.ticket) {
             self.inner.release_probe(generation);
         }
     }
@@ -512,12 +578,14 @@ impl Drop for Permit {
 
 impl Inner {
     #[inline]
-    fn try_acquire(&self) -> Result<PermitKind, CircuitOpen> {
+    fn try_acquire(&'static self) -> Result<PermitKind, State> {
         loop {
             let current = self.state.load(Ordering::Acquire);
             let generation = generation_of(current);
             match state_of(current) {
-                State::Closed | State::MetricsOnly => return Ok(PermitKind::Recorded(generation)),
+                State::Closed | State::MetricsOnly => {
+                    return Ok(PermitKind::Recorded(generation & TICKET_GEN_MASK));
+                }
                 State::Disabled => return Ok(PermitKind::Free),
                 State::ForcedOpen => return Err(self.reject(State::ForcedOpen)),
                 State::Open => {
@@ -541,7 +609,7 @@ impl Inner {
                         .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                     {
-                        return Ok(PermitKind::Probe(generation));
+                        return Ok(PermitKind::Probe(generation & TICKET_GEN_MASK));
                     }
                 }
             }
@@ -559,10 +627,10 @@ impl Inner {
     }
 
     #[cold]
-    fn reject(&self, state: State) -> CircuitOpen {
+    fn reject(&self, state: State) -> State {
         self.counters.not_permitted.fetch_add(1, Ordering::Relaxed);
         self.emit(|name| Event::NotPermitted { name, state });
-        CircuitOpen::new(Arc::clone(&self.name), state)
+        state
     }
 
     fn emit(&self, event: impl FnOnce(Arc<str>) -> Event) {
@@ -572,32 +640,36 @@ impl Inner {
     }
 
     #[inline]
-    fn complete(&self, kind: PermitKind, outcome: Outcome, start: u64) {
+    fn complete(&'static self, kind: PermitKind, outcome: Outcome, start_ms: u32) {
         match kind {
             PermitKind::Free => {}
-            PermitKind::Recorded(generation) => self.record(generation, outcome, start),
-            PermitKind::Probe(generation) => self.record_probe(generation, outcome, start),
+            PermitKind::Recorded(generation) => self.record(generation, outcome, start_ms),
+            PermitKind::Probe(generation) => self.record_probe(generation, outcome, start_ms),
         }
     }
 
-    fn sample(&self, outcome: Outcome, start: u64, now: u64) -> Sample {
+    /// The outcome as the window records it: a call is slow when it took longer than the
+    /// threshold, to the millisecond.
+    #[inline]
+    fn sample(&self, outcome: Outcome, start_ms: u32, now: u64) -> Sample {
+        let elapsed_ms = millis(now).wrapping_sub(start_ms);
         Sample {
             failure: outcome == Outcome::Failure,
-            slow: now.saturating_sub(start)
+            slow: u64::from(elapsed_ms) * 1_000_000
                 > self.thresholds.slow_call_nanos.load(Ordering::Relaxed),
         }
     }
 
     #[inline]
-    fn record(&self, generation: u64, outcome: Outcome, start: u64) {
+    fn record(&'static self, generation: u64, outcome: Outcome, start_ms: u32) {
         if outcome == Outcome::Ignored {
             self.counters.ignored.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let now = self.clock.now();
-        let sample = self.sample(outcome, start, now);
+        let sample = self.sample(outcome, start_ms, now);
         let current = self.state.load(Ordering::Acquire);
-        if generation_of(current) != generation {
+        if !same_generation(current, generation) {
             // Admitted before the last transition: it says nothing about the new state.
             self.count_extra(sample);
             return;
@@ -605,7 +677,7 @@ impl Inner {
         if sample.failure {
             self.counters.window_failed.fetch_add(1, Ordering::Relaxed);
         }
-        let totals = self.window.load().record(sample, now);
+        let totals = self.window.record(sample, now);
         if state_of(current) == State::Closed
             && totals.calls >= self.thresholds.minimum_calls.load(Ordering::Relaxed)
             && let Some(exceeded) =
@@ -625,7 +697,7 @@ impl Inner {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn record_probe(&self, generation: u64, outcome: Outcome, start: u64) {
+    fn record_probe(&'static self, generation: u64, outcome: Outcome, start_ms: u32) {
         if outcome == Outcome::Ignored {
             // An ignored probe says nothing: its permit goes back.
             self.counters.ignored.fetch_add(1, Ordering::Relaxed);
@@ -633,7 +705,7 @@ impl Inner {
             return;
         }
         let now = self.clock.now();
-        let sample = self.sample(outcome, start, now);
+        let sample = self.sample(outcome, start_ms, now);
         self.count_extra(sample);
         let tag = tally(generation);
         let add = 1 << 32 | u64::from(sample.failure) << 16 | u64::from(sample.slow);
@@ -658,7 +730,7 @@ impl Inner {
         }
         // The last probe decides.
         let state = self.state.load(Ordering::Acquire);
-        if state_of(state) != State::HalfOpen || generation_of(state) != generation {
+        if state_of(state) != State::HalfOpen || !same_generation(state, generation) {
             return;
         }
         let failures = after >> 16 & 0xffff;
@@ -671,8 +743,12 @@ impl Inner {
 
     fn release_probe(&self, generation: u64) {
         let mut current = self.state.load(Ordering::Acquire);
-        while state_of(current) == State::HalfOpen && generation_of(current) == generation {
-            let next = word(State::HalfOpen, generation, permits_of(current) + 1);
+        while state_of(current) == State::HalfOpen && same_generation(current, generation) {
+            let next = word(
+                State::HalfOpen,
+                generation_of(current),
+                permits_of(current) + 1,
+            );
             match self.state.compare_exchange_weak(
                 current,
                 next,
@@ -688,7 +764,7 @@ impl Inner {
     /// Moves from the state in `from` (same state and generation) to `to`. Does nothing if
     /// another thread moved first.
     #[cold]
-    fn transition(&self, from: u64, to: State, cause: Option<Exceeded>) {
+    fn transition(&'static self, from: u64, to: State, cause: Option<Exceeded>) {
         let _serial = lock(&self.transitions);
         let mut current = self.state.load(Ordering::Acquire);
         if state_of(current) != state_of(from) || generation_of(current) != generation_of(from) {
@@ -743,27 +819,27 @@ impl Inner {
                 u64::from(config.permitted_number_of_calls_in_half_open_state)
             }
             State::Closed => {
-                self.window.load().reset();
+                self.window.reset();
                 if from == State::HalfOpen {
                     self.openings.store(0, Ordering::Relaxed);
                 }
                 0
             }
             State::MetricsOnly => {
-                self.window.load().reset();
+                self.window.reset();
                 0
             }
             State::Disabled | State::ForcedOpen => 0,
         }
     }
 
-    fn force(&self, to: State) {
+    fn force(&'static self, to: State) {
         let current = self.state.load(Ordering::Acquire);
         self.transition(current, to, None);
     }
 
     /// With automatic transition on, half-opens when the wait is over, without a call.
-    fn schedule_half_open(&self, generation: u64) {
+    fn schedule_half_open(&'static self, generation: u64) {
         if !lock(&self.config).automatic_transition_from_open_to_half_open_enabled {
             return;
         }
@@ -776,27 +852,25 @@ impl Inner {
             .saturating_sub(self.clock.now());
         // An absolute deadline: the task may first run well after it is spawned.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_nanos(wait);
-        let inner = self.this.clone();
+        let inner = self;
         runtime.spawn(async move {
             tokio::time::sleep_until(deadline).await;
-            if let Some(inner) = inner.upgrade() {
-                let current = inner.state.load(Ordering::Acquire);
-                if state_of(current) == State::Open && generation_of(current) == generation {
-                    inner.transition(current, State::HalfOpen, None);
-                }
+            let current = inner.state.load(Ordering::Acquire);
+            if state_of(current) == State::Open && generation_of(current) == generation {
+                inner.transition(current, State::HalfOpen, None);
             }
         });
     }
 
     pub(super) fn metrics(&self) -> Metrics {
         let state = state_of(self.state.load(Ordering::Acquire));
-        let window = self.window.load();
+        let window = &self.window;
         let totals: Totals = window.totals(self.clock.now());
         let minimum = self.thresholds.minimum_calls.load(Ordering::Relaxed);
         let enough = totals.calls >= minimum && totals.calls > 0;
         let c = &self.counters;
         let window_failed = c.window_failed.load(Ordering::Relaxed);
-        let recorded = window.recorded() + c.retired.load(Ordering::Relaxed);
+        let recorded = window.recorded();
         Metrics {
             state,
             failure_rate: enough.then(|| rate(totals.failures, totals.calls)),

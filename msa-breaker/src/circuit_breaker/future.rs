@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use super::{CircuitOpen, Permit};
+use super::{CircuitBreaker, CircuitOpen, Permit, State};
 use crate::{BoxError, Classify};
 
 pin_project! {
@@ -30,7 +30,8 @@ pin_project! {
             classify: C,
         },
         Rejected {
-            error: Option<CircuitOpen>,
+            breaker: CircuitBreaker,
+            state: State,
         },
     }
 }
@@ -46,9 +47,9 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(super) fn rejected(error: CircuitOpen) -> Self {
+    pub(super) fn rejected(breaker: CircuitBreaker, state: State) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Rejected { breaker, state },
         }
     }
 }
@@ -74,10 +75,11 @@ where
                 }
                 Poll::Ready(result)
             }
-            KindProjection::Rejected { error } => Poll::Ready(Err(match error.take() {
-                Some(error) => error.into(),
-                None => "circuit breaker future polled after completion".into(),
-            })),
+            KindProjection::Rejected { breaker, state } => Poll::Ready(Err(CircuitOpen::new(
+                std::sync::Arc::from(breaker.name()),
+                *state,
+            )
+            .into())),
         }
     }
 }

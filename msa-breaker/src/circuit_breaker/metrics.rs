@@ -2,7 +2,7 @@
 //! dashboards work unchanged. Read from the breakers' own counters at scrape time: calls
 //! pay nothing for them.
 
-use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+use std::sync::{Mutex, Once, PoisonError};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -11,16 +11,27 @@ use prometheus::{CounterVec, GaugeVec, Opts};
 use super::State;
 use super::breaker::{CircuitBreaker, Inner};
 
-static BREAKERS: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+/// Every breaker made in this process (breakers live until it exits).
+static BREAKERS: Mutex<Vec<&'static Inner>> = Mutex::new(Vec::new());
 
-pub(super) fn register(inner: &Arc<Inner>) {
+/// Past this many breakers, each doubling is logged: breakers are meant per downstream.
+const WARN_AFTER: usize = 1024;
+
+pub(super) fn register(inner: &'static Inner) {
     static COLLECTOR: Once = Once::new();
     COLLECTOR.call_once(|| {
         msa_core::metrics::register_or_existing(BreakerCollector::new());
     });
     let mut breakers = BREAKERS.lock().unwrap_or_else(PoisonError::into_inner);
-    breakers.retain(|b| b.strong_count() > 0);
-    breakers.push(Arc::downgrade(inner));
+    breakers.push(inner);
+    let made = breakers.len();
+    if made > WARN_AFTER && made.is_power_of_two() {
+        tracing::warn!(
+            breakers = made,
+            "{made} circuit breakers made in this process; each lives until it exits: \
+             make one per downstream (CircuitBreakerRegistry does), not one per request"
+        );
+    }
 }
 
 #[derive(Clone)]
@@ -105,12 +116,10 @@ impl Collector for BreakerCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         // Rebuilt on each scrape, so breakers that are gone disappear.
         let fresh = BreakerCollector::new();
-        let breakers: Vec<_> = BREAKERS
+        let breakers: Vec<&'static Inner> = BREAKERS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
+            .clone();
         for inner in breakers {
             let breaker = CircuitBreaker { inner };
             let name = breaker.name();

@@ -101,11 +101,11 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.try_acquire() {
+        match self.breaker.acquire() {
             Ok(permit) => {
                 ResponseFuture::called(self.inner.call(req), permit, self.classify.clone())
             }
-            Err(rejected) => ResponseFuture::rejected(rejected),
+            Err(state) => ResponseFuture::rejected(self.breaker, state),
         }
     }
 }
