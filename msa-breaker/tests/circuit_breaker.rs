@@ -56,8 +56,8 @@ impl Harness {
 
     fn service(&self) -> BoxCloneService<Act, &'static str, BoxError> {
         let calls = self.calls.clone();
-        let service = CircuitBreakerLayer::from_breaker(self.breaker.clone()).layer(
-            tower::service_fn(move |act: Act| {
+        let service = CircuitBreakerLayer::from_breaker(self.breaker).layer(tower::service_fn(
+            move |act: Act| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
                     match act {
@@ -69,8 +69,8 @@ impl Harness {
                         }
                     }
                 }
-            }),
-        );
+            },
+        ));
         BoxCloneService::new(service)
     }
 
@@ -426,7 +426,7 @@ async fn http_responses_are_classified_by_status() {
     let status = Arc::new(AtomicUsize::new(200));
     let s = status.clone();
     let svc =
-        CircuitBreakerLayer::from_breaker(breaker.clone())
+        CircuitBreakerLayer::from_breaker(breaker)
             .http()
             .layer(tower::service_fn(move |_: ()| {
                 let code = s.load(Ordering::SeqCst) as u16;

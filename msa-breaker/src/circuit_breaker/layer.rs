@@ -66,6 +66,6 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreakerService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreakerService::new(inner, self.breaker.clone(), self.classify.clone())
+        CircuitBreakerService::new(inner, self.breaker, self.classify.clone())
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
-//! let breaker = layer.breaker().clone();
+//! let breaker = *layer.breaker();
 //! let mut service = ServiceBuilder::new()
 //!     .layer(layer)
 //!     .service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x + 1) });
