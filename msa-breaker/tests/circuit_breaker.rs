@@ -466,3 +466,82 @@ async fn metrics_are_exposed_under_resilience4j_names() {
     ));
     assert!(text.contains(r#"resilience4j_circuitbreaker_failure_rate{name="metrics-test"} 100"#));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_from_yaml_shares_one_breaker_per_name_and_updates_it_live() {
+    use msa_breaker::Section;
+    use msa_breaker::circuit_breaker::CircuitBreakerRegistry;
+
+    let load = |yaml: &str| -> Section {
+        config::Config::builder()
+            .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+            .build()
+            .unwrap()
+            .get("resilience4j.circuitbreaker")
+            .unwrap()
+    };
+    let registry = CircuitBreakerRegistry::new(load(
+        r#"
+resilience4j:
+  circuitbreaker:
+    configs:
+      default:
+        sliding-window-size: 4
+        minimum-number-of-calls: 4
+        wait-duration-in-open-state: 10s
+        clock: tokio
+    instances:
+      registry-payments:
+        failure-rate-threshold: 75
+"#,
+    ))
+    .unwrap();
+    let a = registry.get("registry-payments").unwrap();
+    let b = registry.get("registry-payments").unwrap();
+    let h = Harness {
+        breaker: a,
+        calls: Arc::default(),
+    };
+    h.calls(&[Act::Fail, Act::Fail, Act::Ok, Act::Ok]).await;
+    // 50% < 75%: closed, and the second handle sees the same window.
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.metrics().buffered_calls, 4);
+
+    // A bad update changes nothing and names the key.
+    let error = registry
+        .update(load(
+            r#"
+resilience4j:
+  circuitbreaker:
+    instances:
+      registry-payments:
+        failure-rate-threshold: 0
+"#,
+        ))
+        .unwrap_err();
+    assert_eq!(
+        error.path,
+        "instances.registry-payments.failure-rate-threshold"
+    );
+    assert_eq!(b.config().failure_rate_threshold, 75.0);
+
+    registry
+        .update(load(
+            r#"
+resilience4j:
+  circuitbreaker:
+    configs:
+      default:
+        sliding-window-size: 4
+        minimum-number-of-calls: 4
+    instances:
+      registry-payments:
+        failure-rate-threshold: 50
+"#,
+        ))
+        .unwrap();
+    // The live window kept its calls; the next failure decides at the new threshold.
+    assert_eq!(b.metrics().buffered_calls, 4);
+    h.calls(&[Act::Fail]).await;
+    assert_eq!(b.state(), State::Open);
+}

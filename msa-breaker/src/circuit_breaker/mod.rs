@@ -32,12 +32,14 @@ pub mod error;
 pub mod future;
 mod layer;
 mod metrics;
+mod registry;
 mod window;
 
 pub use self::breaker::{CircuitBreaker, Event, Metrics, Permit, State};
 pub use self::config::{CircuitBreakerConfig, InitialState, InvalidConfig, SlidingWindowType};
 pub use self::error::CircuitOpen;
 pub use self::layer::CircuitBreakerLayer;
+pub use self::registry::CircuitBreakerRegistry;
 
 use std::task::{Context, Poll};
 
