@@ -55,6 +55,9 @@ pub struct Section {
     pub instances: BTreeMap<String, Map<String, Value>>,
 }
 
+/// For each merged key, the part of the section it came from (`configs.default`, ...).
+type Origins = BTreeMap<String, String>;
+
 /// A setting that does not read, named by its full path.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -90,10 +93,8 @@ impl Section {
         self.instances.keys().map(String::as_str)
     }
 
-    fn merged(
-        &self,
-        name: &str,
-    ) -> Result<(Map<String, Value>, BTreeMap<String, String>), SectionError> {
+    /// The merged settings of `name`, and for each key the part of the section it came from.
+    fn merged(&self, name: &str) -> Result<(Map<String, Value>, Origins), SectionError> {
         let mut merged = Map::new();
         let mut origin = BTreeMap::new();
         let mut overlay = |from: &Map<String, Value>, prefix: String| {
