@@ -1,0 +1,150 @@
+//! The generic cell rate algorithm on one atomic: lock-free admission at a steady rate with
+//! a burst.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clock::{Clock, nanos};
+
+use super::RateLimiterConfig;
+
+/// Admission decisions at `limit-for-period` calls per `limit-refresh-period`, allowing a
+/// burst of `limit-for-period`.
+///
+/// The state is the theoretical arrival time (TAT) of the next call, in nanoseconds on the
+/// limiter's clock. A call at `now` is admitted when `TAT - now <= tolerance`, and moves TAT
+/// one emission interval on; compare-and-swap keeps concurrent callers exact.
+#[derive(Debug)]
+pub(super) struct Gcra {
+    tat: AtomicU64,
+}
+
+/// The rate, precomputed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rate {
+    /// Nanoseconds between calls at the steady rate.
+    interval: u64,
+    /// How far ahead of `now` TAT may run: `period - interval`, the burst.
+    tolerance: u64,
+    /// The longest a call may wait for its turn.
+    max_wait: u64,
+}
+
+impl Rate {
+    pub(super) fn new(config: &RateLimiterConfig) -> Self {
+        let period = nanos(config.limit_refresh_period).max(1);
+        let limit = u64::from(config.limit_for_period.max(1));
+        let interval = (period / limit).max(1);
+        Rate {
+            interval,
+            tolerance: period.saturating_sub(interval),
+            max_wait: nanos(config.timeout_duration),
+        }
+    }
+}
+
+/// What the limiter says to one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Go now.
+    Now,
+    /// Go after this many nanoseconds (the turn is reserved).
+    After(u64),
+    /// Over the rate, and the turn is further away than the allowed wait.
+    Rejected { next_in: u64 },
+}
+
+impl Gcra {
+    pub(super) fn new() -> Self {
+        Gcra {
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub(super) fn decide(&self, rate: Rate, now: u64) -> Decision {
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let start = tat.max(now);
+            let wait = start.saturating_sub(now + rate.tolerance);
+            if wait > rate.max_wait {
+                return Decision::Rejected { next_in: wait };
+            }
+            match self.tat.compare_exchange_weak(
+                tat,
+                start + rate.interval,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) if wait == 0 => return Decision::Now,
+                Ok(_) => return Decision::After(wait),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// Whether this state is no different from a fresh one at `now` (so it can be dropped).
+    pub(super) fn idle(&self, now: u64) -> bool {
+        self.tat.load(Ordering::Acquire) <= now
+    }
+}
+
+/// The limiter's clock and rate, shared by keyed and unkeyed limiters.
+#[derive(Debug)]
+pub(super) struct Limits {
+    pub(super) clock: Clock,
+    pub(super) rate: Rate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rate(limit: u32, period_ms: u64, wait_ms: u64) -> Rate {
+        Rate::new(&RateLimiterConfig {
+            limit_for_period: limit,
+            limit_refresh_period: Duration::from_millis(period_ms),
+            timeout_duration: Duration::from_millis(wait_ms),
+            ..Default::default()
+        })
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_burst_of_the_limit_then_the_steady_rate() {
+        let (g, r) = (Gcra::new(), rate(5, 1000, 0));
+        let t = 10_000 * MS;
+        for _ in 0..5 {
+            assert_eq!(g.decide(r, t), Decision::Now);
+        }
+        assert_eq!(g.decide(r, t), Decision::Rejected { next_in: 200 * MS });
+        // One call per 200 ms after that.
+        assert_eq!(
+            g.decide(r, t + 199 * MS),
+            Decision::Rejected { next_in: MS }
+        );
+        assert_eq!(g.decide(r, t + 200 * MS), Decision::Now);
+        assert!(matches!(
+            g.decide(r, t + 200 * MS),
+            Decision::Rejected { .. }
+        ));
+        // A quiet second refills the burst.
+        let later = t + 1200 * MS;
+        for _ in 0..5 {
+            assert_eq!(g.decide(r, later), Decision::Now);
+        }
+        assert!(g.idle(later + 1000 * MS));
+    }
+
+    #[test]
+    fn a_caller_that_may_wait_gets_a_reserved_turn() {
+        let (g, r) = (Gcra::new(), rate(2, 1000, 600));
+        let t = 10_000 * MS;
+        assert_eq!(g.decide(r, t), Decision::Now);
+        assert_eq!(g.decide(r, t), Decision::Now);
+        assert_eq!(g.decide(r, t), Decision::After(500 * MS));
+        // The next turn is 1000 ms away, beyond the 600 ms wait.
+        assert_eq!(g.decide(r, t), Decision::Rejected { next_in: 1000 * MS });
+    }
+}

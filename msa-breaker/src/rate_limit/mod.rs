@@ -1,0 +1,184 @@
+//! Rate limiter: at most `limit-for-period` calls per `limit-refresh-period`, lock-free
+//! (the generic cell rate algorithm on one atomic), optionally per key.
+//!
+//! A call over the rate waits for its turn when that turn is within `timeout-duration`
+//! (the turn is reserved, so waiting callers are served in order), and is rejected with
+//! [`RateLimited`](error::RateLimited) otherwise. With [`RateLimiterLayer::keyed`], each key
+//! (a client, a tenant, a route) gets its own rate.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use msa_breaker::rate_limit::{RateLimiterConfig, RateLimiterLayer, error::RateLimited};
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let layer = RateLimiterLayer::new(RateLimiterConfig {
+//!     limit_for_period: 2,
+//!     limit_refresh_period: Duration::from_secs(1),
+//!     timeout_duration: Duration::ZERO,
+//!     ..Default::default()
+//! });
+//! let svc = layer.layer(tower::service_fn(|_: ()| async { Ok::<_, std::io::Error>("ok") }));
+//! assert!(svc.clone().oneshot(()).await.is_ok());
+//! assert!(svc.clone().oneshot(()).await.is_ok());
+//! assert!(svc.clone().oneshot(()).await.unwrap_err().is::<RateLimited>());
+//! # }
+//! ```
+
+pub mod error;
+mod gcra;
+mod layer;
+
+pub use self::layer::RateLimiterLayer;
+
+use std::hash::Hash;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tower::Service;
+
+use self::error::RateLimited;
+use self::gcra::{Decision, Gcra, Limits};
+use crate::BoxError;
+use crate::ClockSource;
+use crate::deferred::ResponseFuture;
+
+/// Rate limiter settings; Resilience4j's names and defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RateLimiterConfig {
+    /// Calls allowed per period (and the largest burst); 50.
+    pub limit_for_period: u32,
+    /// The period; 500 ns (Resilience4j's default: 100 million calls a second, in effect
+    /// no limit until configured).
+    #[serde(with = "crate::duration")]
+    pub limit_refresh_period: Duration,
+    /// How long a call over the rate may wait for its turn; 5 s. 0 rejects at once.
+    #[serde(with = "crate::duration")]
+    pub timeout_duration: Duration,
+    /// The clock; [`ClockSource::Tokio`] by default, because rates of more than a thousand
+    /// calls a second need better than the coarse clock's millisecond.
+    pub clock: ClockSource,
+}
+
+impl Default for RateLimiterConfig {
+    fn default() -> Self {
+        RateLimiterConfig {
+            limit_for_period: 50,
+            limit_refresh_period: Duration::from_nanos(500),
+            timeout_duration: Duration::from_secs(5),
+            clock: ClockSource::Tokio,
+        }
+    }
+}
+
+/// Where a limiter keeps its state: one for all calls, or one per key.
+enum Cells<K> {
+    One(Gcra),
+    Keyed(DashMap<K, Gcra>),
+}
+
+/// Past this many keys, keys whose state is no different from a fresh one are dropped.
+const SWEEP_AT: usize = 4096;
+
+struct Shared<K> {
+    limits: Limits,
+    cells: Cells<K>,
+}
+
+impl<K: Hash + Eq> Shared<K> {
+    fn decide(&self, key: Option<K>) -> Decision {
+        let now = self.limits.clock.now();
+        match (&self.cells, key) {
+            (Cells::One(gcra), _) => gcra.decide(self.limits.rate, now),
+            (Cells::Keyed(map), Some(key)) => {
+                if let Some(gcra) = map.get(&key) {
+                    return gcra.decide(self.limits.rate, now);
+                }
+                if map.len() >= SWEEP_AT {
+                    map.retain(|_, gcra| !gcra.idle(now));
+                }
+                map.entry(key)
+                    .or_insert_with(Gcra::new)
+                    .decide(self.limits.rate, now)
+            }
+            (Cells::Keyed(_), None) => Decision::Now,
+        }
+    }
+}
+
+/// A rate-limited service; see [`RateLimiterLayer`].
+pub struct RateLimiter<S, K = (), F = fn(&()) -> Option<()>> {
+    inner: S,
+    shared: Arc<Shared<K>>,
+    key: F,
+}
+
+impl<S: Clone, K, F: Clone> Clone for RateLimiter<S, K, F> {
+    fn clone(&self) -> Self {
+        RateLimiter {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, K, F> std::fmt::Debug for RateLimiter<S, K, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F> RateLimiter<S, K, F> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, K, F, Req> Service<Req> for RateLimiter<S, K, F>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq,
+    F: Fn(&Req) -> Option<K>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, S::Future, ()>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.shared.decide((self.key)(&req)) {
+            Decision::Now => ResponseFuture::calling(self.inner.call(req), ()),
+            Decision::Rejected { next_in } => {
+                ResponseFuture::failed(RateLimited::new(Duration::from_nanos(next_in)).into())
+            }
+            Decision::After(wait) => {
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                let wait = Box::pin(async move {
+                    tokio::time::sleep(Duration::from_nanos(wait)).await;
+                    Ok(())
+                });
+                ResponseFuture::waiting(wait, ready, req)
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The response future of [`Timeout`](super::Timeout).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use super::error::Elapsed;
+use crate::BoxError;
+
+pin_project! {
+    /// Either the call's result, or [`Elapsed`] once the timeout fires (the call's future
+    /// is dropped with this one).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Sleep,
+        timeout: Duration,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, sleep: Sleep, timeout: Duration) -> Self {
+        ResponseFuture {
+            inner,
+            sleep,
+            timeout,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(*this.timeout).into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
