@@ -23,6 +23,13 @@ pub enum Outcome {
 pub trait Classify<Res>: Clone + Send + Sync + 'static {
     /// Classifies one result.
     fn classify(&self, result: Result<&Res, &BoxError>) -> Outcome;
+
+    /// How long the response asks the caller to wait before trying again (HTTP's
+    /// `Retry-After`), for the retry layer. `None` by default.
+    fn retry_after(&self, response: &Res) -> Option<std::time::Duration> {
+        let _ = response;
+        None
+    }
 }
 
 /// Every response is a success and every error a failure.
@@ -41,6 +48,9 @@ impl<Res> Classify<Res> for AnyResponse {
 /// HTTP responses by status: 5xx is a failure, 4xx is ignored (the caller's fault, not the
 /// downstream's), anything else a success; errors (connection refused, timeouts) fail.
 ///
+/// For retries, 429 Too Many Requests also counts as a failure (the same call may succeed
+/// later), and `Retry-After` (seconds or an HTTP date) is read from the response.
+///
 /// # Examples
 ///
 /// ```
@@ -58,10 +68,30 @@ impl<B> Classify<http::Response<B>> for HttpStatus {
     fn classify(&self, result: Result<&http::Response<B>, &BoxError>) -> Outcome {
         match result {
             Ok(response) if response.status().is_server_error() => Outcome::Failure,
+            Ok(response) if response.status() == http::StatusCode::TOO_MANY_REQUESTS => {
+                Outcome::Failure
+            }
             Ok(response) if response.status().is_client_error() => Outcome::Ignored,
             Ok(_) => Outcome::Success,
             Err(_) => Outcome::Failure,
         }
+    }
+
+    fn retry_after(&self, response: &http::Response<B>) -> Option<std::time::Duration> {
+        let value = response
+            .headers()
+            .get(http::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .trim();
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(std::time::Duration::from_secs(seconds));
+        }
+        let at = httpdate::parse_http_date(value).ok()?;
+        Some(
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        )
     }
 }
 

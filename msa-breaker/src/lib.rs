@@ -8,6 +8,7 @@ mod deferred;
 mod duration;
 pub mod fallback;
 pub mod rate_limit;
+pub mod retry;
 mod section;
 pub mod timeout;
 

@@ -1,0 +1,189 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use tower::retry::Policy;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::util::rng::{HasherRng, Rng};
+
+use super::RetryConfig;
+use crate::{BoxError, Classify, Outcome};
+
+/// Decides whether a request can be sent again, and makes the copy.
+pub trait Replay<Req>: Clone + Send + Sync + 'static {
+    /// A copy of `req` to send again, or `None` when it cannot be replayed.
+    fn replay(&self, req: &Req) -> Option<Req>;
+
+    /// Whether sending `req` twice is safe.
+    fn idempotent(&self, req: &Req) -> bool {
+        let _ = req;
+        true
+    }
+}
+
+/// Replays any `Clone` request, and deems every request idempotent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CloneRequest;
+
+impl<Req: Clone> Replay<Req> for CloneRequest {
+    fn replay(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// Replays HTTP requests whose body is `Clone` (buffer a streaming body first), and deems
+/// idempotent the methods HTTP says are: `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpReplay {
+    any_method: bool,
+}
+
+impl HttpReplay {
+    /// `any_method` retries `POST` and `PATCH` too.
+    pub fn new(any_method: bool) -> Self {
+        HttpReplay { any_method }
+    }
+}
+
+impl<B: Clone> Replay<http::Request<B>> for HttpReplay {
+    fn replay(&self, req: &http::Request<B>) -> Option<http::Request<B>> {
+        Some(req.clone())
+    }
+
+    fn idempotent(&self, req: &http::Request<B>) -> bool {
+        self.any_method
+            || matches!(
+                *req.method(),
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::PUT
+                    | Method::DELETE
+                    | Method::TRACE
+            )
+    }
+}
+
+pub(super) struct Shared {
+    pub(super) config: RetryConfig,
+    pub(super) budget: TpsBudget,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// msa's retry policy for tower's `Retry`; see the [module docs](super).
+pub struct RetryPolicy<C, R> {
+    shared: Arc<Shared>,
+    classify: C,
+    replay: R,
+    /// Retries made for the current request.
+    retries: u32,
+    rng: HasherRng,
+}
+
+impl<C: Clone, R: Clone> Clone for RetryPolicy<C, R> {
+    fn clone(&self) -> Self {
+        // Each request starts with no retries and its own random stream.
+        RetryPolicy {
+            shared: Arc::clone(&self.shared),
+            classify: self.classify.clone(),
+            replay: self.replay.clone(),
+            retries: 0,
+            rng: HasherRng::new(),
+        }
+    }
+}
+
+impl<C, R> fmt::Debug for RetryPolicy<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("config", &self.shared.config)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, R> RetryPolicy<C, R> {
+    pub(super) fn new(shared: Arc<Shared>, classify: C, replay: R) -> Self {
+        RetryPolicy {
+            shared,
+            classify,
+            replay,
+            retries: 0,
+            rng: HasherRng::new(),
+        }
+    }
+
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(super) fn with<C2, R2>(self, classify: C2, replay: R2) -> RetryPolicy<C2, R2> {
+        RetryPolicy::new(self.shared, classify, replay)
+    }
+
+    fn wait(&mut self, retry: u32, asked: Option<Duration>) -> Option<Duration> {
+        let config = &self.shared.config;
+        let mut wait = config.backoff(retry);
+        if config.enable_randomized_wait && config.randomized_wait_factor > 0.0 {
+            let spread = config.randomized_wait_factor * (2.0 * self.rng.next_f64() - 1.0);
+            wait = wait.mul_f64((1.0 + spread).max(0.0));
+        }
+        match asked {
+            Some(asked) if config.honor_retry_after => {
+                if asked > config.max_retry_after {
+                    tracing::debug!(
+                        ?asked,
+                        "not retrying: Retry-After is longer than max-retry-after"
+                    );
+                    return None;
+                }
+                Some(wait.max(asked))
+            }
+            _ => Some(wait),
+        }
+    }
+}
+
+impl<C, R, Req, Res> Policy<Req, Res, BoxError> for RetryPolicy<C, R>
+where
+    C: Classify<Res>,
+    R: Replay<Req>,
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, req: &mut Req, result: &mut Result<Res, BoxError>) -> Option<Self::Future> {
+        if self.retries == 0 {
+            // Every request (not every retry) adds to the budget.
+            self.shared.budget.deposit();
+        }
+        if self.classify.classify(result.as_ref()) != Outcome::Failure {
+            return None;
+        }
+        if self.retries + 1 >= self.shared.config.max_attempts || !self.replay.idempotent(req) {
+            return None;
+        }
+        let asked = result
+            .as_ref()
+            .ok()
+            .and_then(|res| self.classify.retry_after(res));
+        let wait = self.wait(self.retries + 1, asked)?;
+        if !self.shared.budget.withdraw() {
+            tracing::warn!("retry budget exhausted: not retrying");
+            return None;
+        }
+        self.retries += 1;
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        self.replay.replay(req)
+    }
+}
