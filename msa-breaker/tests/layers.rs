@@ -236,3 +236,31 @@ async fn fallback_answers_for_an_open_breaker_and_passes_other_errors_on() {
     handle.transition_to_forced_open();
     assert_eq!(svc.clone().oneshot(false).await.unwrap(), "fallback");
 }
+
+#[cfg(feature = "failsafe")]
+#[tokio::test(start_paused = true)]
+async fn a_failsafe_state_machine_drives_the_same_layer() {
+    use msa_breaker::circuit_breaker::State;
+
+    let machine = failsafe::Config::new()
+        .failure_policy(failsafe::failure_policy::consecutive_failures(
+            2,
+            failsafe::backoff::constant(Duration::from_secs(30)),
+        ))
+        .build();
+    let svc = CircuitBreakerLayer::from_failsafe("legacy", machine)
+        .http()
+        .layer(tower::service_fn(|status: u16| async move {
+            Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+        }));
+    // 4xx is ignored by msa's HTTP classification, so failsafe never sees it as failing.
+    for _ in 0..5 {
+        assert_eq!(svc.clone().oneshot(404).await.unwrap().status(), 404);
+    }
+    assert_eq!(svc.clone().oneshot(503).await.unwrap().status(), 503);
+    assert_eq!(svc.clone().oneshot(503).await.unwrap().status(), 503);
+    // Two consecutive failures: failsafe opens, msa rejects with its typed error.
+    let error = svc.clone().oneshot(200).await.unwrap_err();
+    let open = error.downcast_ref::<CircuitOpen>().unwrap();
+    assert_eq!((open.name(), open.state()), ("legacy", State::Open));
+}

@@ -6,38 +6,45 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use super::{CircuitBreaker, CircuitOpen, Permit, State};
+use super::{CircuitOpen, Engine, EnginePermit, State};
 use crate::{BoxError, Classify};
 
 pin_project! {
     /// Records the call's outcome when it finishes; dropped early, records nothing and
     /// gives a half-open permit back.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F, C> {
+    pub struct ResponseFuture<F, C, E: Engine> {
         #[pin]
-        kind: Kind<F, C>,
+        kind: Kind<F, C, E>,
     }
 }
 
 pin_project! {
-    #[derive(Debug)]
     #[project = KindProjection]
-    enum Kind<F, C> {
+    enum Kind<F, C, E: Engine> {
         Called {
             #[pin]
             future: F,
-            permit: Option<Permit>,
+            permit: Option<E::Permit>,
             classify: C,
         },
         Rejected {
-            breaker: CircuitBreaker,
+            breaker: E,
             state: State,
         },
     }
 }
 
-impl<F, C> ResponseFuture<F, C> {
-    pub(super) fn called(future: F, permit: Permit, classify: C) -> Self {
+impl<F, C, E: Engine> std::fmt::Debug for ResponseFuture<F, C, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Called { .. } => "ResponseFuture::Called",
+            Kind::Rejected { .. } => "ResponseFuture::Rejected",
+        })
+    }
+}
+
+impl<F, C, E: Engine> ResponseFuture<F, C, E> {
+    pub(super) fn called(future: F, permit: E::Permit, classify: C) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
@@ -47,18 +54,19 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
-    pub(super) fn rejected(breaker: CircuitBreaker, state: State) -> Self {
+    pub(super) fn rejected(breaker: E, state: State) -> Self {
         ResponseFuture {
             kind: Kind::Rejected { breaker, state },
         }
     }
 }
 
-impl<F, C, T, E> Future for ResponseFuture<F, C>
+impl<F, C, E, T, Err> Future for ResponseFuture<F, C, E>
 where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    F: Future<Output = Result<T, Err>>,
+    Err: Into<BoxError>,
     C: Classify<T>,
+    E: Engine,
 {
     type Output = Result<T, BoxError>;
 

@@ -9,8 +9,8 @@ use crate::{AnyResponse, HttpStatus};
 /// [`AnyResponse`] by default (errors fail), [`HttpStatus`] for HTTP (5xx fails, 4xx is
 /// ignored), or any [`Classify`](crate::Classify).
 #[derive(Clone, Debug)]
-pub struct CircuitBreakerLayer<C = AnyResponse> {
-    breaker: CircuitBreaker,
+pub struct CircuitBreakerLayer<C = AnyResponse, E = CircuitBreaker> {
+    breaker: E,
     classify: C,
 }
 
@@ -42,14 +42,26 @@ impl CircuitBreakerLayer {
     }
 }
 
-impl<C> CircuitBreakerLayer<C> {
+#[cfg(feature = "failsafe")]
+impl<P, I> CircuitBreakerLayer<AnyResponse, super::Failsafe<P, I>> {
+    /// A layer driven by a `failsafe::StateMachine` (feature `failsafe`), for services that
+    /// already use failsafe's policies; rejections carry `name`.
+    pub fn from_failsafe(name: &str, machine: failsafe::StateMachine<P, I>) -> Self {
+        CircuitBreakerLayer {
+            breaker: super::Failsafe::new(name, machine),
+            classify: AnyResponse,
+        }
+    }
+}
+
+impl<C, E> CircuitBreakerLayer<C, E> {
     /// The breaker.
-    pub fn breaker(&self) -> &CircuitBreaker {
+    pub fn breaker(&self) -> &E {
         &self.breaker
     }
 
     /// Classifies results with `classify` instead.
-    pub fn classify<C2>(self, classify: C2) -> CircuitBreakerLayer<C2> {
+    pub fn classify<C2>(self, classify: C2) -> CircuitBreakerLayer<C2, E> {
         CircuitBreakerLayer {
             breaker: self.breaker,
             classify,
@@ -57,15 +69,15 @@ impl<C> CircuitBreakerLayer<C> {
     }
 
     /// Classifies HTTP responses by status: 5xx fails, 4xx is ignored.
-    pub fn http(self) -> CircuitBreakerLayer<HttpStatus> {
+    pub fn http(self) -> CircuitBreakerLayer<HttpStatus, E> {
         self.classify(HttpStatus)
     }
 }
 
-impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
-    type Service = CircuitBreakerService<S, C>;
+impl<S, C: Clone, E: Clone> Layer<S> for CircuitBreakerLayer<C, E> {
+    type Service = CircuitBreakerService<S, C, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreakerService::new(inner, self.breaker, self.classify.clone())
+        CircuitBreakerService::new(inner, self.breaker.clone(), self.classify.clone())
     }
 }

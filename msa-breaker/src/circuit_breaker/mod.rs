@@ -28,6 +28,7 @@
 
 mod breaker;
 pub mod config;
+mod engine;
 pub mod error;
 pub mod future;
 mod layer;
@@ -37,6 +38,9 @@ mod window;
 
 pub use self::breaker::{CircuitBreaker, Event, Metrics, Permit, State};
 pub use self::config::{CircuitBreakerConfig, InitialState, InvalidConfig, SlidingWindowType};
+pub use self::engine::{Engine, EnginePermit};
+#[cfg(feature = "failsafe")]
+pub use self::engine::{Failsafe, FailsafePermit};
 pub use self::error::CircuitOpen;
 pub use self::layer::CircuitBreakerLayer;
 pub use self::registry::CircuitBreakerRegistry;
@@ -48,17 +52,18 @@ use tower::Service;
 use self::future::ResponseFuture;
 use crate::{AnyResponse, BoxError, Classify};
 
-/// A service guarded by a [`CircuitBreaker`]; see [`CircuitBreakerLayer`].
+/// A service guarded by a circuit breaker ([`CircuitBreaker`] unless another [`Engine`]);
+/// see [`CircuitBreakerLayer`].
 #[derive(Clone, Debug)]
-pub struct CircuitBreakerService<S, C = AnyResponse> {
+pub struct CircuitBreakerService<S, C = AnyResponse, E = CircuitBreaker> {
     inner: S,
-    breaker: CircuitBreaker,
+    breaker: E,
     classify: C,
 }
 
-impl<S, C> CircuitBreakerService<S, C> {
+impl<S, C, E> CircuitBreakerService<S, C, E> {
     /// Guards `inner` with `breaker`, classifying results with `classify`.
-    pub fn new(inner: S, breaker: CircuitBreaker, classify: C) -> Self {
+    pub fn new(inner: S, breaker: E, classify: C) -> Self {
         CircuitBreakerService {
             inner,
             breaker,
@@ -67,7 +72,7 @@ impl<S, C> CircuitBreakerService<S, C> {
     }
 
     /// The breaker.
-    pub fn breaker(&self) -> &CircuitBreaker {
+    pub fn breaker(&self) -> &E {
         &self.breaker
     }
 
@@ -87,15 +92,16 @@ impl<S, C> CircuitBreakerService<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for CircuitBreakerService<S, C>
+impl<S, C, E, Req> Service<Req> for CircuitBreakerService<S, C, E>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response>,
+    E: Engine,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = ResponseFuture<S::Future, C, E>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -107,7 +113,7 @@ where
             Ok(permit) => {
                 ResponseFuture::called(self.inner.call(req), permit, self.classify.clone())
             }
-            Err(state) => ResponseFuture::rejected(self.breaker, state),
+            Err(state) => ResponseFuture::rejected(self.breaker.clone(), state),
         }
     }
 }
