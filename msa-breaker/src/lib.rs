@@ -10,6 +10,7 @@ pub mod fallback;
 pub mod rate_limit;
 pub mod retry;
 mod section;
+pub mod stack;
 pub mod timeout;
 
 pub use self::classify::{AnyResponse, Classify, ClassifyFn, HttpStatus, Outcome, classify_fn};

@@ -264,3 +264,78 @@ async fn a_failsafe_state_machine_drives_the_same_layer() {
     let open = error.downcast_ref::<CircuitOpen>().unwrap();
     assert_eq!((open.name(), open.state()), ("legacy", State::Open));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_stack_times_out_each_attempt_opens_the_breaker_and_stops_retrying() {
+    use msa_breaker::stack::{Resilience, ResilienceConfig};
+
+    let yaml = r#"
+resilience4j:
+  circuitbreaker:
+    configs:
+      default: { sliding-window-size: 2, minimum-number-of-calls: 2, clock: tokio }
+  retry:
+    configs:
+      default: { max-attempts: 3, wait-duration: 10ms, enable-randomized-wait: false }
+  timelimiter:
+    configs:
+      default: { timeout-duration: 1s }
+  bulkhead:
+    instances:
+      stack-payments: { max-concurrent-calls: 5 }
+"#;
+    let config: ResilienceConfig = config::Config::builder()
+        .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+        .build()
+        .unwrap()
+        .get("resilience4j")
+        .unwrap();
+    let resilience = Resilience::new(config).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let hanging = tower::service_fn(move |_: ()| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, BoxError>("never")
+        }
+    });
+    let svc = resilience
+        .layer("stack-payments")
+        .unwrap()
+        .layer(hanging.clone());
+
+    let start = Instant::now();
+    let error = svc.oneshot(()).await.unwrap_err();
+    // Two attempts timed out; the second opened the breaker; the third was rejected and
+    // not retried.
+    assert!(error.is::<CircuitOpen>(), "{error}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(2020));
+
+    // Another stack for the same name shares the (open) breaker.
+    let again = resilience.layer("stack-payments").unwrap().layer(hanging);
+    assert!(again.oneshot(()).await.unwrap_err().is::<CircuitOpen>());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let breaker = resilience
+        .breakers()
+        .unwrap()
+        .get("stack-payments")
+        .unwrap();
+    assert_eq!(breaker.metrics().failed_calls, 2);
+}
+
+#[test]
+fn stack_config_errors_name_the_module_and_key() {
+    use msa_breaker::stack::{Resilience, ResilienceConfig};
+
+    let config: ResilienceConfig = serde_json::from_value(serde_json::json!({
+        "bulkhead": { "instances": { "inventory": { "max-concurrent-calls": "many" } } }
+    }))
+    .unwrap();
+    let error = Resilience::new(config).unwrap_err();
+    assert_eq!(
+        error.path, "bulkhead.instances.inventory.max-concurrent-calls",
+        "{error}"
+    );
+}

@@ -167,6 +167,12 @@ where
         if self.classify.classify(result.as_ref()) != Outcome::Failure {
             return None;
         }
+        if let Err(error) = result
+            && error.is::<crate::circuit_breaker::CircuitOpen>()
+        {
+            // The breaker stays open for its wait: trying again now only spends budget.
+            return None;
+        }
         if self.retries + 1 >= self.shared.config.max_attempts || !self.replay.idempotent(req) {
             return None;
         }
