@@ -8,7 +8,7 @@
 //! | crate | feature | what it brings |
 //! |---|---|---|
 //! | [`core`] (msa-core) | always | instance model, telemetry, HTTP tracing layers, actuator, graceful shutdown |
-//! | `breaker` (msa-breaker) | `breaker` | resilience layers (placeholder in 0.1) |
+//! | `breaker` (msa-breaker) | `breaker` | circuit breaker, retry with budget, timeout, bulkhead, rate limiter, fallback |
 //! | `discovery` (msa-discovery) | `discovery` | registry, discovery client, load balancer (placeholder in 0.1) |
 //! | `config` (msa-config) | `config` | config server and client (placeholder in 0.1) |
 //! | `gateway` (msa-gateway) | `gateway` | API gateway (placeholder in 0.1) |
@@ -52,4 +52,7 @@ pub mod guide {
     pub mod getting_started {}
     #[doc = include_str!("../docs/core.md")]
     pub mod core {}
+    #[cfg(feature = "breaker")]
+    #[doc = include_str!("../docs/resilience.md")]
+    pub mod resilience {}
 }

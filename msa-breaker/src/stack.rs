@@ -53,7 +53,7 @@ use crate::circuit_breaker::{CircuitBreakerLayer, CircuitBreakerRegistry, Circui
 use crate::rate_limit::{RateLimiter, RateLimiterConfig, RateLimiterLayer};
 use crate::retry::{CloneRequest, HttpReplay, RetryConfig, RetryLayer, RetryPolicy};
 use crate::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
-use crate::{AnyResponse, HttpStatus, Section, SectionError};
+use crate::{AnyResponse, BoxErrors, HttpStatus, Section, SectionError};
 
 /// Every layer's section, under Resilience4j's module names. A module that is absent adds
 /// no layer; an empty one (`bulkhead: {}`) adds its layer with default settings.
@@ -254,8 +254,8 @@ impl<C, R> fmt::Debug for ResilienceLayer<C, R> {
     }
 }
 
-/// `S` with a bulkhead.
-pub type WithBulkhead<S> = Either<Bulkhead<S>, S>;
+/// `S` with a bulkhead (errors boxed either way, as `Either` needs one error type).
+pub type WithBulkhead<S> = Either<Bulkhead<S>, BoxErrors<S>>;
 /// ... and a timeout.
 pub type WithTimeout<S> = Either<Timeout<WithBulkhead<S>>, WithBulkhead<S>>;
 /// ... and a rate limiter.
@@ -264,7 +264,7 @@ pub type WithRateLimit<S> = Either<RateLimiter<WithTimeout<S>>, WithTimeout<S>>;
 pub type WithBreaker<S, C> = Either<CircuitBreakerService<WithRateLimit<S>, C>, WithRateLimit<S>>;
 /// The whole stack: each layer is there when its section is.
 pub type Stack<S, C = AnyResponse, R = CloneRequest> =
-    Either<tower::retry::Retry<RetryPolicy<C, R>, WithBreaker<S, C>>, WithBreaker<S, C>>;
+    Either<tower::retry::Retry<RetryPolicy<C, R>, BoxErrors<WithBreaker<S, C>>>, WithBreaker<S, C>>;
 
 fn either<L: Layer<S>, S>(layer: Option<&L>, inner: S) -> Either<L::Service, S> {
     match layer {
@@ -278,7 +278,10 @@ impl<S, C: Clone, R: Clone> Layer<S> for ResilienceLayer<C, R> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
-        let s = either(p.bulkhead.as_ref(), inner);
+        let s = match p.bulkhead.as_ref() {
+            Some(bulkhead) => Either::Left(bulkhead.layer(inner)),
+            None => Either::Right(BoxErrors(inner)),
+        };
         let s = either(p.timeout.as_ref(), s);
         let s = either(p.rate.as_ref(), s);
         let breaker = p.breaker.clone().map(|b| b.classify(self.classify.clone()));

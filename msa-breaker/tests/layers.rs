@@ -339,3 +339,22 @@ fn stack_config_errors_name_the_module_and_key() {
         "{error}"
     );
 }
+
+/// Compiles only if every layer, and the whole stack, serve any request type over a
+/// service with any error type (not just `()` requests or `BoxError`).
+#[tokio::test(start_paused = true)]
+async fn every_layer_serves_any_request_and_error_type() {
+    use msa_breaker::retry::{RetryConfig, RetryLayer};
+    use msa_breaker::stack::{Resilience, ResilienceConfig};
+
+    fn check<S: Service<u32, Response = u32>>(_: &S) {}
+    let inner = tower::service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+    check(&BulkheadLayer::new(BulkheadConfig::default()).layer(inner));
+    check(&TimeoutLayer::new(TimeoutConfig::default()).layer(inner));
+    check(&RateLimiterLayer::new(RateLimiterConfig::default()).layer(inner));
+    check(&CircuitBreakerLayer::new(CircuitBreakerConfig::default()).layer(inner));
+    check(&RetryLayer::new(RetryConfig::default()).layer(inner));
+    let stack = Resilience::new(ResilienceConfig::default()).unwrap();
+    let svc = stack.layer("any").unwrap().layer(inner);
+    assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+}

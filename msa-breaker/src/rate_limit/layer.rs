@@ -5,11 +5,11 @@ use dashmap::DashMap;
 use tower::Layer;
 
 use super::gcra::{Gcra, Limits, Rate};
-use super::{Cells, RateLimiter, RateLimiterConfig, Shared};
+use super::{Cells, KeyFn, RateLimiter, RateLimiterConfig, Shared, Unkeyed};
 use crate::clock::Clock;
 
 /// A [`Layer`] that limits the rate of calls; every service it wraps shares its rate.
-pub struct RateLimiterLayer<K = (), F = fn(&()) -> Option<()>> {
+pub struct RateLimiterLayer<K = (), F = Unkeyed> {
     shared: Arc<Shared<K>>,
     key: F,
 }
@@ -44,13 +44,13 @@ impl RateLimiterLayer {
                 limits: limits(&config),
                 cells: Cells::One(Gcra::new()),
             }),
-            key: |_| None,
+            key: Unkeyed,
         }
     }
 
     /// One rate per key: `key` picks it from the request (a client address, an API key, a
     /// tenant); requests it gives no key for are not limited.
-    pub fn keyed<Req, K, F>(config: RateLimiterConfig, key: F) -> RateLimiterLayer<K, F>
+    pub fn keyed<Req, K, F>(config: RateLimiterConfig, key: F) -> RateLimiterLayer<K, KeyFn<F>>
     where
         K: Hash + Eq,
         F: Fn(&Req) -> Option<K> + Clone,
@@ -60,7 +60,7 @@ impl RateLimiterLayer {
                 limits: limits(&config),
                 cells: Cells::Keyed(DashMap::new()),
             }),
-            key,
+            key: KeyFn(key),
         }
     }
 }

@@ -96,6 +96,7 @@ impl<K: Hash + Eq> Shared<K> {
         let now = self.limits.clock.now();
         match (&self.cells, key) {
             (Cells::One(gcra), _) => gcra.decide(self.limits.rate, now),
+            (Cells::Keyed(_), None) => Decision::Now,
             (Cells::Keyed(map), Some(key)) => {
                 if let Some(gcra) = map.get(&key) {
                     return gcra.decide(self.limits.rate, now);
@@ -107,13 +108,56 @@ impl<K: Hash + Eq> Shared<K> {
                     .or_insert_with(Gcra::new)
                     .decide(self.limits.rate, now)
             }
-            (Cells::Keyed(_), None) => Decision::Now,
         }
     }
 }
 
+/// Picks the key a request is limited under.
+pub trait Keyer<Req>: Clone {
+    /// The key type.
+    type Key: Hash + Eq;
+
+    /// The request's key; `None` leaves it unlimited.
+    fn key(&self, req: &Req) -> Option<Self::Key>;
+}
+
+/// One rate for every request, whatever its type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unkeyed;
+
+impl<Req> Keyer<Req> for Unkeyed {
+    type Key = ();
+
+    #[inline]
+    fn key(&self, _: &Req) -> Option<()> {
+        Some(())
+    }
+}
+
+/// A closure as a [`Keyer`]; see [`RateLimiterLayer::keyed`].
+#[derive(Clone, Copy)]
+pub struct KeyFn<F>(F);
+
+impl<F> std::fmt::Debug for KeyFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyFn")
+    }
+}
+
+impl<Req, K, F> Keyer<Req> for KeyFn<F>
+where
+    K: Hash + Eq,
+    F: Fn(&Req) -> Option<K> + Clone,
+{
+    type Key = K;
+
+    fn key(&self, req: &Req) -> Option<K> {
+        (self.0)(req)
+    }
+}
+
 /// A rate-limited service; see [`RateLimiterLayer`].
-pub struct RateLimiter<S, K = (), F = fn(&()) -> Option<()>> {
+pub struct RateLimiter<S, K = (), F = Unkeyed> {
     inner: S,
     shared: Arc<Shared<K>>,
     key: F,
@@ -154,7 +198,7 @@ where
     S: Service<Req> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     K: Hash + Eq,
-    F: Fn(&Req) -> Option<K>,
+    F: Keyer<Req, Key = K>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -165,7 +209,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.shared.decide((self.key)(&req)) {
+        match self.shared.decide(self.key.key(&req)) {
             Decision::Now => ResponseFuture::calling(self.inner.call(req), ()),
             Decision::Rejected { next_in } => {
                 ResponseFuture::failed(RateLimited::new(Duration::from_nanos(next_in)).into())

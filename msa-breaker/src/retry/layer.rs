@@ -6,7 +6,7 @@ use tower::retry::budget::TpsBudget;
 
 use super::policy::{CloneRequest, HttpReplay, RetryPolicy, Shared};
 use super::{InvalidRetryConfig, RetryConfig};
-use crate::{AnyResponse, HttpStatus};
+use crate::{AnyResponse, BoxErrors, HttpStatus};
 
 /// A [`Layer`] that retries failed calls; see the [module docs](super).
 #[derive(Clone, Debug)]
@@ -67,9 +67,9 @@ impl<C, R> RetryLayer<C, R> {
 }
 
 impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
-    type Service = Retry<RetryPolicy<C, R>, S>;
+    type Service = Retry<RetryPolicy<C, R>, BoxErrors<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::new(self.policy.clone(), inner)
+        Retry::new(self.policy.clone(), BoxErrors(inner))
     }
 }
