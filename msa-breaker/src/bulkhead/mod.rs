@@ -1,6 +1,6 @@
 //! Bulkhead: at most `max-concurrent-calls` calls at once, the rest wait up to
 //! `max-wait-duration` for a slot, then are rejected with
-//! [`BulkheadFull`](error::BulkheadFull).
+//! [`BulkheadFull`].
 //!
 //! One bulkhead (and its slots) is shared by every service its layer wraps. With the
 //! default `max-wait-duration` of 0, a call that finds no free slot is rejected at once and

@@ -3,7 +3,7 @@
 //!
 //! A call over the rate waits for its turn when that turn is within `timeout-duration`
 //! (the turn is reserved, so waiting callers are served in order), and is rejected with
-//! [`RateLimited`](error::RateLimited) otherwise. With [`RateLimiterLayer::keyed`], each key
+//! [`RateLimited`] otherwise. With [`RateLimiterLayer::keyed`], each key
 //! (a client, a tenant, a route) gets its own rate.
 //!
 //! # Examples
