@@ -1,8 +1,8 @@
-//! Central configuration for msa: the Spring Cloud Config-compatible server
-//! (`msa-config-server`) and the live-reloading config client.
+//! Central configuration for msa: [`server`], a Spring Cloud Config-compatible config
+//! server (the `msa-config-server` binary), with a watch API so changes reach clients
+//! without a message bus.
 //!
-//! **Status: placeholder.** This release only reserves the crate in the workspace; the
-//! server and the client arrive with the msa-config milestone. Refresh hooks for
-//! `/actuator/refresh` are already in [`msa_core::actuator::RefreshHook`].
+//! **Status:** the server serves a directory repository. The git backend, `{cipher}`
+//! values and the live-reloading client are in progress.
 
-pub use msa_core::actuator::RefreshHook;
+pub mod server;

@@ -1,0 +1,89 @@
+//! `msa-config-server`: a Spring Cloud Config-compatible config server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use msa_config::server::{ConfigServer, DirRepository};
+use msa_core::shutdown::Shutdown;
+use msa_core::telemetry::Telemetry;
+
+/// A Spring Cloud Config-compatible config server: serves a directory of YAML, properties,
+/// JSON and TOML files to Spring and msa clients, and tells watching clients of changes
+/// within milliseconds.
+#[derive(Debug, Parser)]
+#[command(name = "msa-config-server", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    bind: String,
+    /// A directory of config files; edits are served without a restart.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
+    dir: Option<PathBuf>,
+    /// A git repository (path or URL); labels are branches, tags or commits.
+    #[arg(long, value_name = "REPO")]
+    git: Option<String>,
+    /// The label served when a request names none (git; main, then master).
+    #[arg(long, value_name = "LABEL")]
+    default_label: Option<String>,
+    /// Key material for `{cipher}` values and /encrypt, /decrypt.
+    #[arg(long, value_name = "PATH")]
+    encrypt_key_file: Option<PathBuf>,
+    /// Require HTTP Basic auth with this user (and --password).
+    #[arg(long, requires = "password")]
+    user: Option<String>,
+    /// The Basic auth password.
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("msa-config-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let _telemetry = Telemetry::new("msa-config-server")
+        .version(env!("CARGO_PKG_VERSION"))
+        .init()
+        .map_err(|e| e.to_string())?;
+    if args.git.is_some() {
+        return Err(
+            "--git: the git backend is not in this build yet; serve a checkout with --dir".into(),
+        );
+    }
+    if args.encrypt_key_file.is_some() {
+        return Err("--encrypt-key-file: {cipher} values are not in this build yet".into());
+    }
+    let _ = args.default_label;
+    let dir = args.dir.ok_or("--dir PATH is required")?;
+    let repository =
+        DirRepository::open(&dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
+    let mut server = ConfigServer::new(repository);
+    if let (Some(user), Some(password)) = (&args.user, &args.password) {
+        server = server.basic_auth(user, password);
+    }
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .map_err(|e| format!("--bind {}: {e}", args.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, dir = %dir.display(), "msa-config-server listening");
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals();
+    shutdown
+        .serve(listener, server.router())
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,352 @@
+//! The config server: Spring Cloud Config's HTTP API over a config repository, plus a
+//! watch API so clients learn of changes within milliseconds, with no message bus.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /{application}/{profiles}[/{label}]` | the [`Environment`] JSON, most specific source first, with an `ETag` |
+//! | `GET [/{label}]/{application}-{profiles}.{yml,yaml,properties,json}` | the merged view in that format (`?resolvePlaceholders=false` to keep `${...}`) |
+//! | `GET /_msa/watch/{application}/{profiles}[/{label}]` | long-poll: with `If-None-Match: "<etag>"`, answers as soon as the environment differs, or `304` after `?wait=` (default 30 s, at most 5 min) |
+//! | `GET /actuator/health`, `/actuator/prometheus`, ... | msa's actuator |
+//!
+//! A `/` inside an application or label is written `(_)`. An unknown application answers
+//! `200` with no property sources, as Spring does. A broken file answers `500` naming the
+//! file, line and column, for the applications that read it only.
+
+pub mod environment;
+pub mod format;
+pub mod repository;
+
+pub use self::environment::{Environment, PropertySource};
+pub use self::repository::DirRepository;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use msa_core::actuator::{Actuator, Health};
+use msa_core::http::ServerLayer;
+use serde::Deserialize;
+
+use self::format::ParseError;
+
+/// The longest a watch may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How long a watch waits when the request does not say.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// The config server; [`ConfigServer::router`] gives its axum router.
+#[derive(Clone, Debug)]
+pub struct ConfigServer {
+    repository: DirRepository,
+    credentials: Option<Arc<str>>,
+}
+
+impl ConfigServer {
+    /// A server over `repository`.
+    pub fn new(repository: DirRepository) -> Self {
+        ConfigServer {
+            repository,
+            credentials: None,
+        }
+    }
+
+    /// Requires HTTP Basic auth with these credentials on every endpoint but
+    /// `/actuator/health`.
+    pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.credentials = Some(format!("Basic {token}").into());
+        self
+    }
+
+    /// The server's routes, with msa's actuator and tracing layer.
+    pub fn router(self) -> Router {
+        let repository = self.repository.clone();
+        let actuator = Actuator::new("msa-config-server")
+            .version(env!("CARGO_PKG_VERSION"))
+            .health_indicator("repository", move || {
+                let snapshot = repository.snapshot();
+                let broken: Vec<String> = snapshot
+                    .files
+                    .values()
+                    .filter_map(|f| f.as_ref().err().map(ToString::to_string))
+                    .collect();
+                async move {
+                    // Broken files only affect the applications that read them.
+                    Health::up()
+                        .with_detail("location", snapshot.location.clone())
+                        .with_detail("version", snapshot.version.clone())
+                        .with_detail("files", snapshot.files.len())
+                        .with_detail("broken", broken)
+                }
+            });
+        let credentials = self.credentials.clone();
+        let api = Router::new()
+            .route("/{file}", get(one_segment))
+            .route("/{first}/{second}", get(two_segments))
+            .route(
+                "/{application}/{profiles}/{label}",
+                get(environment_with_label),
+            )
+            .route("/_msa/watch/{application}/{profiles}", get(watch))
+            .route(
+                "/_msa/watch/{application}/{profiles}/{label}",
+                get(watch_with_label),
+            )
+            .with_state(self);
+        let api = match credentials {
+            Some(expected) => api.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let expected = expected.clone();
+                async move { require_auth(&expected, req, next).await }
+            })),
+            None => api,
+        };
+        api.merge(actuator.router()).layer(ServerLayer::new())
+    }
+}
+
+async fn require_auth(expected: &str, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"msa-config-server\"",
+        )],
+        "authentication required",
+    )
+        .into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `(_)` in a path segment stands for `/`.
+fn unescape(segment: &str) -> String {
+    segment.replace("(_)", "/")
+}
+
+fn profiles(list: &str) -> Vec<String> {
+    let profiles: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if profiles.is_empty() {
+        vec!["default".to_owned()]
+    } else {
+        profiles
+    }
+}
+
+fn broken(error: ParseError) -> Response {
+    tracing::warn!(%error, "config file does not parse");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(serde_json::json!({
+            "status": 500,
+            "error": "Internal Server Error",
+            "message": format!("cannot read config file {error}"),
+        })),
+    )
+        .into_response()
+}
+
+fn environment_response(env: &Environment) -> Response {
+    let etag = format!("\"{}\"", env.content_version());
+    ([(header::ETAG, etag)], axum::Json(env)).into_response()
+}
+
+impl ConfigServer {
+    fn environment(
+        &self,
+        application: &str,
+        profiles: &str,
+        label: Option<&str>,
+    ) -> Result<Environment, ParseError> {
+        let snapshot = self.repository.snapshot();
+        environment::resolve(
+            &snapshot,
+            &unescape(application),
+            &self::profiles(profiles),
+            label.map(unescape).as_deref(),
+        )
+    }
+}
+
+async fn environment_with_label(
+    State(server): State<ConfigServer>,
+    Path((application, profiles, label)): Path<(String, String, String)>,
+) -> Response {
+    match server.environment(&application, &profiles, Some(&label)) {
+        Ok(env) => environment_response(&env),
+        Err(error) => broken(error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlatQuery {
+    resolve_placeholders: Option<bool>,
+}
+
+/// The formats of the flat view, by extension.
+fn flat_format(file: &str) -> Option<(&str, &'static str)> {
+    for (ext, kind) in [
+        (".yml", "yml"),
+        (".yaml", "yml"),
+        (".properties", "properties"),
+        (".json", "json"),
+    ] {
+        if let Some(stem) = file.strip_suffix(ext) {
+            return Some((stem, kind));
+        }
+    }
+    None
+}
+
+async fn one_segment(
+    State(server): State<ConfigServer>,
+    Path(file): Path<String>,
+    Query(query): Query<FlatQuery>,
+) -> Response {
+    flat(&server, None, &file, query)
+}
+
+async fn two_segments(
+    State(server): State<ConfigServer>,
+    Path((first, second)): Path<(String, String)>,
+    Query(query): Query<FlatQuery>,
+) -> Response {
+    if flat_format(&second).is_some() {
+        return flat(&server, Some(&first), &second, query);
+    }
+    match server.environment(&first, &second, None) {
+        Ok(env) => environment_response(&env),
+        Err(error) => broken(error),
+    }
+}
+
+fn flat(server: &ConfigServer, label: Option<&str>, file: &str, query: FlatQuery) -> Response {
+    let Some((stem, kind)) = flat_format(file) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("{file:?} is not a config view: use {{application}}-{{profiles}}.yml, .yaml, .properties or .json"),
+        )
+            .into_response();
+    };
+    // `order-service-dev`: the application is everything before the last `-`.
+    let (application, profiles) = stem.rsplit_once('-').unwrap_or((stem, "default"));
+    let env = match server.environment(application, profiles, label) {
+        Ok(env) => env,
+        Err(error) => return broken(error),
+    };
+    let mut merged = env.merged();
+    if query.resolve_placeholders.unwrap_or(true) {
+        environment::resolve_placeholders(&mut merged);
+    }
+    let (content_type, body) = match kind {
+        "yml" => ("text/yaml; charset=utf-8", format::to_yaml(&merged)),
+        "properties" => ("text/plain; charset=utf-8", format::to_properties(&merged)),
+        _ => (
+            "application/json",
+            serde_json::to_string(&format::unflatten(&merged)).unwrap_or_default(),
+        ),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct WatchQuery {
+    /// How long to wait: `30s`, `500ms`, or seconds.
+    wait: Option<String>,
+}
+
+fn parse_wait(wait: Option<&str>) -> Result<Duration, String> {
+    let Some(wait) = wait else {
+        return Ok(DEFAULT_WAIT);
+    };
+    let wait = wait.trim();
+    let parsed = if let Some(ms) = wait.strip_suffix("ms") {
+        ms.parse().map(Duration::from_millis)
+    } else {
+        wait.trim_end_matches('s').parse().map(Duration::from_secs)
+    };
+    parsed
+        .map(|d| d.min(MAX_WAIT))
+        .map_err(|_| format!("wait={wait:?} is not a duration: use 30s or 500ms"))
+}
+
+async fn watch(
+    State(server): State<ConfigServer>,
+    Path((application, profiles)): Path<(String, String)>,
+    Query(query): Query<WatchQuery>,
+    headers: HeaderMap,
+) -> Response {
+    watch_environment(server, application, profiles, None, query, headers).await
+}
+
+async fn watch_with_label(
+    State(server): State<ConfigServer>,
+    Path((application, profiles, label)): Path<(String, String, String)>,
+    Query(query): Query<WatchQuery>,
+    headers: HeaderMap,
+) -> Response {
+    watch_environment(server, application, profiles, Some(label), query, headers).await
+}
+
+/// Answers as soon as the environment's `ETag` differs from `If-None-Match`.
+async fn watch_environment(
+    server: ConfigServer,
+    application: String,
+    profiles: String,
+    label: Option<String>,
+    query: WatchQuery,
+    headers: HeaderMap,
+) -> Response {
+    let wait = match parse_wait(query.wait.as_deref()) {
+        Ok(wait) => wait,
+        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+    };
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        });
+    let mut changes = server.repository.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        changes.mark_unchanged();
+        let env = match server.environment(&application, &profiles, label.as_deref()) {
+            Ok(env) => env,
+            Err(error) => return broken(error),
+        };
+        if known.as_deref() != Some(env.content_version().as_str()) {
+            return environment_response(&env);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => {
+                let etag = format!("\"{}\"", env.content_version());
+                return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+            }
+        }
+    }
+}
