@@ -1,0 +1,498 @@
+//! The config client: fetch an application's configuration from msa-config-server (or a
+//! Spring Cloud Config Server), layer it with the `config` crate, and keep it live.
+//!
+//! - [`ConfigClient::source`] fetches once and returns a [`ConfigServerSource`], a
+//!   `config::Source` to layer between local files and environment variables the usual way.
+//! - [`ConfigClient::live`] keeps a typed value current: it follows the server's watch API
+//!   (a long-poll that answers within milliseconds of a change; against a Spring server,
+//!   which has none, it polls), rebuilds the value, validates it, keeps the old one if the
+//!   new one is invalid, and tells subscribers which keys changed.
+//! - A last-known-good copy on disk ([`ConfigClient::cache_file`]) is used when no server
+//!   answers at start.
+//!
+//! Defaults follow Spring's client: `http://localhost:8888`, fail-fast off (start without
+//! the server), and with fail-fast on, 6 attempts from 1 s growing by 1.1.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use msa_config::client::{ConfigClient, LiveConfig};
+//! use serde::Deserialize;
+//!
+//! #[derive(Debug, Deserialize)]
+//! struct Settings { price: u32 }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = ConfigClient::new("orders").uri("http://127.0.0.1:8888").profiles("dev");
+//! let settings: LiveConfig<Settings> = client
+//!     .live(|server| {
+//!         config::Config::builder()
+//!             .add_source(config::File::with_name("orders.local").required(false))
+//!             .add_source(server)
+//!             .add_source(config::Environment::with_prefix("ORDERS").separator("__"))
+//!     })
+//!     .await?;
+//! println!("price: {}", settings.get().price);
+//! # Ok(()) }
+//! ```
+
+mod live;
+
+pub use self::live::{Changed, LiveConfig, Rejected};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_NONE_MATCH};
+
+use crate::server::Environment;
+
+/// Spring's default config server URI.
+pub const DEFAULT_URI: &str = "http://localhost:8888";
+
+/// Why configuration could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No server answered (and there was no usable cached copy).
+    #[error("no config server answered for {application}: {reasons}")]
+    Unreachable {
+        /// The application.
+        application: String,
+        /// What each URI said.
+        reasons: String,
+    },
+    /// The configuration did not build or deserialize.
+    #[error("configuration for {application} is invalid: {reason}")]
+    Invalid {
+        /// The application.
+        application: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Reads one application's configuration from config servers; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ConfigClient {
+    inner: Arc<Settings>,
+    http: reqwest::Client,
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    application: String,
+    profiles: String,
+    label: Option<String>,
+    uris: Vec<String>,
+    credentials: Option<(String, String)>,
+    cache_file: Option<PathBuf>,
+    fail_fast: bool,
+    attempts: u32,
+    initial_interval: Duration,
+    multiplier: f64,
+    max_interval: Duration,
+    watch_wait: Duration,
+    poll_interval: Duration,
+}
+
+/// One fetch: the environment and its version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fetched {
+    /// The environment the server answered.
+    pub environment: Environment,
+    /// Its `ETag`, when the server sends one (msa-config-server does).
+    pub etag: Option<String>,
+}
+
+impl ConfigClient {
+    /// A client for `application` with profile `default`, at [`DEFAULT_URI`].
+    pub fn new(application: impl Into<String>) -> Self {
+        ConfigClient {
+            inner: Arc::new(Settings {
+                application: application.into(),
+                profiles: "default".into(),
+                label: None,
+                uris: vec![DEFAULT_URI.into()],
+                credentials: None,
+                cache_file: None,
+                fail_fast: false,
+                attempts: 6,
+                initial_interval: Duration::from_secs(1),
+                multiplier: 1.1,
+                max_interval: Duration::from_secs(2),
+                watch_wait: Duration::from_secs(30),
+                poll_interval: Duration::from_secs(30),
+            }),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(Arc::make_mut(&mut self.inner));
+        self
+    }
+
+    /// One server URI (replacing the default).
+    pub fn uri(self, uri: impl Into<String>) -> Self {
+        self.uris([uri.into()])
+    }
+
+    /// Several server URIs, tried in turn.
+    pub fn uris(self, uris: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let uris: Vec<String> = uris
+            .into_iter()
+            .map(|u| u.into().trim_end_matches('/').to_owned())
+            .collect();
+        self.with(|s| s.uris = uris)
+    }
+
+    /// Comma-separated profiles (`dev,eu`); the last wins.
+    pub fn profiles(self, profiles: impl Into<String>) -> Self {
+        let profiles = profiles.into();
+        self.with(|s| s.profiles = profiles)
+    }
+
+    /// The label (a git branch, tag or commit).
+    pub fn label(self, label: impl Into<String>) -> Self {
+        let label = label.into();
+        self.with(|s| s.label = Some(label))
+    }
+
+    /// HTTP Basic credentials.
+    pub fn basic_auth(self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        let credentials = (user.into(), password.into());
+        self.with(|s| s.credentials = Some(credentials))
+    }
+
+    /// Keeps the last configuration fetched in this file, and uses it when no server
+    /// answers at start.
+    pub fn cache_file(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.with(|s| s.cache_file = Some(path))
+    }
+
+    /// With fail-fast, start-up fails when no server answers (after retrying, and when
+    /// there is no cached copy); without (the default), the application starts without
+    /// the server's configuration.
+    pub fn fail_fast(self, on: bool) -> Self {
+        self.with(|s| s.fail_fast = on)
+    }
+
+    /// Retries with fail-fast: attempts, first wait, growth factor, longest wait.
+    pub fn retry(self, attempts: u32, initial: Duration, multiplier: f64, max: Duration) -> Self {
+        self.with(|s| {
+            s.attempts = attempts.max(1);
+            s.initial_interval = initial;
+            s.multiplier = multiplier.max(1.0);
+            s.max_interval = max;
+        })
+    }
+
+    /// How long each watch request waits for a change (30 s).
+    pub fn watch_wait(self, wait: Duration) -> Self {
+        self.with(|s| s.watch_wait = wait)
+    }
+
+    /// How often to poll a server that has no watch API (a Spring Cloud Config Server);
+    /// 30 s.
+    pub fn poll_interval(self, interval: Duration) -> Self {
+        self.with(|s| s.poll_interval = interval)
+    }
+
+    /// The application name.
+    pub fn application(&self) -> &str {
+        &self.inner.application
+    }
+
+    fn path(&self) -> String {
+        let s = &self.inner;
+        let escape = |x: &str| x.replace('/', "(_)");
+        let mut path = format!("/{}/{}", escape(&s.application), s.profiles);
+        if let Some(label) = &s.label {
+            path.push('/');
+            path.push_str(&escape(label));
+        }
+        path
+    }
+
+    fn request(&self, url: String) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        match &self.inner.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
+    /// Fetches the environment, trying each URI in turn once.
+    pub async fn fetch_once(&self) -> Result<Fetched, ClientError> {
+        let mut reasons = Vec::new();
+        for uri in &self.inner.uris {
+            match self.fetch_from(uri).await {
+                Ok(fetched) => return Ok(fetched),
+                Err(reason) => reasons.push(format!("{uri}: {reason}")),
+            }
+        }
+        Err(ClientError::Unreachable {
+            application: self.inner.application.clone(),
+            reasons: reasons.join("; "),
+        })
+    }
+
+    async fn fetch_from(&self, uri: &str) -> Result<Fetched, String> {
+        let response = self
+            .request(format!("{uri}{}", self.path()))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        read_environment(response).await
+    }
+
+    /// Fetches the environment; with fail-fast, retries as configured.
+    pub async fn fetch(&self) -> Result<Fetched, ClientError> {
+        let s = &self.inner;
+        let attempts = if s.fail_fast { s.attempts } else { 1 };
+        let mut wait = s.initial_interval;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            match self.fetch_once().await {
+                Ok(fetched) => {
+                    self.save(&fetched.environment).await;
+                    return Ok(fetched);
+                }
+                Err(error) => {
+                    tracing::warn!(attempt, %error, "config server fetch failed");
+                    last = Some(error);
+                }
+            }
+            if attempt < attempts {
+                tokio::time::sleep(wait).await;
+                wait = wait.mul_f64(s.multiplier).min(s.max_interval);
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unreachable {
+            application: s.application.clone(),
+            reasons: "no URI configured".into(),
+        }))
+    }
+
+    /// The environment to start with: the server's, else the cached copy, else (without
+    /// fail-fast) nothing.
+    pub async fn initial(&self) -> Result<Option<Fetched>, ClientError> {
+        match self.fetch().await {
+            Ok(fetched) => Ok(Some(fetched)),
+            Err(error) => {
+                if let Some(environment) = self.load().await {
+                    tracing::warn!(%error, "no config server answered; using the last known good configuration");
+                    return Ok(Some(Fetched {
+                        etag: None,
+                        environment,
+                    }));
+                }
+                if self.inner.fail_fast {
+                    return Err(error);
+                }
+                tracing::warn!(%error, "no config server answered and no cached copy; starting without it");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Fetches (see [`initial`](Self::initial)) and returns the configuration as a
+    /// `config::Source`.
+    pub async fn source(&self) -> Result<ConfigServerSource, ClientError> {
+        Ok(ConfigServerSource::new(
+            self.initial().await?.map(|f| f.environment),
+        ))
+    }
+
+    async fn save(&self, environment: &Environment) {
+        let Some(path) = &self.inner.cache_file else {
+            return;
+        };
+        let Ok(bytes) = serde_json::to_vec_pretty(environment) else {
+            return;
+        };
+        // Write then rename: a crash never leaves half a file.
+        let tmp = path.with_extension("tmp");
+        let result = async {
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, path).await
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, path = %path.display(), "cannot save the last known good configuration");
+        }
+    }
+
+    async fn load(&self) -> Option<Environment> {
+        let path = self.inner.cache_file.as_ref()?;
+        let bytes = tokio::fs::read(path).await.ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(environment) => Some(environment),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "the cached configuration is unreadable");
+                None
+            }
+        }
+    }
+
+    /// Waits for the next version after `etag`: `Ok(None)` when the wait ended without a
+    /// change, `Err` when no server answered. A server without the watch API (404) is
+    /// polled instead.
+    pub(crate) async fn next(&self, current: &Fetched) -> Result<Option<Fetched>, String> {
+        let s = &self.inner;
+        let mut reasons = Vec::new();
+        for uri in &s.uris {
+            let url = format!(
+                "{uri}/_msa/watch{}?wait={}ms",
+                self.path(),
+                s.watch_wait.as_millis()
+            );
+            let mut request = self
+                .request(url)
+                .timeout(s.watch_wait + Duration::from_secs(10));
+            if let Some(etag) = &current.etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            match request.send().await {
+                Ok(response) if response.status() == StatusCode::NOT_MODIFIED => return Ok(None),
+                Ok(response) if response.status() == StatusCode::NOT_FOUND => {
+                    // A Spring server: poll.
+                    tokio::time::sleep(s.poll_interval).await;
+                    return match self.fetch_from(uri).await {
+                        Ok(fetched) if fetched.environment != current.environment => {
+                            Ok(Some(fetched))
+                        }
+                        Ok(_) => Ok(None),
+                        Err(reason) => Err(reason),
+                    };
+                }
+                Ok(response) => match read_environment(response).await {
+                    Ok(fetched) => return Ok(Some(fetched)),
+                    Err(reason) => reasons.push(format!("{uri}: {reason}")),
+                },
+                Err(error) => reasons.push(format!("{uri}: {error}")),
+            }
+        }
+        Err(reasons.join("; "))
+    }
+
+    /// A live, typed configuration; see [`LiveConfig`]. `build` layers the server's
+    /// source with any others; the value must deserialize into `T`.
+    pub async fn live<T, F>(&self, build: F) -> Result<LiveConfig<T>, ClientError>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+        F: Fn(ConfigServerSource) -> config::ConfigBuilder<config::builder::DefaultState>
+            + Send
+            + Sync
+            + 'static,
+    {
+        LiveConfig::start(self.clone(), build, |_| Ok(())).await
+    }
+
+    /// Like [`live`](Self::live), with `validate` run on every new value: a value it
+    /// rejects is logged and the previous one kept.
+    pub async fn live_validated<T, F, V>(
+        &self,
+        build: F,
+        validate: V,
+    ) -> Result<LiveConfig<T>, ClientError>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+        F: Fn(ConfigServerSource) -> config::ConfigBuilder<config::builder::DefaultState>
+            + Send
+            + Sync
+            + 'static,
+        V: Fn(&T) -> Result<(), String> + Send + Sync + 'static,
+    {
+        LiveConfig::start(self.clone(), build, validate).await
+    }
+}
+
+async fn read_environment(response: reqwest::Response) -> Result<Fetched, String> {
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "{status}: {}",
+            body.chars().take(300).collect::<String>()
+        ));
+    }
+    let etag = response
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let environment = response
+        .json::<Environment>()
+        .await
+        .map_err(|e| format!("not an Environment: {e}"))?;
+    Ok(Fetched { environment, etag })
+}
+
+/// An application's configuration from a config server, as a `config::Source`: the
+/// merged properties (most specific source first, lists replaced whole).
+#[derive(Clone, Debug, Default)]
+pub struct ConfigServerSource {
+    flat: Arc<Vec<(String, serde_json::Value)>>,
+    origin: Arc<String>,
+}
+
+impl ConfigServerSource {
+    /// The source for `environment` (`None`: empty).
+    pub fn new(environment: Option<Environment>) -> Self {
+        let origin = environment.as_ref().map_or_else(
+            || "config server (unreachable)".into(),
+            |e| format!("config server {}", e.name),
+        );
+        ConfigServerSource {
+            flat: Arc::new(environment.map(|e| e.merged()).unwrap_or_default()),
+            origin: Arc::new(origin),
+        }
+    }
+
+    /// The merged properties, flattened (`a.b[0]`).
+    pub fn properties(&self) -> &[(String, serde_json::Value)] {
+        &self.flat
+    }
+}
+
+fn to_config_value(origin: &String, value: &serde_json::Value) -> config::Value {
+    use config::ValueKind;
+    let kind = match value {
+        serde_json::Value::Null => ValueKind::Nil,
+        serde_json::Value::Bool(b) => ValueKind::Boolean(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => ValueKind::I64(i),
+            (None, Some(f)) => ValueKind::Float(f),
+            _ => ValueKind::String(n.to_string()),
+        },
+        serde_json::Value::String(s) => ValueKind::String(s.clone()),
+        // Flattened sources hold scalars only.
+        other => ValueKind::String(other.to_string()),
+    };
+    config::Value::new(Some(origin), kind)
+}
+
+impl config::Source for ConfigServerSource {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        Ok(self
+            .flat
+            .iter()
+            .map(|(key, value)| (key.clone(), to_config_value(&self.origin, value)))
+            .collect())
+    }
+}

@@ -1,0 +1,244 @@
+//! The config client against a real msa-config-server over real HTTP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use msa_config::client::{ClientError, ConfigClient};
+use msa_config::server::{ConfigServer, DirRepository};
+use serde::Deserialize;
+use tokio::time::timeout as within;
+
+fn write(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+async fn serve(dir: &Path, auth: Option<(&str, &str)>) -> SocketAddr {
+    let mut server = ConfigServer::new(DirRepository::open(dir).unwrap());
+    if let Some((user, password)) = auth {
+        server = server.basic_auth(user, password);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server.router()).await.unwrap() });
+    addr
+}
+
+/// A port nothing listens on.
+async fn dead_uri() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Shop {
+    price: u32,
+    currency: String,
+    #[serde(default)]
+    features: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Settings {
+    shop: Shop,
+}
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "application.yml",
+        "shop:\n  currency: EUR\n  features: [a, b, c]\n",
+    );
+    write(
+        dir.path(),
+        "orders.yml",
+        "shop:\n  price: 5\n  features: [x]\n",
+    );
+    write(dir.path(), "orders-dev.yml", "shop:\n  price: 6\n");
+    dir
+}
+
+#[tokio::test]
+async fn the_server_source_layers_with_local_files_and_deserializes() {
+    let dir = repo();
+    let addr = serve(dir.path(), None).await;
+    let source = ConfigClient::new("orders")
+        .uri(format!("http://{addr}"))
+        .profiles("dev")
+        .source()
+        .await
+        .unwrap();
+    let settings: Settings = config::Config::builder()
+        .add_source(config::File::from_str(
+            "shop:\n  currency: USD\n",
+            config::FileFormat::Yaml,
+        ))
+        .add_source(source.clone())
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    // The server's value wins over the file added before it; lists are replaced whole.
+    assert_eq!(
+        settings.shop,
+        Shop {
+            price: 6,
+            currency: "EUR".into(),
+            features: vec!["x".into()]
+        }
+    );
+    // Added after it, a local override wins.
+    let settings: Settings = config::Config::builder()
+        .add_source(source)
+        .set_override("shop.price", 99)
+        .unwrap()
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    assert_eq!(settings.shop.price, 99);
+}
+
+#[tokio::test]
+async fn uris_are_tried_in_turn_with_basic_auth() {
+    let dir = repo();
+    let addr = serve(dir.path(), Some(("config", "pw"))).await;
+    let client = ConfigClient::new("orders").uris([dead_uri().await, format!("http://{addr}")]);
+    let error = client.fetch_once().await.unwrap_err();
+    assert!(error.to_string().contains("401"), "{error}");
+    let fetched = client
+        .basic_auth("config", "pw")
+        .fetch_once()
+        .await
+        .unwrap();
+    assert_eq!(fetched.environment.name, "orders");
+    assert!(fetched.etag.is_some());
+}
+
+#[tokio::test]
+async fn a_server_down_at_start_falls_back_to_the_cached_copy() {
+    let dir = repo();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_file = cache.path().join("orders.json");
+    let addr = serve(dir.path(), None).await;
+    // A first start with the server up leaves a copy.
+    ConfigClient::new("orders")
+        .uri(format!("http://{addr}"))
+        .cache_file(&cache_file)
+        .fetch()
+        .await
+        .unwrap();
+    assert!(cache_file.exists());
+
+    let dead = dead_uri().await;
+    let settings: Settings = config::Config::builder()
+        .add_source(
+            ConfigClient::new("orders")
+                .uri(&dead)
+                .cache_file(&cache_file)
+                .fail_fast(true)
+                .retry(2, Duration::from_millis(1), 1.1, Duration::from_millis(2))
+                .source()
+                .await
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    assert_eq!(settings.shop.price, 5);
+
+    // Without a copy: fail-fast fails, and without fail-fast the service starts empty.
+    let error = ConfigClient::new("orders")
+        .uri(&dead)
+        .fail_fast(true)
+        .retry(2, Duration::from_millis(1), 1.1, Duration::from_millis(2))
+        .source()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Unreachable { .. }), "{error}");
+    let empty = ConfigClient::new("orders")
+        .uri(&dead)
+        .source()
+        .await
+        .unwrap();
+    assert!(empty.properties().is_empty());
+}
+
+#[tokio::test]
+async fn live_config_follows_edits_and_rejects_invalid_ones() {
+    let dir = repo();
+    let addr = serve(dir.path(), None).await;
+    let live = ConfigClient::new("orders")
+        .uri(format!("http://{addr}"))
+        .live_validated(
+            |server| config::Config::builder().add_source(server),
+            |s: &Settings| {
+                if s.shop.price == 0 {
+                    Err("shop.price must be positive".into())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(live.get().shop.price, 5);
+    let mut values = live.subscribe();
+    let mut changes = live.changes();
+    let mut rejections = live.rejections();
+
+    write(
+        dir.path(),
+        "orders.yml",
+        "shop:\n  price: 7\n  features: [x]\n",
+    );
+    within(Duration::from_secs(10), values.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(values.borrow_and_update().shop.price, 7);
+    let changed = within(Duration::from_secs(10), changes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.keys, ["shop.price"]);
+
+    // An invalid value is rejected and the old one kept.
+    write(
+        dir.path(),
+        "orders.yml",
+        "shop:\n  price: 0\n  features: [x]\n",
+    );
+    let rejected = within(Duration::from_secs(10), rejections.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rejected.reason.contains("must be positive"), "{rejected:?}");
+    assert_eq!(live.get().shop.price, 7);
+    // So is one that does not deserialize.
+    write(dir.path(), "orders.yml", "shop:\n  price: lots\n");
+    let rejected = within(Duration::from_secs(10), rejections.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rejected.reason.contains("price"), "{rejected:?}");
+    assert_eq!(live.get().shop.price, 7);
+
+    write(
+        dir.path(),
+        "orders.yml",
+        "shop:\n  price: 9\n  features: [x]\n",
+    );
+    within(Duration::from_secs(10), values.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(values.borrow_and_update().shop.price, 9);
+
+    // A forced refresh reports nothing new; a refresh that finds a bad file fails.
+    assert_eq!(live.refresh().await.unwrap(), Vec::<String>::new());
+}
