@@ -286,3 +286,80 @@ async fn edits_are_served_without_restart_and_watchers_hear_of_them() {
     let bad = get(addr, "/_msa/watch/orders/default?wait=soon").await;
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn cipher_values_round_trip_and_bad_ones_are_never_served_as_cipher_text() {
+    use msa_config::server::Cipher;
+
+    let repo = repository();
+    let keyed = ConfigServer::new(DirRepository::open(repo.path()).unwrap())
+        .cipher(Cipher::new(b"test key material, not for production").unwrap());
+    let addr = serve(keyed).await;
+    let client = reqwest::Client::new();
+
+    let sealed = client
+        .post(format!("http://{addr}/encrypt"))
+        .body("s3cret-password")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sealed.chars().all(|c| c.is_ascii_hexdigit()), "{sealed}");
+    let plain = client
+        .post(format!("http://{addr}/decrypt"))
+        .body(sealed.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(plain, "s3cret-password");
+    let bad = client
+        .post(format!("http://{addr}/decrypt"))
+        .body("00ff")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let mut tampered = sealed.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    write(
+        repo.path(),
+        "payments.yml",
+        &format!(
+            "db:\n  password: '{{cipher}}{sealed}'\n  user: pay\napi:\n  key: '{{cipher}}{tampered}'\n"
+        ),
+    );
+    let fresh = ConfigServer::new(DirRepository::open(repo.path()).unwrap())
+        .cipher(Cipher::new(b"test key material, not for production").unwrap());
+    let addr = serve(fresh).await;
+    let env = environment(addr, "/payments/default").await;
+    let source = &env.property_sources[0].source;
+    assert_eq!(source["db.password"], "s3cret-password");
+    assert_eq!(source["db.user"], "pay");
+    assert_eq!(source["invalid.api.key"], "<n/a>");
+    assert!(!source.contains_key("api.key"));
+
+    // Without a key: no cipher text leaks, and /encrypt says why it cannot.
+    let keyless = serve(ConfigServer::new(DirRepository::open(repo.path()).unwrap())).await;
+    let env = environment(keyless, "/payments/default").await;
+    let text = serde_json::to_string(&env).unwrap();
+    assert!(!text.contains(&sealed), "cipher text served: {text}");
+    assert_eq!(
+        env.property_sources[0].source["invalid.db.password"],
+        "<n/a>"
+    );
+    let response = client
+        .post(format!("http://{keyless}/encrypt"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}

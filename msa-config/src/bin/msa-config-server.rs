@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use msa_config::server::{ConfigServer, DirRepository};
+use msa_config::server::{Cipher, ConfigServer, DirRepository};
 use msa_core::shutdown::Shutdown;
 use msa_core::telemetry::Telemetry;
 
@@ -64,14 +64,18 @@ async fn run(args: Args) -> Result<(), String> {
             "--git: the git backend is not in this build yet; serve a checkout with --dir".into(),
         );
     }
-    if args.encrypt_key_file.is_some() {
-        return Err("--encrypt-key-file: {cipher} values are not in this build yet".into());
-    }
     let _ = args.default_label;
     let dir = args.dir.ok_or("--dir PATH is required")?;
     let repository =
         DirRepository::open(&dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
     let mut server = ConfigServer::new(repository);
+    if let Some(path) = &args.encrypt_key_file {
+        let material = std::fs::read(path)
+            .map_err(|e| format!("--encrypt-key-file {}: {e}", path.display()))?;
+        let cipher = Cipher::new(&material)
+            .map_err(|e| format!("--encrypt-key-file {}: {e}", path.display()))?;
+        server = server.cipher(cipher);
+    }
     if let (Some(user), Some(password)) = (&args.user, &args.password) {
         server = server.basic_auth(user, password);
     }

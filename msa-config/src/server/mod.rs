@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /{application}/{profiles}[/{label}]` | the [`Environment`] JSON, most specific source first, with an `ETag` |
 //! | `GET [/{label}]/{application}-{profiles}.{yml,yaml,properties,json}` | the merged view in that format (`?resolvePlaceholders=false` to keep `${...}`) |
+//! | `POST /encrypt`, `POST /decrypt` | cipher text for a plain text body, and back (see [`cipher`]) |
 //! | `GET /_msa/watch/{application}/{profiles}[/{label}]` | long-poll: with `If-None-Match: "<etag>"`, answers as soon as the environment differs, or `304` after `?wait=` (default 30 s, at most 5 min) |
 //! | `GET /actuator/health`, `/actuator/prometheus`, ... | msa's actuator |
 //!
@@ -12,10 +13,12 @@
 //! `200` with no property sources, as Spring does. A broken file answers `500` naming the
 //! file, line and column, for the applications that read it only.
 
+pub mod cipher;
 pub mod environment;
 pub mod format;
 pub mod repository;
 
+pub use self::cipher::Cipher;
 pub use self::environment::{Environment, PropertySource};
 pub use self::repository::DirRepository;
 
@@ -45,6 +48,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 pub struct ConfigServer {
     repository: DirRepository,
     credentials: Option<Arc<str>>,
+    cipher: Option<Cipher>,
 }
 
 impl ConfigServer {
@@ -53,7 +57,14 @@ impl ConfigServer {
         ConfigServer {
             repository,
             credentials: None,
+            cipher: None,
         }
+    }
+
+    /// Decrypts `{cipher}` values with `cipher`, and serves `/encrypt` and `/decrypt`.
+    pub fn cipher(mut self, cipher: Cipher) -> Self {
+        self.cipher = Some(cipher);
+        self
     }
 
     /// Requires HTTP Basic auth with these credentials on every endpoint but
@@ -94,6 +105,8 @@ impl ConfigServer {
                 get(environment_with_label),
             )
             .route("/_msa/watch/{application}/{profiles}", get(watch))
+            .route("/encrypt", axum::routing::post(encrypt))
+            .route("/decrypt", axum::routing::post(decrypt))
             .route(
                 "/_msa/watch/{application}/{profiles}/{label}",
                 get(watch_with_label),
@@ -178,12 +191,16 @@ impl ConfigServer {
         label: Option<&str>,
     ) -> Result<Environment, ParseError> {
         let snapshot = self.repository.snapshot();
-        environment::resolve(
+        let mut env = environment::resolve(
             &snapshot,
             &unescape(application),
             &self::profiles(profiles),
             label.map(unescape).as_deref(),
-        )
+        )?;
+        for source in &mut env.property_sources {
+            cipher::decrypt_source(self.cipher.as_ref(), &mut source.source);
+        }
+        Ok(env)
     }
 }
 
@@ -348,5 +365,36 @@ async fn watch_environment(
                 return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
             }
         }
+    }
+}
+
+fn no_key() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({
+            "description": "No key was installed for encryption service (start with --encrypt-key-file)",
+            "status": "NO_KEY",
+        })),
+    )
+        .into_response()
+}
+
+async fn encrypt(State(server): State<ConfigServer>, body: String) -> Response {
+    let Some(cipher) = &server.cipher else {
+        return no_key();
+    };
+    match cipher.encrypt(&body) {
+        Ok(hex) => ([(header::CONTENT_TYPE, "text/plain")], hex).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+async fn decrypt(State(server): State<ConfigServer>, body: String) -> Response {
+    let Some(cipher) = &server.cipher else {
+        return no_key();
+    };
+    match cipher.decrypt(&body) {
+        Ok(plain) => ([(header::CONTENT_TYPE, "text/plain")], plain).into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, format!("cannot decrypt: {error}")).into_response(),
     }
 }
