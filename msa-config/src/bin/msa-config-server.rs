@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use msa_config::server::{Cipher, ConfigServer, DirRepository};
+use msa_config::server::{Cipher, ConfigServer, DirRepository, GitRepository};
 use msa_core::shutdown::Shutdown;
 use msa_core::telemetry::Telemetry;
 
-/// A Spring Cloud Config-compatible config server: serves a directory of YAML, properties,
-/// JSON and TOML files to Spring and msa clients, and tells watching clients of changes
-/// within milliseconds.
+/// A Spring Cloud Config-compatible config server: serves a directory or a git repository of
+/// YAML, properties, JSON and TOML files to Spring and msa clients, and tells watching
+/// clients of changes within milliseconds.
 #[derive(Debug, Parser)]
 #[command(name = "msa-config-server", version)]
 struct Args {
@@ -59,16 +59,22 @@ async fn run(args: Args) -> Result<(), String> {
         .version(env!("CARGO_PKG_VERSION"))
         .init()
         .map_err(|e| e.to_string())?;
-    if args.git.is_some() {
-        return Err(
-            "--git: the git backend is not in this build yet; serve a checkout with --dir".into(),
-        );
-    }
-    let _ = args.default_label;
-    let dir = args.dir.ok_or("--dir PATH is required")?;
-    let repository =
-        DirRepository::open(&dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
-    let mut server = ConfigServer::new(repository);
+    let (mut server, source) = match (&args.git, &args.dir) {
+        (Some(git), _) => {
+            let repository = GitRepository::open(git, args.default_label.clone())
+                .map_err(|e| format!("--git {git}: {e}"))?;
+            (ConfigServer::new(repository), git.clone())
+        }
+        (None, Some(dir)) => {
+            if args.default_label.is_some() {
+                tracing::warn!("--default-label applies to --git only; a directory has no labels");
+            }
+            let repository =
+                DirRepository::open(dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
+            (ConfigServer::new(repository), dir.display().to_string())
+        }
+        (None, None) => return Err("--dir PATH or --git REPO is required".into()),
+    };
     if let Some(path) = &args.encrypt_key_file {
         let material = std::fs::read(path)
             .map_err(|e| format!("--encrypt-key-file {}: {e}", path.display()))?;
@@ -83,7 +89,7 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("--bind {}: {e}", args.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, dir = %dir.display(), "msa-config-server listening");
+    tracing::info!(%addr, repository = %source, "msa-config-server listening");
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
     shutdown

@@ -16,10 +16,12 @@
 pub mod cipher;
 pub mod environment;
 pub mod format;
+pub mod git;
 pub mod repository;
 
 pub use self::cipher::Cipher;
 pub use self::environment::{Environment, PropertySource};
+pub use self::git::{GitRepository, LabelError};
 pub use self::repository::DirRepository;
 
 use std::sync::Arc;
@@ -43,19 +45,96 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// How long a watch waits when the request does not say.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
+/// Where the config files come from.
+#[derive(Clone, Debug)]
+pub enum Repository {
+    /// A directory (labels are ignored).
+    Dir(DirRepository),
+    /// A git repository (labels are branches, tags or commits).
+    Git(GitRepository),
+}
+
+impl From<DirRepository> for Repository {
+    fn from(dir: DirRepository) -> Self {
+        Repository::Dir(dir)
+    }
+}
+
+impl From<GitRepository> for Repository {
+    fn from(git: GitRepository) -> Self {
+        Repository::Git(git)
+    }
+}
+
+/// Notifications that the repository changed.
+enum Changes {
+    Dir(tokio::sync::watch::Receiver<Arc<repository::Snapshot>>),
+    Git(tokio::sync::watch::Receiver<u64>),
+}
+
+impl Changes {
+    fn mark_unchanged(&mut self) {
+        match self {
+            Changes::Dir(rx) => rx.mark_unchanged(),
+            Changes::Git(rx) => rx.mark_unchanged(),
+        }
+    }
+
+    async fn changed(&mut self) -> bool {
+        match self {
+            Changes::Dir(rx) => rx.changed().await.is_ok(),
+            Changes::Git(rx) => rx.changed().await.is_ok(),
+        }
+    }
+}
+
+impl Repository {
+    fn snapshot(&self, label: Option<&str>) -> Result<Arc<repository::Snapshot>, LabelError> {
+        match self {
+            Repository::Dir(dir) => Ok(dir.snapshot()),
+            Repository::Git(git) => git.snapshot(label),
+        }
+    }
+
+    fn changes(&self) -> Changes {
+        match self {
+            Repository::Dir(dir) => Changes::Dir(dir.subscribe()),
+            Repository::Git(git) => Changes::Git(git.subscribe()),
+        }
+    }
+}
+
+/// Why an environment cannot be served.
+enum Failure {
+    Parse(ParseError),
+    Label(LabelError),
+}
+
+impl From<ParseError> for Failure {
+    fn from(error: ParseError) -> Self {
+        Failure::Parse(error)
+    }
+}
+
+impl From<LabelError> for Failure {
+    fn from(error: LabelError) -> Self {
+        Failure::Label(error)
+    }
+}
+
 /// The config server; [`ConfigServer::router`] gives its axum router.
 #[derive(Clone, Debug)]
 pub struct ConfigServer {
-    repository: DirRepository,
+    repository: Repository,
     credentials: Option<Arc<str>>,
     cipher: Option<Cipher>,
 }
 
 impl ConfigServer {
-    /// A server over `repository`.
-    pub fn new(repository: DirRepository) -> Self {
+    /// A server over `repository` (a [`DirRepository`] or a [`GitRepository`]).
+    pub fn new(repository: impl Into<Repository>) -> Self {
         ConfigServer {
-            repository,
+            repository: repository.into(),
             credentials: None,
             cipher: None,
         }
@@ -81,20 +160,23 @@ impl ConfigServer {
         let actuator = Actuator::new("msa-config-server")
             .version(env!("CARGO_PKG_VERSION"))
             .health_indicator("repository", move || {
-                let snapshot = repository.snapshot();
-                let broken: Vec<String> = snapshot
-                    .files
-                    .values()
-                    .filter_map(|f| f.as_ref().err().map(ToString::to_string))
-                    .collect();
-                async move {
-                    // Broken files only affect the applications that read them.
-                    Health::up()
-                        .with_detail("location", snapshot.location.clone())
-                        .with_detail("version", snapshot.version.clone())
-                        .with_detail("files", snapshot.files.len())
-                        .with_detail("broken", broken)
-                }
+                let health = match repository.snapshot(None) {
+                    Ok(snapshot) => {
+                        // Broken files only affect the applications that read them.
+                        let broken: Vec<String> = snapshot
+                            .files
+                            .values()
+                            .filter_map(|f| f.as_ref().err().map(ToString::to_string))
+                            .collect();
+                        Health::up()
+                            .with_detail("location", snapshot.location.clone())
+                            .with_detail("version", snapshot.version.clone())
+                            .with_detail("files", snapshot.files.len())
+                            .with_detail("broken", broken)
+                    }
+                    Err(error) => Health::down().with_detail("error", error.to_string()),
+                };
+                async move { health }
             });
         let credentials = self.credentials.clone();
         let api = Router::new()
@@ -165,6 +247,26 @@ fn profiles(list: &str) -> Vec<String> {
     }
 }
 
+fn failed(failure: Failure) -> Response {
+    match failure {
+        Failure::Parse(error) => broken(error),
+        Failure::Label(LabelError::Unknown(label)) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "status": 404,
+                "error": "Not Found",
+                "message": format!("no label {label:?}: not a branch, tag or commit of the repository"),
+            })),
+        )
+            .into_response(),
+        Failure::Label(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "status": 500, "error": "Internal Server Error", "message": error.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
 fn broken(error: ParseError) -> Response {
     tracing::warn!(%error, "config file does not parse");
     (
@@ -189,13 +291,14 @@ impl ConfigServer {
         application: &str,
         profiles: &str,
         label: Option<&str>,
-    ) -> Result<Environment, ParseError> {
-        let snapshot = self.repository.snapshot();
+    ) -> Result<Environment, Failure> {
+        let label = label.map(unescape);
+        let snapshot = self.repository.snapshot(label.as_deref())?;
         let mut env = environment::resolve(
             &snapshot,
             &unescape(application),
             &self::profiles(profiles),
-            label.map(unescape).as_deref(),
+            label.as_deref(),
         )?;
         for source in &mut env.property_sources {
             cipher::decrypt_source(self.cipher.as_ref(), &mut source.source);
@@ -210,7 +313,7 @@ async fn environment_with_label(
 ) -> Response {
     match server.environment(&application, &profiles, Some(&label)) {
         Ok(env) => environment_response(&env),
-        Err(error) => broken(error),
+        Err(failure) => failed(failure),
     }
 }
 
@@ -253,7 +356,7 @@ async fn two_segments(
     }
     match server.environment(&first, &second, None) {
         Ok(env) => environment_response(&env),
-        Err(error) => broken(error),
+        Err(failure) => failed(failure),
     }
 }
 
@@ -269,7 +372,7 @@ fn flat(server: &ConfigServer, label: Option<&str>, file: &str, query: FlatQuery
     let (application, profiles) = stem.rsplit_once('-').unwrap_or((stem, "default"));
     let env = match server.environment(application, profiles, label) {
         Ok(env) => env,
-        Err(error) => return broken(error),
+        Err(failure) => return failed(failure),
     };
     let mut merged = env.merged();
     if query.resolve_placeholders.unwrap_or(true) {
@@ -347,20 +450,20 @@ async fn watch_environment(
                 .trim_matches('"')
                 .to_owned()
         });
-    let mut changes = server.repository.subscribe();
+    let mut changes = server.repository.changes();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         changes.mark_unchanged();
         let env = match server.environment(&application, &profiles, label.as_deref()) {
             Ok(env) => env,
-            Err(error) => return broken(error),
+            Err(failure) => return failed(failure),
         };
         if known.as_deref() != Some(env.content_version().as_str()) {
             return environment_response(&env);
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) | Err(_) => {
+            Ok(true) => continue,
+            Ok(false) | Err(_) => {
                 let etag = format!("\"{}\"", env.content_version());
                 return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
             }
