@@ -10,7 +10,7 @@
 //! | [`core`] (msa-core) | always | instance model, telemetry, HTTP tracing layers, actuator, graceful shutdown |
 //! | `breaker` (msa-breaker) | `breaker` | circuit breaker, retry with budget, timeout, bulkhead, rate limiter, fallback |
 //! | `discovery` (msa-discovery) | `discovery` | registry, discovery client, load balancer (placeholder in 0.1) |
-//! | `config` (msa-config) | `config` | config server and client (placeholder in 0.1) |
+//! | `config` (msa-config) | `config` | Spring Cloud Config-compatible server and live-reloading client |
 //! | `gateway` (msa-gateway) | `gateway` | API gateway (placeholder in 0.1) |
 //!
 //! # Examples
@@ -55,4 +55,7 @@ pub mod guide {
     #[cfg(feature = "breaker")]
     #[doc = include_str!("../docs/resilience.md")]
     pub mod resilience {}
+    #[cfg(feature = "config")]
+    #[doc = include_str!("../docs/config.md")]
+    pub mod config {}
 }

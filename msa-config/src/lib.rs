@@ -3,8 +3,8 @@
 //! without a message bus; and [`client`], which reads it (or a Spring server) as a
 //! `config::Source` and keeps a typed configuration live.
 //!
-//! **Status:** the server serves a directory repository; the git backend and `{cipher}`
-//! values are in progress.
+//! The user guide's chapter (`docs/config.md`) covers running the server, the repository
+//! layout, secrets and the client.
 
 pub mod client;
 pub mod server;
