@@ -242,3 +242,74 @@ async fn live_config_follows_edits_and_rejects_invalid_ones() {
     // A forced refresh reports nothing new; a refresh that finds a bad file fails.
     assert_eq!(live.refresh().await.unwrap(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn actuator_refresh_fetches_at_once_and_reports_the_changed_keys() {
+    use msa_core::actuator::Actuator;
+
+    let dir = repo();
+    let addr = serve(dir.path(), None).await;
+    // Refresh-only: the value changes when refreshed, never on its own.
+    let client = ConfigClient::new("orders")
+        .uri(format!("http://{addr}"))
+        .follow(false);
+    let before = client.fetch_once().await.unwrap();
+    let live: msa_config::client::LiveConfig<Settings> = client
+        .live(|server| config::Config::builder().add_source(server))
+        .await
+        .unwrap();
+    let app = Actuator::new("orders")
+        .on_refresh("config", live.refresh_hook())
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let refresh = || async {
+        reqwest::Client::new()
+            .post(format!("http://{service}/actuator/refresh"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<String>>()
+            .await
+            .unwrap()
+    };
+    assert!(refresh().await.is_empty(), "nothing changed yet");
+
+    write(
+        dir.path(),
+        "orders.yml",
+        "shop:\n  price: 12\n  currency: GBP\n",
+    );
+    // Wait (on the server's watch API) until the server serves the edit.
+    let seen = within(
+        Duration::from_secs(10),
+        reqwest::Client::new()
+            .get(format!("http://{addr}/_msa/watch/orders/default?wait=10s"))
+            .header("if-none-match", before.etag.unwrap())
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(seen.status(), 200);
+    assert_eq!(
+        live.get().shop.price,
+        5,
+        "not followed: unchanged until refreshed"
+    );
+
+    let keys = refresh().await;
+    assert_eq!(
+        keys,
+        [
+            "shop.currency",
+            "shop.features[0]",
+            "shop.features[1]",
+            "shop.features[2]",
+            "shop.price"
+        ]
+    );
+    assert_eq!(live.get().shop.price, 12);
+    assert_eq!(live.get().shop.currency, "GBP");
+}

@@ -209,7 +209,9 @@ where
                 applied: source.properties().to_vec(),
             }),
         });
-        tokio::spawn(follow(Arc::downgrade(&inner)));
+        if inner.client.follows() {
+            tokio::spawn(follow(Arc::downgrade(&inner)));
+        }
         Ok(LiveConfig { inner })
     }
 

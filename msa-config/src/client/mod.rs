@@ -96,6 +96,7 @@ struct Settings {
     max_interval: Duration,
     watch_wait: Duration,
     poll_interval: Duration,
+    follow: bool,
 }
 
 /// One fetch: the environment and its version.
@@ -125,6 +126,7 @@ impl ConfigClient {
                 max_interval: Duration::from_secs(2),
                 watch_wait: Duration::from_secs(30),
                 poll_interval: Duration::from_secs(30),
+                follow: true,
             }),
             http: reqwest::Client::new(),
         }
@@ -194,6 +196,16 @@ impl ConfigClient {
     /// How long each watch request waits for a change (30 s).
     pub fn watch_wait(self, wait: Duration) -> Self {
         self.with(|s| s.watch_wait = wait)
+    }
+
+    /// Whether a [`LiveConfig`] follows the server (the default) or changes only when
+    /// refreshed, as Spring's clients do without a bus.
+    pub fn follow(self, on: bool) -> Self {
+        self.with(|s| s.follow = on)
+    }
+
+    pub(crate) fn follows(&self) -> bool {
+        self.inner.follow
     }
 
     /// How often to poll a server that has no watch API (a Spring Cloud Config Server);

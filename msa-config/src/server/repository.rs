@@ -12,6 +12,9 @@ use super::format::{self, EXTENSIONS, Flat, Format, ParseError};
 
 /// How often the directory is checked for changes.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a change must hold still before it is read: a file caught between an editor's
+/// truncate and write is not served half-written.
+pub const SETTLE: Duration = Duration::from_millis(20);
 
 /// Every config file of a repository at one moment.
 #[derive(Debug)]
@@ -155,6 +158,10 @@ impl DirRepository {
                         let print = fingerprint(&dir)?;
                         if print == last {
                             return Ok(None);
+                        }
+                        std::thread::sleep(SETTLE);
+                        if fingerprint(&dir)? != print {
+                            return Ok(None); // still being written: look again next tick
                         }
                         Ok(Some((print, Snapshot::read_dir(&dir)?)))
                     })
