@@ -93,19 +93,16 @@ async fn greeter() -> Result<(), BoxError> {
         .start()
         .await?;
     let addr = running.local_addr();
-    println!();
-    println!("  greeter  http://{addr}        (calls names)");
-    println!("  names    http://{names_addr}");
-    println!();
-    println!("  curl http://{addr}/greet/2");
-    println!(
-        "  curl -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://{addr}/greet/0"
+    // One write, and a closed stdout (piped into `head`, say) is no reason to stop.
+    let banner = format!(
+        "\n  greeter  http://{addr}        (calls names)\n  names    http://{names_addr}\n\n  \
+         curl http://{addr}/greet/2\n  \
+         curl -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://{addr}/greet/0\n  \
+         curl http://{addr}/actuator/health\n  \
+         curl http://{addr}/actuator/prometheus | grep http_server_requests\n\n  \
+         Ctrl-C stops both.\n\n"
     );
-    println!("  curl http://{addr}/actuator/health");
-    println!("  curl http://{addr}/actuator/prometheus | grep http_server_requests");
-    println!();
-    println!("  Ctrl-C stops both.");
-    println!();
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
 
     let result = running.wait().await;
     stop(&mut child).await;

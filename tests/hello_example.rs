@@ -54,10 +54,11 @@ async fn hello_serves_a_traced_call_and_stops_on_sigterm() {
     let stderr = child.stderr.take().unwrap();
     let mut guard = Guard(child);
 
-    // The banner names both addresses.
+    // The banner names both addresses; the rest of stdout is drained, never closed early.
     let mut greeter = None;
     let mut names = None;
-    for line in BufReader::new(stdout).lines() {
+    let mut stdout = BufReader::new(stdout).lines();
+    for line in stdout.by_ref() {
         let line = line.unwrap();
         let field = |prefix: &str| {
             line.trim()
@@ -70,6 +71,7 @@ async fn hello_serves_a_traced_call_and_stops_on_sigterm() {
             break;
         }
     }
+    std::thread::spawn(move || stdout.for_each(drop));
     let (greeter, names) = (
         greeter.expect("greeter's address"),
         names.expect("names' address"),
@@ -97,7 +99,15 @@ async fn hello_serves_a_traced_call_and_stops_on_sigterm() {
             .success()
     );
     let status = wait_with_deadline(&mut guard.0, Duration::from_secs(20)).expect("hello stopped");
-    assert!(status.success(), "hello exited with {status}");
+    let lines: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let not_json: Vec<&String> = lines.iter().filter(|l| !l.starts_with('{')).collect();
+    assert!(
+        status.success(),
+        "hello exited with {status}: {not_json:#?}"
+    );
     assert!(
         reqwest::get(format!("{names}/actuator/health"))
             .await
@@ -106,10 +116,9 @@ async fn hello_serves_a_traced_call_and_stops_on_sigterm() {
     );
 
     // Both services logged the first greeting under one trace id.
-    let logs: Vec<serde_json::Value> = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
+    let logs: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let find = |service: &str, message: &str| {
         logs.iter()

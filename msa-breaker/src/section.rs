@@ -162,13 +162,18 @@ mod tests {
     fn errors_name_the_full_path() {
         let s = section(serde_json::json!({
             "configs": { "default": { "wait-duration-in-open-state": "soon" } },
-            "instances": { "payments": { "failure-rate": 10 } },
         }));
         let e = s.resolve::<CircuitBreakerConfig>("other").unwrap_err();
         assert_eq!(e.path, "configs.default.wait-duration-in-open-state");
         assert!(e.reason.contains("soon"), "{e}");
+
+        // One error per section, so that key order cannot decide which is reported.
+        let s = section(serde_json::json!({
+            "instances": { "payments": { "failure-rate": 10 } },
+        }));
         let e = s.resolve::<CircuitBreakerConfig>("payments").unwrap_err();
         assert!(e.reason.contains("failure-rate"), "{e}");
+        assert_eq!(e.path, "instances.payments.failure-rate");
 
         let s =
             section(serde_json::json!({ "instances": { "payments": { "base-config": "nope" } } }));

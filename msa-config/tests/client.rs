@@ -313,3 +313,55 @@ async fn actuator_refresh_fetches_at_once_and_reports_the_changed_keys() {
     assert_eq!(live.get().shop.price, 12);
     assert_eq!(live.get().shop.currency, "GBP");
 }
+
+/// A Spring Cloud Config Server has no watch API. The client then polls: shown through a
+/// proxy in front of msa-config-server that answers 404 for `/_msa/watch` as Spring does
+/// (no Spring server can be installed where these tests run).
+#[tokio::test]
+async fn against_a_server_without_the_watch_api_the_client_polls() {
+    use axum::extract::{Request, State};
+    use axum::response::IntoResponse;
+
+    let dir = repo();
+    let upstream = serve(dir.path(), None).await;
+    let proxy = axum::Router::new()
+        .fallback(
+            |State(upstream): State<SocketAddr>, req: Request| async move {
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                if path.starts_with("/_msa/") {
+                    return (axum::http::StatusCode::NOT_FOUND, "no such endpoint").into_response();
+                }
+                let response = reqwest::get(format!("http://{upstream}{path}"))
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body = response.bytes().await.unwrap();
+                (axum::http::StatusCode::from_u16(status).unwrap(), body).into_response()
+            },
+        )
+        .with_state(upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let spring_like = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, proxy).await.unwrap() });
+
+    let live: msa_config::client::LiveConfig<Settings> = ConfigClient::new("orders")
+        .uri(format!("http://{spring_like}"))
+        .poll_interval(Duration::from_millis(50))
+        .live(|server| config::Config::builder().add_source(server))
+        .await
+        .unwrap();
+    assert_eq!(live.get().shop.price, 5);
+    let mut values = live.subscribe();
+    write(dir.path(), "orders.yml", "shop:\n  price: 8\n");
+    within(Duration::from_secs(10), async {
+        while values.borrow_and_update().shop.price != 8 {
+            values.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
