@@ -201,19 +201,15 @@ impl CircuitBreakerConfig {
 
     /// The open-state wait after `openings` consecutive openings (1 for the first).
     pub(crate) fn wait_in_open_state(&self, openings: u32) -> Duration {
-        if !self.enable_exponential_backoff || openings <= 1 {
+        if !self.enable_exponential_backoff {
             return self.wait_duration_in_open_state;
         }
-        let factor = self
-            .exponential_backoff_multiplier
-            .powi(i32::try_from(openings - 1).unwrap_or(i32::MAX));
-        let wait = self.wait_duration_in_open_state.as_secs_f64() * factor;
-        let max = self.exponential_max_wait_duration_in_open_state;
-        if wait.is_finite() && wait < max.as_secs_f64() {
-            Duration::from_secs_f64(wait)
-        } else {
-            max
-        }
+        crate::backoff::exponential(
+            self.wait_duration_in_open_state,
+            self.exponential_backoff_multiplier,
+            openings,
+            self.exponential_max_wait_duration_in_open_state,
+        )
     }
 }
 

@@ -173,18 +173,14 @@ impl RetryConfig {
 
     /// The wait before retry number `retry` (1 for the first), before randomizing.
     pub(crate) fn backoff(&self, retry: u32) -> Duration {
-        if !self.enable_exponential_backoff || retry <= 1 {
+        if !self.enable_exponential_backoff {
             return self.wait_duration;
         }
-        let factor = self
-            .exponential_backoff_multiplier
-            .powi(i32::try_from(retry - 1).unwrap_or(i32::MAX));
-        let wait = self.wait_duration.as_secs_f64() * factor;
-        let max = self.exponential_max_wait_duration;
-        if wait.is_finite() && wait < max.as_secs_f64() {
-            Duration::from_secs_f64(wait)
-        } else {
-            max
-        }
+        crate::backoff::exponential(
+            self.wait_duration,
+            self.exponential_backoff_multiplier,
+            retry,
+            self.exponential_max_wait_duration,
+        )
     }
 }

@@ -60,6 +60,25 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// Parses the bytes of `file` (which must be UTF-8) and flattens them.
+pub fn parse_bytes(file: &str, format: Format, bytes: &[u8]) -> Result<Flat, ParseError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(file, format, text),
+        Err(e) => Err(ParseError {
+            file: file.to_owned(),
+            line: Some(
+                bytes[..e.valid_up_to()]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1,
+            ),
+            column: None,
+            message: "not UTF-8".into(),
+        }),
+    }
+}
+
 /// Parses `text` (the contents of `file`) and flattens it.
 pub fn parse(file: &str, format: Format, text: &str) -> Result<Flat, ParseError> {
     let error = |line, column, message: String| ParseError {

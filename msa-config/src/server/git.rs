@@ -10,7 +10,7 @@ use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::format::{self, EXTENSIONS, ParseError};
+use super::format::{self, EXTENSIONS};
 use super::repository::Snapshot;
 
 /// How often a local repository's refs are checked.
@@ -237,15 +237,7 @@ fn read_commit(repo: &Repository, oid: Oid, location: &str) -> Result<Snapshot, 
         let path = format!("{dir}{name}");
         match repo.find_blob(entry.id()) {
             Ok(blob) => {
-                let parsed = match std::str::from_utf8(blob.content()) {
-                    Ok(text) => format::parse(&path, format, text),
-                    Err(_) => Err(ParseError {
-                        file: path.clone(),
-                        line: None,
-                        column: None,
-                        message: "not UTF-8".into(),
-                    }),
-                };
+                let parsed = format::parse_bytes(&path, format, blob.content());
                 files.insert(path, parsed);
                 TreeWalkResult::Ok
             }

@@ -50,15 +50,7 @@ impl Snapshot {
             hash.update([0]);
             hash.update(&bytes);
             hash.update([0]);
-            let parsed = match String::from_utf8(bytes) {
-                Ok(text) => format::parse(&relative, format, &text),
-                Err(_) => Err(ParseError {
-                    file: relative.clone(),
-                    line: None,
-                    column: None,
-                    message: "not UTF-8".into(),
-                }),
-            };
+            let parsed = format::parse_bytes(&relative, format, &bytes);
             files.insert(relative, parsed);
         }
         Ok(Snapshot {
