@@ -59,15 +59,18 @@ impl Middleware for TraceMiddleware {
         let status = match &result {
             Ok(response) => {
                 record_status(&span, response.status(), true);
-                response.status().as_str().to_owned()
+                Some(response.status())
             }
             Err(error) => {
                 record_error(&span, error);
-                ERROR_STATUS_LABEL.to_owned()
+                None
             }
         };
+        let status = status
+            .as_ref()
+            .map_or(ERROR_STATUS_LABEL, http::StatusCode::as_str);
         HTTP_CLIENT_REQUESTS
-            .with_label_values(&[method.as_str(), &host, &status])
+            .with_label_values(&[method.as_str(), &host, status])
             .observe(seconds(start.elapsed()));
         result
     }
