@@ -1,0 +1,164 @@
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+/// A registration as the Java client sends it.
+fn java_client_body() -> serde_json::Value {
+    json!({"instance": {
+        "instanceId": "host:orders:8081", "hostName": "host", "app": "ORDERS", "ipAddr": "127.0.0.1",
+        "status": "UP", "overriddenstatus": "UNKNOWN",
+        "port": {"$": 8081, "@enabled": "true"}, "securePort": {"$": 443, "@enabled": "false"},
+        "countryId": 1,
+        "dataCenterInfo": {"@class": DEFAULT_DATA_CENTER_CLASS, "name": "MyOwn"},
+        "leaseInfo": {"renewalIntervalInSecs": 10, "durationInSecs": 30, "registrationTimestamp": 0,
+                      "lastRenewalTimestamp": 0, "evictionTimestamp": 0, "serviceUpTimestamp": 0},
+        "metadata": {"zone": "eu-1a", "weight": 3, "management.port": "8081"},
+        "homePageUrl": "http://host:8081/", "statusPageUrl": "http://host:8081/actuator/info",
+        "healthCheckUrl": "http://host:8081/actuator/health", "vipAddress": "orders",
+        "secureVipAddress": "orders", "isCoordinatingDiscoveryServer": "false",
+        "lastUpdatedTimestamp": "1700000000000", "lastDirtyTimestamp": 1700000000001_u64
+    }})
+}
+
+#[test]
+fn reads_what_the_java_client_sends_and_writes_eurekas_shapes() {
+    let envelope: InstanceEnvelope = serde_json::from_value(java_client_body()).unwrap();
+    let i = &envelope.instance;
+    assert_eq!(
+        i.port,
+        Port {
+            port: 8081,
+            enabled: FlexBool(true)
+        }
+    );
+    assert_eq!(i.lease_info.as_ref().unwrap().duration_in_secs, FlexU64(30));
+    assert_eq!(i.last_dirty_timestamp, FlexU64(1_700_000_000_001));
+    assert_eq!(i.metadata["weight"], "3");
+    i.validate_for("orders").unwrap();
+
+    let written = serde_json::to_value(&envelope).unwrap();
+    let w = &written["instance"];
+    assert_eq!(w["port"], json!({"$": 8081, "@enabled": "true"}));
+    assert_eq!(w["overriddenStatus"], "UNKNOWN");
+    assert_eq!(w["lastDirtyTimestamp"], "1700000000001");
+    assert_eq!(w["isCoordinatingDiscoveryServer"], "false");
+
+    let instance = i.to_service_instance();
+    assert_eq!(instance.id, "host:orders:8081");
+    assert_eq!(instance.service, "orders");
+    assert_eq!(instance.zone.as_deref(), Some("eu-1a"));
+    assert_eq!(instance.weight, 3);
+    assert_eq!(instance.uri().to_string(), "http://host:8081/");
+}
+
+#[test]
+fn empty_metadata_class_and_missing_fields() {
+    let mut body = java_client_body();
+    body["instance"]["metadata"] = json!({"@class": "java.util.Collections$EmptyMap"});
+    body["instance"]["hostName"] = json!("");
+    body["instance"]
+        .as_object_mut()
+        .unwrap()
+        .remove("dataCenterInfo");
+    let envelope: InstanceEnvelope = serde_json::from_value(body).unwrap();
+    assert!(envelope.instance.metadata.is_empty());
+    // A missing dataCenterInfo reads as MyOwn; an empty hostName is refused by name.
+    assert_eq!(
+        envelope.instance.validate_for("ORDERS").unwrap_err(),
+        InvalidInstance::Missing(vec!["hostName"])
+    );
+    let mut ok: InstanceEnvelope = serde_json::from_value(java_client_body()).unwrap();
+    ok.instance.app = "INVENTORY".into();
+    assert!(matches!(
+        ok.instance.validate_for("orders"),
+        Err(InvalidInstance::AppMismatch { .. })
+    ));
+}
+
+#[test]
+fn overrides_win_unless_unknown() {
+    let mut i = serde_json::from_value::<InstanceEnvelope>(java_client_body())
+        .unwrap()
+        .instance;
+    assert_eq!(i.effective_status(), InstanceStatus::Up);
+    i.overridden_status = InstanceStatus::OutOfService;
+    assert_eq!(i.effective_status(), InstanceStatus::OutOfService);
+    assert_eq!(i.to_service_instance().status, InstanceStatus::OutOfService);
+}
+
+fn status() -> impl Strategy<Value = InstanceStatus> {
+    proptest::sample::select(InstanceStatus::ALL.to_vec())
+}
+
+prop_compose! {
+    fn instance()(
+        app in "[A-Z][A-Z0-9-]{0,8}",
+        host in "[a-z][a-z0-9.]{0,12}",
+        port in 1u16..,
+        secure in any::<bool>(),
+        status in status(),
+        overridden in status(),
+        metadata in proptest::collection::btree_map("[a-z][a-z.]{0,6}", "[ -~]{0,8}", 0..4),
+        dirty in any::<u64>(),
+        lease in proptest::option::of((1u64..600, 1u64..600)),
+    ) -> InstanceInfo {
+        let service = ServiceInstance::new(app.to_ascii_lowercase(), host, port)
+            .with_scheme(if secure { Scheme::Https } else { Scheme::Http })
+            .with_status(status);
+        let mut info = InstanceInfo::from_service_instance(&service, 10, 30);
+        info.overridden_status = overridden;
+        info.metadata = metadata;
+        info.last_dirty_timestamp = FlexU64(dirty);
+        info.lease_info = lease.map(|(r, d)| LeaseInfo {
+            renewal_interval_in_secs: FlexU64(r),
+            duration_in_secs: FlexU64(d),
+            ..LeaseInfo::default()
+        });
+        info
+    }
+}
+
+proptest! {
+    /// Whatever msa writes, it reads back the same.
+    #[test]
+    fn instances_round_trip(info in instance()) {
+        let envelope = InstanceEnvelope { instance: info };
+        let text = serde_json::to_string(&envelope).unwrap();
+        let back: InstanceEnvelope = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(back, envelope);
+    }
+
+    /// A registry round-trips, and one application or one instance written as a single
+    /// object (as some clients do) reads the same as a one-element array.
+    #[test]
+    fn applications_round_trip_and_single_objects_decode(
+        apps in proptest::collection::vec(proptest::collection::vec(instance(), 1..4), 1..4),
+        delta in any::<u32>(),
+    ) {
+        let applications = Applications {
+            versions_delta: delta.to_string(),
+            apps_hashcode: String::new(),
+            application: apps
+                .into_iter()
+                .map(|instances| Application { name: instances[0].app.clone(), instance: instances })
+                .collect(),
+        };
+        let applications = Applications { apps_hashcode: applications.hashcode(), ..applications };
+        let envelope = ApplicationsEnvelope { applications };
+        let value = serde_json::to_value(&envelope).unwrap();
+        let back: ApplicationsEnvelope = serde_json::from_value(value.clone()).unwrap();
+        prop_assert_eq!(&back, &envelope);
+
+        let first = &envelope.applications.application[0];
+        let single = json!({"applications": {
+            "versions__delta": delta,
+            "apps__hashcode": envelope.applications.apps_hashcode,
+            "application": {"name": first.name, "instance": value["applications"]["application"][0]["instance"][0]},
+        }});
+        let read: ApplicationsEnvelope = serde_json::from_value(single).unwrap();
+        prop_assert_eq!(read.applications.application.len(), 1);
+        prop_assert_eq!(&read.applications.application[0].instance[..], &first.instance[..1]);
+        prop_assert_eq!(read.applications.versions_delta, delta.to_string());
+    }
+}
