@@ -1,0 +1,457 @@
+//! The registry's state: instances and their leases, status overrides, the recent-change
+//! queue behind `/apps/delta`, and self-preservation.
+//!
+//! Time is `tokio::time::Instant`, so tests drive leases with `tokio::time::pause()`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use msa_core::InstanceStatus;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::eureka::{
+    ActionType, Application, Applications, FlexU64, InstanceInfo, InvalidInstance, LeaseInfo,
+    apps_hashcode,
+};
+
+/// The registry's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    /// The lease an instance gets when it declares none: 30 s.
+    pub default_lease: Duration,
+    /// The renewal interval assumed when an instance declares none: 10 s.
+    pub default_renewal_interval: Duration,
+    /// Stop evicting when renewals in the last minute fall below this share of those
+    /// expected (a network partition, not dead instances): true.
+    pub self_preservation: bool,
+    /// The share: 0.85, as Eureka.
+    pub renewal_percent_threshold: f64,
+    /// How long changes stay in the delta: 3 minutes, as Eureka.
+    pub delta_retention: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            default_lease: Duration::from_secs(30),
+            default_renewal_interval: Duration::from_secs(10),
+            self_preservation: true,
+            renewal_percent_threshold: 0.85,
+            delta_retention: Duration::from_secs(180),
+        }
+    }
+}
+
+/// No such instance (the client should register again).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no instance {id:?} of {app}")]
+pub struct NotFound {
+    /// The application, upper-case.
+    pub app: String,
+    /// The instance id.
+    pub id: String,
+}
+
+#[derive(Debug)]
+struct Lease {
+    info: InstanceInfo,
+    duration: Duration,
+    renewal_interval: Duration,
+    registered: Instant,
+    last_renewal: Instant,
+}
+
+impl Lease {
+    fn expired(&self, now: Instant) -> bool {
+        // At last renewal + duration: not Eureka's doubled expiry.
+        now >= self.last_renewal + self.duration
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    apps: BTreeMap<String, BTreeMap<String, Lease>>,
+    changes: VecDeque<(Instant, InstanceInfo)>,
+    /// Renewals of the last minute, for self-preservation.
+    renewals: VecDeque<Instant>,
+    preserving: bool,
+}
+
+/// The registry's instances, shared by the HTTP handlers and the eviction sweep.
+#[derive(Clone, Debug)]
+pub struct Store {
+    state: Arc<RwLock<State>>,
+    config: Arc<StoreConfig>,
+    version: Arc<watch::Sender<u64>>,
+}
+
+fn millis_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn secs(d: FlexU64) -> Option<Duration> {
+    (d.0 > 0).then(|| Duration::from_secs(d.0))
+}
+
+impl Store {
+    /// An empty registry.
+    pub fn new(config: StoreConfig) -> Self {
+        Store {
+            state: Arc::default(),
+            config: Arc::new(config),
+            version: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A receiver of the registry's version, bumped on every change (the native watch).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The current version.
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// Records a change: in the delta queue, and as a new version.
+    fn changed(&self, state: &mut State, mut info: InstanceInfo, action: ActionType, now: Instant) {
+        info.action_type = Some(action);
+        state.changes.push_back((now, info));
+        while state
+            .changes
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > self.config.delta_retention)
+        {
+            state.changes.pop_front();
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Registers (or re-registers) an instance of `app`.
+    pub fn register(&self, app: &str, mut info: InstanceInfo) -> Result<(), InvalidInstance> {
+        info.validate_for(app)?;
+        let app = app.to_ascii_uppercase();
+        info.app.clone_from(&app);
+        let now = Instant::now();
+        let stamp = millis_now();
+        let lease = info.lease_info.clone().unwrap_or_default();
+        let duration = secs(lease.duration_in_secs).unwrap_or(self.config.default_lease);
+        let renewal_interval =
+            secs(lease.renewal_interval_in_secs).unwrap_or(self.config.default_renewal_interval);
+        let mut state = self.write();
+        let instances = state.apps.entry(app).or_default();
+        let existing = instances.remove(&info.instance_id);
+        // An operator's override survives a re-registration, as in Eureka.
+        if let Some(existing) = &existing
+            && existing.info.overridden_status != InstanceStatus::Unknown
+        {
+            info.overridden_status = existing.info.overridden_status;
+        }
+        info.lease_info = Some(LeaseInfo {
+            renewal_interval_in_secs: FlexU64(renewal_interval.as_secs()),
+            duration_in_secs: FlexU64(duration.as_secs()),
+            registration_timestamp: FlexU64(stamp),
+            last_renewal_timestamp: FlexU64(stamp),
+            eviction_timestamp: FlexU64(0),
+            service_up_timestamp: FlexU64(if info.status == InstanceStatus::Up {
+                stamp
+            } else {
+                0
+            }),
+        });
+        info.last_updated_timestamp = FlexU64(stamp);
+        let action = if existing.is_some() {
+            ActionType::Modified
+        } else {
+            ActionType::Added
+        };
+        instances.insert(
+            info.instance_id.clone(),
+            Lease {
+                info: info.clone(),
+                duration,
+                renewal_interval,
+                registered: now,
+                last_renewal: now,
+            },
+        );
+        self.changed(&mut state, info, action, now);
+        Ok(())
+    }
+
+    fn lease_mut<'s>(state: &'s mut State, app: &str, id: &str) -> Result<&'s mut Lease, NotFound> {
+        state
+            .apps
+            .get_mut(&app.to_ascii_uppercase())
+            .and_then(|instances| instances.get_mut(id))
+            .ok_or_else(|| NotFound {
+                app: app.to_ascii_uppercase(),
+                id: id.to_owned(),
+            })
+    }
+
+    /// Renews a lease. 404 (`NotFound`) for an unknown instance, or when the client's
+    /// `last_dirty` is newer than the server's copy: either way the client registers again.
+    pub fn renew(&self, app: &str, id: &str, last_dirty: Option<u64>) -> Result<(), NotFound> {
+        let now = Instant::now();
+        let mut state = self.write();
+        state.renewals.push_back(now);
+        let lease = Self::lease_mut(&mut state, app, id)?;
+        if last_dirty.is_some_and(|dirty| dirty > lease.info.last_dirty_timestamp.0) {
+            return Err(NotFound {
+                app: app.to_ascii_uppercase(),
+                id: id.to_owned(),
+            });
+        }
+        lease.last_renewal = now;
+        if let Some(info) = lease.info.lease_info.as_mut() {
+            info.last_renewal_timestamp = FlexU64(millis_now());
+        }
+        Ok(())
+    }
+
+    /// Removes an instance (deregistration).
+    pub fn cancel(&self, app: &str, id: &str) -> Result<(), NotFound> {
+        let now = Instant::now();
+        let mut state = self.write();
+        let app_key = app.to_ascii_uppercase();
+        let lease = state
+            .apps
+            .get_mut(&app_key)
+            .and_then(|instances| instances.remove(id))
+            .ok_or_else(|| NotFound {
+                app: app_key.clone(),
+                id: id.to_owned(),
+            })?;
+        if state.apps.get(&app_key).is_some_and(BTreeMap::is_empty) {
+            state.apps.remove(&app_key);
+        }
+        self.changed(&mut state, lease.info, ActionType::Deleted, now);
+        Ok(())
+    }
+
+    /// Applies `f` to an instance's record and records it as modified.
+    fn modify(
+        &self,
+        app: &str,
+        id: &str,
+        f: impl FnOnce(&mut InstanceInfo),
+    ) -> Result<(), NotFound> {
+        let now = Instant::now();
+        let mut state = self.write();
+        let lease = Self::lease_mut(&mut state, app, id)?;
+        f(&mut lease.info);
+        lease.info.last_updated_timestamp = FlexU64(millis_now());
+        let info = lease.info.clone();
+        self.changed(&mut state, info, ActionType::Modified, now);
+        Ok(())
+    }
+
+    /// Sets an operator's status override (`OUT_OF_SERVICE`, say).
+    pub fn set_override(
+        &self,
+        app: &str,
+        id: &str,
+        status: InstanceStatus,
+    ) -> Result<(), NotFound> {
+        self.modify(app, id, |info| info.overridden_status = status)
+    }
+
+    /// Removes the override; the status becomes `value`, or UNKNOWN without one (Eureka's
+    /// rule), until the client reports again.
+    pub fn remove_override(
+        &self,
+        app: &str,
+        id: &str,
+        value: Option<InstanceStatus>,
+    ) -> Result<(), NotFound> {
+        self.modify(app, id, |info| {
+            info.overridden_status = InstanceStatus::Unknown;
+            info.status = value.unwrap_or(InstanceStatus::Unknown);
+        })
+    }
+
+    /// Sets the client's own status (a heartbeat with `?status=`, or a status report).
+    pub fn set_status(&self, app: &str, id: &str, status: InstanceStatus) -> Result<(), NotFound> {
+        self.modify(app, id, |info| info.status = status)
+    }
+
+    /// Adds or replaces metadata entries.
+    pub fn set_metadata(
+        &self,
+        app: &str,
+        id: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), NotFound> {
+        self.modify(app, id, |info| {
+            for (key, value) in entries {
+                info.metadata.insert(key.clone(), value.clone());
+            }
+        })
+    }
+
+    /// The record as served: the effective status in `status`.
+    fn served(info: &InstanceInfo) -> InstanceInfo {
+        let mut served = info.clone();
+        served.status = info.effective_status();
+        served
+    }
+
+    /// One instance.
+    pub fn instance(&self, app: &str, id: &str) -> Option<InstanceInfo> {
+        let state = self.read();
+        state
+            .apps
+            .get(&app.to_ascii_uppercase())
+            .and_then(|instances| instances.get(id))
+            .map(|lease| Self::served(&lease.info))
+    }
+
+    /// One instance by id alone (`GET /instances/{id}`).
+    pub fn find(&self, id: &str) -> Option<InstanceInfo> {
+        let state = self.read();
+        state
+            .apps
+            .values()
+            .find_map(|instances| instances.get(id))
+            .map(|lease| Self::served(&lease.info))
+    }
+
+    /// One application.
+    pub fn application(&self, app: &str) -> Option<Application> {
+        let state = self.read();
+        state
+            .apps
+            .get(&app.to_ascii_uppercase())
+            .map(|instances| Application {
+                name: app.to_ascii_uppercase(),
+                instance: instances.values().map(|l| Self::served(&l.info)).collect(),
+            })
+    }
+
+    /// The whole registry, with its hash.
+    pub fn applications(&self) -> Applications {
+        let state = self.read();
+        let application: Vec<Application> = state
+            .apps
+            .iter()
+            .map(|(name, instances)| Application {
+                name: name.clone(),
+                instance: instances.values().map(|l| Self::served(&l.info)).collect(),
+            })
+            .collect();
+        Applications {
+            versions_delta: self.version().to_string(),
+            apps_hashcode: apps_hashcode(
+                application
+                    .iter()
+                    .flat_map(|a| a.instance.iter().map(|i| i.status)),
+            ),
+            application,
+        }
+    }
+
+    /// The changes of the last few minutes, each with its `actionType`; the hash is the
+    /// whole registry's, so that clients can check what they rebuilt.
+    pub fn delta(&self) -> Applications {
+        let full_hash = self.applications().apps_hashcode;
+        let state = self.read();
+        let mut by_app: BTreeMap<String, Vec<InstanceInfo>> = BTreeMap::new();
+        for (_, info) in &state.changes {
+            by_app
+                .entry(info.app.clone())
+                .or_default()
+                .push(Self::served(info));
+        }
+        Applications {
+            versions_delta: self.version().to_string(),
+            apps_hashcode: full_hash,
+            application: by_app
+                .into_iter()
+                .map(|(name, instance)| Application { name, instance })
+                .collect(),
+        }
+    }
+
+    /// Whether self-preservation holds evictions back now.
+    pub fn self_preservation_active(&self) -> bool {
+        self.read().preserving
+    }
+
+    /// Evicts expired leases (unless self-preservation holds); returns those evicted. Run
+    /// it every second.
+    ///
+    /// Self-preservation, as Eureka's, holds evictions back when renewals in the last
+    /// minute fall below 85% of those expected: many leases lapsing at once looks like a
+    /// network partition, not dead instances. Two refinements keep it from the usual
+    /// surprises: only leases at least a minute old count toward the expected renewals (a
+    /// fresh registry does not preserve), and it engages only when more than one lease has
+    /// lapsed (a single dead instance is evicted, however small the registry).
+    pub fn evict(&self) -> Vec<InstanceInfo> {
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut state = self.write();
+        while state
+            .renewals
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > minute)
+        {
+            state.renewals.pop_front();
+        }
+        let leases = || state.apps.values().flat_map(BTreeMap::values);
+        let expected: f64 = leases()
+            .filter(|l| now.duration_since(l.registered) >= minute)
+            .map(|l| 60.0 / l.renewal_interval.as_secs_f64().max(1.0))
+            .sum();
+        let lapsed = leases().filter(|l| l.expired(now)).count();
+        let preserving = self.config.self_preservation
+            && lapsed > 1
+            && (state.renewals.len() as f64)
+                < (expected * self.config.renewal_percent_threshold).floor();
+        if preserving != state.preserving {
+            state.preserving = preserving;
+            if preserving {
+                tracing::warn!(
+                    renewals = state.renewals.len(),
+                    expected = expected as u64,
+                    lapsed,
+                    "self-preservation engaged: renewals fell below {:.0}% of those expected; expired leases are kept",
+                    self.config.renewal_percent_threshold * 100.0
+                );
+            } else {
+                tracing::info!("self-preservation released");
+            }
+        }
+        if preserving || lapsed == 0 {
+            return Vec::new();
+        }
+        let mut evicted = Vec::new();
+        for instances in state.apps.values_mut() {
+            instances.retain(|_, lease| {
+                let keep = !lease.expired(now);
+                if !keep {
+                    evicted.push(lease.info.clone());
+                }
+                keep
+            });
+        }
+        state.apps.retain(|_, instances| !instances.is_empty());
+        for info in &evicted {
+            tracing::info!(app = %info.app, id = %info.instance_id, "lease expired; instance evicted");
+            self.changed(&mut state, info.clone(), ActionType::Deleted, now);
+        }
+        evicted
+    }
+}
