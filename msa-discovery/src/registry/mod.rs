@@ -1,8 +1,8 @@
-//! The registry: instances, leases and changes, behind the Eureka-compatible server.
-//!
-//! **Status:** the state ([`Store`]) is here; the HTTP server and the `msa-registry`
-//! binary are next.
+//! The registry: instances, leases and changes ([`Store`]) behind the Eureka-compatible
+//! HTTP API ([`RegistryServer`], the `msa-registry` binary).
 
+mod server;
 mod store;
 
+pub use self::server::{RegistryServer, SWEEP_INTERVAL};
 pub use self::store::{NotFound, Store, StoreConfig};

@@ -4,7 +4,7 @@
 //! Time is `tokio::time::Instant`, so tests drive leases with `tokio::time::pause()`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use msa_core::InstanceStatus;
@@ -87,6 +87,24 @@ pub struct Store {
     version: Arc<watch::Sender<u64>>,
 }
 
+/// A handle that does not keep the store alive (for background tasks).
+#[derive(Debug)]
+pub(crate) struct WeakStore {
+    state: Weak<RwLock<State>>,
+    config: Arc<StoreConfig>,
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl WeakStore {
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        Some(Store {
+            state: self.state.upgrade()?,
+            config: Arc::clone(&self.config),
+            version: Arc::clone(&self.version),
+        })
+    }
+}
+
 fn millis_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -104,6 +122,14 @@ impl Store {
             state: Arc::default(),
             config: Arc::new(config),
             version: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakStore {
+        WeakStore {
+            state: Arc::downgrade(&self.state),
+            config: Arc::clone(&self.config),
+            version: Arc::clone(&self.version),
         }
     }
 

@@ -1,0 +1,359 @@
+//! The registry's HTTP API: Eureka's REST resources under `/eureka/apps` and
+//! `/eureka/v2/apps`.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /apps/{APP}` with `{"instance": {...}}` | 204; 400 with the reason for a body that does not read or lacks a required field |
+//! | `PUT /apps/{APP}/{id}[?status=&lastDirtyTimestamp=]` | 200; 404 for an unknown instance or a newer client copy (the client registers again) |
+//! | `DELETE /apps/{APP}/{id}` | 200; 404 |
+//! | `PUT /apps/{APP}/{id}/status?value=S`, `DELETE .../status[?value=S]` | 200; 404 |
+//! | `PUT /apps/{APP}/{id}/metadata?key=value` | 200; 404 |
+//! | `GET /apps`, `GET /apps/delta`, `GET /apps/{APP}`, `GET /apps/{APP}/{id}`, `GET /instances/{id}`, `GET /vips/{vip}`, `GET /svips/{svip}` | 200 (404 for an unknown application or instance) |
+//!
+//! With a token, registration, heartbeats, cancellation and status and metadata changes
+//! need `Authorization: Bearer TOKEN`; reads stay open.
+//!
+//! **Status:** answers are JSON; Eureka's XML (for clients that send no `Accept: ...json`)
+//! is not served yet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use msa_core::InstanceStatus;
+use msa_core::actuator::{Actuator, Health};
+use msa_core::http::ServerLayer;
+
+use super::store::{NotFound, Store};
+use crate::eureka::{
+    Application, ApplicationEnvelope, Applications, ApplicationsEnvelope, InstanceEnvelope,
+};
+
+/// How often expired leases are swept.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The registry server; [`RegistryServer::router`] gives its axum router.
+#[derive(Clone, Debug)]
+pub struct RegistryServer {
+    store: Store,
+    token: Option<Arc<str>>,
+}
+
+impl RegistryServer {
+    /// A server over `store`.
+    pub fn new(store: Store) -> Self {
+        RegistryServer { store, token: None }
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every write.
+    pub fn token(mut self, token: impl Into<Arc<str>>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sweeps expired leases every second, from a task (call inside a tokio runtime); the
+    /// task stops when every clone of the store is gone.
+    pub fn spawn_sweeper(&self) {
+        let store = self.store.downgrade();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                ticker.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                store.evict();
+            }
+        });
+    }
+
+    /// Eureka's resources under both base paths, msa's actuator, and the tracing layer.
+    pub fn router(self) -> Router {
+        let store = self.store.clone();
+        let actuator = Actuator::new("msa-registry")
+            .version(env!("CARGO_PKG_VERSION"))
+            .health_indicator("registry", move || {
+                let apps = store.applications();
+                let instances: usize = apps.application.iter().map(|a| a.instance.len()).sum();
+                let preserving = store.self_preservation_active();
+                async move {
+                    Health::up()
+                        .with_detail("applications", apps.application.len())
+                        .with_detail("instances", instances)
+                        .with_detail(
+                            "selfPreservation",
+                            if preserving { "ENGAGED" } else { "OFF" },
+                        )
+                }
+            });
+        let token = self.token.clone();
+        let eureka = Router::new()
+            .route("/apps", get(all_apps))
+            .route("/apps/delta", get(delta))
+            .route("/apps/{app}", get(one_app).post(register))
+            .route(
+                "/apps/{app}/{id}",
+                get(one_instance).put(heartbeat).delete(cancel),
+            )
+            .route(
+                "/apps/{app}/{id}/status",
+                put(set_override).delete(remove_override),
+            )
+            .route("/apps/{app}/{id}/metadata", put(set_metadata))
+            .route("/instances/{id}", get(instance_by_id))
+            .route("/vips/{vip}", get(by_vip))
+            .route("/svips/{svip}", get(by_secure_vip))
+            .with_state(self);
+        let eureka = match token {
+            Some(token) => eureka.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let token = token.clone();
+                async move { require_token(&token, req, next).await }
+            })),
+            None => eureka,
+        };
+        Router::new()
+            .nest("/eureka", eureka.clone())
+            .nest("/eureka/v2", eureka)
+            .merge(actuator.router())
+            .layer(ServerLayer::new())
+    }
+}
+
+async fn require_token(token: &str, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    let expected = format!("Bearer {token}");
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if given.is_some_and(|g| {
+        g.len() == expected.len()
+            && g.iter()
+                .zip(expected.as_bytes())
+                .fold(0, |a, (x, y)| a | (x ^ y))
+                == 0
+    }) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"msa-registry\"")],
+        "a token is required to change the registry",
+    )
+        .into_response()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response {
+    axum::Json(value).into_response()
+}
+
+fn not_found(error: NotFound) -> Response {
+    (StatusCode::NOT_FOUND, error.to_string()).into_response()
+}
+
+fn bad_request(reason: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, format!("bad request: {reason}")).into_response()
+}
+
+async fn all_apps(State(server): State<RegistryServer>) -> Response {
+    json(&ApplicationsEnvelope {
+        applications: server.store.applications(),
+    })
+}
+
+async fn delta(State(server): State<RegistryServer>) -> Response {
+    json(&ApplicationsEnvelope {
+        applications: server.store.delta(),
+    })
+}
+
+async fn one_app(State(server): State<RegistryServer>, Path(app): Path<String>) -> Response {
+    match server.store.application(&app) {
+        Some(application) => json(&ApplicationEnvelope { application }),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no application {}", app.to_ascii_uppercase()),
+        )
+            .into_response(),
+    }
+}
+
+async fn register(
+    State(server): State<RegistryServer>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if content_type.contains("xml") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "XML registrations are not accepted yet: send JSON",
+        )
+            .into_response();
+    }
+    let envelope: InstanceEnvelope = match serde_json::from_slice(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            return bad_request(format!(
+                "the body is not {{\"instance\": {{...}}}}: {error}"
+            ));
+        }
+    };
+    match server.store.register(&app, envelope.instance) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => bad_request(error),
+    }
+}
+
+fn status_param(
+    query: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<InstanceStatus>, msa_core::ParseStatusError> {
+    query.get(key).map(|v| v.parse()).transpose()
+}
+
+async fn heartbeat(
+    State(server): State<RegistryServer>,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let dirty = match query.get("lastDirtyTimestamp").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return bad_request("lastDirtyTimestamp is not a number"),
+    };
+    let status = match status_param(&query, "status") {
+        Ok(status) => status,
+        Err(error) => return bad_request(error),
+    };
+    if let Err(error) = server.store.renew(&app, &id, dirty) {
+        return not_found(error);
+    }
+    if let Some(status) = status
+        && server
+            .store
+            .instance(&app, &id)
+            .is_some_and(|i| i.status != status)
+        && let Err(error) = server.store.set_status(&app, &id, status)
+    {
+        return not_found(error);
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn cancel(
+    State(server): State<RegistryServer>,
+    Path((app, id)): Path<(String, String)>,
+) -> Response {
+    match server.store.cancel(&app, &id) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(error) => not_found(error),
+    }
+}
+
+async fn set_override(
+    State(server): State<RegistryServer>,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let status = match status_param(&query, "value") {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            return bad_request("value= is required (UP, DOWN, STARTING, OUT_OF_SERVICE, UNKNOWN)");
+        }
+        Err(error) => return bad_request(error),
+    };
+    match server.store.set_override(&app, &id, status) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(error) => not_found(error),
+    }
+}
+
+async fn remove_override(
+    State(server): State<RegistryServer>,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let status = match status_param(&query, "value") {
+        Ok(status) => status,
+        Err(error) => return bad_request(error),
+    };
+    match server.store.remove_override(&app, &id, status) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(error) => not_found(error),
+    }
+}
+
+async fn set_metadata(
+    State(server): State<RegistryServer>,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let entries: Vec<(String, String)> = query.into_iter().collect();
+    match server.store.set_metadata(&app, &id, &entries) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(error) => not_found(error),
+    }
+}
+
+async fn one_instance(
+    State(server): State<RegistryServer>,
+    Path((app, id)): Path<(String, String)>,
+) -> Response {
+    match server.store.instance(&app, &id) {
+        Some(instance) => json(&InstanceEnvelope { instance }),
+        None => not_found(NotFound {
+            app: app.to_ascii_uppercase(),
+            id,
+        }),
+    }
+}
+
+async fn instance_by_id(State(server): State<RegistryServer>, Path(id): Path<String>) -> Response {
+    match server.store.find(&id) {
+        Some(instance) => json(&InstanceEnvelope { instance }),
+        None => (StatusCode::NOT_FOUND, format!("no instance {id:?}")).into_response(),
+    }
+}
+
+fn by_address(server: &RegistryServer, address: &str, secure: bool) -> Response {
+    let mut apps = server.store.applications();
+    for app in &mut apps.application {
+        app.instance.retain(|i| {
+            let vip = if secure {
+                &i.secure_vip_address
+            } else {
+                &i.vip_address
+            };
+            vip.as_deref()
+                .is_some_and(|v| v.split(',').any(|v| v.trim().eq_ignore_ascii_case(address)))
+        });
+    }
+    apps.application
+        .retain(|a: &Application| !a.instance.is_empty());
+    json(&ApplicationsEnvelope {
+        applications: Applications {
+            apps_hashcode: apps.hashcode(),
+            ..apps
+        },
+    })
+}
+
+async fn by_vip(State(server): State<RegistryServer>, Path(vip): Path<String>) -> Response {
+    by_address(&server, &vip, false)
+}
+
+async fn by_secure_vip(State(server): State<RegistryServer>, Path(svip): Path<String>) -> Response {
+    by_address(&server, &svip, true)
+}

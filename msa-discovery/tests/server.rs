@@ -1,0 +1,303 @@
+//! msa-registry's Eureka API over real HTTP, with bodies shaped as the Java client sends.
+
+use std::net::SocketAddr;
+
+use msa_discovery::registry::{RegistryServer, Store, StoreConfig};
+use serde_json::{Value, json};
+
+async fn serve(server: RegistryServer) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server.router()).await.unwrap() });
+    addr
+}
+
+fn body(app: &str, port: u16) -> Value {
+    json!({"instance": {
+        "instanceId": format!("host:{}:{port}", app.to_lowercase()), "hostName": "host", "app": app,
+        "ipAddr": "127.0.0.1", "status": "UP", "overriddenstatus": "UNKNOWN",
+        "port": {"$": port, "@enabled": "true"}, "securePort": {"$": 443, "@enabled": "false"},
+        "countryId": 1,
+        "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"},
+        "leaseInfo": {"renewalIntervalInSecs": 10, "durationInSecs": 30},
+        "metadata": {"@class": "java.util.Collections$EmptyMap"},
+        "vipAddress": app.to_lowercase(), "secureVipAddress": app.to_lowercase(),
+        "lastDirtyTimestamp": "1700000000000"
+    }})
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<&'static str>,
+}
+
+impl Client {
+    fn new(addr: SocketAddr, base: &str) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: format!("http://{addr}{base}"),
+            token: None,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("accept", "application/json");
+        match self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn status(&self, method: reqwest::Method, path: &str, json: Option<Value>) -> u16 {
+        let mut request = self.request(method, path);
+        if let Some(json) = json {
+            request = request.json(&json);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+}
+
+use reqwest::Method;
+
+#[tokio::test]
+async fn the_eureka_lifecycle_on_both_base_paths() {
+    let addr = serve(RegistryServer::new(Store::new(StoreConfig::default()))).await;
+    let spring = Client::new(addr, "/eureka");
+    let netflix = Client::new(addr, "/eureka/v2");
+
+    assert_eq!(
+        spring
+            .status(Method::POST, "/apps/ORDERS", Some(body("ORDERS", 8081)))
+            .await,
+        204
+    );
+    assert_eq!(
+        netflix
+            .status(Method::POST, "/apps/orders", Some(body("ORDERS", 8082)))
+            .await,
+        204
+    );
+
+    let apps = spring.get("/apps").await;
+    assert_eq!(apps["applications"]["apps__hashcode"], "UP_2_");
+    let orders = &apps["applications"]["application"][0];
+    assert_eq!(orders["name"], "ORDERS");
+    assert_eq!(orders["instance"].as_array().unwrap().len(), 2);
+    let first = &orders["instance"][0];
+    assert_eq!(first["port"], json!({"$": 8081, "@enabled": "true"}));
+    assert_eq!(first["leaseInfo"]["durationInSecs"], "30");
+
+    assert_eq!(
+        spring
+            .status(Method::PUT, "/apps/ORDERS/host:orders:8081", None)
+            .await,
+        200
+    );
+    assert_eq!(
+        spring.status(Method::PUT, "/apps/ORDERS/nope", None).await,
+        404,
+        "re-register"
+    );
+    assert_eq!(
+        spring
+            .status(
+                Method::PUT,
+                "/apps/ORDERS/host:orders:8081?lastDirtyTimestamp=9700000000000",
+                None
+            )
+            .await,
+        404,
+        "the client's copy is newer"
+    );
+
+    assert_eq!(
+        spring
+            .status(
+                Method::PUT,
+                "/apps/ORDERS/host:orders:8081/status?value=OUT_OF_SERVICE",
+                None
+            )
+            .await,
+        200
+    );
+    let one = netflix.get("/apps/orders/host:orders:8081").await;
+    assert_eq!(one["instance"]["status"], "OUT_OF_SERVICE");
+    assert_eq!(one["instance"]["overriddenStatus"], "OUT_OF_SERVICE");
+    assert_eq!(
+        spring
+            .status(
+                Method::DELETE,
+                "/apps/ORDERS/host:orders:8081/status?value=UP",
+                None
+            )
+            .await,
+        200
+    );
+    assert_eq!(
+        spring.get("/instances/host:orders:8081").await["instance"]["status"],
+        "UP"
+    );
+
+    assert_eq!(
+        spring
+            .status(
+                Method::PUT,
+                "/apps/ORDERS/host:orders:8082/metadata?zone=eu-1b",
+                None
+            )
+            .await,
+        200
+    );
+    assert_eq!(
+        spring.get("/apps/ORDERS").await["application"]["instance"][1]["metadata"]["zone"],
+        "eu-1b"
+    );
+    let vip = spring.get("/vips/orders").await;
+    assert_eq!(
+        vip["applications"]["application"][0]["instance"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        spring.get("/svips/nothing").await["applications"]["application"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        spring
+            .status(Method::DELETE, "/apps/ORDERS/host:orders:8081", None)
+            .await,
+        200
+    );
+    assert_eq!(
+        spring
+            .status(Method::DELETE, "/apps/ORDERS/host:orders:8081", None)
+            .await,
+        404
+    );
+    let delta = spring.get("/apps/delta").await;
+    let actions: Vec<&str> = delta["applications"]["application"][0]["instance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["actionType"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.first(), Some(&"ADDED"));
+    assert_eq!(actions.last(), Some(&"DELETED"));
+    assert_eq!(spring.status(Method::GET, "/apps/NOBODY", None).await, 404);
+}
+
+#[tokio::test]
+async fn bad_registrations_get_400_with_the_reason() {
+    let addr = serve(RegistryServer::new(Store::new(StoreConfig::default()))).await;
+    let client = Client::new(addr, "/eureka");
+    let response = client
+        .request(Method::POST, "/apps/ORDERS")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("not {\"instance\""));
+
+    let mut missing = body("ORDERS", 8081);
+    missing["instance"]["hostName"] = json!("");
+    missing["instance"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ipAddr");
+    let response = client
+        .request(Method::POST, "/apps/ORDERS")
+        .json(&missing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let reason = response.text().await.unwrap();
+    assert!(
+        reason.contains("hostName") && reason.contains("ipAddr"),
+        "{reason}"
+    );
+
+    assert_eq!(
+        client
+            .status(Method::POST, "/apps/INVENTORY", Some(body("ORDERS", 8081)))
+            .await,
+        400
+    );
+    assert_eq!(
+        client
+            .status(Method::PUT, "/apps/ORDERS/x/status?value=SIDEWAYS", None)
+            .await,
+        400
+    );
+}
+
+#[tokio::test]
+async fn a_token_guards_writes_and_reads_stay_open() {
+    let server = RegistryServer::new(Store::new(StoreConfig::default())).token("s3cret");
+    let addr = serve(server).await;
+    let mut client = Client::new(addr, "/eureka");
+    assert_eq!(
+        client
+            .status(Method::POST, "/apps/ORDERS", Some(body("ORDERS", 8081)))
+            .await,
+        401
+    );
+    client.token = Some("wrong");
+    assert_eq!(
+        client
+            .status(Method::POST, "/apps/ORDERS", Some(body("ORDERS", 8081)))
+            .await,
+        401
+    );
+    client.token = Some("s3cret");
+    assert_eq!(
+        client
+            .status(Method::POST, "/apps/ORDERS", Some(body("ORDERS", 8081)))
+            .await,
+        204
+    );
+    client.token = None;
+    assert_eq!(
+        client.get("/apps").await["applications"]["apps__hashcode"],
+        "UP_1_"
+    );
+    assert_eq!(
+        client
+            .status(Method::DELETE, "/apps/ORDERS/host:orders:8081", None)
+            .await,
+        401
+    );
+
+    let health: Value = reqwest::get(format!("http://{addr}/actuator/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["components"]["registry"]["details"]["instances"], 1);
+    assert_eq!(
+        health["components"]["registry"]["details"]["selfPreservation"],
+        "OFF"
+    );
+}
