@@ -301,3 +301,50 @@ async fn a_token_guards_writes_and_reads_stay_open() {
         "OFF"
     );
 }
+
+#[tokio::test]
+async fn xml_unless_the_client_accepts_json_and_xml_registrations() {
+    let addr = serve(RegistryServer::new(Store::new(StoreConfig::default()))).await;
+    let http = reqwest::Client::new();
+    let xml_body = r#"<instance><instanceId>host:inventory:9000</instanceId><hostName>host</hostName>
+      <app>INVENTORY</app><ipAddr>127.0.0.1</ipAddr><status>UP</status>
+      <port enabled="true">9000</port>
+      <dataCenterInfo class="com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"><name>MyOwn</name></dataCenterInfo>
+      <metadata class="java.util.Collections$EmptyMap"/></instance>"#;
+    let response = http
+        .post(format!("http://{addr}/eureka/v2/apps/INVENTORY"))
+        .header("content-type", "application/xml")
+        .body(xml_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    // No Accept header: XML, as py-eureka-client expects.
+    let response = http
+        .get(format!("http://{addr}/eureka/apps"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/xml");
+    let text = response.text().await.unwrap();
+    assert!(text.contains("<name>INVENTORY</name>"), "{text}");
+    assert!(
+        text.contains(r#"<port enabled="true">9000</port>"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("<apps__hashcode>UP_1_</apps__hashcode>"),
+        "{text}"
+    );
+
+    let bad = http
+        .post(format!("http://{addr}/eureka/apps/INVENTORY"))
+        .header("content-type", "text/xml")
+        .body("<instance><unclosed>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("<instance>"));
+}

@@ -136,9 +136,12 @@ pub(super) mod metadata {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, String>, D::Error> {
-        let raw: Option<BTreeMap<String, serde_json::Value>> = Option::deserialize(d)?;
+        // Anything but an object (XML's empty `<metadata/>` reads as "") is no metadata.
+        let raw = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
         Ok(raw
-            .unwrap_or_default()
             .into_iter()
             .filter(|(key, _)| key != "@class")
             .filter_map(|(key, value)| match value {

@@ -28,6 +28,7 @@
 //! ```
 
 mod flex;
+pub mod xml;
 
 use std::collections::BTreeMap;
 

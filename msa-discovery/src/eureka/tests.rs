@@ -162,3 +162,89 @@ proptest! {
         prop_assert_eq!(read.applications.versions_delta, delta.to_string());
     }
 }
+
+proptest! {
+    /// The XML form round-trips too.
+    #[test]
+    fn instances_round_trip_through_xml(info in instance()) {
+        let envelope = InstanceEnvelope { instance: info };
+        let text = xml::to_string(&envelope).unwrap();
+        let back: InstanceEnvelope = xml::from_str(&text).unwrap();
+        prop_assert_eq!(back, envelope);
+    }
+
+    /// Registries round-trip through XML, whether an application holds one instance (one
+    /// element, read as a single object) or several.
+    #[test]
+    fn applications_round_trip_through_xml(
+        apps in proptest::collection::vec(proptest::collection::vec(instance(), 1..4), 0..4),
+        delta in any::<u32>(),
+    ) {
+        let application: Vec<Application> = apps
+            .into_iter()
+            .map(|instances| Application { name: instances[0].app.clone(), instance: instances })
+            .collect();
+        let applications = Applications { versions_delta: delta.to_string(), apps_hashcode: String::new(), application };
+        let applications = Applications { apps_hashcode: applications.hashcode(), ..applications };
+        let envelope = ApplicationsEnvelope { applications };
+        let text = xml::to_string(&envelope).unwrap();
+        let back: ApplicationsEnvelope = xml::from_str(&text).unwrap();
+        prop_assert_eq!(back, envelope);
+    }
+}
+
+#[test]
+fn reads_eureka_xml_as_py_eureka_client_sees_it() {
+    let text = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<applications>
+  <versions__delta>1</versions__delta>
+  <apps__hashcode>UP_1_</apps__hashcode>
+  <application>
+    <name>ORDERS</name>
+    <instance>
+      <instanceId>host:orders:8081</instanceId>
+      <hostName>host</hostName>
+      <app>ORDERS</app>
+      <ipAddr>127.0.0.1</ipAddr>
+      <status>UP</status>
+      <overriddenstatus>UNKNOWN</overriddenstatus>
+      <port enabled="true">8081</port>
+      <securePort enabled="false">443</securePort>
+      <countryId>1</countryId>
+      <dataCenterInfo class="com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo">
+        <name>MyOwn</name>
+      </dataCenterInfo>
+      <leaseInfo>
+        <renewalIntervalInSecs>30</renewalIntervalInSecs>
+        <durationInSecs>90</durationInSecs>
+      </leaseInfo>
+      <metadata>
+        <zone>eu&amp;1</zone>
+      </metadata>
+      <vipAddress>orders</vipAddress>
+      <isCoordinatingDiscoveryServer>false</isCoordinatingDiscoveryServer>
+      <lastDirtyTimestamp>1700000000000</lastDirtyTimestamp>
+      <actionType>ADDED</actionType>
+    </instance>
+  </application>
+</applications>"#;
+    let envelope: ApplicationsEnvelope = xml::from_str(text).unwrap();
+    let apps = envelope.applications;
+    assert_eq!(apps.apps_hashcode, "UP_1_");
+    let instance = &apps.application[0].instance[0];
+    assert_eq!(
+        instance.port,
+        Port {
+            port: 8081,
+            enabled: FlexBool(true)
+        }
+    );
+    assert_eq!(instance.metadata["zone"], "eu&1");
+    assert_eq!(
+        instance.lease_info.as_ref().unwrap().duration_in_secs,
+        FlexU64(90)
+    );
+    assert_eq!(instance.action_type, Some(ActionType::Added));
+    assert!(xml::from_str::<ApplicationsEnvelope>("<applications><unclosed>").is_err());
+    assert!(xml::from_str::<ApplicationsEnvelope>("").is_err());
+}

@@ -13,8 +13,9 @@
 //! With a token, registration, heartbeats, cancellation and status and metadata changes
 //! need `Authorization: Bearer TOKEN`; reads stay open.
 //!
-//! **Status:** answers are JSON; Eureka's XML (for clients that send no `Accept: ...json`)
-//! is not served yet.
+//! Answers are XML unless the `Accept` header contains `json` (a client that sends none,
+//! like py-eureka-client, gets XML, as from Eureka); registrations are read as XML or JSON
+//! by `Content-Type`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use msa_core::http::ServerLayer;
 
 use super::store::{NotFound, Store};
 use crate::eureka::{
-    Application, ApplicationEnvelope, Applications, ApplicationsEnvelope, InstanceEnvelope,
+    Application, ApplicationEnvelope, Applications, ApplicationsEnvelope, InstanceEnvelope, xml,
 };
 
 /// How often expired leases are swept.
@@ -150,8 +151,20 @@ async fn require_token(token: &str, req: Request, next: Next) -> Response {
         .into_response()
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Response {
-    axum::Json(value).into_response()
+/// JSON when the client accepts it, XML otherwise (Eureka's rule).
+fn respond<T: serde::Serialize>(headers: &HeaderMap, value: &T) -> Response {
+    let json = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("json"));
+    if json {
+        return axum::Json(value).into_response();
+    }
+    match xml::to_string(value) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/xml")], text).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
 }
 
 fn not_found(error: NotFound) -> Response {
@@ -162,21 +175,31 @@ fn bad_request(reason: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, format!("bad request: {reason}")).into_response()
 }
 
-async fn all_apps(State(server): State<RegistryServer>) -> Response {
-    json(&ApplicationsEnvelope {
-        applications: server.store.applications(),
-    })
+async fn all_apps(State(server): State<RegistryServer>, headers: HeaderMap) -> Response {
+    respond(
+        &headers,
+        &ApplicationsEnvelope {
+            applications: server.store.applications(),
+        },
+    )
 }
 
-async fn delta(State(server): State<RegistryServer>) -> Response {
-    json(&ApplicationsEnvelope {
-        applications: server.store.delta(),
-    })
+async fn delta(State(server): State<RegistryServer>, headers: HeaderMap) -> Response {
+    respond(
+        &headers,
+        &ApplicationsEnvelope {
+            applications: server.store.delta(),
+        },
+    )
 }
 
-async fn one_app(State(server): State<RegistryServer>, Path(app): Path<String>) -> Response {
+async fn one_app(
+    State(server): State<RegistryServer>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match server.store.application(&app) {
-        Some(application) => json(&ApplicationEnvelope { application }),
+        Some(application) => respond(&headers, &ApplicationEnvelope { application }),
         None => (
             StatusCode::NOT_FOUND,
             format!("no application {}", app.to_ascii_uppercase()),
@@ -195,20 +218,18 @@ async fn register(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if content_type.contains("xml") {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "XML registrations are not accepted yet: send JSON",
-        )
-            .into_response();
-    }
-    let envelope: InstanceEnvelope = match serde_json::from_slice(&body) {
+    let envelope: Result<InstanceEnvelope, String> = if content_type.contains("xml") {
+        std::str::from_utf8(&body)
+            .map_err(|_| "the body is not UTF-8".to_owned())
+            .and_then(|text| xml::from_str(text).map_err(|e| e.to_string()))
+            .map_err(|e| format!("the body is not <instance>...</instance>: {e}"))
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("the body is not {{\"instance\": {{...}}}}: {e}"))
+    };
+    let envelope = match envelope {
         Ok(envelope) => envelope,
-        Err(error) => {
-            return bad_request(format!(
-                "the body is not {{\"instance\": {{...}}}}: {error}"
-            ));
-        }
+        Err(reason) => return bad_request(reason),
     };
     match server.store.register(&app, envelope.instance) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -310,9 +331,10 @@ async fn set_metadata(
 async fn one_instance(
     State(server): State<RegistryServer>,
     Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     match server.store.instance(&app, &id) {
-        Some(instance) => json(&InstanceEnvelope { instance }),
+        Some(instance) => respond(&headers, &InstanceEnvelope { instance }),
         None => not_found(NotFound {
             app: app.to_ascii_uppercase(),
             id,
@@ -320,14 +342,23 @@ async fn one_instance(
     }
 }
 
-async fn instance_by_id(State(server): State<RegistryServer>, Path(id): Path<String>) -> Response {
+async fn instance_by_id(
+    State(server): State<RegistryServer>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match server.store.find(&id) {
-        Some(instance) => json(&InstanceEnvelope { instance }),
+        Some(instance) => respond(&headers, &InstanceEnvelope { instance }),
         None => (StatusCode::NOT_FOUND, format!("no instance {id:?}")).into_response(),
     }
 }
 
-fn by_address(server: &RegistryServer, address: &str, secure: bool) -> Response {
+fn by_address(
+    server: &RegistryServer,
+    headers: &HeaderMap,
+    address: &str,
+    secure: bool,
+) -> Response {
     let mut apps = server.store.applications();
     for app in &mut apps.application {
         app.instance.retain(|i| {
@@ -342,18 +373,29 @@ fn by_address(server: &RegistryServer, address: &str, secure: bool) -> Response 
     }
     apps.application
         .retain(|a: &Application| !a.instance.is_empty());
-    json(&ApplicationsEnvelope {
-        applications: Applications {
-            apps_hashcode: apps.hashcode(),
-            ..apps
+    respond(
+        headers,
+        &ApplicationsEnvelope {
+            applications: Applications {
+                apps_hashcode: apps.hashcode(),
+                ..apps
+            },
         },
-    })
+    )
 }
 
-async fn by_vip(State(server): State<RegistryServer>, Path(vip): Path<String>) -> Response {
-    by_address(&server, &vip, false)
+async fn by_vip(
+    State(server): State<RegistryServer>,
+    Path(vip): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    by_address(&server, &headers, &vip, false)
 }
 
-async fn by_secure_vip(State(server): State<RegistryServer>, Path(svip): Path<String>) -> Response {
-    by_address(&server, &svip, true)
+async fn by_secure_vip(
+    State(server): State<RegistryServer>,
+    Path(svip): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    by_address(&server, &headers, &svip, true)
 }
