@@ -348,3 +348,95 @@ async fn xml_unless_the_client_accepts_json_and_xml_registrations() {
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("<instance>"));
 }
+
+#[tokio::test]
+async fn the_native_watch_answers_when_the_service_changes_and_only_then() {
+    let addr = serve(RegistryServer::new(Store::new(StoreConfig::default()))).await;
+    let client = Client::new(addr, "/eureka");
+    assert_eq!(
+        client
+            .status(Method::POST, "/apps/ORDERS", Some(body("ORDERS", 8081)))
+            .await,
+        204
+    );
+
+    let now: Value = reqwest::get(format!("http://{addr}/msa/v1/services/orders"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let index = now["index"].as_u64().unwrap();
+    assert_eq!(now["service"], "orders");
+    assert_eq!(now["instances"][0]["port"], 8081);
+    assert_eq!(now["instances"][0]["status"], "UP");
+
+    // Unchanged: the same index when the wait is over.
+    let same: Value = reqwest::get(format!(
+        "http://{addr}/msa/v1/services/orders?index={index}&wait=200ms"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(same["index"].as_u64(), Some(index));
+
+    let watch = tokio::spawn(async move {
+        reqwest::get(format!(
+            "http://{addr}/msa/v1/services/orders?index={index}&wait=20s"
+        ))
+        .await
+        .unwrap()
+    });
+    // Another service changing does not answer it...
+    assert_eq!(
+        client
+            .status(
+                Method::POST,
+                "/apps/INVENTORY",
+                Some(body("INVENTORY", 9000))
+            )
+            .await,
+        204
+    );
+    let inventory: Value = reqwest::get(format!("http://{addr}/msa/v1/services/inventory"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inventory["instances"].as_array().unwrap().len(), 1);
+    assert!(!watch.is_finished());
+    // ...this one does.
+    assert_eq!(
+        client
+            .status(
+                Method::PUT,
+                "/apps/ORDERS/host:orders:8081/status?value=OUT_OF_SERVICE",
+                None
+            )
+            .await,
+        200
+    );
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), watch)
+        .await
+        .unwrap()
+        .unwrap();
+    let header: u64 = response.headers()["x-msa-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let changed: Value = response.json().await.unwrap();
+    assert!(changed["index"].as_u64().unwrap() > index);
+    assert_eq!(changed["index"].as_u64(), Some(header));
+    assert_eq!(changed["instances"][0]["status"], "OUT_OF_SERVICE");
+
+    let bad = reqwest::get(format!(
+        "http://{addr}/msa/v1/services/orders?index=1&wait=soon"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+}

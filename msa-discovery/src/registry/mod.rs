@@ -4,5 +4,5 @@
 mod server;
 mod store;
 
-pub use self::server::{RegistryServer, SWEEP_INTERVAL};
+pub use self::server::{MAX_WATCH, RegistryServer, SWEEP_INTERVAL};
 pub use self::store::{NotFound, Store, StoreConfig};

@@ -10,6 +10,12 @@
 //! | `PUT /apps/{APP}/{id}/metadata?key=value` | 200; 404 |
 //! | `GET /apps`, `GET /apps/delta`, `GET /apps/{APP}`, `GET /apps/{APP}/{id}`, `GET /instances/{id}`, `GET /vips/{vip}`, `GET /svips/{svip}` | 200 (404 for an unknown application or instance) |
 //!
+//! msa's own clients use the native API, a blocking query in Consul's manner:
+//! `GET /msa/v1/services/{service}?index=N&wait=30s` answers at once when the service has
+//! changed since index `N`, and otherwise as soon as it does (or with the same index when
+//! the wait is over): `{"service", "index", "instances": [ServiceInstance]}`, the index
+//! also in `X-Msa-Index`.
+//!
 //! With a token, registration, heartbeats, cancellation and status and metadata changes
 //! need `Authorization: Bearer TOKEN`; reads stay open.
 //!
@@ -73,7 +79,8 @@ impl RegistryServer {
         });
     }
 
-    /// Eureka's resources under both base paths, msa's actuator, and the tracing layer.
+    /// Eureka's resources under both base paths, the native watch, msa's actuator, and the
+    /// tracing layer.
     pub fn router(self) -> Router {
         let store = self.store.clone();
         let actuator = Actuator::new("msa-registry")
@@ -93,6 +100,9 @@ impl RegistryServer {
                 }
             });
         let token = self.token.clone();
+        let native = Router::new()
+            .route("/msa/v1/services/{service}", get(watch_service))
+            .with_state(self.clone());
         let eureka = Router::new()
             .route("/apps", get(all_apps))
             .route("/apps/delta", get(delta))
@@ -118,6 +128,7 @@ impl RegistryServer {
             None => eureka,
         };
         Router::new()
+            .merge(native)
             .nest("/eureka", eureka.clone())
             .nest("/eureka/v2", eureka)
             .merge(actuator.router())
@@ -398,4 +409,70 @@ async fn by_secure_vip(
     headers: HeaderMap,
 ) -> Response {
     by_address(&server, &headers, &svip, true)
+}
+
+/// The longest a native watch may wait.
+pub const MAX_WATCH: Duration = Duration::from_secs(300);
+
+#[derive(Debug, serde::Deserialize)]
+struct WatchQuery {
+    index: Option<u64>,
+    wait: Option<String>,
+}
+
+fn parse_wait(wait: Option<&str>) -> Result<Duration, String> {
+    let Some(wait) = wait.map(str::trim) else {
+        return Ok(Duration::from_secs(30));
+    };
+    let parsed = match wait.strip_suffix("ms") {
+        Some(ms) => ms.parse().map(Duration::from_millis),
+        None => wait.trim_end_matches('s').parse().map(Duration::from_secs),
+    };
+    parsed
+        .map(|d| d.min(MAX_WATCH))
+        .map_err(|_| format!("wait={wait:?} is not a duration: use 30s or 500ms"))
+}
+
+#[derive(serde::Serialize)]
+struct ServiceAnswer {
+    service: String,
+    index: u64,
+    instances: Vec<msa_core::ServiceInstance>,
+}
+
+async fn watch_service(
+    State(server): State<RegistryServer>,
+    Path(service): Path<String>,
+    Query(query): Query<WatchQuery>,
+) -> Response {
+    let wait = match parse_wait(query.wait.as_deref()) {
+        Ok(wait) => wait,
+        Err(reason) => return bad_request(reason),
+    };
+    let known = query.index.unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut versions = server.store.subscribe();
+    loop {
+        versions.mark_unchanged();
+        let index = server.store.index(&service);
+        if index > known || query.index.is_none() {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, versions.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let answer = ServiceAnswer {
+        index: server.store.index(&service),
+        instances: server.store.instances(&service),
+        service: service.to_ascii_lowercase(),
+    };
+    (
+        [("x-msa-index", answer.index.to_string())],
+        axum::Json(answer),
+    )
+        .into_response()
 }

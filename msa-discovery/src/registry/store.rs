@@ -77,6 +77,8 @@ struct State {
     /// Renewals of the last minute, for self-preservation.
     renewals: VecDeque<Instant>,
     preserving: bool,
+    /// The registry version of each application's last change (the native watch's index).
+    modified: BTreeMap<String, u64>,
 }
 
 /// The registry's instances, shared by the HTTP handlers and the eviction sweep.
@@ -151,9 +153,32 @@ impl Store {
         *self.version.borrow()
     }
 
+    /// The version of `app`'s last change (0: never registered): what the native watch
+    /// compares a client's index with.
+    pub fn index(&self, app: &str) -> u64 {
+        self.read()
+            .modified
+            .get(&app.to_ascii_uppercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `app`'s instances in msa's model (all statuses; the balancer picks UP ones).
+    pub fn instances(&self, app: &str) -> Vec<msa_core::ServiceInstance> {
+        self.application(app)
+            .map(|a| {
+                a.instance
+                    .iter()
+                    .map(InstanceInfo::to_service_instance)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Records a change: in the delta queue, and as a new version.
     fn changed(&self, state: &mut State, mut info: InstanceInfo, action: ActionType, now: Instant) {
         info.action_type = Some(action);
+        state.modified.insert(info.app.clone(), self.version() + 1);
         state.changes.push_back((now, info));
         while state
             .changes
