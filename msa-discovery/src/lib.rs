@@ -8,6 +8,7 @@
 //! [`msa_core::ServiceInstance`].
 
 pub mod eureka;
+pub mod registration;
 pub mod registry;
 
 pub use msa_core::{InstanceStatus, ServiceInstance};

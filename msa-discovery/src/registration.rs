@@ -1,0 +1,262 @@
+//! Registration: keep the running service in the registry for as long as it runs.
+//!
+//! [`Registration::start`] registers the instance, renews its lease every renewal interval,
+//! registers again whenever the registry answers a renewal with 404 (it restarted, or
+//! evicted the instance), reports status changes, and deregisters in
+//! [`Shutdown`]'s before-drain phase so callers stop choosing the instance before it stops
+//! answering. It speaks Eureka's REST protocol, which msa-registry and a Spring Eureka
+//! server both accept.
+//!
+//! Defaults follow msa's timings: renewal every 10 s, lease 30 s (Eureka's are 30 s and 90 s).
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use msa_core::{ServiceInstance, shutdown::Shutdown};
+//! use msa_discovery::registration::Registration;
+//!
+//! # #[tokio::main] async fn main() {
+//! let shutdown = Shutdown::new();
+//! let registration = Registration::new("http://127.0.0.1:8761/eureka", ServiceInstance::new("orders", "127.0.0.1", 8081))
+//!     .start(&shutdown);
+//! # let _ = registration;
+//! # }
+//! ```
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use msa_core::shutdown::Shutdown;
+use msa_core::{InstanceStatus, ServiceInstance};
+use reqwest::StatusCode;
+
+use crate::eureka::{InstanceEnvelope, InstanceInfo};
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrationError {
+    /// The registry could not be reached.
+    #[error("registry {url} unreachable: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The registry answered with an error.
+    #[error("registry {url} answered {status}: {body}")]
+    Refused {
+        /// The URL called.
+        url: String,
+        /// The status.
+        status: StatusCode,
+        /// What it said.
+        body: String,
+    },
+}
+
+/// One instance's registration; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Registration {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    info: Mutex<InstanceInfo>,
+    renewal: Duration,
+}
+
+impl Registration {
+    /// A registration of `instance` with the registry at `base` (`http://host:8761/eureka`).
+    pub fn new(base: impl Into<String>, instance: ServiceInstance) -> Self {
+        let renewal = Duration::from_secs(10);
+        let info = InstanceInfo::from_service_instance(&instance, renewal.as_secs(), 30);
+        Registration {
+            inner: Arc::new(Inner {
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap_or_default(),
+                base: base.into().trim_end_matches('/').to_owned(),
+                token: None,
+                info: Mutex::new(info),
+                renewal,
+            }),
+        }
+    }
+
+    /// # Panics
+    ///
+    /// When the registration was cloned or started already: configure it first.
+    fn configure(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner)
+            .expect("configure a Registration before cloning or starting it")
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` (msa-registry's `--token`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.configure().token = Some(token.into());
+        self
+    }
+
+    /// How often the lease is renewed (at least 1 ms), and how long it lasts without
+    /// renewal (the registry counts whole seconds, at least 1).
+    pub fn timings(mut self, renewal: Duration, lease: Duration) -> Self {
+        let inner = self.configure();
+        inner.renewal = renewal.max(Duration::from_millis(1));
+        let info = inner.info.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(lease_info) = info.lease_info.as_mut() {
+            lease_info.renewal_interval_in_secs.0 = renewal.as_secs().max(1);
+            lease_info.duration_in_secs.0 = lease.as_secs().max(1);
+        }
+        self
+    }
+
+    fn info(&self) -> InstanceInfo {
+        self.inner
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn url(&self, suffix: &str) -> String {
+        let info = self.info();
+        format!("{}/apps/{}{suffix}", self.inner.base, info.app)
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .inner
+            .http
+            .request(method, url)
+            .header("accept", "application/json");
+        match &self.inner.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<StatusCode, RegistrationError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| RegistrationError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok(status);
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(RegistrationError::Refused { url, status, body })
+    }
+
+    /// Registers (or registers again).
+    pub async fn register(&self) -> Result<(), RegistrationError> {
+        let url = self.url("");
+        let body = InstanceEnvelope {
+            instance: self.info(),
+        };
+        match self
+            .send(
+                self.request(reqwest::Method::POST, &url).json(&body),
+                url.clone(),
+            )
+            .await?
+        {
+            status if status.is_success() => {
+                tracing::info!(app = %body.instance.app, id = %body.instance.instance_id, "registered");
+                Ok(())
+            }
+            status => Err(RegistrationError::Refused {
+                url,
+                status,
+                body: String::new(),
+            }),
+        }
+    }
+
+    /// Renews the lease; registers again if the registry no longer knows the instance.
+    pub async fn renew(&self) -> Result<(), RegistrationError> {
+        let info = self.info();
+        let url = self.url(&format!("/{}?status={}", info.instance_id, info.status));
+        let status = self
+            .send(self.request(reqwest::Method::PUT, &url), url)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            tracing::info!(id = %info.instance_id, "the registry does not know this instance; registering again");
+            return self.register().await;
+        }
+        Ok(())
+    }
+
+    /// Reports a new status (`OUT_OF_SERVICE` while draining, `UP` when ready).
+    pub async fn set_status(&self, status: InstanceStatus) -> Result<(), RegistrationError> {
+        self.inner
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .status = status;
+        self.renew().await
+    }
+
+    /// Removes the instance from the registry.
+    pub async fn deregister(&self) -> Result<(), RegistrationError> {
+        let info = self.info();
+        let url = self.url(&format!("/{}", info.instance_id));
+        self.send(self.request(reqwest::Method::DELETE, &url), url)
+            .await?;
+        tracing::info!(app = %info.app, id = %info.instance_id, "deregistered");
+        Ok(())
+    }
+
+    /// Registers, keeps renewing (registering again when needed) from a background task,
+    /// and deregisters in `shutdown`'s before-drain phase. Failures are logged and retried
+    /// at the renewal interval; they never stop the service.
+    pub fn start(self, shutdown: &Shutdown) -> Registration {
+        let this = self.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            let mut registered = false;
+            let mut ticker = tokio::time::interval(this.inner.renewal);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let stop = stopping.triggered();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    _ = ticker.tick() => {}
+                }
+                let result = if registered {
+                    this.renew().await
+                } else {
+                    this.register().await
+                };
+                match result {
+                    Ok(()) => registered = true,
+                    Err(error) => {
+                        tracing::warn!(%error, "registration failed; retrying at the next renewal")
+                    }
+                }
+            }
+        });
+        let leaving = self.clone();
+        shutdown.before_drain("deregister", move || async move {
+            if let Err(error) = leaving.deregister().await {
+                tracing::warn!(%error, "deregistration failed; the lease will expire");
+            }
+        });
+        self
+    }
+}
