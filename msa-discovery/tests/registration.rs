@@ -95,3 +95,69 @@ async fn registers_survives_a_registry_restart_and_deregisters_on_shutdown() {
     server.await.unwrap().unwrap();
     wait_for(port, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_follows_the_registry_and_keeps_the_last_list_while_it_is_down() {
+    use msa_discovery::discovery::{Discovery, RegistryDiscovery};
+
+    let port = free_port();
+    let registry = Registry::start(port);
+    let shutdown = Shutdown::new();
+    let _registration = Registration::new(
+        format!("http://127.0.0.1:{port}/eureka"),
+        ServiceInstance::new("orders", "127.0.0.1", 7001),
+    )
+    .timings(Duration::from_millis(200), Duration::from_secs(3))
+    .start(&shutdown);
+
+    let discovery = RegistryDiscovery::new(format!("http://127.0.0.1:{port}"));
+    let mut orders = discovery.watch("ORDERS");
+    let within = |rx: &mut tokio::sync::watch::Receiver<_>| {
+        let mut rx = rx.clone();
+        async move { tokio::time::timeout(Duration::from_secs(20), rx.changed()).await }
+    };
+    while orders.borrow_and_update().is_empty() {
+        within(&mut orders).await.unwrap().unwrap();
+        orders.borrow_and_update();
+    }
+    assert_eq!(discovery.instances("orders")[0].port, 7001);
+
+    // An operator takes it out of service: the change arrives through the watch.
+    let client = reqwest::Client::new();
+    let status = client
+        .put(format!("http://127.0.0.1:{port}/eureka/apps/ORDERS/127.0.0.1:orders:7001/status?value=OUT_OF_SERVICE"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let mut changes = discovery.watch("orders");
+    while changes.borrow_and_update()[0].status != msa_core::InstanceStatus::OutOfService {
+        tokio::time::timeout(Duration::from_secs(20), changes.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    // The registry goes down: the last known list stays.
+    drop(registry);
+    let quiet = tokio::time::timeout(Duration::from_millis(500), changes.changed()).await;
+    assert!(
+        quiet.is_err(),
+        "no change while the registry is unreachable"
+    );
+    assert_eq!(discovery.instances("orders").len(), 1);
+
+    // It comes back empty; the registration fills it again, and discovery follows.
+    let _registry = Registry::start(port);
+    loop {
+        tokio::time::timeout(Duration::from_secs(20), changes.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        let now = changes.borrow_and_update().clone();
+        if now.len() == 1 && now[0].status == msa_core::InstanceStatus::Up {
+            break;
+        }
+    }
+}

@@ -14,7 +14,8 @@
 //! `GET /msa/v1/services/{service}?index=N&wait=30s` answers at once when the service has
 //! changed since index `N`, and otherwise as soon as it does (or with the same index when
 //! the wait is over): `{"service", "index", "instances": [ServiceInstance]}`, the index
-//! also in `X-Msa-Index`.
+//! also in `X-Msa-Index`. An index ahead of the registry (a client that knew it before a
+//! restart) is answered at once, as Consul does.
 //!
 //! With a token, registration, heartbeats, cancellation and status and metadata changes
 //! need `Authorization: Bearer TOKEN`; reads stay open.
@@ -455,7 +456,8 @@ async fn watch_service(
     loop {
         versions.mark_unchanged();
         let index = server.store.index(&service);
-        if index > known || query.index.is_none() {
+        // A client ahead of the registry saw an earlier life of it (a restart): answer now.
+        if index > known || query.index.is_none() || known > server.store.version() {
             break;
         }
         if tokio::time::timeout_at(deadline, versions.changed())

@@ -1,0 +1,82 @@
+//! Where a service's instances come from: the [`Discovery`] trait and its backends.
+//!
+//! A backend hands out, per service, a `tokio::sync::watch` receiver of its instances:
+//! the current list is one `borrow()` away, and changes arrive without polling. Lists hold
+//! every known instance whatever its status; choosing only `UP` ones is the load
+//! balancer's job. When a backend's source is unreachable, the last known list stays.
+//!
+//! - [`StaticDiscovery`]: instances from configuration.
+//! - [`RegistryDiscovery`]: follows msa-registry's native watch.
+
+mod registry;
+
+pub use self::registry::RegistryDiscovery;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use msa_core::ServiceInstance;
+use tokio::sync::watch;
+
+/// A service's instances at one moment.
+pub type Instances = Arc<[ServiceInstance]>;
+
+/// A source of service instances.
+pub trait Discovery: fmt::Debug + Send + Sync + 'static {
+    /// The instances of `service`, now and as they change. Service names are
+    /// case-insensitive.
+    fn watch(&self, service: &str) -> watch::Receiver<Instances>;
+
+    /// The instances of `service` now.
+    fn instances(&self, service: &str) -> Instances {
+        self.watch(service).borrow().clone()
+    }
+}
+
+/// Instances from configuration; they never change.
+///
+/// # Examples
+///
+/// ```
+/// use msa_core::ServiceInstance;
+/// use msa_discovery::discovery::{Discovery, StaticDiscovery};
+///
+/// let discovery = StaticDiscovery::new([ServiceInstance::new("orders", "10.0.0.7", 8081)]);
+/// assert_eq!(discovery.instances("ORDERS").len(), 1);
+/// assert!(discovery.instances("payments").is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct StaticDiscovery {
+    services: Arc<BTreeMap<String, watch::Sender<Instances>>>,
+}
+
+impl StaticDiscovery {
+    /// These instances, grouped by service.
+    pub fn new(instances: impl IntoIterator<Item = ServiceInstance>) -> Self {
+        let mut grouped: BTreeMap<String, Vec<ServiceInstance>> = BTreeMap::new();
+        for instance in instances {
+            grouped
+                .entry(instance.service.to_ascii_lowercase())
+                .or_default()
+                .push(instance);
+        }
+        StaticDiscovery {
+            services: Arc::new(
+                grouped
+                    .into_iter()
+                    .map(|(name, list)| (name, watch::Sender::new(list.into())))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl Discovery for StaticDiscovery {
+    fn watch(&self, service: &str) -> watch::Receiver<Instances> {
+        match self.services.get(&service.to_ascii_lowercase()) {
+            Some(sender) => sender.subscribe(),
+            None => watch::Sender::new(Instances::from(Vec::new())).subscribe(),
+        }
+    }
+}
