@@ -41,6 +41,7 @@ mod instance;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod wait;
 
 pub use self::instance::{
     DEFAULT_WEIGHT, InstanceStatus, ParseStatusError, Scheme, ServiceInstance,

@@ -25,7 +25,6 @@ pub use self::git::{GitRepository, LabelError};
 pub use self::repository::DirRepository;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -40,10 +39,7 @@ use serde::Deserialize;
 
 use self::format::ParseError;
 
-/// The longest a watch may wait.
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
-/// How long a watch waits when the request does not say.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+pub use msa_core::wait::{DEFAULT_WAIT, MAX_WAIT};
 
 /// Where the config files come from.
 #[derive(Clone, Debug)]
@@ -395,21 +391,6 @@ struct WatchQuery {
     wait: Option<String>,
 }
 
-fn parse_wait(wait: Option<&str>) -> Result<Duration, String> {
-    let Some(wait) = wait else {
-        return Ok(DEFAULT_WAIT);
-    };
-    let wait = wait.trim();
-    let parsed = if let Some(ms) = wait.strip_suffix("ms") {
-        ms.parse().map(Duration::from_millis)
-    } else {
-        wait.trim_end_matches('s').parse().map(Duration::from_secs)
-    };
-    parsed
-        .map(|d| d.min(MAX_WAIT))
-        .map_err(|_| format!("wait={wait:?} is not a duration: use 30s or 500ms"))
-}
-
 async fn watch(
     State(server): State<ConfigServer>,
     Path((application, profiles)): Path<(String, String)>,
@@ -437,7 +418,7 @@ async fn watch_environment(
     query: WatchQuery,
     headers: HeaderMap,
 ) -> Response {
-    let wait = match parse_wait(query.wait.as_deref()) {
+    let wait = match msa_core::wait::parse_wait(query.wait.as_deref()) {
         Ok(wait) => wait,
         Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
     };

@@ -413,25 +413,12 @@ async fn by_secure_vip(
 }
 
 /// The longest a native watch may wait.
-pub const MAX_WATCH: Duration = Duration::from_secs(300);
+pub const MAX_WATCH: Duration = msa_core::wait::MAX_WAIT;
 
 #[derive(Debug, serde::Deserialize)]
 struct WatchQuery {
     index: Option<u64>,
     wait: Option<String>,
-}
-
-fn parse_wait(wait: Option<&str>) -> Result<Duration, String> {
-    let Some(wait) = wait.map(str::trim) else {
-        return Ok(Duration::from_secs(30));
-    };
-    let parsed = match wait.strip_suffix("ms") {
-        Some(ms) => ms.parse().map(Duration::from_millis),
-        None => wait.trim_end_matches('s').parse().map(Duration::from_secs),
-    };
-    parsed
-        .map(|d| d.min(MAX_WATCH))
-        .map_err(|_| format!("wait={wait:?} is not a duration: use 30s or 500ms"))
 }
 
 #[derive(serde::Serialize)]
@@ -446,7 +433,7 @@ async fn watch_service(
     Path(service): Path<String>,
     Query(query): Query<WatchQuery>,
 ) -> Response {
-    let wait = match parse_wait(query.wait.as_deref()) {
+    let wait = match msa_core::wait::parse_wait(query.wait.as_deref()) {
         Ok(wait) => wait,
         Err(reason) => return bad_request(reason),
     };
