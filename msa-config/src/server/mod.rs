@@ -28,13 +28,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
 use msa_core::actuator::{Actuator, Health};
-use msa_core::http::ServerLayer;
+use msa_core::http::{Authorization, ServerLayer};
 use serde::Deserialize;
 
 use self::format::ParseError;
@@ -122,7 +121,7 @@ impl From<LabelError> for Failure {
 #[derive(Clone, Debug)]
 pub struct ConfigServer {
     repository: Repository,
-    credentials: Option<Arc<str>>,
+    credentials: Option<Authorization>,
     cipher: Option<Cipher>,
 }
 
@@ -145,8 +144,7 @@ impl ConfigServer {
     /// Requires HTTP Basic auth with these credentials on every endpoint but
     /// `/actuator/health`.
     pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        self.credentials = Some(format!("Basic {token}").into());
+        self.credentials = Some(Authorization::basic(user, password, "msa-config-server"));
         self
     }
 
@@ -191,37 +189,20 @@ impl ConfigServer {
             )
             .with_state(self);
         let api = match credentials {
-            Some(expected) => api.layer(middleware::from_fn(move |req: Request, next: Next| {
-                let expected = expected.clone();
-                async move { require_auth(&expected, req, next).await }
+            Some(auth) => api.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let auth = auth.clone();
+                async move {
+                    if auth.allows(req.headers()) {
+                        next.run(req).await
+                    } else {
+                        auth.challenge()
+                    }
+                }
             })),
             None => api,
         };
         api.merge(actuator.router()).layer(ServerLayer::new())
     }
-}
-
-async fn require_auth(expected: &str, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    if given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
-        return next.run(req).await;
-    }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(
-            header::WWW_AUTHENTICATE,
-            "Basic realm=\"msa-config-server\"",
-        )],
-        "authentication required",
-    )
-        .into_response()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `(_)` in a path segment stands for `/`.

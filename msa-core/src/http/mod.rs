@@ -12,11 +12,13 @@
 //! routers, hyper servers through `hyper_util::service::TowerToHyperService`, and
 //! `hyper_util`'s pooled client.
 
+mod auth;
 pub mod client;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
 pub mod server;
 
+pub use self::auth::Authorization;
 pub use self::client::ClientLayer;
 #[cfg(feature = "reqwest-middleware")]
 pub use self::reqwest::TraceMiddleware;

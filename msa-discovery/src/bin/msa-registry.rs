@@ -50,7 +50,7 @@ async fn run(args: Args) -> Result<(), String> {
     });
     let mut server = RegistryServer::new(store);
     if let Some(token) = args.token {
-        server = server.token(token);
+        server = server.token(&token);
     }
     server.spawn_sweeper();
     let listener = tokio::net::TcpListener::bind(&args.bind)

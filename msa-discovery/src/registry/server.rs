@@ -25,19 +25,18 @@
 //! by `Content-Type`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use msa_core::InstanceStatus;
 use msa_core::actuator::{Actuator, Health};
-use msa_core::http::ServerLayer;
+use msa_core::http::{Authorization, ServerLayer};
 
 use super::store::{NotFound, Store};
 use crate::eureka::{
@@ -51,7 +50,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct RegistryServer {
     store: Store,
-    token: Option<Arc<str>>,
+    token: Option<Authorization>,
 }
 
 impl RegistryServer {
@@ -61,8 +60,8 @@ impl RegistryServer {
     }
 
     /// Requires `Authorization: Bearer <token>` on every write.
-    pub fn token(mut self, token: impl Into<Arc<str>>) -> Self {
-        self.token = Some(token.into());
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(Authorization::bearer(token, "msa-registry"));
         self
     }
 
@@ -122,9 +121,17 @@ impl RegistryServer {
             .route("/svips/{svip}", get(by_secure_vip))
             .with_state(self);
         let eureka = match token {
-            Some(token) => eureka.layer(middleware::from_fn(move |req: Request, next: Next| {
-                let token = token.clone();
-                async move { require_token(&token, req, next).await }
+            Some(auth) => eureka.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let auth = auth.clone();
+                async move {
+                    // Reads stay open; every change needs the token.
+                    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+                    if read || auth.allows(req.headers()) {
+                        next.run(req).await
+                    } else {
+                        auth.challenge()
+                    }
+                }
             })),
             None => eureka,
         };
@@ -135,32 +142,6 @@ impl RegistryServer {
             .merge(actuator.router())
             .layer(ServerLayer::new())
     }
-}
-
-async fn require_token(token: &str, req: Request, next: Next) -> Response {
-    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
-        return next.run(req).await;
-    }
-    let expected = format!("Bearer {token}");
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if given.is_some_and(|g| {
-        g.len() == expected.len()
-            && g.iter()
-                .zip(expected.as_bytes())
-                .fold(0, |a, (x, y)| a | (x ^ y))
-                == 0
-    }) {
-        return next.run(req).await;
-    }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer realm=\"msa-registry\"")],
-        "a token is required to change the registry",
-    )
-        .into_response()
 }
 
 /// JSON when the client accepts it, XML otherwise (Eureka's rule).
