@@ -210,6 +210,32 @@ impl Shutdown {
     }
 }
 
+impl Shutdown {
+    /// A server binary's serving: binds `bind` (a failure reads `--bind ADDR: reason`),
+    /// logs `listening addr=...`, stops on SIGINT/SIGTERM, and serves `app` through the
+    /// sequence in the [module docs](self).
+    pub async fn serve_bind(&self, bind: &str, app: Router) -> Result<(), String> {
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|e| format!("--bind {bind}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%addr, "listening");
+        self.listen_for_signals();
+        self.serve(listener, app).await.map_err(|e| e.to_string())
+    }
+}
+
+/// A server binary's exit: success, or its error on one line after its name, and failure.
+pub fn exit(name: &str, result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

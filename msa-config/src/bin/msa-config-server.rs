@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use msa_config::server::{Cipher, ConfigServer, DirRepository, GitRepository};
-use msa_core::shutdown::Shutdown;
+use msa_core::shutdown::{self, Shutdown};
 use msa_core::telemetry::Telemetry;
 
 /// A Spring Cloud Config-compatible config server: serves a directory or a git repository of
@@ -44,14 +44,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("msa-config-server: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    shutdown::exit("msa-config-server", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -85,15 +78,8 @@ async fn run(args: Args) -> Result<(), String> {
     if let (Some(user), Some(password)) = (&args.user, &args.password) {
         server = server.basic_auth(user, password);
     }
-    let listener = tokio::net::TcpListener::bind(&args.bind)
+    tracing::info!(repository = %source, "serving");
+    Shutdown::new()
+        .serve_bind(&args.bind, server.router())
         .await
-        .map_err(|e| format!("--bind {}: {e}", args.bind))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, repository = %source, "msa-config-server listening");
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
-    shutdown
-        .serve(listener, server.router())
-        .await
-        .map_err(|e| e.to_string())
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use msa_core::shutdown::Shutdown;
+use msa_core::shutdown::{self, Shutdown};
 use msa_core::telemetry::Telemetry;
 use msa_discovery::registry::{RegistryServer, Store, StoreConfig};
 
@@ -26,14 +26,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("msa-registry: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    shutdown::exit("msa-registry", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -53,15 +46,8 @@ async fn run(args: Args) -> Result<(), String> {
         server = server.token(&token);
     }
     server.spawn_sweeper();
-    let listener = tokio::net::TcpListener::bind(&args.bind)
+    tracing::info!(self_preservation = !args.no_self_preservation, "serving");
+    Shutdown::new()
+        .serve_bind(&args.bind, server.router())
         .await
-        .map_err(|e| format!("--bind {}: {e}", args.bind))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, self_preservation = !args.no_self_preservation, "msa-registry listening");
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
-    shutdown
-        .serve(listener, server.router())
-        .await
-        .map_err(|e| e.to_string())
 }
