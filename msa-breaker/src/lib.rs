@@ -23,7 +23,6 @@ pub mod circuit_breaker;
 mod classify;
 mod clock;
 mod deferred;
-mod duration;
 pub mod fallback;
 pub mod rate_limit;
 pub mod retry;

@@ -36,6 +36,7 @@
 //! ```
 
 pub mod actuator;
+pub mod duration;
 pub mod http;
 mod instance;
 pub mod metrics;

@@ -45,7 +45,7 @@ pub struct BulkheadConfig {
     /// Calls allowed at once; 25.
     pub max_concurrent_calls: u32,
     /// How long a call may wait for a free slot; 0 rejects at once.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub max_wait_duration: Duration,
 }
 

@@ -67,24 +67,24 @@ pub struct CircuitBreakerConfig {
     /// Open at or above this percentage of slow calls; 100.
     pub slow_call_rate_threshold: f32,
     /// A call slower than this is slow; 60 s.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub slow_call_duration_threshold: Duration,
     /// Probes admitted while half-open; the rest are rejected; 10.
     pub permitted_number_of_calls_in_half_open_state: u32,
     /// How long the breaker stays open before probing; 60 s.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub wait_duration_in_open_state: Duration,
     /// Grow the open-state wait with each consecutive opening; false.
     pub enable_exponential_backoff: bool,
     /// The growth factor of the open-state wait per consecutive opening; 1.5.
     pub exponential_backoff_multiplier: f64,
     /// The longest open-state wait with backoff; 10 min.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub exponential_max_wait_duration_in_open_state: Duration,
     /// Move from open to half-open when the wait is over, without waiting for a call; false.
     pub automatic_transition_from_open_to_half_open_enabled: bool,
     /// Reopen if the probes have not all finished within this time; 0 waits for them.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub max_wait_duration_in_half_open_state: Duration,
     /// The state the breaker starts in; `CLOSED`.
     pub initial_state: InitialState,

@@ -56,10 +56,10 @@ pub struct RateLimiterConfig {
     pub limit_for_period: u32,
     /// The period; 500 ns (Resilience4j's default: 100 million calls a second, in effect
     /// no limit until configured).
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub limit_refresh_period: Duration,
     /// How long a call over the rate may wait for its turn; 5 s. 0 rejects at once.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub timeout_duration: Duration,
     /// The clock; [`ClockSource::Tokio`] by default, because rates of more than a thousand
     /// calls a second need better than the coarse clock's millisecond.

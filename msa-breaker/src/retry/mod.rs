@@ -55,14 +55,14 @@ pub struct RetryConfig {
     /// Calls in all, the first included; 3.
     pub max_attempts: u32,
     /// The wait before the first retry; 500 ms.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub wait_duration: Duration,
     /// Grow the wait with each retry; false.
     pub enable_exponential_backoff: bool,
     /// The growth factor per retry; 1.5.
     pub exponential_backoff_multiplier: f64,
     /// The longest wait with backoff; 30 s.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub exponential_max_wait_duration: Duration,
     /// Spread each wait at random, so that clients do not retry in step; **true** (unlike
     /// Resilience4j).
@@ -74,7 +74,7 @@ pub struct RetryConfig {
     /// Never retry sooner than a `Retry-After` asks; true.
     pub honor_retry_after: bool,
     /// Give up instead of waiting for a `Retry-After` longer than this; 30 s.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub max_retry_after: Duration,
     /// The retry budget.
     pub budget: RetryBudgetConfig,
@@ -103,7 +103,7 @@ impl Default for RetryConfig {
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     /// How long a call counts toward the budget (1 s to 60 s); 10 s.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub ttl: Duration,
     /// Retries allowed per second whatever the traffic; 10.
     pub min_retries_per_second: u32,

@@ -42,7 +42,7 @@ use crate::BoxError;
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// The longest a call may take; 1 s.
-    #[serde(with = "crate::duration")]
+    #[serde(with = "msa_core::duration")]
     pub timeout_duration: Duration,
 }
 

@@ -1,15 +1,34 @@
 //! Durations in config files, as Spring Boot reads them: `30s`, `500ms`, `1m 30s`, or a
-//! bare number of milliseconds.
+//! bare number of milliseconds. Use with `#[serde(with = "msa_core::duration")]`.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Settings {
+//!     #[serde(with = "msa_core::duration")]
+//!     timeout: Duration,
+//! }
+//!
+//! let settings: Settings = serde_json::from_str(r#"{"timeout": "1m 30s"}"#).unwrap();
+//! assert_eq!(settings.timeout, Duration::from_secs(90));
+//! let settings: Settings = serde_json::from_str(r#"{"timeout": 250}"#).unwrap();
+//! assert_eq!(settings.timeout, Duration::from_millis(250));
+//! ```
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
-pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// Writes a duration as humantime text (`1m 30s`).
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Reads a duration from a number of milliseconds or text such as `500ms`, `30s`, `2m`.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
