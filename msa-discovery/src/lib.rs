@@ -7,6 +7,7 @@
 //! balancer are not yet. The instance model they share is
 //! [`msa_core::ServiceInstance`].
 
+pub mod balance;
 pub mod discovery;
 pub mod eureka;
 pub mod registration;
