@@ -1,66 +1,14 @@
 //! Registration against the real msa-registry binary: register, survive a registry
 //! restart by registering again, deregister on shutdown.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use msa_core::ServiceInstance;
 use msa_core::shutdown::Shutdown;
 use msa_discovery::registration::Registration;
-use serde_json::Value;
 
-struct Registry(Child);
-
-impl Registry {
-    fn start(port: u16) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_msa-registry"))
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Registry(child)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits (on the native watch, retrying while the registry starts) until `orders` has
-/// `count` instances.
-async fn wait_for(port: u16, count: usize) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut index = 0;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders never had {count} instances"
-        );
-        let url = format!("http://127.0.0.1:{port}/msa/v1/services/orders?index={index}&wait=5s");
-        let Ok(response) = reqwest::get(url).await else {
-            // The registry process is (re)starting: poll until it listens.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let answer: Value = response.json().await.unwrap();
-        if answer["instances"].as_array().unwrap().len() == count {
-            return answer;
-        }
-        index = answer["index"].as_u64().unwrap();
-    }
-}
+mod common;
+use common::{Registry, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_survives_a_registry_restart_and_deregisters_on_shutdown() {
@@ -81,19 +29,19 @@ async fn registers_survives_a_registry_restart_and_deregisters_on_shutdown() {
         async move { shutdown.serve(listener, axum::Router::new()).await }
     });
 
-    let answer = wait_for(port, 1).await;
+    let answer = common::wait_for(port, "orders", 1).await;
     assert_eq!(answer["instances"][0]["port"], service_port);
 
     // The registry restarts with nothing: the next renewal gets 404 and registers again.
     drop(registry);
     let _registry = Registry::start(port);
-    let answer = wait_for(port, 1).await;
+    let answer = common::wait_for(port, "orders", 1).await;
     assert_eq!(answer["instances"][0]["status"], "UP");
 
     // Shutdown deregisters before draining.
     shutdown.trigger();
     server.await.unwrap().unwrap();
-    wait_for(port, 0).await;
+    common::wait_for(port, "orders", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,18 @@ use std::time::Duration;
 
 use msa_core::ServiceInstance;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Discovery, Instances};
 
 /// Follows msa-registry's native watch (`/msa/v1/services/{service}`): one long-poll per
 /// service in use, answered within milliseconds of a change. While the registry is
 /// unreachable, the last known instances stay and the poll retries with backoff.
+///
+/// A registry that restarted (its index went back) knows nothing until instances renew
+/// and find they must register again, which takes up to one renewal interval. For a
+/// grace period after a restart (default 30 s, the default lease) instances known before
+/// it stay listed until the registry knows them again, so callers keep working.
 #[derive(Debug, Clone)]
 pub struct RegistryDiscovery {
     inner: Arc<Inner>,
@@ -20,6 +26,7 @@ struct Inner {
     http: reqwest::Client,
     base: String,
     wait: Duration,
+    restart_grace: Duration,
     services: Mutex<BTreeMap<String, watch::Sender<Instances>>>,
 }
 
@@ -39,9 +46,21 @@ impl RegistryDiscovery {
                 http: reqwest::Client::new(),
                 base: base.into().trim_end_matches('/').to_owned(),
                 wait: Duration::from_secs(30),
+                restart_grace: Duration::from_secs(30),
                 services: Mutex::default(),
             }),
         }
+    }
+
+    /// How long instances known before a registry restart stay listed while the
+    /// registry relearns them (default 30 s). Zero turns it off.
+    ///
+    /// Set it before the first [`watch`](Discovery::watch).
+    pub fn restart_grace(mut self, grace: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.restart_grace = grace;
+        }
+        self
     }
 }
 
@@ -68,17 +87,22 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
     let mut index = 0u64;
     let mut backoff = Duration::from_millis(100);
     let mut failing = false;
+    // After a registry restart: the instances known before it, kept until this instant.
+    let mut remembered: Option<(Instances, Instant)> = None;
     loop {
         let Some(live) = inner.upgrade() else { return };
+        let mut wait = live.wait;
+        if let Some((_, until)) = &remembered {
+            // Wake when the grace period ends, to drop what the registry never relearned.
+            wait = wait.min(until.saturating_duration_since(Instant::now()));
+        }
+        let grace = live.restart_grace;
         let url = format!(
             "{}/msa/v1/services/{service}?index={index}&wait={}ms",
             live.base,
-            live.wait.as_millis()
+            wait.as_millis()
         );
-        let request = live
-            .http
-            .get(url)
-            .timeout(live.wait + Duration::from_secs(10));
+        let request = live.http.get(url).timeout(wait + Duration::from_secs(10));
         drop(live);
         let answer = match request.send().await {
             Ok(response) if response.status().is_success() => {
@@ -94,9 +118,32 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
                 }
                 failing = false;
                 backoff = Duration::from_millis(100);
+                if answer.index < index && !grace.is_zero() {
+                    tracing::info!(%service, "registry restarted; keeping the instances known before for {grace:?}");
+                    remembered = Some((sender.borrow().clone(), Instant::now() + grace));
+                }
+                if remembered
+                    .as_ref()
+                    .is_some_and(|(_, until)| Instant::now() >= *until)
+                {
+                    remembered = None;
+                    index = 0; // publish the registry's own list
+                }
                 if answer.index != index || index == 0 {
                     index = answer.index;
-                    sender.send_replace(answer.instances.into());
+                    let mut list = answer.instances;
+                    if let Some((before, _)) = &remembered {
+                        let missing: Vec<ServiceInstance> = before
+                            .iter()
+                            .filter(|old| !list.iter().any(|new| new.id == old.id))
+                            .cloned()
+                            .collect();
+                        if missing.is_empty() {
+                            remembered = None;
+                        }
+                        list.extend(missing);
+                    }
+                    sender.send_replace(list.into());
                 }
             }
             Err(reason) => {
