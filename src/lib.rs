@@ -55,6 +55,9 @@ pub mod guide {
     #[cfg(feature = "breaker")]
     #[doc = include_str!("../docs/resilience.md")]
     pub mod resilience {}
+    #[cfg(feature = "discovery")]
+    #[doc = include_str!("../docs/discovery.md")]
+    pub mod discovery {}
     #[cfg(feature = "config")]
     #[doc = include_str!("../docs/config.md")]
     pub mod config {}

@@ -1,0 +1,40 @@
+//! Used by bench/registry-heartbeats.sh: registers `--count` instances of the application
+//! `BENCH` (ids `bench-0`...) on a running msa-registry, 32 at a time.
+
+use std::time::Duration;
+
+use msa_core::ServiceInstance;
+use msa_discovery::registration::Registration;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let eureka = format!("{}/eureka", arg("--registry", "http://127.0.0.1:8761"));
+    let count: usize = arg("--count", "10000").parse()?;
+    let mut next = 0;
+    while next < count {
+        let batch: Vec<_> = (next..count.min(next + 32))
+            .map(|n| {
+                let instance = ServiceInstance::new("bench", "10.0.0.1", 1 + (n % 60000) as u16)
+                    .with_id(format!("bench-{n}"));
+                // Long leases: the load renews them, but nothing should lapse mid-run.
+                let registration = Registration::new(&eureka, instance)
+                    .timings(Duration::from_secs(30), Duration::from_secs(300));
+                tokio::spawn(async move { registration.register().await })
+            })
+            .collect();
+        for task in batch {
+            task.await??;
+        }
+        next += 32;
+    }
+    println!("registered {count} instances");
+    Ok(())
+}
