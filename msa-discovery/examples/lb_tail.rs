@@ -5,6 +5,7 @@
 //! An open-loop load (a fixed request rate, so slow answers do not slow the sender) goes
 //! through the load balancer, and every request's latency is recorded. Runs, alternated
 //! and repeated: round robin and P2C-EWMA with the slow phase, and all-healthy baselines.
+//! `--decay-ms N` overrides P2C-EWMA's decay.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,10 +107,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut errors = vec![0usize; runs.len()];
     for _ in 0..rounds {
         for (index, run) in runs.iter().enumerate() {
-            let balancer = Balancer::new(
-                StaticDiscovery::new(instances.clone()),
-                BalancerConfig::default().with_strategy(run.strategy),
-            );
+            let balancer = Balancer::new(StaticDiscovery::new(instances.clone()), {
+                let mut config = BalancerConfig::default().with_strategy(run.strategy);
+                if let Ok(ms) = arg("--decay-ms", "").parse::<u64>() {
+                    config.decay = Duration::from_millis(ms);
+                }
+                config
+            });
             let client = Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(1024)
                 .build_http::<Full<Bytes>>();

@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &eureka,
         ServiceInstance::new("bench", "127.0.0.1", 1).with_id("steady"),
     )
+    .timings(Duration::from_secs(1800), Duration::from_secs(3600))
     .register()
     .await?;
     let watchers: Vec<(RegistryDiscovery, Balancer)> = (0..clients)

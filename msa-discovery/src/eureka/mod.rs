@@ -328,7 +328,12 @@ impl InstanceInfo {
             secure_vip_address: Some(instance.service.to_ascii_lowercase()),
             is_coordinating_discovery_server: FlexBool(false),
             last_updated_timestamp: FlexU64(0),
-            last_dirty_timestamp: FlexU64(0),
+            // As Eureka's client: the record was last changed now.
+            last_dirty_timestamp: FlexU64(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            ),
             action_type: None,
         }
     }

@@ -251,16 +251,7 @@ async fn heartbeat(
         Ok(status) => status,
         Err(error) => return bad_request(error),
     };
-    if let Err(error) = server.store.renew(&app, &id, dirty) {
-        return not_found(error);
-    }
-    if let Some(status) = status
-        && server
-            .store
-            .instance(&app, &id)
-            .is_some_and(|i| i.status != status)
-        && let Err(error) = server.store.set_status(&app, &id, status)
-    {
+    if let Err(error) = server.store.renew_reporting(&app, &id, dirty, status) {
         return not_found(error);
     }
     StatusCode::OK.into_response()

@@ -75,7 +75,7 @@ struct State {
     apps: BTreeMap<String, BTreeMap<String, Lease>>,
     changes: VecDeque<(Instant, InstanceInfo)>,
     /// Renewals of the last minute, for self-preservation.
-    renewals: VecDeque<Instant>,
+    renewals: Renewals,
     preserving: bool,
     /// The registry version of each application's last change (the native watch's index).
     modified: BTreeMap<String, u64>,
@@ -104,6 +104,54 @@ impl WeakStore {
             config: Arc::clone(&self.config),
             version: Arc::clone(&self.version),
         })
+    }
+}
+
+/// Renewals counted per second over the last minute: constant memory and time however
+/// many heartbeats arrive.
+#[derive(Debug)]
+struct Renewals {
+    epoch: Instant,
+    /// Counts per second, indexed by second % 60.
+    buckets: [u32; 60],
+    /// The second (since `epoch`) the newest bucket counts.
+    newest: u64,
+}
+
+impl Default for Renewals {
+    fn default() -> Self {
+        Renewals {
+            epoch: Instant::now(),
+            buckets: [0; 60],
+            newest: 0,
+        }
+    }
+}
+
+impl Renewals {
+    /// Moves the window to `now`, clearing the seconds that passed.
+    fn advance(&mut self, now: Instant) -> u64 {
+        let second = now.saturating_duration_since(self.epoch).as_secs();
+        if second > self.newest {
+            let stale = (second - self.newest).min(60);
+            for step in 1..=stale {
+                self.buckets[((self.newest + step) % 60) as usize] = 0;
+            }
+            self.newest = second;
+        }
+        second
+    }
+
+    fn record(&mut self, now: Instant) {
+        let second = self.advance(now);
+        let bucket = &mut self.buckets[(second % 60) as usize];
+        *bucket = bucket.saturating_add(1);
+    }
+
+    /// Renewals in the last minute.
+    fn last_minute(&mut self, now: Instant) -> u64 {
+        self.advance(now);
+        self.buckets.iter().map(|n| u64::from(*n)).sum()
     }
 }
 
@@ -256,9 +304,22 @@ impl Store {
     /// Renews a lease. 404 (`NotFound`) for an unknown instance, or when the client's
     /// `last_dirty` is newer than the server's copy: either way the client registers again.
     pub fn renew(&self, app: &str, id: &str, last_dirty: Option<u64>) -> Result<(), NotFound> {
+        self.renew_reporting(app, id, last_dirty, None)
+    }
+
+    /// Renews a lease as [`renew`](Self::renew) does, and takes the client's reported
+    /// `status` (a heartbeat's `?status=`) under the same lock, recording a change only
+    /// when the status differs.
+    pub fn renew_reporting(
+        &self,
+        app: &str,
+        id: &str,
+        last_dirty: Option<u64>,
+        status: Option<InstanceStatus>,
+    ) -> Result<(), NotFound> {
         let now = Instant::now();
         let mut state = self.write();
-        state.renewals.push_back(now);
+        state.renewals.record(now);
         let lease = Self::lease_mut(&mut state, app, id)?;
         if last_dirty.is_some_and(|dirty| dirty > lease.info.last_dirty_timestamp.0) {
             return Err(NotFound {
@@ -267,8 +328,17 @@ impl Store {
             });
         }
         lease.last_renewal = now;
+        let millis = millis_now();
         if let Some(info) = lease.info.lease_info.as_mut() {
-            info.last_renewal_timestamp = FlexU64(millis_now());
+            info.last_renewal_timestamp = FlexU64(millis);
+        }
+        if let Some(status) = status
+            && lease.info.status != status
+        {
+            lease.info.status = status;
+            lease.info.last_updated_timestamp = FlexU64(millis);
+            let info = lease.info.clone();
+            self.changed(&mut state, info, ActionType::Modified, now);
         }
         Ok(())
     }
@@ -454,13 +524,7 @@ impl Store {
         let now = Instant::now();
         let minute = Duration::from_secs(60);
         let mut state = self.write();
-        while state
-            .renewals
-            .front()
-            .is_some_and(|at| now.duration_since(*at) > minute)
-        {
-            state.renewals.pop_front();
-        }
+        let renewals = state.renewals.last_minute(now);
         let leases = || state.apps.values().flat_map(BTreeMap::values);
         let expected: f64 = leases()
             .filter(|l| now.duration_since(l.registered) >= minute)
@@ -469,13 +533,12 @@ impl Store {
         let lapsed = leases().filter(|l| l.expired(now)).count();
         let preserving = self.config.self_preservation
             && lapsed > 1
-            && (state.renewals.len() as f64)
-                < (expected * self.config.renewal_percent_threshold).floor();
+            && (renewals as f64) < (expected * self.config.renewal_percent_threshold).floor();
         if preserving != state.preserving {
             state.preserving = preserving;
             if preserving {
                 tracing::warn!(
-                    renewals = state.renewals.len(),
+                    renewals,
                     expected = expected as u64,
                     lapsed,
                     "self-preservation engaged: renewals fell below {:.0}% of those expected; expired leases are kept",

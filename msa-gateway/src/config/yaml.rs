@@ -1,0 +1,235 @@
+//! YAML to a JSON value, remembering the line each value starts on, so that errors found
+//! later (by serde or by validation) can name the line of the offending key.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A parsed document and the line (1-based) of each value, by path (`routes.0.uri`).
+#[derive(Debug, Default)]
+pub(crate) struct Document {
+    pub(crate) value: Value,
+    lines: HashMap<String, usize>,
+}
+
+impl Document {
+    /// The line of the value at `path`, or of its nearest ancestor that has one.
+    pub(crate) fn line(&self, path: &str) -> Option<usize> {
+        let mut path = path;
+        loop {
+            if let Some(line) = self.lines.get(path) {
+                return Some(*line);
+            }
+            path = &path[..path.rfind('.')?];
+        }
+    }
+}
+
+/// A syntax error: the message and 1-based line.
+#[derive(Debug)]
+pub(crate) struct SyntaxError {
+    pub(crate) line: usize,
+    pub(crate) message: String,
+}
+
+pub(crate) fn parse(text: &str) -> Result<Document, SyntaxError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser
+        .load(&mut builder, false)
+        .map_err(|e| SyntaxError {
+            line: e.marker().line(),
+            message: e.info().to_owned(),
+        })?;
+    if let Some(message) = builder.error {
+        return Err(message);
+    }
+    let value = builder.root.unwrap_or(Value::Null);
+    Ok(Document {
+        value,
+        lines: builder.lines,
+    })
+}
+
+enum Frame {
+    Seq(Vec<Value>, usize),
+    Map(Map<String, Value>, Option<String>, usize),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    /// The path of each open frame's children.
+    path: Vec<String>,
+    root: Option<Value>,
+    lines: HashMap<String, usize>,
+    anchors: HashMap<usize, Value>,
+    error: Option<SyntaxError>,
+}
+
+impl Builder {
+    fn child_path(&self) -> Option<String> {
+        match self.stack.last() {
+            None => Some(String::new()),
+            Some(Frame::Seq(items, _)) => Some(self.join(&items.len().to_string())),
+            Some(Frame::Map(_, Some(key), _)) => Some(self.join(key)),
+            Some(Frame::Map(_, None, _)) => None,
+        }
+    }
+
+    fn join(&self, segment: &str) -> String {
+        match self.path.last() {
+            Some(parent) if !parent.is_empty() => format!("{parent}.{segment}"),
+            _ => segment.to_owned(),
+        }
+    }
+
+    /// Adds a finished value to its parent; `line` is where it started.
+    fn push(&mut self, value: Value, anchor: usize, line: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq(items, _)) => items.push(value),
+            Some(Frame::Map(map, key, _)) => match key.take() {
+                Some(key) => {
+                    map.insert(key, value);
+                }
+                None => {
+                    let key = match value {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    if map.contains_key(&key) && self.error.is_none() {
+                        self.error = Some(SyntaxError {
+                            line,
+                            message: format!("duplicate key {key:?}"),
+                        });
+                    }
+                    *key_slot(self.stack.last_mut()) = Some(key);
+                }
+            },
+        }
+    }
+
+    fn remember(&mut self, line: usize) {
+        if let Some(path) = self.child_path() {
+            self.lines.entry(path).or_insert(line);
+        }
+    }
+}
+
+fn key_slot(frame: Option<&mut Frame>) -> &mut Option<String> {
+    match frame {
+        Some(Frame::Map(_, key, _)) => key,
+        _ => unreachable!("a key is only read inside a mapping"),
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let line = mark.line();
+        match event {
+            Event::Scalar(text, style, anchor, _) => {
+                let is_key = matches!(self.stack.last(), Some(Frame::Map(_, None, _)));
+                if !is_key {
+                    self.remember(line);
+                }
+                let value = if is_key || style != TScalarStyle::Plain {
+                    Value::String(text)
+                } else {
+                    plain(text)
+                };
+                self.push(value, anchor, line);
+            }
+            Event::Alias(anchor) => {
+                self.remember(line);
+                let value = self.anchors.get(&anchor).cloned().unwrap_or(Value::Null);
+                self.push(value, 0, line);
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.remember(line);
+                let path = self.child_path().unwrap_or_default();
+                self.path.push(path);
+                self.stack.push(Frame::Seq(Vec::new(), anchor));
+            }
+            Event::MappingStart(anchor, _) => {
+                self.remember(line);
+                let path = self.child_path().unwrap_or_default();
+                self.path.push(path);
+                self.stack.push(Frame::Map(Map::new(), None, anchor));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.path.pop();
+                match self.stack.pop() {
+                    Some(Frame::Seq(items, anchor)) => self.push(Value::Array(items), anchor, line),
+                    Some(Frame::Map(map, _, anchor)) => self.push(Value::Object(map), anchor, line),
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A plain scalar read by YAML 1.2's core schema.
+fn plain(text: String) -> Value {
+    match text.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Value::Number(n.into());
+    }
+    if text.contains(['.', 'e', 'E'])
+        && text.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '.')
+        && let Ok(f) = text.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_their_lines() {
+        let doc = parse(
+            "server:\n  bind: 127.0.0.1:8080\nroutes:\n  - id: a\n    uri: http://x\n    order: 2\n    predicates:\n      - Path=/a/**\n",
+        )
+        .unwrap();
+        assert_eq!(doc.value["routes"][0]["order"], 2);
+        assert_eq!(doc.value["server"]["bind"], "127.0.0.1:8080");
+        assert_eq!(doc.line("server.bind"), Some(2));
+        assert_eq!(doc.line("routes.0.uri"), Some(5));
+        assert_eq!(doc.line("routes.0.predicates.0"), Some(8));
+        assert_eq!(doc.line("routes.0.predicates.0.nope"), Some(8));
+    }
+
+    #[test]
+    fn quoted_scalars_stay_strings_and_flow_maps_work() {
+        let doc = parse("a: '1'\nb: 1.5\nc: { name: x, args: { n: 3 } }\nd: yes\n").unwrap();
+        assert_eq!(doc.value["a"], "1");
+        assert_eq!(doc.value["b"], 1.5);
+        assert_eq!(doc.value["c"]["args"]["n"], 3);
+        assert_eq!(doc.value["d"], "yes");
+    }
+
+    #[test]
+    fn syntax_errors_and_duplicate_keys_have_lines() {
+        let error = parse("a: 1\nb: [1, 2\n").unwrap_err();
+        assert!(error.line >= 2, "{error:?}");
+        let error = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(error.line, 3);
+        assert!(error.message.contains("duplicate key \"a\""));
+    }
+}
