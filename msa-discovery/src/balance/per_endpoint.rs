@@ -16,7 +16,8 @@ use super::{Balancer, ReplayBody};
 ///
 /// # Examples
 ///
-/// With tonic (`Channel::connect_lazy` makes no connection until used):
+/// With tonic (feature `tonic`; `connect_lazy` makes no connection until used; the test
+/// `tests/tonic.rs` runs this against real tonic servers):
 ///
 /// ```ignore
 /// use msa_discovery::balance::EndpointBalancer;

@@ -63,6 +63,16 @@ impl ReplayBody for reqwest::Body {
     }
 }
 
+/// gRPC bodies are streams of framed messages: they replay only when empty, which a
+/// request never is, so a tonic call is not moved to another instance after a connection
+/// failure (the error reaches the caller, and the instance is counted as failing).
+#[cfg(feature = "tonic")]
+impl ReplayBody for tonic::body::Body {
+    fn replay(&self) -> Option<Self> {
+        (self.size_hint().exact() == Some(0)).then(tonic::body::Body::empty)
+    }
+}
+
 /// A copy of `request` for another attempt, if its body can be replayed.
 pub(crate) fn replay_request<B: ReplayBody>(
     request: &http::Request<B>,
