@@ -1,7 +1,23 @@
-//! The msa API gateway (`msa-gateway`): routes, predicates and filters in Spring Cloud
-//! Gateway's vocabulary, on a pooled hyper client.
+//! The msa API gateway: Spring Cloud Gateway's route vocabulary (predicates, filters,
+//! `lb://` through msa-discovery's balancer) on a pooled hyper client, with hot reload.
 //!
-//! **Status: placeholder.** This release only reserves the crate in the workspace; the
-//! gateway arrives with the msa-gateway milestone.
+//! ```no_run
+//! use msa_gateway::{Gateway, GatewayConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = GatewayConfig::load("gateway.yaml")?; // errors name file, line and key
+//! let gateway = Gateway::new(&config)?.with_file("gateway.yaml");
+//! let app = gateway.router(msa_core::actuator::Actuator::new("msa-gateway"));
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! The `msa-gateway` binary serves it: `msa-gateway --config gateway.yaml`.
 
-pub use msa_core::BoxError;
+mod admin;
+pub mod config;
+mod filter;
+mod proxy;
+mod route;
+
+pub use self::config::{ConfigError, GatewayConfig};
+pub use self::proxy::Gateway;

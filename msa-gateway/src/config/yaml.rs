@@ -37,12 +37,10 @@ pub(crate) struct SyntaxError {
 pub(crate) fn parse(text: &str) -> Result<Document, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser
-        .load(&mut builder, false)
-        .map_err(|e| SyntaxError {
-            line: e.marker().line(),
-            message: e.info().to_owned(),
-        })?;
+    parser.load(&mut builder, false).map_err(|e| SyntaxError {
+        line: e.marker().line(),
+        message: e.info().to_owned(),
+    })?;
     if let Some(message) = builder.error {
         return Err(message);
     }
@@ -188,7 +186,10 @@ fn plain(text: String) -> Value {
         return Value::Number(n.into());
     }
     if text.contains(['.', 'e', 'E'])
-        && text.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '.')
+        && text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '.')
         && let Ok(f) = text.parse::<f64>()
         && let Some(n) = Number::from_f64(f)
     {

@@ -1,0 +1,68 @@
+//! `/actuator/gateway`: the routes as the gateway runs them, and a refresh.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::config::Definition;
+use crate::proxy::Gateway;
+use crate::route::Route;
+
+pub(crate) fn router(gateway: Gateway) -> axum::Router {
+    axum::Router::new()
+        .route("/actuator/gateway/routes", get(routes))
+        .route("/actuator/gateway/routes/{id}", get(route))
+        .route("/actuator/gateway/refresh", post(refresh))
+        .with_state(gateway)
+}
+
+fn definition(d: &Definition) -> Value {
+    json!(format!("{d}"))
+}
+
+fn describe(route: &Route) -> Value {
+    let def = &route.definition;
+    json!({
+        "route_id": route.id,
+        "uri": def.uri,
+        "order": route.order,
+        "predicates": def.predicates.iter().map(definition).collect::<Vec<_>>(),
+        "filters": def.filters.iter().map(definition).collect::<Vec<_>>(),
+        "metadata": def.metadata,
+    })
+}
+
+async fn routes(State(gateway): State<Gateway>) -> Json<Vec<Value>> {
+    Json(gateway.table().routes.iter().map(|r| describe(r)).collect())
+}
+
+async fn route(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
+    match gateway.table().routes.iter().find(|r| r.id == id) {
+        Some(route) => Json(describe(route)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no route {id:?}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn refresh(State(gateway): State<Gateway>) -> Response {
+    match gateway.reload_file() {
+        Ok(count) => {
+            tracing::info!(routes = count, "routes refreshed");
+            Json(json!({"routes": count})).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "refresh rejected; keeping the current routes");
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": error.to_string(), "kept": "the current routes"})),
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! `msa-gateway --config FILE.yaml [--bind ADDR]`: the API gateway.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use msa_core::actuator::Actuator;
+use msa_core::shutdown::{self, Shutdown};
+use msa_core::telemetry::Telemetry;
+use msa_gateway::{Gateway, GatewayConfig};
+
+/// The msa API gateway.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The routes file (Spring Cloud Gateway's vocabulary); edits are applied while running.
+    #[arg(long, value_name = "FILE.yaml")]
+    config: PathBuf,
+    /// Where to listen (overrides the file's server.bind).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    shutdown::exit("msa-gateway", run(args).await)
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let config = GatewayConfig::load(&args.config).map_err(|e| e.to_string())?;
+    let _telemetry = Telemetry::new("msa-gateway")
+        .init()
+        .map_err(|e| e.to_string())?;
+    let gateway = Gateway::new(&config)
+        .map_err(|e| e.to_string())?
+        .with_file(&args.config);
+    tracing::info!(routes = config.routes.len(), file = %args.config.display(), "routes loaded");
+    tokio::spawn(watch(gateway.clone(), args.config.clone()));
+    let bind = args.bind.unwrap_or_else(|| config.server.bind.to_string());
+    let actuator = Actuator::new("msa-gateway").version(env!("CARGO_PKG_VERSION"));
+    let app = gateway.router(actuator);
+    Shutdown::new().serve_bind(&bind, app).await
+}
+
+/// Reloads the routes when the file changes (checked every 500 ms); a bad file keeps
+/// the routes running and logs why.
+async fn watch(gateway: Gateway, path: PathBuf) {
+    let stamp = |path: &PathBuf| -> Option<(SystemTime, u64)> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let mut seen = stamp(&path);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match gateway.reload_file() {
+            Ok(count) => tracing::info!(routes = count, "routes reloaded"),
+            Err(error) => {
+                tracing::warn!(%error, "the new routes file was rejected; the old routes stay")
+            }
+        }
+    }
+}

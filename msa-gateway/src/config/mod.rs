@@ -1,0 +1,386 @@
+//! The gateway's configuration file: routes in Spring Cloud Gateway's vocabulary.
+//!
+//! ```yaml
+//! server:
+//!   bind: 127.0.0.1:8080
+//! discovery:
+//!   registry: http://127.0.0.1:8761
+//! routes:
+//!   - id: orders
+//!     uri: lb://orders
+//!     predicates:
+//!       - Path=/api/orders/**
+//!     filters:
+//!       - StripPrefix=1
+//!     metadata: { connect-timeout: 200, response-timeout: 2000 }
+//! default-filters:
+//!   - AddResponseHeader=X-Gateway, msa
+//! ```
+//!
+//! A Spring Boot file with the same under `spring.cloud.gateway` reads too. Every mistake
+//! is reported as one [`ConfigError`] naming the file, the line and the key.
+
+mod definition;
+mod yaml;
+
+pub use self::definition::{Args, Definition};
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use msa_core::ServiceInstance;
+use msa_discovery::balance::BalancerConfig;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The whole file.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// The listener and limits.
+    pub server: ServerConfig,
+    /// Where `lb://` names are resolved.
+    pub discovery: DiscoveryConfig,
+    /// The routes, in file order (matching orders them by `order`, then file order).
+    pub routes: Vec<RouteDefinition>,
+    /// Filters applied to every route, before the route's own.
+    pub default_filters: Vec<Definition>,
+    /// Where each route's and filter's definition is, for errors found later.
+    pub(crate) source: Source,
+}
+
+/// Where the configuration came from, to name file, line and key in errors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Source {
+    pub(crate) file: String,
+    lines: std::sync::Arc<yaml::Document>,
+    /// The path prefix of routes and default filters (`spring.cloud.gateway.` or empty).
+    prefix: String,
+}
+
+impl Source {
+    /// An error at `path` (below the gateway section, `routes.0.filters.1`).
+    pub(crate) fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let key = format!("{}{path}", self.prefix);
+        ConfigError {
+            file: self.file.clone(),
+            line: self.lines.line(&key),
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// The `server` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where to listen. Default: `127.0.0.1:8080`.
+    pub bind: SocketAddr,
+    /// The most request header bytes (names and values) accepted on any route; more gets
+    /// 431. Default: 32 KiB.
+    pub max_header_size: usize,
+    /// How long connecting to an upstream may take, unless a route's metadata says.
+    /// Default: 2 s.
+    #[serde(with = "msa_core::duration")]
+    pub connect_timeout: Duration,
+    /// How long an upstream may take to answer (to its response headers), unless a
+    /// route's metadata says. Default: 60 s.
+    #[serde(with = "msa_core::duration")]
+    pub response_timeout: Duration,
+    /// Worker threads, each with its own listener and connection pool. Default: the
+    /// number of cores.
+    pub workers: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_header_size: 32 * 1024,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(60),
+            workers: None,
+        }
+    }
+}
+
+/// The `discovery` section: where `lb://` service names are resolved.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DiscoveryConfig {
+    /// msa-registry's base URL (`http://127.0.0.1:8761`): its watch API.
+    pub registry: Option<String>,
+    /// A Eureka server's base URL (`http://eureka:8761/eureka`): delta polling.
+    pub eureka: Option<String>,
+    /// Fixed instances.
+    pub instances: Vec<ServiceInstance>,
+    /// The load balancer's settings.
+    pub balancer: BalancerConfig,
+}
+
+/// One route as written.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RouteDefinition {
+    /// Unique id.
+    pub id: String,
+    /// Where matched requests go: `http://`, `https://`, `lb://` or `forward:`.
+    pub uri: String,
+    /// Lower orders are tried first; ties keep file order. Default 0.
+    pub order: i32,
+    /// All must match.
+    pub predicates: Vec<Definition>,
+    /// Applied in order (after the default filters).
+    pub filters: Vec<Definition>,
+    /// `connect-timeout` and `response-timeout` in ms, and anything else for filters.
+    pub metadata: serde_json::Map<String, Value>,
+    /// The route's index in the file.
+    pub(crate) index: usize,
+}
+
+/// A configuration mistake: file, line, key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key, as a dotted path (`routes.2.filters.0`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    discovery: DiscoveryConfig,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    default_filters: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawRoute {
+    id: String,
+    uri: String,
+    #[serde(default)]
+    order: i32,
+    #[serde(default)]
+    predicates: Vec<Value>,
+    #[serde(default)]
+    filters: Vec<Value>,
+    #[serde(default)]
+    metadata: serde_json::Map<String, Value>,
+}
+
+impl GatewayConfig {
+    /// Reads and checks the file's shape (routes and filters are checked when built).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Reads a file's `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let document = yaml::parse(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: Some(e.line),
+            key: String::new(),
+            message: format!("not valid YAML: {}", e.message),
+        })?;
+        let mut value = document.value.clone();
+        if value.is_null() {
+            value = Value::Object(serde_json::Map::new());
+        }
+        // A Spring Boot file: the routes are under spring.cloud.gateway.
+        let mut prefix = String::new();
+        if let Some(spring) = value.pointer("/spring/cloud/gateway").cloned() {
+            let mut section = spring;
+            if let (Some(map), Some(server)) = (section.as_object_mut(), value.get("server")) {
+                map.entry("server").or_insert_with(|| server.clone());
+            }
+            value = section;
+            prefix = "spring.cloud.gateway.".to_owned();
+        }
+        let source = Source {
+            file: file.to_owned(),
+            lines: std::sync::Arc::new(document),
+            prefix,
+        };
+        let raw: RawFile = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let path = e.path().to_string().replace('[', ".").replace(']', "");
+            let message = e.inner().to_string();
+            // serde names the unknown field in the message; point at it.
+            let path = match message.split('`').nth(1) {
+                Some(field) if message.starts_with("unknown field") && !path.ends_with(field) => {
+                    if path == "." || path.is_empty() {
+                        field.to_owned()
+                    } else {
+                        format!("{path}.{field}")
+                    }
+                }
+                _ => path,
+            };
+            source.error(path.trim_start_matches('.'), message)
+        })?;
+
+        let mut config = GatewayConfig {
+            server: raw.server,
+            discovery: raw.discovery,
+            routes: Vec::with_capacity(raw.routes.len()),
+            default_filters: Vec::with_capacity(raw.default_filters.len()),
+            source,
+        };
+        for (index, filter) in raw.default_filters.iter().enumerate() {
+            let definition = Definition::from_value(filter)
+                .map_err(|e| config.source.error(&format!("default-filters.{index}"), e))?;
+            config.default_filters.push(definition);
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (index, route) in raw.routes.into_iter().enumerate() {
+            let at = |key: &str| format!("routes.{index}.{key}");
+            if route.id.trim().is_empty() {
+                return Err(config.source.error(&at("id"), "a route needs an id"));
+            }
+            if !ids.insert(route.id.clone()) {
+                return Err(config
+                    .source
+                    .error(&at("id"), format!("route id {:?} is used twice", route.id)));
+            }
+            let definitions = |list: &[Value], kind: &str| {
+                list.iter()
+                    .enumerate()
+                    .map(|(n, v)| {
+                        Definition::from_value(v)
+                            .map_err(|e| config.source.error(&at(&format!("{kind}.{n}")), e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let predicates = definitions(&route.predicates, "predicates")?;
+            let filters = definitions(&route.filters, "filters")?;
+            config.routes.push(RouteDefinition {
+                id: route.id,
+                uri: route.uri,
+                order: route.order,
+                predicates,
+                filters,
+                metadata: route.metadata,
+                index,
+            });
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "\
+server:
+  bind: 127.0.0.1:9090
+routes:
+  - id: orders
+    uri: lb://orders
+    order: 1
+    predicates:
+      - Path=/api/orders/**
+    filters:
+      - StripPrefix=1
+      - name: AddRequestHeader
+        args: { name: X-Source, value: gateway }
+    metadata: { response-timeout: 2000 }
+default-filters:
+  - AddResponseHeader=X-Gateway, msa
+";
+
+    #[test]
+    fn reads_routes_in_both_forms() {
+        let config = GatewayConfig::parse("gateway.yaml", FILE).unwrap();
+        assert_eq!(config.server.bind.port(), 9090);
+        let route = &config.routes[0];
+        assert_eq!(
+            (route.id.as_str(), route.uri.as_str(), route.order),
+            ("orders", "lb://orders", 1)
+        );
+        assert_eq!(route.predicates[0].name, "Path");
+        assert_eq!(
+            route.filters[1].args.required("value", 1).unwrap(),
+            "gateway"
+        );
+        assert_eq!(route.metadata["response-timeout"], 2000);
+        assert_eq!(config.default_filters[0].name, "AddResponseHeader");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let bad = FILE.replace("    order: 1\n", "    ordr: 1\n");
+        let error = GatewayConfig::parse("gateway.yaml", &bad).unwrap_err();
+        assert_eq!(error.key, "routes.0.ordr");
+        assert_eq!(error.line, Some(6), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("gateway.yaml:6: routes.0.ordr: unknown field `ordr`"),
+            "{error}"
+        );
+
+        let bad = FILE.replace("  bind: 127.0.0.1:9090", "  bind: nowhere");
+        let error = GatewayConfig::parse("gateway.yaml", &bad).unwrap_err();
+        assert_eq!(
+            (error.key.as_str(), error.line),
+            ("server.bind", Some(2)),
+            "{error}"
+        );
+
+        let bad = FILE.replace("      - StripPrefix=1", "      - Strip Prefix=1");
+        let error = GatewayConfig::parse("gateway.yaml", &bad).unwrap_err();
+        assert_eq!(
+            (error.key.as_str(), error.line),
+            ("routes.0.filters.0", Some(10)),
+            "{error}"
+        );
+
+        let error = GatewayConfig::parse("gateway.yaml", "routes: [\n").unwrap_err();
+        assert!(error.message.starts_with("not valid YAML"), "{error}");
+    }
+
+    #[test]
+    fn a_spring_boot_file_reads_too() {
+        let spring = "spring:\n  cloud:\n    gateway:\n      routes:\n        - id: a\n          uri: http://127.0.0.1:1\n          bogus: 1\n";
+        let error = GatewayConfig::parse("application.yml", spring).unwrap_err();
+        assert_eq!(error.key, "spring.cloud.gateway.routes.0.bogus");
+        assert_eq!(error.line, Some(7), "{error}");
+    }
+}

@@ -1,0 +1,630 @@
+//! The proxy: find the route, apply its filters, send the request upstream on a pooled
+//! connection, and stream the answer back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use msa_discovery::balance::{Balancer, LoadBalancer, NoInstance};
+use msa_discovery::discovery::{EurekaDiscovery, RegistryDiscovery, StaticDiscovery};
+use prometheus::HistogramVec;
+use tower::ServiceExt;
+
+use crate::config::{ConfigError, GatewayConfig};
+use crate::filter::{Exchange, oversized_header};
+use crate::route::predicate::RequestInfo;
+use crate::route::{Route, RouteTable, Target};
+
+type HttpClient = Client<HttpConnector, Body>;
+
+/// The gateway: routes, clients and the balancer. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    table: RwLock<Arc<RouteTable>>,
+    max_header_size: usize,
+    /// Clients by connect timeout (most routes share the default's).
+    clients: Mutex<HashMap<Duration, HttpClient>>,
+    balancer: Option<Balancer>,
+    metrics: HistogramVec,
+    /// The file routes are reloaded from.
+    file: Mutex<Option<std::path::PathBuf>>,
+}
+
+/// How many times `forward:` may dispatch again within one request.
+const MAX_FORWARDS: u8 = 4;
+
+impl Gateway {
+    /// A gateway serving `config`'s routes; the first mistake in them is the error.
+    pub fn new(config: &GatewayConfig) -> Result<Self, ConfigError> {
+        let table = RouteTable::build(config)?;
+        let discovery = &config.discovery;
+        let balancer = if let Some(registry) = &discovery.registry {
+            Some(Balancer::new(
+                RegistryDiscovery::new(registry),
+                discovery.balancer.clone(),
+            ))
+        } else if let Some(eureka) = &discovery.eureka {
+            Some(Balancer::new(
+                EurekaDiscovery::new(eureka),
+                discovery.balancer.clone(),
+            ))
+        } else if !discovery.instances.is_empty() {
+            Some(Balancer::new(
+                StaticDiscovery::new(discovery.instances.clone()),
+                discovery.balancer.clone(),
+            ))
+        } else {
+            None
+        };
+        if balancer.is_none()
+            && let Some(route) = table
+                .routes
+                .iter()
+                .find(|r| matches!(r.target, Target::Lb(_)))
+        {
+            return Err(config.source.error(
+                &format!("routes.{}.uri", route.index),
+                "lb:// needs a `discovery` section (registry, eureka or instances)",
+            ));
+        }
+        let metrics = msa_core::metrics::register_or_existing(
+            HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "gateway_requests_seconds",
+                    "Requests through the gateway, by route, method and status.",
+                ),
+                &["route", "method", "status"],
+            )
+            .expect("valid metric"),
+        );
+        Ok(Gateway {
+            state: Arc::new(State {
+                table: RwLock::new(Arc::new(table)),
+                max_header_size: config.server.max_header_size,
+                clients: Mutex::default(),
+                balancer,
+                metrics,
+                file: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Swaps in `config`'s routes; in-flight requests finish on the routes they matched.
+    /// A bad config changes nothing.
+    pub fn reload(&self, config: &GatewayConfig) -> Result<usize, ConfigError> {
+        let table = RouteTable::build(config)?;
+        let count = table.routes.len();
+        *self
+            .state
+            .table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        Ok(count)
+    }
+
+    /// Remembers the file [`reload_file`](Self::reload_file) reads.
+    pub fn with_file(self, path: impl Into<std::path::PathBuf>) -> Self {
+        *self
+            .state
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(path.into());
+        self
+    }
+
+    /// Reads the file again and swaps its routes in; on any mistake the old routes stay
+    /// and the error says why.
+    pub fn reload_file(&self) -> Result<usize, ConfigError> {
+        let path = self
+            .state
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(path) = path else {
+            return Err(ConfigError {
+                file: String::new(),
+                line: None,
+                key: String::new(),
+                message: "the gateway was not started from a file".into(),
+            });
+        };
+        let config = GatewayConfig::load(&path)?;
+        self.reload(&config)
+    }
+
+    /// The file routes come from, if any.
+    pub fn file(&self) -> Option<std::path::PathBuf> {
+        self.state
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn table(&self) -> Arc<RouteTable> {
+        self.state
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn client(&self, connect_timeout: Duration) -> HttpClient {
+        let mut clients = self
+            .state
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(connect_timeout));
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(1024)
+                    .build(connector)
+            })
+            .clone()
+    }
+
+    /// Serves one request from `remote`.
+    pub async fn handle(&self, request: Request<Body>, remote: SocketAddr) -> Response<Body> {
+        self.dispatch(request, remote, 0).await
+    }
+
+    fn dispatch(
+        &self,
+        request: Request<Body>,
+        remote: SocketAddr,
+        forwards: u8,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let (parts, body) = request.into_parts();
+            let Some(path) = normalize(parts.uri.path()) else {
+                return error_response(StatusCode::BAD_REQUEST, "the path climbs above the root");
+            };
+            if let Some((name, size)) = oversized_header(&parts.headers, self.state.max_header_size)
+            {
+                return error_response(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    &format!(
+                        "request header {name} is {size} bytes; the limit is {}",
+                        self.state.max_header_size
+                    ),
+                );
+            }
+            let host_header = host(&parts);
+            let host_only = host_header.as_deref().map(strip_port);
+            let table = self.table();
+            let mut vars = Vec::new();
+            let route = {
+                let mut info = RequestInfo {
+                    method: &parts.method,
+                    path: &path,
+                    query: parts.uri.query(),
+                    headers: &parts.headers,
+                    host: host_only.as_deref(),
+                    remote,
+                    draws: Vec::new(),
+                };
+                table.find(&mut info, &mut vars).cloned()
+            };
+            let Some(route) = route else {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route matches {} {path}", parts.method),
+                );
+            };
+            let method = parts.method.clone();
+            let response = self
+                .through(
+                    &route,
+                    parts,
+                    body,
+                    path,
+                    vars,
+                    host_header,
+                    remote,
+                    forwards,
+                )
+                .await;
+            self.state
+                .metrics
+                .with_label_values(&[
+                    route.id.as_str(),
+                    method.as_str(),
+                    response.status().as_str(),
+                ])
+                .observe(started.elapsed().as_secs_f64());
+            tracing::info!(target: "msa_gateway::access", route = %route.id, %method, status = response.status().as_u16(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, %remote, "request");
+            response
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn through(
+        &self,
+        route: &Route,
+        parts: http::request::Parts,
+        body: Body,
+        path: String,
+        vars: Vec<(String, String)>,
+        host_header: Option<String>,
+        remote: SocketAddr,
+        forwards: u8,
+    ) -> Response<Body> {
+        let mut ex = Exchange {
+            path,
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers,
+            vars,
+            preserve_host: false,
+            max_body: None,
+        };
+        for filter in &route.filters {
+            if let Err(response) = filter.request(&mut ex) {
+                return self.respond(route, &ex, host_header.as_deref(), *response);
+            }
+        }
+        let path_and_query = match &ex.query {
+            Some(query) => format!("{}?{query}", ex.path),
+            None => ex.path.clone(),
+        };
+        let body = match ex.max_body {
+            Some(max) => Body::new(Limited::new(body, max as usize)),
+            None => body,
+        };
+
+        let uri = match &route.target {
+            Target::Forward(path) => {
+                if forwards >= MAX_FORWARDS {
+                    return error_response(
+                        StatusCode::LOOP_DETECTED,
+                        "forward: went round too many times",
+                    );
+                }
+                let mut request = Request::new(body);
+                *request.method_mut() = parts.method;
+                *request.uri_mut() = match &ex.query {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.clone(),
+                }
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"));
+                *request.headers_mut() = ex.headers;
+                let response = self.dispatch(request, remote, forwards + 1).await;
+                let (mut response_parts, body) = response.into_parts();
+                for filter in &route.filters {
+                    filter.response(&ex.vars, host_header.as_deref(), &mut response_parts);
+                }
+                return Response::from_parts(response_parts, body);
+            }
+            Target::Http(base) => format!(
+                "{}://{}{path_and_query}",
+                base.scheme_str().unwrap_or("http"),
+                base.authority().map_or("", |a| a.as_str())
+            ),
+            Target::Lb(service) => format!("http://{service}{path_and_query}"),
+        };
+        let Ok(uri) = uri.parse::<Uri>() else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "the rewritten path is not a valid URI",
+            );
+        };
+
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        let mut headers = ex.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        forwarded(&mut headers, remote, host_header.as_deref());
+        if !ex.preserve_host {
+            headers.remove(header::HOST);
+        }
+        *request.headers_mut() = headers;
+
+        let client = self.client(route.connect_timeout);
+        let sent = match &route.target {
+            Target::Lb(_) => {
+                let Some(balancer) = &self.state.balancer else {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no discovery configured",
+                    );
+                };
+                let balanced = LoadBalancer::new(client, balancer.clone());
+                tokio::time::timeout(route.response_timeout, balanced.oneshot(request)).await
+            }
+            _ => {
+                tokio::time::timeout(route.response_timeout, async {
+                    client
+                        .request(request)
+                        .await
+                        .map_err(msa_core::BoxError::from)
+                })
+                .await
+            }
+        };
+        let response = match sent {
+            Err(_) => error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "the upstream did not answer within {:?}",
+                    route.response_timeout
+                ),
+            ),
+            Ok(Err(error)) => upstream_error(&*error),
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
+            }
+        };
+        self.respond(route, &ex, host_header.as_deref(), response)
+    }
+
+    fn respond(
+        &self,
+        route: &Route,
+        ex: &Exchange,
+        host: Option<&str>,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        for filter in &route.filters {
+            filter.response(&ex.vars, host, &mut parts);
+        }
+        Response::from_parts(parts, body)
+    }
+
+    /// The gateway as an axum router: the actuator, `/actuator/gateway`, and every other
+    /// path proxied. Serve it with connect info (`msa_core::shutdown::Shutdown::serve`
+    /// does).
+    pub fn router(&self, actuator: msa_core::actuator::Actuator) -> axum::Router {
+        let gateway = self.clone();
+        let proxy = move |ConnectInfo(remote): ConnectInfo<SocketAddr>, request: Request<Body>| {
+            let gateway = gateway.clone();
+            async move { gateway.handle(request, remote).await }
+        };
+        actuator
+            .router()
+            .merge(crate::admin::router(self.clone()))
+            .fallback(proxy)
+    }
+}
+
+fn upstream_error(error: &(dyn std::error::Error + 'static)) -> Response<Body> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(none) = e.downcast_ref::<NoInstance>() {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, &none.to_string());
+        }
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than the route allows",
+            );
+        }
+        source = e.source();
+    }
+    let connect = error
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(hyper_util::client::legacy::Error::is_connect);
+    if connect {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the upstream is unreachable: {error}"),
+        )
+    } else {
+        error_response(
+            StatusCode::BAD_GATEWAY,
+            &format!("the upstream failed: {error}"),
+        )
+    }
+}
+
+/// A JSON error answer, in Spring's shape.
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "status": status.as_u16(),
+        "error": status.canonical_reason().unwrap_or(""),
+        "message": message,
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The path with `.` and `..` segments resolved (also written `%2e`), or `None` if it
+/// climbs above the root.
+pub(crate) fn normalize(path: &str) -> Option<String> {
+    let needs =
+        path.contains("/.") || path.contains("%2e") || path.contains("%2E") || path.contains("//");
+    if !needs {
+        return Some(if path.is_empty() {
+            "/".to_owned()
+        } else {
+            path.to_owned()
+        });
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing = false;
+    for (i, segment) in segments.iter().enumerate() {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        match decoded.as_str() {
+            "." => trailing = i == last,
+            ".." => {
+                out.pop()?;
+                trailing = i == last;
+            }
+            "" if i != last => {}
+            _ => {
+                out.push(segment);
+                trailing = false;
+            }
+        }
+    }
+    let mut normalized = format!("/{}", out.join("/"));
+    if (trailing || path.ends_with('/')) && !normalized.ends_with('/') {
+        normalized.push('/');
+    }
+    Some(normalized)
+}
+
+fn host(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+}
+
+fn strip_port(host: &str) -> String {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    };
+    name.to_ascii_lowercase()
+}
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, and those the Connection header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// X-Forwarded-For/-Proto/-Host and Forwarded, appended to what earlier proxies said.
+fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&str>) {
+    let ip = remote.ip().to_canonical();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(host) = host
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert("x-forwarded-host", value.clone());
+    }
+    let node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let mut element = format!("for={node};proto=http");
+    if let Some(host) = host {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {element}"),
+        None => element,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_resolved_before_matching() {
+        assert_eq!(normalize("/api/orders").as_deref(), Some("/api/orders"));
+        assert_eq!(normalize("/api/./orders").as_deref(), Some("/api/orders"));
+        assert_eq!(
+            normalize("/api/x/../orders").as_deref(),
+            Some("/api/orders")
+        );
+        assert_eq!(normalize("/api/%2e%2E/admin").as_deref(), Some("/admin"));
+        assert_eq!(normalize("/api//orders/").as_deref(), Some("/api/orders/"));
+        assert_eq!(normalize("/a/.."), Some("/".to_owned()));
+        assert_eq!(normalize("/../etc/passwd"), None);
+        assert_eq!(normalize("/%2e%2e/etc"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_connection_names() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert("te", "trailers".parse().unwrap());
+        headers.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        forwarded(
+            &mut headers,
+            "10.0.0.1:5000".parse().unwrap(),
+            Some("shop.example.org"),
+        );
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 10.0.0.1");
+        assert_eq!(headers["x-forwarded-host"], "shop.example.org");
+        assert_eq!(
+            headers["forwarded"],
+            "for=10.0.0.1;proto=http;host=\"shop.example.org\""
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Routes built from their definitions, and the index that finds the route for a request
+//! without trying every route.
+
+mod pattern;
+pub(crate) mod predicate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+
+use self::predicate::{Predicate, RequestInfo};
+use crate::config::{ConfigError, GatewayConfig, RouteDefinition};
+use crate::filter::Filter;
+
+/// Where a route sends requests.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// A fixed upstream: scheme and authority.
+    Http(Uri),
+    /// A service, through the load balancer.
+    Lb(String),
+    /// Dispatched again inside the gateway, on this path.
+    Forward(String),
+}
+
+/// One route, ready to serve.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) id: String,
+    pub(crate) target: Target,
+    pub(crate) order: i32,
+    pub(crate) index: usize,
+    pub(crate) predicates: Vec<Predicate>,
+    /// Default filters, then the route's.
+    pub(crate) filters: Vec<Filter>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) definition: RouteDefinition,
+}
+
+/// All routes, indexed by the literal start of their paths.
+#[derive(Debug, Default)]
+pub(crate) struct RouteTable {
+    pub(crate) routes: Vec<Arc<Route>>,
+    root: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<String, Node>,
+    /// Routes (indexes into `routes`) with a path pattern whose literal prefix ends here;
+    /// at the root, also every route without a Path predicate.
+    routes: Vec<usize>,
+}
+
+impl RouteTable {
+    /// Builds every route; the first mistake is reported with its file, line and key.
+    pub(crate) fn build(config: &GatewayConfig) -> Result<Self, ConfigError> {
+        let mut defaults = Vec::new();
+        for (n, definition) in config.default_filters.iter().enumerate() {
+            defaults.push((n, definition));
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for definition in &config.routes {
+            let at = |key: &str| format!("routes.{}.{key}", definition.index);
+            let target = target(&definition.uri).map_err(|e| config.source.error(&at("uri"), e))?;
+            let mut predicates = Vec::with_capacity(definition.predicates.len());
+            for (n, p) in definition.predicates.iter().enumerate() {
+                predicates.push(
+                    Predicate::build(p)
+                        .map_err(|e| config.source.error(&at(&format!("predicates.{n}")), e))?,
+                );
+            }
+            let mut filters = Vec::with_capacity(defaults.len() + definition.filters.len());
+            for (n, f) in &defaults {
+                filters.push(
+                    Filter::build(f)
+                        .map_err(|e| config.source.error(&format!("default-filters.{n}"), e))?,
+                );
+            }
+            for (n, f) in definition.filters.iter().enumerate() {
+                filters.push(
+                    Filter::build(f)
+                        .map_err(|e| config.source.error(&at(&format!("filters.{n}")), e))?,
+                );
+            }
+            let millis = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+                match definition.metadata.get(key) {
+                    None => Ok(default),
+                    Some(value) => value
+                        .as_u64()
+                        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+                        .map(Duration::from_millis)
+                        .ok_or_else(|| {
+                            config.source.error(
+                                &at(&format!("metadata.{key}")),
+                                "must be a number of milliseconds",
+                            )
+                        }),
+                }
+            };
+            routes.push(Route {
+                id: definition.id.clone(),
+                target,
+                order: definition.order,
+                index: definition.index,
+                predicates,
+                filters,
+                connect_timeout: millis("connect-timeout", config.server.connect_timeout)?,
+                response_timeout: millis("response-timeout", config.server.response_timeout)?,
+                definition: definition.clone(),
+            });
+        }
+        assign_weights(&mut routes);
+        routes.sort_by_key(|r| (r.order, r.index));
+
+        let mut root = Node::default();
+        for (slot, route) in routes.iter().enumerate() {
+            let patterns: Vec<_> = route
+                .predicates
+                .iter()
+                .filter_map(Predicate::path_patterns)
+                .collect();
+            // Indexed by the first Path predicate's patterns; without one, at the root.
+            match patterns.first() {
+                Some(patterns) => {
+                    for pattern in patterns.iter() {
+                        let mut node = &mut root;
+                        for segment in pattern.literal_prefix() {
+                            node = node.children.entry(segment.to_owned()).or_default();
+                        }
+                        if !node.routes.contains(&slot) {
+                            node.routes.push(slot);
+                        }
+                    }
+                }
+                None => root.routes.push(slot),
+            }
+        }
+        Ok(RouteTable {
+            routes: routes.into_iter().map(Arc::new).collect(),
+            root,
+        })
+    }
+
+    /// The first route (by order, then file order) whose predicates all match.
+    pub(crate) fn find(
+        &self,
+        info: &mut RequestInfo<'_>,
+        vars: &mut Vec<(String, String)>,
+    ) -> Option<&Arc<Route>> {
+        let mut candidates: Vec<usize> = self.root.routes.clone();
+        let mut node = &self.root;
+        for segment in info.path.split('/').filter(|s| !s.is_empty()) {
+            match node.children.get(segment) {
+                Some(child) => {
+                    candidates.extend_from_slice(&child.routes);
+                    node = child;
+                }
+                None => break,
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for slot in candidates {
+            let route = &self.routes[slot];
+            let start = vars.len();
+            if route.predicates.iter().all(|p| p.test(info, vars)) {
+                return Some(route);
+            }
+            vars.truncate(start);
+        }
+        None
+    }
+}
+
+fn target(uri: &str) -> Result<Target, String> {
+    if let Some(path) = uri.strip_prefix("forward:") {
+        if !path.starts_with('/') {
+            return Err(format!("forward:{path} must name a path starting with /"));
+        }
+        return Ok(Target::Forward(path.to_owned()));
+    }
+    if let Some(service) = uri.strip_prefix("lb://") {
+        let service = service.trim_end_matches('/');
+        if service.is_empty() || service.contains(['/', ':', '?']) {
+            return Err(format!(
+                "{uri:?}: lb:// takes a service name only (lb://orders)"
+            ));
+        }
+        return Ok(Target::Lb(service.to_ascii_lowercase()));
+    }
+    let parsed: Uri = uri
+        .parse()
+        .map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
+    match parsed.scheme_str() {
+        Some("http") if parsed.authority().is_some() => {}
+        Some("https") => {
+            return Err(format!(
+                "{uri:?}: https:// upstreams are not supported yet; use http:// or lb://"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{uri:?}: a route's uri is http://host:port, lb://service or forward:/path"
+            ));
+        }
+    }
+    let mut parts = parsed.into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    Ok(Target::Http(
+        Uri::from_parts(parts).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// Gives each Weight predicate its share of its group.
+fn assign_weights(routes: &mut [Route]) {
+    let mut groups: Vec<(String, u32)> = Vec::new();
+    for route in routes.iter() {
+        for predicate in &route.predicates {
+            if let Predicate::Weight { group, weight, .. } = predicate {
+                match groups.iter_mut().find(|(g, _)| g == group) {
+                    Some((_, total)) => *total += weight,
+                    None => groups.push((group.clone(), *weight)),
+                }
+            }
+        }
+    }
+    let mut used: Vec<u32> = vec![0; groups.len()];
+    for route in routes.iter_mut() {
+        for predicate in &mut route.predicates {
+            if let Predicate::Weight {
+                group,
+                weight,
+                group_id,
+                low,
+                high,
+                total,
+            } = predicate
+            {
+                let id = groups.iter().position(|(g, _)| g == group).unwrap_or(0);
+                *group_id = id as u32;
+                *total = groups[id].1;
+                *low = used[id];
+                *high = used[id] + *weight;
+                used[id] = *high;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, Method};
+
+    fn table(yaml: &str) -> RouteTable {
+        RouteTable::build(&GatewayConfig::parse("t.yaml", yaml).unwrap()).unwrap()
+    }
+
+    fn find(table: &RouteTable, path: &str) -> Option<String> {
+        let headers = HeaderMap::new();
+        let mut info = RequestInfo {
+            method: &Method::GET,
+            path,
+            query: None,
+            headers: &headers,
+            host: Some("example.org"),
+            remote: "127.0.0.1:1".parse().unwrap(),
+            draws: Vec::new(),
+        };
+        let mut vars = Vec::new();
+        table.find(&mut info, &mut vars).map(|r| r.id.clone())
+    }
+
+    #[test]
+    fn order_then_file_order_and_the_index_agree_with_a_scan() {
+        let t = table(
+            "routes:
+  - {id: catch-all, uri: 'http://127.0.0.1:1', order: 10, predicates: ['Path=/**']}
+  - {id: orders, uri: 'http://127.0.0.1:1', predicates: ['Path=/api/orders/**']}
+  - {id: order-by-id, uri: 'http://127.0.0.1:1', order: -1, predicates: ['Path=/api/orders/{id}']}
+  - {id: host-only, uri: 'http://127.0.0.1:1', order: 5, predicates: ['Host=other.org']}
+",
+        );
+        assert_eq!(find(&t, "/api/orders/7").as_deref(), Some("order-by-id"));
+        assert_eq!(find(&t, "/api/orders/7/items").as_deref(), Some("orders"));
+        assert_eq!(find(&t, "/api/orders").as_deref(), Some("orders"));
+        assert_eq!(find(&t, "/elsewhere").as_deref(), Some("catch-all"));
+    }
+
+    #[test]
+    fn weights_split_traffic() {
+        fastrand::seed(3);
+        let t = table(
+            "routes:
+  - {id: blue, uri: 'http://127.0.0.1:1', predicates: ['Path=/x', 'Weight=g, 8']}
+  - {id: green, uri: 'http://127.0.0.1:1', predicates: ['Path=/x', 'Weight=g, 2']}
+",
+        );
+        let blue = (0..1000)
+            .filter(|_| find(&t, "/x").as_deref() == Some("blue"))
+            .count();
+        assert!((750..850).contains(&blue), "{blue}");
+    }
+
+    #[test]
+    fn bad_routes_name_their_key() {
+        let config = GatewayConfig::parse(
+            "t.yaml",
+            "routes:\n  - id: a\n    uri: http://127.0.0.1:1\n    filters:\n      - StripPrefix=x\n",
+        )
+        .unwrap();
+        let error = RouteTable::build(&config).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "t.yaml:5: routes.0.filters.0: `parts` \"x\" is not a whole number"
+        );
+        let config =
+            GatewayConfig::parse("t.yaml", "routes:\n  - id: a\n    uri: ftp://x\n").unwrap();
+        assert_eq!(RouteTable::build(&config).unwrap_err().line, Some(3));
+    }
+}
