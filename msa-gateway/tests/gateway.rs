@@ -1,0 +1,508 @@
+//! The msa-gateway binary over real HTTP: predicates, filters, the proxy's always-on
+//! behaviour, lb:// through the balancer, hot reload and configuration errors.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+/// An upstream that echoes what it got as JSON, with a few special paths.
+async fn upstream(name: &'static str) -> SocketAddr {
+    async fn echo(name: &'static str, request: Request) -> impl IntoResponse {
+        let headers: serde_json::Map<String, Value> = request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        axum::Json(json!({
+            "upstream": name,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }))
+    }
+    let app = Router::new()
+        .route(
+            "/status/{code}",
+            get(
+                |axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                    StatusCode::from_u16(code).unwrap()
+                },
+            ),
+        )
+        .route(
+            "/dup",
+            get(|| async {
+                let mut headers = HeaderMap::new();
+                headers.append("access-control-allow-origin", "*".parse().unwrap());
+                headers.append(
+                    "access-control-allow-origin",
+                    "https://a.example".parse().unwrap(),
+                );
+                headers.insert("x-internal", "secret".parse().unwrap());
+                (headers, "dup")
+            }),
+        )
+        .fallback(move |request: Request| async move {
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().map(str::to_owned);
+            let mut answer = echo(name, request).await.into_response();
+            let extra = json!({"path": path, "query": query});
+            answer
+                .headers_mut()
+                .insert("x-echo-path", path.parse().unwrap());
+            let _ = extra;
+            answer
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+struct GatewayProcess {
+    child: Child,
+    base: String,
+    file: tempfile::NamedTempFile,
+}
+
+impl GatewayProcess {
+    async fn start(yaml: &str) -> Self {
+        let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::fs::write(file.path(), yaml).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
+            .arg("--config")
+            .arg(file.path())
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{base}/actuator/health"))
+                .await
+                .is_ok()
+            {
+                return GatewayProcess { child, base, file };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("msa-gateway did not start");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A GET sent as written, without a client's normalization; the answer's head.
+async fn raw(gateway: &GatewayProcess, target: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.split("\r\n\r\n").next().unwrap_or("").to_owned()
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predicates_filters_and_the_proxy() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let yaml = format!(
+        "
+routes:
+  - id: orders
+    uri: http://{a}
+    predicates:
+      - Path=/api/orders/**
+    filters:
+      - StripPrefix=1
+      - AddRequestHeader=X-Route, orders
+      - AddRequestParameter=source, gateway
+  - id: by-id
+    uri: http://{a}
+    order: -1
+    predicates:
+      - Path=/api/items/{{id}}
+      - Method=GET
+    filters:
+      - SetPath=/catalog/{{id}}
+  - id: rewrite
+    uri: http://{a}
+    predicates: [ 'Path=/red/**' ]
+    filters: [ 'RewritePath=/red/?(?<segment>.*), /blue/$\\{{segment}}', 'PrefixPath=/v1' ]
+  - id: header
+    uri: http://{b}
+    predicates: [ 'Path=/h/**', 'Header=X-Tenant, \\d+', 'Query=debug', 'Cookie=session, ok.*', 'RemoteAddr=127.0.0.1/32' ]
+  - id: host
+    uri: http://{b}
+    predicates: [ 'Host=**.shop.test', 'Path=/host/**' ]
+  - id: teapot
+    uri: http://{a}
+    predicates: [ 'Path=/teapot' ]
+    filters: [ 'SetStatus=418', 'SecureHeaders' ]
+  - id: redirect
+    uri: http://{a}
+    predicates: [ 'Path=/old/**' ]
+    filters: [ 'RedirectTo=302, https://new.example/here' ]
+  - id: limits
+    uri: http://{a}
+    predicates: [ 'Path=/upload' ]
+    filters: [ 'RequestSize=16B', 'RequestHeaderSize=200B' ]
+  - id: dup
+    uri: http://{a}
+    predicates: [ 'Path=/dup' ]
+    filters: [ 'DedupeResponseHeader=Access-Control-Allow-Origin', 'RemoveResponseHeader=X-Internal' ]
+  - id: status
+    uri: http://{a}
+    predicates: [ 'Path=/status/**' ]
+default-filters:
+  - AddResponseHeader=X-Gateway, msa
+"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let http = client();
+
+    // Path + StripPrefix + headers + query; the always-on headers.
+    let response = http
+        .get(gateway.url("/api/orders/7?x=1"))
+        .header("connection", "x-hop")
+        .header("x-hop", "must not pass")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-gateway"], "msa");
+    assert_eq!(response.headers()["x-echo-path"], "/orders/7");
+    let echo = json_of(response).await;
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-route"], "orders");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert!(
+        headers["x-forwarded-host"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        headers["forwarded"]
+            .as_str()
+            .unwrap()
+            .starts_with("for=127.0.0.1;proto=http;host=")
+    );
+    assert!(headers.get("x-hop").is_none(), "{headers}");
+    assert_eq!(headers["host"], a.to_string());
+
+    // Dot segments are resolved before matching; climbing above the root is refused.
+    // (Sent raw: HTTP clients resolve them before sending.)
+    let answer = raw(&gateway, "/api/x/../orders/%2e/7").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-echo-path: /orders/7"), "{answer}");
+    let answer = raw(&gateway, "/api/%2e%2e/%2e%2e/etc/passwd").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // Order beats file order; SetPath uses the path variable.
+    let response = http.get(gateway.url("/api/items/42")).send().await.unwrap();
+    assert_eq!(response.headers()["x-echo-path"], "/catalog/42");
+    let response = http
+        .post(gateway.url("/api/items/42"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "Method=GET only");
+    let response = http.get(gateway.url("/red/shoes")).send().await.unwrap();
+    assert_eq!(response.headers()["x-echo-path"], "/v1/blue/shoes");
+
+    // Every predicate of the header route must hold.
+    let with = |tenant: &str| {
+        http.get(gateway.url("/h/x?debug"))
+            .header("x-tenant", tenant)
+            .header("cookie", "session=okay")
+    };
+    assert_eq!(
+        json_of(with("42").send().await.unwrap()).await["upstream"],
+        "b"
+    );
+    let response = with("abc").send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let response = http
+        .get(gateway.url("/h/x"))
+        .header("x-tenant", "42")
+        .header("cookie", "session=okay")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "Query=debug missing");
+    let response = http
+        .get(gateway.url("/host/x"))
+        .header("host", "eu.shop.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(response).await["upstream"], "b");
+    let response = http
+        .get(gateway.url("/host/x"))
+        .header("host", "shop.other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    // Response filters, short circuits and limits.
+    let response = http.get(gateway.url("/teapot")).send().await.unwrap();
+    assert_eq!(response.status(), 418);
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    let response = http.get(gateway.url("/old/page")).send().await.unwrap();
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response.headers()["location"].to_str().unwrap()
+        ),
+        (302, "https://new.example/here")
+    );
+    let response = http
+        .post(gateway.url("/upload"))
+        .body("x".repeat(17))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let response = http
+        .post(gateway.url("/upload"))
+        .body("x".repeat(16))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = http
+        .post(gateway.url("/upload"))
+        .header("x-big", "y".repeat(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    let response = http.get(gateway.url("/dup")).send().await.unwrap();
+    let origins: Vec<_> = response
+        .headers()
+        .get_all("access-control-allow-origin")
+        .iter()
+        .collect();
+    assert_eq!(origins, ["*"]);
+    assert!(response.headers().get("x-internal").is_none());
+    let response = http.get(gateway.url("/status/503")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let response = http.get(gateway.url("/nowhere")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(
+        json_of(response).await["message"]
+            .as_str()
+            .unwrap()
+            .contains("no route matches GET /nowhere")
+    );
+
+    // A header too large for every route: 431 before routing.
+    let response = http
+        .get(gateway.url("/api/orders/1"))
+        .header("x-huge", "z".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+
+    // The routes as the gateway runs them.
+    let routes = json_of(
+        http.get(gateway.url("/actuator/gateway/routes"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(routes.as_array().unwrap().len(), 10);
+    let one = json_of(
+        http.get(gateway.url("/actuator/gateway/routes/orders"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(one["predicates"][0], "Path=/api/orders/**");
+    assert_eq!(
+        http.get(gateway.url("/actuator/gateway/routes/none"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_routes_use_the_balancer_and_skip_dead_instances() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = format!(
+        "
+discovery:
+  instances:
+    - {{ id: inv-a, service: inventory, host: 127.0.0.1, port: {}, status: UP }}
+    - {{ id: inv-b, service: inventory, host: 127.0.0.1, port: {}, status: UP }}
+    - {{ id: inv-dead, service: inventory, host: 127.0.0.1, port: {}, status: UP }}
+  balancer: {{ strategy: round-robin }}
+routes:
+  - id: inventory
+    uri: lb://inventory
+    predicates: [ 'Path=/inventory/**' ]
+    filters: [ StripPrefix=1 ]
+  - id: nobody
+    uri: lb://nobody
+    predicates: [ 'Path=/nobody/**' ]
+",
+        a.port(),
+        b.port(),
+        dead.port()
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let http = client();
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..12 {
+        let response = http
+            .get(gateway.url("/inventory/stock"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let who = json_of(response).await["upstream"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let response = http.get(gateway.url("/nobody/x")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(
+        json_of(response).await["message"]
+            .as_str()
+            .unwrap()
+            .contains("no live instance")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_reload_and_a_bad_file_keeps_the_old_ones() {
+    let a = upstream("a").await;
+    let first =
+        format!("routes:\n  - id: one\n    uri: http://{a}\n    predicates: [ 'Path=/one' ]\n");
+    let gateway = GatewayProcess::start(&first).await;
+    let http = client();
+    assert_eq!(
+        http.get(gateway.url("/one")).send().await.unwrap().status(),
+        200
+    );
+
+    // A bad edit: the refresh says why, and /one still works.
+    std::fs::write(
+        gateway.file.path(),
+        format!("{first}  - id: two\n    uri: http://{a}\n    predicates: [ 'Path=two' ]\n"),
+    )
+    .unwrap();
+    let response = http
+        .post(gateway.url("/actuator/gateway/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error = json_of(response).await["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(":7: routes.1.predicates.0: path pattern \"two\" must start with /"),
+        "{error}"
+    );
+    assert_eq!(
+        http.get(gateway.url("/one")).send().await.unwrap().status(),
+        200
+    );
+
+    // A good edit applies through the refresh endpoint (and the file watch).
+    std::fs::write(
+        gateway.file.path(),
+        format!("{first}  - id: two\n    uri: http://{a}\n    predicates: [ 'Path=/two' ]\n"),
+    )
+    .unwrap();
+    let response = http
+        .post(gateway.url("/actuator/gateway/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(response).await["routes"], 2);
+    assert_eq!(
+        http.get(gateway.url("/two")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[test]
+fn a_bad_file_stops_start_up_with_file_line_and_key() {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(
+        file.path(),
+        "routes:\n  - id: a\n    uri: http://127.0.0.1:1\n    filters:\n      - StripPrefix=x\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
+        .arg("--config")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "msa-gateway: {}:5: routes.0.filters.0: `parts` \"x\" is not a whole number\n",
+        file.path().display()
+    );
+    assert_eq!(stderr, expected);
+}
