@@ -91,16 +91,18 @@ impl GatewayProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        let gateway = GatewayProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            file,
+        };
         for _ in 0..200 {
-            if reqwest::get(format!("{base}/actuator/health"))
-                .await
-                .is_ok()
-            {
-                return GatewayProcess { child, base, file };
+            if reqwest::get(gateway.url("/actuator/health")).await.is_ok() {
+                return gateway;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        drop(gateway); // kills the process
         panic!("msa-gateway did not start");
     }
 
