@@ -7,8 +7,11 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = GatewayConfig::load("gateway.yaml")?; // errors name file, line and key
 //! let gateway = Gateway::new(&config)?.with_file("gateway.yaml");
-//! let app = gateway.router(msa_core::actuator::Actuator::new("msa-gateway"));
-//! # let _ = app; Ok(()) }
+//! let admin = gateway.admin_router(msa_core::actuator::Actuator::new("msa-gateway"));
+//! let server = msa_gateway::Server::start(gateway, admin, config.server.bind, 2)?;
+//! // ... until shutdown:
+//! server.stop(std::time::Duration::from_secs(30));
+//! # Ok(()) }
 //! ```
 //!
 //! The `msa-gateway` binary serves it: `msa-gateway --config gateway.yaml`.
@@ -18,6 +21,8 @@ pub mod config;
 mod filter;
 mod proxy;
 mod route;
+mod server;
 
 pub use self::config::{ConfigError, GatewayConfig};
 pub use self::proxy::Gateway;
+pub use self::server::Server;

@@ -36,12 +36,17 @@ pub struct Gateway {
 struct State {
     table: RwLock<Arc<RouteTable>>,
     max_header_size: usize,
-    /// Clients by connect timeout (most routes share the default's).
-    clients: Mutex<HashMap<Duration, HttpClient>>,
     balancer: Option<Balancer>,
     metrics: HistogramVec,
     /// The file routes are reloaded from.
     file: Mutex<Option<std::path::PathBuf>>,
+}
+
+thread_local! {
+    static CLIENTS: std::cell::RefCell<HashMap<Duration, HttpClient>> = std::cell::RefCell::default();
+    /// Metric children by (table generation, route slot, method, status).
+    static HISTOGRAMS: std::cell::RefCell<HashMap<(u64, usize, http::Method, u16), prometheus::Histogram>> =
+        std::cell::RefCell::default();
 }
 
 /// How many times `forward:` may dispatch again within one request.
@@ -95,7 +100,6 @@ impl Gateway {
             state: Arc::new(State {
                 table: RwLock::new(Arc::new(table)),
                 max_header_size: config.server.max_header_size,
-                clients: Mutex::default(),
                 balancer,
                 metrics,
                 file: Mutex::default(),
@@ -164,24 +168,42 @@ impl Gateway {
             .clone()
     }
 
+    /// This thread's client for upstreams with this connect timeout: each worker thread
+    /// keeps its own pool, so connections never cross threads.
     fn client(&self, connect_timeout: Duration) -> HttpClient {
-        let mut clients = self
-            .state
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        clients
-            .entry(connect_timeout)
-            .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(connect_timeout));
-                connector.set_nodelay(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(1024)
-                    .build(connector)
-            })
-            .clone()
+        CLIENTS.with(|clients| {
+            clients
+                .borrow_mut()
+                .entry(connect_timeout)
+                .or_insert_with(|| {
+                    let mut connector = HttpConnector::new();
+                    connector.set_connect_timeout(Some(connect_timeout));
+                    connector.set_nodelay(true);
+                    Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(60))
+                        .pool_max_idle_per_host(1024)
+                        .build(connector)
+                })
+                .clone()
+        })
+    }
+
+    fn observe(&self, route: &Route, generation: u64, method: &http::Method, status: StatusCode, seconds: f64) {
+        let key = (generation, route.slot, method.clone(), status.as_u16());
+        HISTOGRAMS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() > 4096 {
+                cache.clear();
+            }
+            cache
+                .entry(key)
+                .or_insert_with(|| {
+                    self.state
+                        .metrics
+                        .with_label_values(&[route.id.as_str(), method.as_str(), status.as_str()])
+                })
+                .observe(seconds);
+        });
     }
 
     /// Serves one request from `remote`.
@@ -189,75 +211,53 @@ impl Gateway {
         self.dispatch(request, remote, 0).await
     }
 
-    fn dispatch(
-        &self,
-        request: Request<Body>,
-        remote: SocketAddr,
-        forwards: u8,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let (parts, body) = request.into_parts();
-            let Some(path) = normalize(parts.uri.path()) else {
-                return error_response(StatusCode::BAD_REQUEST, "the path climbs above the root");
+    async fn dispatch(&self, request: Request<Body>, remote: SocketAddr, forwards: u8) -> Response<Body> {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let Some(path) = normalize(parts.uri.path()) else {
+            return error_response(StatusCode::BAD_REQUEST, "the path climbs above the root");
+        };
+        if let Some((name, size)) = oversized_header(&parts.headers, self.state.max_header_size) {
+            return error_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &format!(
+                    "request header {name} is {size} bytes; the limit is {}",
+                    self.state.max_header_size
+                ),
+            );
+        }
+        let host_header = host(&parts);
+        let host_only = host_header.as_deref().map(strip_port);
+        let table = self.table();
+        let mut vars = Vec::new();
+        let route = {
+            let mut info = RequestInfo {
+                method: &parts.method,
+                path: &path,
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                host: host_only.as_deref(),
+                remote,
+                draws: Vec::new(),
             };
-            if let Some((name, size)) = oversized_header(&parts.headers, self.state.max_header_size)
-            {
-                return error_response(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    &format!(
-                        "request header {name} is {size} bytes; the limit is {}",
-                        self.state.max_header_size
-                    ),
-                );
-            }
-            let host_header = host(&parts);
-            let host_only = host_header.as_deref().map(strip_port);
-            let table = self.table();
-            let mut vars = Vec::new();
-            let route = {
-                let mut info = RequestInfo {
-                    method: &parts.method,
-                    path: &path,
-                    query: parts.uri.query(),
-                    headers: &parts.headers,
-                    host: host_only.as_deref(),
-                    remote,
-                    draws: Vec::new(),
-                };
-                table.find(&mut info, &mut vars).cloned()
-            };
-            let Some(route) = route else {
-                return error_response(
-                    StatusCode::NOT_FOUND,
-                    &format!("no route matches {} {path}", parts.method),
-                );
-            };
-            let method = parts.method.clone();
-            let response = self
-                .through(
-                    &route,
-                    parts,
-                    body,
-                    path,
-                    vars,
-                    host_header,
-                    remote,
-                    forwards,
-                )
-                .await;
-            self.state
-                .metrics
-                .with_label_values(&[
-                    route.id.as_str(),
-                    method.as_str(),
-                    response.status().as_str(),
-                ])
-                .observe(started.elapsed().as_secs_f64());
-            tracing::info!(target: "msa_gateway::access", route = %route.id, %method, status = response.status().as_u16(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, %remote, "request");
-            response
-        })
+            table.find(&mut info, &mut vars).cloned()
+        };
+        let Some(route) = route else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                &format!("no route matches {} {path}", parts.method),
+            );
+        };
+        let method = parts.method.clone();
+        let response = self
+            .through(&route, parts, body, path, vars, host_header, remote, forwards)
+            .await;
+        let elapsed = started.elapsed();
+        self.observe(&route, table.generation, &method, response.status(), elapsed.as_secs_f64());
+        tracing::info!(target: "msa_gateway::access", route = %route.id, %method,
+            status = response.status().as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            %remote, "request");
+        response
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -311,7 +311,7 @@ impl Gateway {
                 .parse()
                 .unwrap_or_else(|_| Uri::from_static("/"));
                 *request.headers_mut() = ex.headers;
-                let response = self.dispatch(request, remote, forwards + 1).await;
+                let response = Box::pin(self.dispatch(request, remote, forwards + 1)).await;
                 let (mut response_parts, body) = response.into_parts();
                 for filter in &route.filters {
                     filter.response(&ex.vars, host_header.as_deref(), &mut response_parts);
@@ -336,7 +336,7 @@ impl Gateway {
         *request.method_mut() = parts.method;
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
-        let mut headers = ex.headers.clone();
+        let mut headers = std::mem::take(&mut ex.headers);
         strip_hop_by_hop(&mut headers);
         forwarded(&mut headers, remote, host_header.as_deref());
         if !ex.preserve_host {
@@ -398,19 +398,22 @@ impl Gateway {
         Response::from_parts(parts, body)
     }
 
-    /// The gateway as an axum router: the actuator, `/actuator/gateway`, and every other
-    /// path proxied. Serve it with connect info (`msa_core::shutdown::Shutdown::serve`
-    /// does).
+    /// The actuator with `/actuator/gateway` (routes, refresh) added: what
+    /// [`Server`](crate::Server) answers under `/actuator`.
+    pub fn admin_router(&self, actuator: msa_core::actuator::Actuator) -> axum::Router {
+        actuator.router().merge(crate::admin::router(self.clone()))
+    }
+
+    /// The gateway as one axum router (the admin router, and every other path proxied),
+    /// to embed in an axum application. Serve it with connect info
+    /// (`msa_core::shutdown::Shutdown::serve` does). [`Server`](crate::Server) is faster.
     pub fn router(&self, actuator: msa_core::actuator::Actuator) -> axum::Router {
         let gateway = self.clone();
         let proxy = move |ConnectInfo(remote): ConnectInfo<SocketAddr>, request: Request<Body>| {
             let gateway = gateway.clone();
             async move { gateway.handle(request, remote).await }
         };
-        actuator
-            .router()
-            .merge(crate::admin::router(self.clone()))
-            .fallback(proxy)
+        self.admin_router(actuator).fallback(proxy)
     }
 }
 

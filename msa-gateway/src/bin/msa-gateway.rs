@@ -1,5 +1,6 @@
 //! `msa-gateway --config FILE.yaml [--bind ADDR]`: the API gateway.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -8,7 +9,7 @@ use clap::Parser;
 use msa_core::actuator::Actuator;
 use msa_core::shutdown::{self, Shutdown};
 use msa_core::telemetry::Telemetry;
-use msa_gateway::{Gateway, GatewayConfig};
+use msa_gateway::{Gateway, GatewayConfig, Server};
 
 /// The msa API gateway.
 #[derive(Parser, Debug)]
@@ -38,10 +39,23 @@ async fn run(args: Args) -> Result<(), String> {
         .with_file(&args.config);
     tracing::info!(routes = config.routes.len(), file = %args.config.display(), "routes loaded");
     tokio::spawn(watch(gateway.clone(), args.config.clone()));
-    let bind = args.bind.unwrap_or_else(|| config.server.bind.to_string());
+    let bind: SocketAddr = match args.bind {
+        Some(bind) => bind.parse().map_err(|e| format!("--bind {bind}: {e}"))?,
+        None => config.server.bind,
+    };
     let actuator = Actuator::new("msa-gateway").version(env!("CARGO_PKG_VERSION"));
-    let app = gateway.router(actuator);
-    Shutdown::new().serve_bind(&bind, app).await
+    let admin = gateway.admin_router(actuator);
+    let workers = config.server.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let server = Server::start(gateway, admin, bind, workers).map_err(|e| format!("--bind {bind}: {e}"))?;
+    tracing::info!(addr = %server.local_addr(), workers, "listening");
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals();
+    shutdown.triggered().await;
+    tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(30)))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Reloads the routes when the file changes (checked every 500 ms); a bad file keeps

@@ -32,6 +32,8 @@ pub(crate) struct Route {
     pub(crate) target: Target,
     pub(crate) order: i32,
     pub(crate) index: usize,
+    /// Position in the table (for per-route caches).
+    pub(crate) slot: usize,
     pub(crate) predicates: Vec<Predicate>,
     /// Default filters, then the route's.
     pub(crate) filters: Vec<Filter>,
@@ -44,6 +46,8 @@ pub(crate) struct Route {
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     pub(crate) routes: Vec<Arc<Route>>,
+    /// Distinguishes tables across reloads.
+    pub(crate) generation: u64,
     root: Node,
 }
 
@@ -106,6 +110,7 @@ impl RouteTable {
                 target,
                 order: definition.order,
                 index: definition.index,
+                slot: 0,
                 predicates,
                 filters,
                 connect_timeout: millis("connect-timeout", config.server.connect_timeout)?,
@@ -115,6 +120,9 @@ impl RouteTable {
         }
         assign_weights(&mut routes);
         routes.sort_by_key(|r| (r.order, r.index));
+        for (slot, route) in routes.iter_mut().enumerate() {
+            route.slot = slot;
+        }
 
         let mut root = Node::default();
         for (slot, route) in routes.iter().enumerate() {
@@ -139,8 +147,10 @@ impl RouteTable {
                 None => root.routes.push(slot),
             }
         }
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(RouteTable {
             routes: routes.into_iter().map(Arc::new).collect(),
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             root,
         })
     }

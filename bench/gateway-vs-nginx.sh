@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Gateway throughput: the same upstream behind nginx (reverse proxy with upstream
+# keepalive) and behind msa-gateway (one route), wrk -t1 -c64 against each in turn,
+# alternating, 3 rounds. Prints req/s and p50/p99 side by side with the ratio.
+# Goal: msa-gateway >= 1.0x nginx's req/s, p99 no worse.
+#
+# Usage: bench/gateway-vs-nginx.sh [SECONDS] [ROUNDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+rounds="${2:-3}"
+connections="${3:-64}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+cargo build --release -q -p msa-gateway --bin msa-gateway --example upstream
+bin="$CARGO_TARGET_DIR/release"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up_port="$(free_port)"; nginx_port="$(free_port)"; gw_port="$(free_port)"
+
+"$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &
+pids+=($!)
+
+cores="$(nproc)"
+cat > "$work/nginx.conf" <<CONF
+worker_processes $cores;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$up_port; keepalive 128; }
+  server {
+    listen 127.0.0.1:$nginx_port reuseport;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+CONF
+"$nginx_bin" -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+
+cat > "$work/gateway.yaml" <<CONF
+server:
+  bind: 127.0.0.1:$gw_port
+routes:
+  - id: bench
+    uri: http://127.0.0.1:$up_port
+    predicates:
+      - Path=/**
+CONF
+RUST_LOG=warn "$bin/msa-gateway" --config "$work/gateway.yaml" 2>"$work/gateway.log" &
+pids+=($!)
+
+for port in "$up_port" "$nginx_port" "$gw_port"; do
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+run() { # name port
+  wrk -t1 -c"$connections" -d"${seconds}s" --latency "http://127.0.0.1:$2/api/ping" >"$work/$1.out"
+  local rps p50 p99 errors
+  rps="$(awk '/Requests\/sec/ {print $2}' "$work/$1.out")"
+  p50="$(awk '$1 == "50%" {print $2}' "$work/$1.out")"
+  p99="$(awk '$1 == "99%" {print $2}' "$work/$1.out")"
+  errors="$(awk '/Non-2xx|Socket errors/ {print}' "$work/$1.out" | tr '\n' ' ')"
+  echo "$rps $p50 $p99 ${errors:-}"
+}
+
+echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; $(date -u +%Y-%m-%d), $cores cores, $(uname -r)"
+echo
+echo "| round | nginx req/s | nginx p50 | nginx p99 | msa-gateway req/s | msa-gateway p50 | msa-gateway p99 | ratio |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+for round in $(seq 1 "$rounds"); do
+  read -r n_rps n_p50 n_p99 n_err < <(run nginx "$nginx_port")
+  read -r g_rps g_p50 g_p99 g_err < <(run gateway "$gw_port")
+  ratio="$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", g / n }')"
+  echo "| $round | $n_rps | $n_p50 | $n_p99 | $g_rps | $g_p50 | $g_p99 | ${ratio}x |"
+  [ -n "${n_err:-}${g_err:-}" ] && echo "errors: nginx: ${n_err:-none}; msa-gateway: ${g_err:-none}" >&2
+done

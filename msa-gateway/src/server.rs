@@ -1,0 +1,165 @@
+//! Serving: one current-thread runtime per worker, each accepting on its own
+//! `SO_REUSEPORT` listener and keeping its own upstream connection pool, so requests never
+//! cross threads and pools are never contended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::proxy::Gateway;
+
+/// A running server: stop it with [`Server::stop`].
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `bind` once per worker (`SO_REUSEPORT`) and serves `gateway`, with `admin`
+    /// (the actuator) answering under `/actuator`. Returns once every worker listens.
+    pub fn start(
+        gateway: Gateway,
+        admin: axum::Router,
+        bind: SocketAddr,
+        workers: usize,
+    ) -> std::io::Result<Server> {
+        let workers = workers.max(1);
+        let first = listener(bind)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(listener(addr)?);
+        }
+        let (stop, stopped) = watch::channel(false);
+        let admin = Arc::new(admin);
+        let mut handles = Vec::with_capacity(workers);
+        for (n, std_listener) in listeners.into_iter().enumerate() {
+            let gateway = gateway.clone();
+            let admin = admin.clone();
+            let stopped = stopped.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("msa-gateway-{n}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            tracing::error!(%error, "a worker could not start its runtime");
+                            return;
+                        }
+                    };
+                    runtime.block_on(worker(gateway, admin, std_listener, stopped));
+                })?;
+            handles.push(handle);
+        }
+        Ok(Server {
+            addr,
+            stop,
+            workers: handles,
+        })
+    }
+
+    /// The address listened on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `drain`), and returns when
+    /// every worker has stopped.
+    pub fn stop(self, drain: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = std::time::Instant::now() + drain + Duration::from_secs(1);
+        for worker in self.workers {
+            while !worker.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if worker.is_finished() {
+                let _ = worker.join();
+            }
+        }
+    }
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+async fn worker(
+    gateway: Gateway,
+    admin: Arc<axum::Router>,
+    std_listener: std::net::TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "a worker could not listen");
+            return;
+        }
+    };
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!(%error, "accept failed");
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let admin = admin.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let gateway = gateway.clone();
+            let admin = admin.clone();
+            async move {
+                let request = request.map(Body::new);
+                let response = if request.uri().path().starts_with("/actuator") {
+                    match (*admin).clone().oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                } else {
+                    gateway.handle(request, remote).await
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+}
