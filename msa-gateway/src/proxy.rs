@@ -38,16 +38,38 @@ struct State {
     max_header_size: usize,
     balancer: Option<Balancer>,
     metrics: HistogramVec,
+    /// Unique per gateway in the process (for per-thread caches).
+    id: u64,
+    /// Bumped on every reload, so threads refresh their cached table.
+    generation: std::sync::atomic::AtomicU64,
     /// The file routes are reloaded from.
     file: Mutex<Option<std::path::PathBuf>>,
 }
 
 thread_local! {
     static CLIENTS: std::cell::RefCell<HashMap<Duration, HttpClient>> = std::cell::RefCell::default();
-    /// Metric children by (table generation, route slot, method, status).
-    static HISTOGRAMS: std::cell::RefCell<HashMap<(u64, usize, http::Method, u16), prometheus::Histogram>> =
-        std::cell::RefCell::default();
+    static HISTOGRAMS: std::cell::RefCell<LocalMetrics> = std::cell::RefCell::default();
+    /// This thread's copy of the route table: (gateway, generation, table).
+    static TABLE: std::cell::RefCell<Option<(u64, u64, Arc<RouteTable>)>> =
+        const { std::cell::RefCell::new(None) };
 }
+
+/// Per-thread histogram buffers, by (table generation, route slot, method, status).
+#[derive(Default)]
+struct LocalMetrics {
+    children: HashMap<(u64, usize, http::Method, u16), prometheus::local::LocalHistogram>,
+    flushed: Option<Instant>,
+}
+
+impl LocalMetrics {
+    fn flush(&mut self) {
+        for child in self.children.values_mut() {
+            child.flush();
+        }
+    }
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many times `forward:` may dispatch again within one request.
 const MAX_FORWARDS: u8 = 4;
@@ -102,6 +124,8 @@ impl Gateway {
                 max_header_size: config.server.max_header_size,
                 balancer,
                 metrics,
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 file: Mutex::default(),
             }),
         })
@@ -117,6 +141,9 @@ impl Gateway {
             .table
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        self.state
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(count)
     }
 
@@ -188,22 +215,67 @@ impl Gateway {
         })
     }
 
-    fn observe(&self, route: &Route, generation: u64, method: &http::Method, status: StatusCode, seconds: f64) {
-        let key = (generation, route.slot, method.clone(), status.as_u16());
+    /// Records a request in this thread's buffer of the route's histogram; buffers reach
+    /// the shared histogram at most a second later (no atomic per request).
+    fn observe(
+        &self,
+        route: &Route,
+        generation: u64,
+        method: &http::Method,
+        status: StatusCode,
+        now: Instant,
+        seconds: f64,
+    ) {
         HISTOGRAMS.with(|cache| {
             let mut cache = cache.borrow_mut();
-            if cache.len() > 4096 {
-                cache.clear();
+            let cache = &mut *cache;
+            let key = (generation, route.slot, method.clone(), status.as_u16());
+            if !cache.children.contains_key(&key) {
+                if cache.children.len() > 4096 {
+                    cache.flush();
+                    cache.children.clear();
+                }
+                let child = self
+                    .state
+                    .metrics
+                    .with_label_values(&[route.id.as_str(), method.as_str(), status.as_str()])
+                    .local();
+                cache.children.insert(key.clone(), child);
             }
-            cache
-                .entry(key)
-                .or_insert_with(|| {
-                    self.state
-                        .metrics
-                        .with_label_values(&[route.id.as_str(), method.as_str(), status.as_str()])
-                })
-                .observe(seconds);
+            if let Some(child) = cache.children.get(&key) {
+                child.observe(seconds);
+            }
+            if cache
+                .flushed
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+            {
+                cache.flush();
+                cache.flushed = Some(now);
+            }
         });
+    }
+
+    /// The current routes, cached per thread until a reload changes the generation.
+    fn current_table(&self) -> Arc<RouteTable> {
+        let generation = self
+            .state
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        TABLE.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            match &*cached {
+                Some((gateway, seen, table))
+                    if *seen == generation && *gateway == self.state.id =>
+                {
+                    table.clone()
+                }
+                _ => {
+                    let table = self.table();
+                    *cached = Some((self.state.id, generation, table.clone()));
+                    table
+                }
+            }
+        })
     }
 
     /// Serves one request from `remote`.
@@ -211,7 +283,12 @@ impl Gateway {
         self.dispatch(request, remote, 0).await
     }
 
-    async fn dispatch(&self, request: Request<Body>, remote: SocketAddr, forwards: u8) -> Response<Body> {
+    async fn dispatch(
+        &self,
+        request: Request<Body>,
+        remote: SocketAddr,
+        forwards: u8,
+    ) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let Some(path) = normalize(parts.uri.path()) else {
@@ -228,7 +305,7 @@ impl Gateway {
         }
         let host_header = host(&parts);
         let host_only = host_header.as_deref().map(strip_port);
-        let table = self.table();
+        let table = self.current_table();
         let mut vars = Vec::new();
         let route = {
             let mut info = RequestInfo {
@@ -240,7 +317,7 @@ impl Gateway {
                 remote,
                 draws: Vec::new(),
             };
-            table.find(&mut info, &mut vars).cloned()
+            table.find(&mut info, &mut vars)
         };
         let Some(route) = route else {
             return error_response(
@@ -250,10 +327,27 @@ impl Gateway {
         };
         let method = parts.method.clone();
         let response = self
-            .through(&route, parts, body, path, vars, host_header, remote, forwards)
+            .through(
+                route,
+                parts,
+                body,
+                path,
+                vars,
+                host_header,
+                remote,
+                forwards,
+            )
             .await;
-        let elapsed = started.elapsed();
-        self.observe(&route, table.generation, &method, response.status(), elapsed.as_secs_f64());
+        let now = Instant::now();
+        let elapsed = now.duration_since(started);
+        self.observe(
+            route,
+            table.generation,
+            &method,
+            response.status(),
+            now,
+            elapsed.as_secs_f64(),
+        );
         tracing::info!(target: "msa_gateway::access", route = %route.id, %method,
             status = response.status().as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0,
             %remote, "request");
@@ -533,6 +627,12 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, and those the Connection header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let present = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection");
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

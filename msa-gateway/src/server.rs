@@ -50,7 +50,10 @@ impl Server {
             let handle = std::thread::Builder::new()
                 .name(format!("msa-gateway-{n}"))
                 .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         Ok(runtime) => runtime,
                         Err(error) => {
                             tracing::error!(%error, "a worker could not start its runtime");

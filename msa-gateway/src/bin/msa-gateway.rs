@@ -11,6 +11,11 @@ use msa_core::shutdown::{self, Shutdown};
 use msa_core::telemetry::Telemetry;
 use msa_gateway::{Gateway, GatewayConfig, Server};
 
+// A proxy allocates a little for every request; mimalloc's thread-local free lists serve
+// that with no contention between the worker threads (measured: bench/gateway-vs-nginx.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The msa API gateway.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -48,7 +53,8 @@ async fn run(args: Args) -> Result<(), String> {
     let workers = config.server.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let server = Server::start(gateway, admin, bind, workers).map_err(|e| format!("--bind {bind}: {e}"))?;
+    let server =
+        Server::start(gateway, admin, bind, workers).map_err(|e| format!("--bind {bind}: {e}"))?;
     tracing::info!(addr = %server.local_addr(), workers, "listening");
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
