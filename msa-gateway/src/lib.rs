@@ -20,6 +20,7 @@ mod admin;
 pub mod config;
 mod filter;
 mod proxy;
+mod resilience;
 mod route;
 mod server;
 

@@ -14,13 +14,14 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use msa_breaker::circuit_breaker::CircuitBreakerRegistry;
 use msa_discovery::balance::{Balancer, LoadBalancer, NoInstance};
 use msa_discovery::discovery::{EurekaDiscovery, RegistryDiscovery, StaticDiscovery};
 use prometheus::HistogramVec;
 use tower::ServiceExt;
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::filter::{Exchange, oversized_header};
+use crate::filter::{Exchange, Filter, oversized_header};
 use crate::route::predicate::RequestInfo;
 use crate::route::{Route, RouteTable, Target};
 
@@ -38,6 +39,8 @@ struct State {
     max_header_size: usize,
     balancer: Option<Balancer>,
     metrics: HistogramVec,
+    /// CircuitBreaker filters' breakers, by name, kept across reloads.
+    breakers: CircuitBreakerRegistry,
     /// Unique per gateway in the process (for per-thread caches).
     id: u64,
     /// Bumped on every reload, so threads refresh their cached table.
@@ -69,6 +72,9 @@ impl LocalMetrics {
     }
 }
 
+/// The most body bytes CacheRequestBody keeps for retries (unless RequestSize says less).
+const CACHE_LIMIT: usize = 10 << 20;
+
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many times `forward:` may dispatch again within one request.
@@ -77,7 +83,9 @@ const MAX_FORWARDS: u8 = 4;
 impl Gateway {
     /// A gateway serving `config`'s routes; the first mistake in them is the error.
     pub fn new(config: &GatewayConfig) -> Result<Self, ConfigError> {
-        let table = RouteTable::build(config)?;
+        let breakers = CircuitBreakerRegistry::new(msa_breaker::Section::default())
+            .map_err(|e| config.source.error("", e.to_string()))?;
+        let table = RouteTable::build(config, &breakers)?;
         let discovery = &config.discovery;
         let balancer = if let Some(registry) = &discovery.registry {
             Some(Balancer::new(
@@ -124,6 +132,7 @@ impl Gateway {
                 max_header_size: config.server.max_header_size,
                 balancer,
                 metrics,
+                breakers,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 file: Mutex::default(),
@@ -134,7 +143,7 @@ impl Gateway {
     /// Swaps in `config`'s routes; in-flight requests finish on the routes they matched.
     /// A bad config changes nothing.
     pub fn reload(&self, config: &GatewayConfig) -> Result<usize, ConfigError> {
-        let table = RouteTable::build(config)?;
+        let table = RouteTable::build(config, &self.state.breakers)?;
         let count = table.routes.len();
         *self
             .state
@@ -438,13 +447,20 @@ impl Gateway {
         }
         *request.headers_mut() = headers;
 
+        let response = self.send_resilient(route, request, remote).await;
+        self.respond(route, &ex, host_header.as_deref(), response)
+    }
+
+    /// Sends once: the gateway's own error answers (timeout, unreachable, no instance) come
+    /// back with `true`.
+    async fn send_once(&self, route: &Route, request: Request<Body>) -> (Response<Body>, bool) {
         let client = self.client(route.connect_timeout);
         let sent = match &route.target {
             Target::Lb(_) => {
                 let Some(balancer) = &self.state.balancer else {
-                    return error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no discovery configured",
+                    return (
+                        error_response(StatusCode::SERVICE_UNAVAILABLE, "no discovery configured"),
+                        true,
                     );
                 };
                 let balanced = LoadBalancer::new(client, balancer.clone());
@@ -460,22 +476,150 @@ impl Gateway {
                 .await
             }
         };
-        let response = match sent {
-            Err(_) => error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "the upstream did not answer within {:?}",
-                    route.response_timeout
+        match sent {
+            Err(_) => (
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "the upstream did not answer within {:?}",
+                        route.response_timeout
+                    ),
                 ),
+                true,
             ),
-            Ok(Err(error)) => upstream_error(&*error),
+            Ok(Err(error)) => (upstream_error(&*error), true),
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
+                (
+                    Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))),
+                    false,
+                )
             }
+        }
+    }
+
+    /// Sends through the route's CircuitBreaker and Retry filters, if it has them.
+    async fn send_resilient(
+        &self,
+        route: &Route,
+        request: Request<Body>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        let mut breaker = None;
+        let mut retry = None;
+        let mut cache = false;
+        for filter in &route.filters {
+            match filter {
+                Filter::CircuitBreaker(b) if breaker.is_none() => breaker = Some(b),
+                Filter::Retry(r) if retry.is_none() => retry = Some(r),
+                Filter::CacheRequestBody => cache = true,
+                _ => {}
+            }
+        }
+        if breaker.is_none() && retry.is_none() {
+            return self.send_once(route, request).await.0;
+        }
+        let (parts, body) = request.into_parts();
+        let template = || {
+            let mut request = Request::new(());
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = parts.uri.clone();
+            *request.version_mut() = parts.version;
+            *request.headers_mut() = parts.headers.clone();
+            request
         };
-        self.respond(route, &ex, host_header.as_deref(), response)
+        // A body to send again: buffered when the route caches bodies, or empty.
+        let retry = retry.filter(|r| r.applies_to(&parts.method) && r.retries > 0);
+        let mut body = Some(body);
+        let mut buffered: Option<bytes::Bytes> = None;
+        if retry.is_some() {
+            let empty = body
+                .as_ref()
+                .is_some_and(|b| http_body::Body::size_hint(b).exact() == Some(0));
+            if empty {
+                buffered = Some(bytes::Bytes::new());
+            } else if cache && let Some(whole) = body.take() {
+                match Limited::new(whole, CACHE_LIMIT).collect().await {
+                    Ok(collected) => buffered = Some(collected.to_bytes()),
+                    Err(_) => {
+                        return error_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "the request body is too large to cache for retries",
+                        );
+                    }
+                }
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let next_body = match (&buffered, body.take()) {
+                (Some(bytes), _) => Body::from(bytes.clone()),
+                (None, Some(body)) => body,
+                (None, None) => Body::empty(),
+            };
+            let request = template().map(|()| next_body);
+            let permit = match breaker {
+                Some(b) => match b.breaker.try_acquire() {
+                    Ok(permit) => Some(permit),
+                    Err(open) => {
+                        return self
+                            .fallback(b, &template(), remote, &open.to_string())
+                            .await;
+                    }
+                },
+                None => None,
+            };
+            let (response, failed) = self.send_once(route, request).await;
+            let status = response.status();
+            if let (Some(permit), Some(b)) = (permit, breaker) {
+                let failure = failed || b.statuses.contains(&status);
+                permit.complete(if failure {
+                    msa_breaker::Outcome::Failure
+                } else {
+                    msa_breaker::Outcome::Success
+                });
+            }
+            if let Some(r) = retry
+                && buffered.is_some()
+                && attempt < r.retries
+                && r.retry_on(status, failed)
+            {
+                tokio::time::sleep(r.backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            if let Some(b) = breaker
+                && (failed || b.statuses.contains(&status))
+                && b.fallback.is_some()
+            {
+                let reason = format!("the upstream answered {status}");
+                return self.fallback(b, &template(), remote, &reason).await;
+            }
+            return response;
+        }
+    }
+
+    /// The CircuitBreaker's fallback: `forward:` dispatched inside the gateway, or 503.
+    async fn fallback(
+        &self,
+        breaker: &crate::resilience::BreakerFilter,
+        template: &Request<()>,
+        remote: SocketAddr,
+        reason: &str,
+    ) -> Response<Body> {
+        let Some(path) = &breaker.fallback else {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
+        };
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = template.method().clone();
+        *request.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        *request.headers_mut() = template.headers().clone();
+        request.headers_mut().remove(header::CONTENT_LENGTH);
+        if let Ok(value) = HeaderValue::from_str(reason) {
+            request.headers_mut().insert("x-msa-fallback-reason", value);
+        }
+        Box::pin(self.dispatch(request, remote, 1)).await
     }
 
     fn respond(

@@ -51,6 +51,7 @@ async fn upstream(name: &'static str) -> SocketAddr {
                 (headers, "dup")
             }),
         )
+        .route("/fail-times/{key}/{n}", get(fail_times).post(fail_times))
         .fallback(move |request: Request| async move {
             let path = request.uri().path().to_owned();
             let query = request.uri().query().map(str::to_owned);
@@ -66,6 +67,33 @@ async fn upstream(name: &'static str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// 500 for the first `n` calls with this key, then the body echoed.
+async fn fail_times(
+    axum::extract::Path((key, n)): axum::extract::Path<(String, usize)>,
+    body: String,
+) -> (StatusCode, String) {
+    static CALLS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+    let mut calls = CALLS.lock().unwrap();
+    let count = match calls.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, count)) => {
+            *count += 1;
+            *count
+        }
+        None => {
+            calls.push((key, 1));
+            1
+        }
+    };
+    if count <= n {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failure {count}"),
+        )
+    } else {
+        (StatusCode::OK, format!("ok after {n}: {body}"))
+    }
 }
 
 struct GatewayProcess {
@@ -507,4 +535,95 @@ fn a_bad_file_stops_start_up_with_file_line_and_key() {
         file.path().display()
     );
     assert_eq!(stderr, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_the_circuit_breaker_with_its_fallback() {
+    let a = upstream("a").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = format!(
+        "
+routes:
+  - id: retry
+    uri: http://{a}
+    predicates: [ 'Path=/retry/**' ]
+    filters: [ StripPrefix=1, Retry=3 ]
+  - id: retry-post
+    uri: http://{a}
+    predicates: [ 'Path=/post/**' ]
+    filters:
+      - StripPrefix=1
+      - CacheRequestBody
+      - name: Retry
+        args: {{ retries: 2, methods: [ POST ], backoff: {{ firstBackoff: 5ms, maxBackoff: 20ms }} }}
+  - id: guarded
+    uri: http://{dead}
+    predicates: [ 'Path=/guarded/**' ]
+    filters:
+      - name: CircuitBreaker
+        args: {{ name: dead-service, fallbackUri: 'forward:/fallback/dead' }}
+  - id: fallbacks
+    uri: http://{a}
+    predicates: [ 'Path=/fallback/**' ]
+"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let http = client();
+
+    // GET: two failures, then success within Retry=3; five failures exhaust it (1 + 3).
+    let response = http
+        .get(gateway.url("/retry/fail-times/get-a/2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok after 2: ");
+    let response = http
+        .get(gateway.url("/retry/fail-times/get-b/5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.text().await.unwrap(), "failure 4");
+    // POST is not retried by default; with CacheRequestBody and methods: POST it is,
+    // with its body.
+    let response = http
+        .post(gateway.url("/retry/fail-times/post-a/1"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let response = http
+        .post(gateway.url("/post/fail-times/post-b/2"))
+        .body("order 7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok after 2: order 7");
+
+    // The upstream is down: every call gets the fallback, and after the breaker's window
+    // (100 calls) it opens and the upstream is not even tried.
+    let mut reasons = Vec::new();
+    for _ in 0..110 {
+        let response = http
+            .get(gateway.url("/guarded/stock"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-echo-path"], "/fallback/dead");
+        let echo = json_of(response).await;
+        reasons.push(
+            echo["headers"]["x-msa-fallback-reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert!(reasons[0].contains("503"), "{}", reasons[0]);
+    assert!(reasons[109].contains("is OPEN"), "{}", reasons[109]);
 }

@@ -51,6 +51,9 @@ pub(crate) enum Filter {
     RewriteLocationResponseHeader(Regex),
     SecureHeaders,
     SetStatus(StatusCode),
+    CircuitBreaker(crate::resilience::BreakerFilter),
+    Retry(crate::resilience::RetryFilter),
+    CacheRequestBody,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +64,10 @@ pub(crate) enum Dedupe {
 }
 
 impl Filter {
-    pub(crate) fn build(definition: &Definition) -> Result<Self, String> {
+    pub(crate) fn build(
+        definition: &Definition,
+        breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
+    ) -> Result<Self, String> {
         let a = &definition.args;
         let header = |name: &str, pos: usize| -> Result<HeaderName, String> {
             let value = a.required(name, pos)?;
@@ -177,6 +183,11 @@ impl Filter {
             }
             "SecureHeaders" => Filter::SecureHeaders,
             "SetStatus" => Filter::SetStatus(status(&a.required("status", 0)?)?),
+            "CircuitBreaker" => {
+                Filter::CircuitBreaker(crate::resilience::BreakerFilter::build(a, breakers)?)
+            }
+            "Retry" => Filter::Retry(crate::resilience::RetryFilter::build(a)?),
+            "CacheRequestBody" => Filter::CacheRequestBody,
             other => return Err(format!("unknown filter {other:?}")),
         })
     }
@@ -448,7 +459,7 @@ fn number(text: &str, name: &str) -> Result<usize, String> {
         .map_err(|_| format!("`{name}` {text:?} is not a whole number"))
 }
 
-fn status(text: &str) -> Result<StatusCode, String> {
+pub(crate) fn status(text: &str) -> Result<StatusCode, String> {
     let code = match text {
         "NOT_FOUND" => 404,
         "UNAUTHORIZED" => 401,
@@ -507,7 +518,9 @@ mod tests {
     }
 
     fn run(shortcut: &str, ex: &mut Exchange) -> Outcome {
-        Filter::build(&Definition::shortcut(shortcut).unwrap())
+        let breakers =
+            msa_breaker::circuit_breaker::CircuitBreakerRegistry::new(Default::default()).unwrap();
+        Filter::build(&Definition::shortcut(shortcut).unwrap(), &breakers)
             .unwrap()
             .request(ex)
     }

@@ -61,7 +61,10 @@ struct Node {
 
 impl RouteTable {
     /// Builds every route; the first mistake is reported with its file, line and key.
-    pub(crate) fn build(config: &GatewayConfig) -> Result<Self, ConfigError> {
+    pub(crate) fn build(
+        config: &GatewayConfig,
+        breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
+    ) -> Result<Self, ConfigError> {
         let mut defaults = Vec::new();
         for (n, definition) in config.default_filters.iter().enumerate() {
             defaults.push((n, definition));
@@ -80,13 +83,13 @@ impl RouteTable {
             let mut filters = Vec::with_capacity(defaults.len() + definition.filters.len());
             for (n, f) in &defaults {
                 filters.push(
-                    Filter::build(f)
+                    Filter::build(f, breakers)
                         .map_err(|e| config.source.error(&format!("default-filters.{n}"), e))?,
                 );
             }
             for (n, f) in definition.filters.iter().enumerate() {
                 filters.push(
-                    Filter::build(f)
+                    Filter::build(f, breakers)
                         .map_err(|e| config.source.error(&at(&format!("filters.{n}")), e))?,
                 );
             }
@@ -266,8 +269,12 @@ mod tests {
     use super::*;
     use http::{HeaderMap, Method};
 
+    fn breakers() -> msa_breaker::circuit_breaker::CircuitBreakerRegistry {
+        msa_breaker::circuit_breaker::CircuitBreakerRegistry::new(Default::default()).unwrap()
+    }
+
     fn table(yaml: &str) -> RouteTable {
-        RouteTable::build(&GatewayConfig::parse("t.yaml", yaml).unwrap()).unwrap()
+        RouteTable::build(&GatewayConfig::parse("t.yaml", yaml).unwrap(), &breakers()).unwrap()
     }
 
     fn find(table: &RouteTable, path: &str) -> Option<String> {
@@ -323,13 +330,16 @@ mod tests {
             "routes:\n  - id: a\n    uri: http://127.0.0.1:1\n    filters:\n      - StripPrefix=x\n",
         )
         .unwrap();
-        let error = RouteTable::build(&config).unwrap_err();
+        let error = RouteTable::build(&config, &breakers()).unwrap_err();
         assert_eq!(
             error.to_string(),
             "t.yaml:5: routes.0.filters.0: `parts` \"x\" is not a whole number"
         );
         let config =
             GatewayConfig::parse("t.yaml", "routes:\n  - id: a\n    uri: ftp://x\n").unwrap();
-        assert_eq!(RouteTable::build(&config).unwrap_err().line, Some(3));
+        assert_eq!(
+            RouteTable::build(&config, &breakers()).unwrap_err().line,
+            Some(3)
+        );
     }
 }
