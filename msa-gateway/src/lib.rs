@@ -19,6 +19,7 @@
 mod admin;
 pub mod config;
 mod filter;
+mod pool;
 mod proxy;
 mod resilience;
 mod route;

@@ -11,9 +11,6 @@ use axum::extract::ConnectInfo;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use msa_breaker::circuit_breaker::CircuitBreakerRegistry;
 use msa_discovery::balance::{Balancer, LoadBalancer, NoInstance};
 use msa_discovery::discovery::{EurekaDiscovery, RegistryDiscovery, StaticDiscovery};
@@ -25,7 +22,6 @@ use crate::filter::{Exchange, Filter, oversized_header};
 use crate::route::predicate::RequestInfo;
 use crate::route::{Route, RouteTable, Target};
 
-type HttpClient = Client<HttpConnector, Body>;
 
 /// The gateway: routes, clients and the balancer. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -50,7 +46,6 @@ struct State {
 }
 
 thread_local! {
-    static CLIENTS: std::cell::RefCell<HashMap<Duration, HttpClient>> = std::cell::RefCell::default();
     static HISTOGRAMS: std::cell::RefCell<LocalMetrics> = std::cell::RefCell::default();
     /// This thread's copy of the route table: (gateway, generation, table).
     static TABLE: std::cell::RefCell<Option<(u64, u64, Arc<RouteTable>)>> =
@@ -202,26 +197,6 @@ impl Gateway {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    /// This thread's client for upstreams with this connect timeout: each worker thread
-    /// keeps its own pool, so connections never cross threads.
-    fn client(&self, connect_timeout: Duration) -> HttpClient {
-        CLIENTS.with(|clients| {
-            clients
-                .borrow_mut()
-                .entry(connect_timeout)
-                .or_insert_with(|| {
-                    let mut connector = HttpConnector::new();
-                    connector.set_connect_timeout(Some(connect_timeout));
-                    connector.set_nodelay(true);
-                    Client::builder(TokioExecutor::new())
-                        .pool_idle_timeout(Duration::from_secs(60))
-                        .pool_max_idle_per_host(1024)
-                        .build(connector)
-                })
-                .clone()
-        })
     }
 
     /// Records a request in this thread's buffer of the route's histogram; buffers reach
@@ -454,7 +429,9 @@ impl Gateway {
     /// Sends once: the gateway's own error answers (timeout, unreachable, no instance) come
     /// back with `true`.
     async fn send_once(&self, route: &Route, request: Request<Body>) -> (Response<Body>, bool) {
-        let client = self.client(route.connect_timeout);
+        let client = crate::pool::PoolClient {
+            connect_timeout: route.connect_timeout,
+        };
         let sent = match &route.target {
             Target::Lb(_) => {
                 let Some(balancer) = &self.state.balancer else {
@@ -467,12 +444,10 @@ impl Gateway {
                 tokio::time::timeout(route.response_timeout, balanced.oneshot(request)).await
             }
             _ => {
-                tokio::time::timeout(route.response_timeout, async {
-                    client
-                        .request(request)
-                        .await
-                        .map_err(msa_core::BoxError::from)
-                })
+                tokio::time::timeout(
+                    route.response_timeout,
+                    crate::pool::send(request, route.connect_timeout),
+                )
                 .await
             }
         };
@@ -491,10 +466,7 @@ impl Gateway {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                (
-                    Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))),
-                    false,
-                )
+                (Response::from_parts(parts, body), false)
             }
         }
     }
@@ -671,9 +643,25 @@ fn upstream_error(error: &(dyn std::error::Error + 'static)) -> Response<Body> {
         }
         source = e.source();
     }
-    let connect = error
-        .downcast_ref::<hyper_util::client::legacy::Error>()
-        .is_some_and(hyper_util::client::legacy::Error::is_connect);
+    let connect = {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        let mut found = false;
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                found = matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::HostUnreachable
+                        | std::io::ErrorKind::NetworkUnreachable
+                        | std::io::ErrorKind::AddrNotAvailable
+                );
+                break;
+            }
+            source = e.source();
+        }
+        found
+    };
     if connect {
         error_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,184 @@
+//! A per-thread HTTP/1.1 connection pool to upstreams, on hyper's connection API.
+//!
+//! Each worker thread keeps its own idle connections, so taking and returning one is a
+//! `Vec` push and pop: no lock, no shared counter, no background task. A connection goes
+//! back to the pool when its response body has been read to the end; one whose response
+//! was abandoned is closed.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use msa_core::BoxError;
+
+/// Idle connections kept per upstream address, per thread.
+const MAX_IDLE: usize = 1024;
+
+thread_local! {
+    static IDLE: RefCell<HashMap<Box<str>, Vec<SendRequest<Body>>>> = RefCell::default();
+}
+
+/// Sends requests (absolute URIs) over this thread's pooled connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolClient {
+    pub(crate) connect_timeout: Duration,
+}
+
+impl tower::Service<Request<Body>> for PoolClient {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        Box::pin(send(request, self.connect_timeout))
+    }
+}
+
+/// Sends `request` (an absolute `http://host:port/...` URI) and returns the response.
+pub(crate) async fn send(
+    mut request: Request<Body>,
+    connect_timeout: Duration,
+) -> Result<Response<Body>, BoxError> {
+    let authority: Box<str> = request
+        .uri()
+        .authority()
+        .ok_or("the upstream URI has no host")?
+        .as_str()
+        .into();
+    let origin: Uri = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()?;
+    *request.uri_mut() = origin;
+    if !request.headers().contains_key(HOST) {
+        request
+            .headers_mut()
+            .insert(HOST, HeaderValue::from_str(&authority)?);
+    }
+    loop {
+        let (mut sender, fresh) = match take_idle(&authority) {
+            Some(sender) => (sender, false),
+            None => (connect(&authority, connect_timeout).await?, true),
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok(pooled(response, sender, authority)),
+            Err(mut error) => match error.take_message() {
+                // An idle connection the upstream had closed, found before anything was
+                // written: send on a new one.
+                Some(unsent) if !fresh => request = unsent,
+                _ => return Err(error.into_error().into()),
+            },
+        }
+    }
+}
+
+fn take_idle(authority: &str) -> Option<SendRequest<Body>> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(authority)?;
+        while let Some(sender) = list.pop() {
+            if sender.is_ready() && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    })
+}
+
+fn give_back(authority: Box<str>, sender: SendRequest<Body>) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(authority).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(sender);
+        }
+    });
+}
+
+async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>, BoxError> {
+    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority)).await {
+        Ok(stream) => stream?,
+        Err(_) => {
+            return Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {authority} took longer than {timeout:?}"),
+            )));
+        }
+    };
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream connection closed with an error");
+        }
+    });
+    Ok(sender)
+}
+
+fn pooled(response: Response<Incoming>, sender: SendRequest<Body>, authority: Box<str>) -> Response<Body> {
+    response.map(|body| {
+        if http_body::Body::is_end_stream(&body) {
+            give_back(authority, sender);
+            Body::new(body)
+        } else {
+            Body::new(PooledBody {
+                body,
+                owner: Some((authority, sender)),
+            })
+        }
+    })
+}
+
+/// A response body that returns its connection to the pool once read to the end.
+struct PooledBody {
+    body: Incoming,
+    owner: Option<(Box<str>, SendRequest<Body>)>,
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let done = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            _ => false,
+        };
+        if done && let Some((authority, sender)) = this.owner.take() {
+            give_back(authority, sender);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
