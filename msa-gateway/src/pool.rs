@@ -124,7 +124,10 @@ async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>
         }
     };
     stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, connection) = http1::Builder::new()
+        .max_buf_size(16 * 1024)
+        .handshake(TokioIo::new(stream))
+        .await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "upstream connection closed with an error");

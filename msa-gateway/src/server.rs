@@ -122,7 +122,10 @@ async fn worker(
         }
     };
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Read buffers start at 8 KiB and may grow to this; hyper's default (~400 KiB) lets a
+    // thousand idle keep-alive connections hold megabytes.
+    builder.http1().max_buf_size(16 * 1024);
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
