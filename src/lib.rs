@@ -61,4 +61,7 @@ pub mod guide {
     #[cfg(feature = "config")]
     #[doc = include_str!("../docs/config.md")]
     pub mod config {}
+    #[cfg(feature = "gateway")]
+    #[doc = include_str!("../docs/gateway.md")]
+    pub mod gateway {}
 }
