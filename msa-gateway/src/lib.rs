@@ -21,6 +21,7 @@ pub mod config;
 mod filter;
 mod pool;
 mod proxy;
+mod rate_limit;
 mod resilience;
 mod route;
 mod server;

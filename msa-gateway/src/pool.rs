@@ -114,15 +114,16 @@ fn give_back(authority: Box<str>, sender: SendRequest<Body>) {
 }
 
 async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>, BoxError> {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority)).await {
-        Ok(stream) => stream?,
-        Err(_) => {
-            return Err(Box::new(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("connecting to {authority} took longer than {timeout:?}"),
-            )));
-        }
-    };
+    let stream =
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority)).await {
+            Ok(stream) => stream?,
+            Err(_) => {
+                return Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {authority} took longer than {timeout:?}"),
+                )));
+            }
+        };
     stream.set_nodelay(true)?;
     let (sender, connection) = http1::Builder::new()
         .max_buf_size(16 * 1024)
@@ -136,7 +137,11 @@ async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>
     Ok(sender)
 }
 
-fn pooled(response: Response<Incoming>, sender: SendRequest<Body>, authority: Box<str>) -> Response<Body> {
+fn pooled(
+    response: Response<Incoming>,
+    sender: SendRequest<Body>,
+    authority: Box<str>,
+) -> Response<Body> {
     response.map(|body| {
         if http_body::Body::is_end_stream(&body) {
             give_back(authority, sender);

@@ -22,7 +22,6 @@ use crate::filter::{Exchange, Filter, oversized_header};
 use crate::route::predicate::RequestInfo;
 use crate::route::{Route, RouteTable, Target};
 
-
 /// The gateway: routes, clients and the balancer. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -357,6 +356,8 @@ impl Gateway {
             vars,
             preserve_host: false,
             max_body: None,
+            remote,
+            response_headers: HeaderMap::new(),
         };
         for filter in &route.filters {
             if let Err(response) = filter.request(&mut ex) {
@@ -602,6 +603,9 @@ impl Gateway {
         response: Response<Body>,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
+        for (name, value) in &ex.response_headers {
+            parts.headers.insert(name, value.clone());
+        }
         for filter in &route.filters {
             filter.response(&ex.vars, host, &mut parts);
         }
@@ -863,4 +867,3 @@ mod tests {
         );
     }
 }
-

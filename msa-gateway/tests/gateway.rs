@@ -627,3 +627,55 @@ routes:
     assert!(reasons[0].contains("503"), "{}", reasons[0]);
     assert!(reasons[109].contains("is OPEN"), "{}", reasons[109]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiter_answers_429_past_the_burst() {
+    let a = upstream("a").await;
+    let yaml = format!(
+        "
+routes:
+  - id: limited
+    uri: http://{a}
+    predicates: [ 'Path=/limited/**' ]
+    filters: [ 'RequestRateLimiter=1, 3, 1, route' ]
+  - id: per-user
+    uri: http://{a}
+    predicates: [ 'Path=/user/**' ]
+    filters:
+      - name: RequestRateLimiter
+        args: {{ replenishRate: 1, burstCapacity: 2, keyResolver: 'header:X-User' }}
+"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let http = client();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = http.get(gateway.url("/limited/x")).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        assert_eq!(response.headers()["x-ratelimit-burst-capacity"], "3");
+        assert_eq!(response.headers()["x-ratelimit-replenish-rate"], "1");
+        if response.status() == 429 {
+            assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+
+    // Per key: alice's bucket is hers; a request without the key is denied.
+    let user = |name: &'static str| {
+        http.get(gateway.url("/user/x"))
+            .header("x-user", name)
+            .send()
+    };
+    assert_eq!(user("alice").await.unwrap().status(), 200);
+    assert_eq!(user("alice").await.unwrap().status(), 200);
+    assert_eq!(user("alice").await.unwrap().status(), 429);
+    assert_eq!(user("bob").await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(gateway.url("/user/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+}

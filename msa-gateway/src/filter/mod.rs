@@ -21,6 +21,10 @@ pub(crate) struct Exchange {
     pub(crate) preserve_host: bool,
     /// The most body bytes to accept (RequestSize); `None`: no limit.
     pub(crate) max_body: Option<u64>,
+    /// The client's address.
+    pub(crate) remote: std::net::SocketAddr,
+    /// Headers request filters add to the response (RequestRateLimiter's).
+    pub(crate) response_headers: HeaderMap,
 }
 
 /// What a filter decided: go on, or answer now.
@@ -54,6 +58,7 @@ pub(crate) enum Filter {
     CircuitBreaker(crate::resilience::BreakerFilter),
     Retry(crate::resilience::RetryFilter),
     CacheRequestBody,
+    RequestRateLimiter(crate::rate_limit::RateLimit),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +193,9 @@ impl Filter {
             }
             "Retry" => Filter::Retry(crate::resilience::RetryFilter::build(a)?),
             "CacheRequestBody" => Filter::CacheRequestBody,
+            "RequestRateLimiter" => {
+                Filter::RequestRateLimiter(crate::rate_limit::RateLimit::build(a)?)
+            }
             other => return Err(format!("unknown filter {other:?}")),
         })
     }
@@ -297,6 +305,31 @@ impl Filter {
                     return Err(Box::new(response));
                 }
                 ex.max_body = Some(ex.max_body.map_or(*max, |m| m.min(*max)));
+            }
+            Filter::RequestRateLimiter(limit) => {
+                let decision = limit.check(&ex.headers, ex.remote);
+                let headers = &mut ex.response_headers;
+                headers.insert(
+                    "x-ratelimit-remaining",
+                    HeaderValue::from(decision.remaining),
+                );
+                headers.insert(
+                    "x-ratelimit-replenish-rate",
+                    HeaderValue::from(limit.replenish_rate),
+                );
+                headers.insert(
+                    "x-ratelimit-burst-capacity",
+                    HeaderValue::from(limit.burst_capacity),
+                );
+                headers.insert(
+                    "x-ratelimit-requested-tokens",
+                    HeaderValue::from(limit.requested_tokens),
+                );
+                if !decision.allowed {
+                    let mut response = http::Response::new(axum::body::Body::empty());
+                    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                    return Err(Box::new(response));
+                }
             }
             Filter::RedirectTo(status, url) => {
                 let mut response = http::Response::new(axum::body::Body::empty());
@@ -514,6 +547,8 @@ mod tests {
             vars: vec![("segment".into(), "7".into())],
             preserve_host: false,
             max_body: None,
+            remote: "127.0.0.1:1".parse().unwrap(),
+            response_headers: HeaderMap::new(),
         }
     }
 
