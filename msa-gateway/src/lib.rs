@@ -17,6 +17,7 @@
 //! The `msa-gateway` binary serves it: `msa-gateway --config gateway.yaml`.
 
 mod admin;
+mod auth;
 pub mod config;
 mod filter;
 mod pool;

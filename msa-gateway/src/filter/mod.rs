@@ -59,6 +59,8 @@ pub(crate) enum Filter {
     Retry(crate::resilience::RetryFilter),
     CacheRequestBody,
     RequestRateLimiter(crate::rate_limit::RateLimit),
+    JwtAuth(crate::auth::JwtAuth),
+    ApiKey(crate::auth::ApiKey),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +198,8 @@ impl Filter {
             "RequestRateLimiter" => {
                 Filter::RequestRateLimiter(crate::rate_limit::RateLimit::build(a)?)
             }
+            "JwtAuth" => Filter::JwtAuth(crate::auth::JwtAuth::build(a)?),
+            "ApiKey" => Filter::ApiKey(crate::auth::ApiKey::build(a)?),
             other => return Err(format!("unknown filter {other:?}")),
         })
     }
@@ -305,6 +309,12 @@ impl Filter {
                     return Err(Box::new(response));
                 }
                 ex.max_body = Some(ex.max_body.map_or(*max, |m| m.min(*max)));
+            }
+            Filter::JwtAuth(jwt) => jwt.check(&ex.headers)?,
+            Filter::ApiKey(api_key) => {
+                api_key.check(&ex.headers)?;
+                // The key stays at the gateway.
+                ex.headers.remove(&api_key.header);
             }
             Filter::RequestRateLimiter(limit) => {
                 let decision = limit.check(&ex.headers, ex.remote);
