@@ -130,7 +130,7 @@ async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>
         .handshake(TokioIo::new(stream))
         .await?;
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        if let Err(error) = connection.with_upgrades().await {
             tracing::debug!(%error, "upstream connection closed with an error");
         }
     });
@@ -142,6 +142,10 @@ fn pooled(
     sender: SendRequest<Body>,
     authority: Box<str>,
 ) -> Response<Body> {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // The connection now belongs to the upgraded protocol.
+        return response.map(Body::new);
+    }
     response.map(|body| {
         if http_body::Body::is_end_stream(&body) {
             give_back(authority, sender);

@@ -416,12 +416,35 @@ impl Gateway {
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         let mut headers = std::mem::take(&mut ex.headers);
+        // A WebSocket handshake keeps its Upgrade and Connection headers; the two upgraded
+        // connections are then joined byte for byte.
+        let websocket = is_websocket(&headers);
         strip_hop_by_hop(&mut headers);
+        if websocket {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         forwarded(&mut headers, remote, host_header.as_deref());
         if !ex.preserve_host {
             headers.remove(header::HOST);
         }
         *request.headers_mut() = headers;
+        if websocket {
+            let mut parts = parts.extensions;
+            let Some(downstream) = parts.remove::<hyper::upgrade::OnUpgrade>() else {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "this connection cannot be upgraded",
+                );
+            };
+            let (response, _) = self.send_once(route, request).await;
+            return self.respond(
+                route,
+                &ex,
+                host_header.as_deref(),
+                tunnel(downstream, response),
+            );
+        }
 
         let response = self.send_resilient(route, request, remote).await;
         self.respond(route, &ex, host_header.as_deref(), response)
@@ -466,7 +489,9 @@ impl Gateway {
             Ok(Err(error)) => (upstream_error(&*error), true),
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
+                if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(&mut parts.headers);
+                }
                 (Response::from_parts(parts, body), false)
             }
         }
@@ -677,6 +702,47 @@ fn upstream_error(error: &(dyn std::error::Error + 'static)) -> Response<Body> {
             &format!("the upstream failed: {error}"),
         )
     }
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
+}
+
+/// Passes the upstream's answer to a WebSocket handshake on; when it is 101, joins the
+/// client's and the upstream's upgraded connections until either closes (close frames and
+/// their codes pass through untouched).
+fn tunnel(downstream: hyper::upgrade::OnUpgrade, mut response: Response<Body>) -> Response<Body> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    let Some(upstream) = response
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "the upstream switched protocols without an upgrade",
+        );
+    };
+    tokio::spawn(async move {
+        match tokio::try_join!(downstream, upstream) {
+            Ok((client, server)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut server = hyper_util::rt::TokioIo::new(server);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                    tracing::debug!(%error, "WebSocket tunnel closed with an error");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    response
 }
 
 /// A JSON error answer, in Spring's shape.

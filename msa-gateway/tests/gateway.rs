@@ -904,3 +904,65 @@ routes:
         401
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_pass_through_with_their_close_codes() {
+    use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite;
+
+    // An upstream that echoes text and closes with code 4001 when told "bye".
+    let app = Router::new().route(
+        "/ws",
+        get(|upgrade: WebSocketUpgrade| async move {
+            upgrade.on_upgrade(|mut socket| async move {
+                while let Some(Ok(message)) = socket.recv().await {
+                    match message {
+                        Message::Text(text) if text.as_str() == "bye" => {
+                            let frame = CloseFrame {
+                                code: 4001,
+                                reason: "done".into(),
+                            };
+                            let _ = socket.send(Message::Close(Some(frame))).await;
+                            break;
+                        }
+                        Message::Text(text) => {
+                            let _ = socket
+                                .send(Message::Text(format!("echo: {text}").into()))
+                                .await;
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let yaml = format!(
+        "routes:\n  - id: ws\n    uri: http://{ws_addr}\n    predicates: [ 'Path=/live/**' ]\n    filters: [ 'RewritePath=/live/(?<rest>.*), /$\\{{rest}}' ]\n"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let url = gateway.url("/live/ws").replace("http://", "ws://");
+    let (mut socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+        .send(tungstenite::Message::text("hello"))
+        .await
+        .unwrap();
+    let echoed = socket.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "echo: hello");
+    socket
+        .send(tungstenite::Message::text("bye"))
+        .await
+        .unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        tungstenite::Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason.as_str(), "done");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
