@@ -52,6 +52,15 @@ async fn upstream(name: &'static str) -> SocketAddr {
             }),
         )
         .route("/fail-times/{key}/{n}", get(fail_times).post(fail_times))
+        .route(
+            "/redirect",
+            get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [("location", "http://internal.example:9000/next?x=1")],
+                )
+            }),
+        )
         .fallback(move |request: Request| async move {
             let path = request.uri().path().to_owned();
             let query = request.uri().query().map(str::to_owned);
@@ -965,4 +974,127 @@ async fn websockets_pass_through_with_their_close_codes() {
         }
         other => panic!("expected a close frame, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_filters_and_predicates() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let yaml = format!(
+        "
+routes:
+  - id: headers
+    uri: http://{a}
+    predicates: [ 'Path=/hdr/**' ]
+    filters:
+      - AddRequestHeadersIfNotPresent=X-A:1,X-B:2
+      - MapRequestHeader=X-From, X-To
+      - SetRequestHeader=X-Set, fixed
+      - RemoveRequestHeader=X-Drop
+      - RemoveRequestParameter=drop
+      - SetResponseHeader=X-Resp, set
+      - RewriteResponseHeader=X-Echo-Path, /hdr, /rewritten
+  - id: preserve
+    uri: http://{a}
+    predicates: [ 'Path=/preserve/**' ]
+    filters: [ PreserveHostHeader ]
+  - id: location
+    uri: http://{a}
+    predicates: [ 'Path=/redirect' ]
+    filters: [ RewriteLocationResponseHeader ]
+  - id: after
+    uri: http://{a}
+    predicates: [ 'Path=/time/**', 'After=2000-01-01T00:00:00Z' ]
+    order: 2
+  - id: before
+    uri: http://{b}
+    predicates: [ 'Path=/time/**', 'Before=2000-01-01T00:00:00Z' ]
+    order: 1
+  - id: between
+    uri: http://{b}
+    predicates: [ 'Path=/between/**', 'Between=2000-01-01T00:00:00Z, 2999-01-01T00:00:00Z' ]
+  - id: xff
+    uri: http://{a}
+    predicates: [ 'Path=/xff/**', 'XForwardedRemoteAddr=10.0.0.0/8' ]
+  - id: blue
+    uri: http://{a}
+    predicates: [ 'Path=/split/**', 'Weight=split, 5' ]
+  - id: green
+    uri: http://{b}
+    predicates: [ 'Path=/split/**', 'Weight=split, 5' ]
+"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let http = client();
+
+    let response = http
+        .get(gateway.url("/hdr/x?keep=1&drop=2"))
+        .header("x-b", "mine")
+        .header("x-from", "value")
+        .header("x-set", "theirs")
+        .header("x-drop", "gone")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-resp"], "set");
+    assert_eq!(response.headers()["x-echo-path"], "/rewritten/x");
+    let echo = json_of(response).await;
+    let headers = &echo["headers"];
+    assert_eq!(
+        (headers["x-a"].as_str(), headers["x-b"].as_str()),
+        (Some("1"), Some("mine"))
+    );
+    assert_eq!(headers["x-to"], "value");
+    assert_eq!(headers["x-set"], "fixed");
+    assert!(headers.get("x-drop").is_none());
+
+    let response = http
+        .get(gateway.url("/preserve/x"))
+        .header("host", "shop.example:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(response).await["headers"]["host"],
+        "shop.example:8080"
+    );
+
+    let response = http
+        .get(gateway.url("/redirect"))
+        .header("host", "shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["location"],
+        "http://shop.example/next?x=1"
+    );
+
+    // After holds and Before does not (though Before's route is tried first).
+    assert_eq!(
+        json_of(http.get(gateway.url("/time/x")).send().await.unwrap()).await["upstream"],
+        "a"
+    );
+    assert_eq!(
+        json_of(http.get(gateway.url("/between/x")).send().await.unwrap()).await["upstream"],
+        "b"
+    );
+
+    let xff = |address: &'static str| {
+        http.get(gateway.url("/xff/x"))
+            .header("x-forwarded-for", address)
+            .send()
+    };
+    assert_eq!(xff("10.1.2.3").await.unwrap().status(), 200);
+    assert_eq!(xff("192.168.1.1").await.unwrap().status(), 404);
+
+    // A 50/50 split: both sides get traffic (a 2^-59 chance of a false failure).
+    let mut sides = std::collections::HashSet::new();
+    for _ in 0..60 {
+        let side =
+            json_of(http.get(gateway.url("/split/x")).send().await.unwrap()).await["upstream"]
+                .clone();
+        sides.insert(side.as_str().unwrap().to_owned());
+    }
+    assert_eq!(sides.len(), 2);
 }
