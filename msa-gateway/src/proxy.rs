@@ -16,6 +16,8 @@ use msa_discovery::balance::{Balancer, LoadBalancer, NoInstance};
 use msa_discovery::discovery::{EurekaDiscovery, RegistryDiscovery, StaticDiscovery};
 use prometheus::HistogramVec;
 use tower::ServiceExt;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{ConfigError, GatewayConfig};
 use crate::filter::{Exchange, Filter, oversized_header};
@@ -309,6 +311,22 @@ impl Gateway {
             );
         };
         let method = parts.method.clone();
+        // The gateway's span: a child of the caller's trace, parent of the upstream call.
+        let span = tracing::info_span!(
+            target: "msa_gateway::proxy",
+            "gateway request",
+            otel.name = %SpanName(&method, &route.id),
+            otel.kind = "server",
+            http.request.method = method.as_str(),
+            http.route = route.id.as_str(),
+            url.path = path.as_str(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        if !span.is_disabled()
+            && (parts.headers.contains_key("traceparent") || parts.headers.contains_key("baggage"))
+        {
+            let _ = span.set_parent(msa_core::telemetry::propagation::extract(&parts.headers));
+        }
         let response = self
             .through(
                 route,
@@ -320,6 +338,7 @@ impl Gateway {
                 remote,
                 forwards,
             )
+            .instrument(span.clone())
             .await;
         let now = Instant::now();
         let elapsed = now.duration_since(started);
@@ -331,9 +350,12 @@ impl Gateway {
             now,
             elapsed.as_secs_f64(),
         );
-        tracing::info!(target: "msa_gateway::access", route = %route.id, %method,
-            status = response.status().as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            %remote, "request");
+        span.record("http.response.status_code", response.status().as_u16());
+        span.in_scope(|| {
+            tracing::info!(target: "msa_gateway::access", route = %route.id, %method,
+                status = response.status().as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                %remote, "request");
+        });
         response
     }
 
@@ -425,6 +447,10 @@ impl Gateway {
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         forwarded(&mut headers, remote, host_header.as_deref());
+        let current = tracing::Span::current();
+        if !current.is_disabled() {
+            msa_core::telemetry::propagation::inject(&current.context(), &mut headers);
+        }
         if !ex.preserve_host {
             headers.remove(header::HOST);
         }
@@ -701,6 +727,15 @@ fn upstream_error(error: &(dyn std::error::Error + 'static)) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             &format!("the upstream failed: {error}"),
         )
+    }
+}
+
+/// `{method} {route id}`, formatted only when a subscriber records the span.
+struct SpanName<'a>(&'a http::Method, &'a str);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
     }
 }
 

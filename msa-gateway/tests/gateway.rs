@@ -1098,3 +1098,33 @@ routes:
     }
     assert_eq!(sides.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_continues_through_a_gateway_span() {
+    let a = upstream("a").await;
+    let yaml = format!(
+        "routes:\n  - id: traced\n    uri: http://{a}\n    predicates: [ 'Path=/traced/**' ]\n"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = client()
+        .get(gateway.url("/traced/x"))
+        .header("traceparent", incoming)
+        .send()
+        .await
+        .unwrap();
+    let echo = json_of(response).await;
+    let upstream_sees = echo["headers"]["traceparent"].as_str().unwrap().to_owned();
+    let parts: Vec<&str> = upstream_sees.split('-').collect();
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the gateway's span is the upstream's parent"
+    );
+    assert_eq!(parts[3], "01", "still sampled");
+
+    // Without one, the gateway starts a trace.
+    let echo = json_of(client().get(gateway.url("/traced/y")).send().await.unwrap()).await;
+    let started = echo["headers"]["traceparent"].as_str().unwrap();
+    assert_eq!(started.len(), 55, "{started}");
+}
