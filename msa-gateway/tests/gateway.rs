@@ -1128,3 +1128,53 @@ async fn the_trace_continues_through_a_gateway_span() {
     let started = echo["headers"]["traceparent"].as_str().unwrap();
     assert_eq!(started.len(), 55, "{started}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_fail_no_request() {
+    let a = upstream("a").await;
+    let file = |n: usize| {
+        format!(
+            "routes:\n  - id: api-{n}\n    uri: http://{a}\n    predicates: [ 'Path=/api/**' ]\n    filters: [ 'AddResponseHeader=X-Version, {n}' ]\n"
+        )
+    };
+    let gateway = GatewayProcess::start(&file(0)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let url = gateway.url("/api/x");
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let http = client();
+            let (mut ok, mut failed, mut versions) = (0, 0, std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http.get(&url).send().await {
+                    Ok(response) if response.status() == 200 => {
+                        ok += 1;
+                        versions.insert(response.headers()["x-version"].to_str().unwrap().to_owned());
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed, versions)
+        }));
+    }
+    let http = client();
+    for n in 1..=10 {
+        std::fs::write(gateway.file.path(), file(n)).unwrap();
+        let response = http.post(gateway.url("/actuator/gateway/refresh")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut versions) = (0, 0, std::collections::BTreeSet::new());
+    for task in load {
+        let (o, f, v) = task.await.unwrap();
+        ok += o;
+        failed += f;
+        versions.extend(v);
+    }
+    assert_eq!(failed, 0, "{ok} succeeded");
+    assert!(ok > 100, "{ok}");
+    assert!(versions.len() >= 5, "the routes changed under load: {versions:?}");
+    assert!(versions.contains("10"));
+}
