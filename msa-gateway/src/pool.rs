@@ -1,4 +1,5 @@
-//! A per-thread HTTP/1.1 connection pool to upstreams, on hyper's connection API.
+//! Per-thread connection pools to upstreams, on hyper's connection API: HTTP/1.1, and
+//! HTTP/2 without TLS (h2c) for gRPC and `h2c://` routes.
 //!
 //! Each worker thread keeps its own idle connections, so taking and returning one is a
 //! `Vec` push and pop: no lock, no shared counter, no background task. A connection goes
@@ -18,6 +19,7 @@ use http::header::{HOST, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use msa_core::BoxError;
 
@@ -26,12 +28,16 @@ const MAX_IDLE: usize = 1024;
 
 thread_local! {
     static IDLE: RefCell<HashMap<Box<str>, Vec<SendRequest<Body>>>> = RefCell::default();
+    /// One multiplexed HTTP/2 connection per upstream.
+    static H2: RefCell<HashMap<Box<str>, http2::SendRequest<Body>>> = RefCell::default();
 }
 
 /// Sends requests (absolute URIs) over this thread's pooled connections.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PoolClient {
     pub(crate) connect_timeout: Duration,
+    /// Speak HTTP/2 (prior knowledge) to every upstream.
+    pub(crate) h2c: bool,
 }
 
 impl tower::Service<Request<Body>> for PoolClient {
@@ -44,15 +50,34 @@ impl tower::Service<Request<Body>> for PoolClient {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        Box::pin(send(request, self.connect_timeout))
+        Box::pin(send(request, self.connect_timeout, self.h2c))
     }
 }
 
-/// Sends `request` (an absolute `http://host:port/...` URI) and returns the response.
+/// Whether a request is gRPC (which needs HTTP/2 and its `te: trailers`).
+fn is_grpc(request: &Request<Body>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Sends `request` (an absolute `http://host:port/...` URI) and returns the response: over
+/// HTTP/2 when `h2c` is set or the request is gRPC, else over HTTP/1.1.
 pub(crate) async fn send(
     mut request: Request<Body>,
     connect_timeout: Duration,
+    h2c: bool,
 ) -> Result<Response<Body>, BoxError> {
+    let grpc = is_grpc(&request);
+    if h2c || grpc {
+        if grpc {
+            request
+                .headers_mut()
+                .insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+        return send_h2(request, connect_timeout).await;
+    }
     let authority: Box<str> = request
         .uri()
         .authority()
@@ -87,6 +112,54 @@ pub(crate) async fn send(
     }
 }
 
+async fn send_h2(
+    mut request: Request<Body>,
+    connect_timeout: Duration,
+) -> Result<Response<Body>, BoxError> {
+    let authority: Box<str> = request
+        .uri()
+        .authority()
+        .ok_or("the upstream URI has no host")?
+        .as_str()
+        .into();
+    *request.version_mut() = http::Version::HTTP_2;
+    // HTTP/2 carries the authority in the URI; a Host header would be a second one.
+    request.headers_mut().remove(HOST);
+    let cached = H2.with(|h2| {
+        h2.borrow()
+            .get(&authority)
+            .filter(|sender| !sender.is_closed())
+            .cloned()
+    });
+    let mut sender = match cached {
+        Some(sender) => sender,
+        None => {
+            let sender = connect_h2(&authority, connect_timeout).await?;
+            H2.with(|h2| h2.borrow_mut().insert(authority.clone(), sender.clone()));
+            sender
+        }
+    };
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    Ok(response.map(Body::new))
+}
+
+async fn connect_h2(
+    authority: &str,
+    timeout: Duration,
+) -> Result<http2::SendRequest<Body>, BoxError> {
+    let stream = tcp(authority, timeout).await?;
+    let (sender, connection) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream HTTP/2 connection closed with an error");
+        }
+    });
+    Ok(sender)
+}
+
 fn take_idle(authority: &str) -> Option<SendRequest<Body>> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
@@ -113,18 +186,23 @@ fn give_back(authority: Box<str>, sender: SendRequest<Body>) {
     });
 }
 
-async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>, BoxError> {
-    let stream =
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(authority)).await {
-            Ok(stream) => stream?,
-            Err(_) => {
-                return Err(Box::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connecting to {authority} took longer than {timeout:?}"),
-                )));
-            }
-        };
+async fn tcp(authority: &str, timeout: Duration) -> Result<tokio::net::TcpStream, BoxError> {
+    let connecting = tokio::net::TcpStream::connect(authority);
+    let stream = match tokio::time::timeout(timeout, connecting).await {
+        Ok(stream) => stream?,
+        Err(_) => {
+            return Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {authority} took longer than {timeout:?}"),
+            )));
+        }
+    };
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>, BoxError> {
+    let stream = tcp(authority, timeout).await?;
     let (sender, connection) = http1::Builder::new()
         .max_buf_size(16 * 1024)
         .handshake(TokioIo::new(stream))

@@ -419,7 +419,7 @@ impl Gateway {
                 }
                 return Response::from_parts(response_parts, body);
             }
-            Target::Http(base) => format!(
+            Target::Http { base, .. } => format!(
                 "{}://{}{path_and_query}",
                 base.scheme_str().unwrap_or("http"),
                 base.authority().map_or("", |a| a.as_str())
@@ -479,8 +479,10 @@ impl Gateway {
     /// Sends once: the gateway's own error answers (timeout, unreachable, no instance) come
     /// back with `true`.
     async fn send_once(&self, route: &Route, request: Request<Body>) -> (Response<Body>, bool) {
+        let h2c = matches!(route.target, Target::Http { h2c: true, .. });
         let client = crate::pool::PoolClient {
             connect_timeout: route.connect_timeout,
+            h2c,
         };
         let sent = match &route.target {
             Target::Lb(_) => {
@@ -496,7 +498,7 @@ impl Gateway {
             _ => {
                 tokio::time::timeout(
                     route.response_timeout,
-                    crate::pool::send(request, route.connect_timeout),
+                    crate::pool::send(request, route.connect_timeout, h2c),
                 )
                 .await
             }

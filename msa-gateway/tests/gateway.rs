@@ -1150,7 +1150,8 @@ async fn reloads_under_load_fail_no_request() {
                 match http.get(&url).send().await {
                     Ok(response) if response.status() == 200 => {
                         ok += 1;
-                        versions.insert(response.headers()["x-version"].to_str().unwrap().to_owned());
+                        versions
+                            .insert(response.headers()["x-version"].to_str().unwrap().to_owned());
                     }
                     _ => failed += 1,
                 }
@@ -1161,7 +1162,11 @@ async fn reloads_under_load_fail_no_request() {
     let http = client();
     for n in 1..=10 {
         std::fs::write(gateway.file.path(), file(n)).unwrap();
-        let response = http.post(gateway.url("/actuator/gateway/refresh")).send().await.unwrap();
+        let response = http
+            .post(gateway.url("/actuator/gateway/refresh"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
@@ -1175,6 +1180,62 @@ async fn reloads_under_load_fail_no_request() {
     }
     assert_eq!(failed, 0, "{ok} succeeded");
     assert!(ok > 100, "{ok}");
-    assert!(versions.len() >= 5, "the routes changed under load: {versions:?}");
+    assert!(
+        versions.len() >= 5,
+        "the routes changed under load: {versions:?}"
+    );
     assert!(versions.contains("10"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_passes_through_over_h2c_with_its_trailers() {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("inventory", ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+    });
+    let yaml = format!(
+        "
+routes:
+  - id: health
+    uri: http://{grpc}
+    predicates: [ 'Path=/grpc.health.v1.Health/**' ]
+    filters: [ 'AddResponseHeader=X-Via, gateway' ]
+"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let channel = tonic::transport::Endpoint::from_shared(gateway.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+
+    let answer = client
+        .check(HealthCheckRequest {
+            service: "inventory".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.metadata().get("x-via").unwrap(), "gateway");
+    assert_eq!(answer.into_inner().status, ServingStatus::Serving as i32);
+    // A gRPC error travels in the trailers: it must arrive as the same status.
+    let error = client
+        .check(HealthCheckRequest {
+            service: "payments".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::NotFound);
 }

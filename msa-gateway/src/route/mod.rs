@@ -17,8 +17,9 @@ use crate::filter::Filter;
 /// Where a route sends requests.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
-    /// A fixed upstream: scheme and authority.
-    Http(Uri),
+    /// A fixed upstream: scheme and authority; `h2c` upstreams are spoken to in HTTP/2
+    /// without TLS (gRPC).
+    Http { base: Uri, h2c: bool },
     /// A service, through the load balancer.
     Lb(String),
     /// Dispatched again inside the gateway, on this path.
@@ -205,7 +206,11 @@ fn target(uri: &str) -> Result<Target, String> {
         }
         return Ok(Target::Lb(service.to_ascii_lowercase()));
     }
-    let parsed: Uri = uri
+    let (h2c, plain) = match uri.strip_prefix("h2c://") {
+        Some(rest) => (true, format!("http://{rest}")),
+        None => (false, uri.to_owned()),
+    };
+    let parsed: Uri = plain
         .parse()
         .map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
     match parsed.scheme_str() {
@@ -217,15 +222,16 @@ fn target(uri: &str) -> Result<Target, String> {
         }
         _ => {
             return Err(format!(
-                "{uri:?}: a route's uri is http://host:port, lb://service or forward:/path"
+                "{uri:?}: a route's uri is http://host:port, h2c://host:port, lb://service or forward:/path"
             ));
         }
     }
     let mut parts = parsed.into_parts();
     parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    Ok(Target::Http(
-        Uri::from_parts(parts).map_err(|e| e.to_string())?,
-    ))
+    Ok(Target::Http {
+        base: Uri::from_parts(parts).map_err(|e| e.to_string())?,
+        h2c,
+    })
 }
 
 /// Gives each Weight predicate its share of its group.
