@@ -386,6 +386,18 @@ impl Gateway {
                 return self.respond(route, &ex, host_header.as_deref(), *response);
             }
         }
+        for filter in &route.filters {
+            if let Filter::RequestRateLimiter(limit) = filter
+                && !limit.is_local()
+            {
+                let decision = limit.check_shared(&ex.headers, remote).await;
+                limit.headers(decision, &mut ex.response_headers);
+                if !decision.allowed {
+                    let refused = *crate::filter::too_many_requests();
+                    return self.respond(route, &ex, host_header.as_deref(), refused);
+                }
+            }
+        }
         let path_and_query = match &ex.query {
             Some(query) => format!("{}?{query}", ex.path),
             None => ex.path.clone(),

@@ -1,7 +1,9 @@
 //! RequestRateLimiter: Spring's token bucket (`replenishRate` tokens a second, up to
-//! `burstCapacity`, `requestedTokens` per request), kept locally and lock-free: each key's
-//! bucket is one atomic holding the time its tokens will be full again (the generic cell
-//! rate algorithm), moved on by compare-and-swap.
+//! `burstCapacity`, `requestedTokens` per request). Kept locally and lock-free by default:
+//! each key's bucket is one atomic holding the time its tokens will be full again (the
+//! generic cell rate algorithm), moved on by compare-and-swap. With `redis-url` (feature
+//! `redis`) the buckets live in Redis, shared by every gateway replica, updated by one
+//! script per request with Redis's own clock.
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
@@ -44,6 +46,8 @@ pub(crate) struct RateLimit {
     key: KeyResolver,
     route_bucket: AtomicU64,
     buckets: DashMap<Box<str>, AtomicU64>,
+    #[cfg(feature = "redis")]
+    redis: Option<redis_bucket::RedisBuckets>,
 }
 
 /// What a request got from its bucket.
@@ -54,7 +58,7 @@ pub(crate) struct Decision {
 }
 
 impl RateLimit {
-    pub(crate) fn build(args: &Args) -> Result<Self, String> {
+    pub(crate) fn build(args: &Args, route_id: &str) -> Result<Self, String> {
         let number =
             |names: &[&str], position: usize, default: Option<u64>| -> Result<u64, String> {
                 for name in names {
@@ -108,7 +112,19 @@ impl RateLimit {
                 }
             },
         };
+        let redis_url = args.text("redis-url", usize::MAX)?;
+        #[cfg(feature = "redis")]
+        let redis = redis_url
+            .map(|url| redis_bucket::RedisBuckets::new(&url, route_id))
+            .transpose()?;
+        #[cfg(not(feature = "redis"))]
+        if redis_url.is_some() {
+            let _ = route_id;
+            return Err("redis-url needs msa-gateway built with the `redis` feature".into());
+        }
         Ok(RateLimit {
+            #[cfg(feature = "redis")]
+            redis,
             replenish_rate,
             burst_capacity,
             requested_tokens,
@@ -119,20 +135,87 @@ impl RateLimit {
         })
     }
 
-    /// Takes `requestedTokens` from the request's bucket, if it has them.
+    /// Whether buckets are in this process (else in Redis: use [`check_shared`]).
+    ///
+    /// [`check_shared`]: Self::check_shared
+    pub(crate) fn is_local(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.redis.is_none();
+        #[cfg(not(feature = "redis"))]
+        true
+    }
+
+    /// The request's bucket key; `None` denies (a missing key header).
+    fn key(&self, headers: &HeaderMap, remote: SocketAddr) -> Option<String> {
+        match &self.key {
+            KeyResolver::Route => Some(String::new()),
+            KeyResolver::RemoteAddr => Some(remote.ip().to_string()),
+            KeyResolver::Header(name) => headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned),
+        }
+    }
+
+    const DENIED: Decision = Decision {
+        allowed: false,
+        remaining: 0,
+    };
+
+    /// Takes `requestedTokens` from the request's local bucket, if it has them.
     pub(crate) fn check(&self, headers: &HeaderMap, remote: SocketAddr) -> Decision {
         let now = now_ns();
         match &self.key {
             KeyResolver::Route => self.take(&self.route_bucket, now),
-            KeyResolver::RemoteAddr => self.keyed(&remote.ip().to_string(), now),
-            KeyResolver::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
-                Some(key) if !key.is_empty() => self.keyed(key, now),
-                _ => Decision {
-                    allowed: false,
-                    remaining: 0,
-                },
+            _ => match self.key(headers, remote) {
+                Some(key) => self.keyed(&key, now),
+                None => Self::DENIED,
             },
         }
+    }
+
+    /// Takes tokens from the request's bucket in Redis. If Redis cannot be reached the
+    /// request is let through (and a warning logged): an outage of the limiter must not
+    /// become an outage of the API.
+    pub(crate) async fn check_shared(&self, headers: &HeaderMap, remote: SocketAddr) -> Decision {
+        let Some(key) = self.key(headers, remote) else {
+            return Self::DENIED;
+        };
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            return redis
+                .take(
+                    &key,
+                    self.replenish_rate,
+                    self.burst_capacity,
+                    self.requested_tokens,
+                )
+                .await;
+        }
+        let _ = key;
+        self.check(headers, remote)
+    }
+
+    /// The X-RateLimit-* headers for a decision.
+    pub(crate) fn headers(&self, decision: Decision, headers: &mut HeaderMap) {
+        use http::HeaderValue;
+        headers.insert(
+            "x-ratelimit-remaining",
+            HeaderValue::from(decision.remaining),
+        );
+        headers.insert(
+            "x-ratelimit-replenish-rate",
+            HeaderValue::from(self.replenish_rate),
+        );
+        headers.insert(
+            "x-ratelimit-burst-capacity",
+            HeaderValue::from(self.burst_capacity),
+        );
+        headers.insert(
+            "x-ratelimit-requested-tokens",
+            HeaderValue::from(self.requested_tokens),
+        );
     }
 
     fn keyed(&self, key: &str, now: u64) -> Decision {
@@ -180,13 +263,112 @@ impl RateLimit {
     }
 }
 
+#[cfg(feature = "redis")]
+mod redis_bucket {
+    use redis::aio::ConnectionManager;
+    use tokio::sync::OnceCell;
+
+    use super::Decision;
+
+    /// The token bucket, run in Redis with Redis's clock. Keys follow Spring Cloud
+    /// Gateway's naming, with a hash tag so both keys of a bucket share a cluster slot.
+    const SCRIPT: &str = r#"
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local requested = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local ttl = math.max(1, math.ceil(capacity / rate * 2))
+local tokens = tonumber(redis.call('GET', KEYS[1])) or capacity
+local last = tonumber(redis.call('GET', KEYS[2])) or now
+tokens = math.min(capacity, tokens + math.max(0, now - last) * rate)
+local allowed = 0
+if tokens >= requested then
+  tokens = tokens - requested
+  allowed = 1
+end
+redis.call('SETEX', KEYS[1], ttl, tostring(tokens))
+redis.call('SETEX', KEYS[2], ttl, tostring(now))
+return { allowed, math.floor(tokens) }
+"#;
+
+    pub(super) struct RedisBuckets {
+        client: redis::Client,
+        connection: OnceCell<ConnectionManager>,
+        script: redis::Script,
+        route: String,
+    }
+
+    impl std::fmt::Debug for RedisBuckets {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RedisBuckets")
+                .field("route", &self.route)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl RedisBuckets {
+        pub(super) fn new(url: &str, route: &str) -> Result<Self, String> {
+            let client = redis::Client::open(url).map_err(|e| format!("redis-url {url:?}: {e}"))?;
+            Ok(RedisBuckets {
+                client,
+                connection: OnceCell::new(),
+                script: redis::Script::new(SCRIPT),
+                route: route.to_owned(),
+            })
+        }
+
+        pub(super) async fn take(
+            &self,
+            key: &str,
+            rate: u64,
+            capacity: u64,
+            requested: u64,
+        ) -> Decision {
+            let connection = self
+                .connection
+                .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
+                .await;
+            let mut connection = match connection {
+                Ok(connection) => connection.clone(),
+                Err(error) => return Self::open(&error),
+            };
+            let id = format!("{}.{key}", self.route);
+            let answer: Result<(u64, u64), _> = self
+                .script
+                .key(format!("request_rate_limiter.{{{id}}}.tokens"))
+                .key(format!("request_rate_limiter.{{{id}}}.timestamp"))
+                .arg(rate)
+                .arg(capacity)
+                .arg(requested)
+                .invoke_async(&mut connection)
+                .await;
+            match answer {
+                Ok((allowed, remaining)) => Decision {
+                    allowed: allowed == 1,
+                    remaining,
+                },
+                Err(error) => Self::open(&error),
+            }
+        }
+
+        fn open(error: &redis::RedisError) -> Decision {
+            tracing::warn!(%error, "the rate limiter's Redis is unreachable; letting the request through");
+            Decision {
+                allowed: true,
+                remaining: 0,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Definition;
 
     fn limiter(shortcut: &str) -> RateLimit {
-        RateLimit::build(&Definition::shortcut(shortcut).unwrap().args).unwrap()
+        RateLimit::build(&Definition::shortcut(shortcut).unwrap().args, "r").unwrap()
     }
 
     #[test]
@@ -216,7 +398,8 @@ mod tests {
         assert!(limit.take(&bucket, t).allowed);
         assert!(limit.take(&bucket, t).allowed);
         assert!(!limit.take(&bucket, t).allowed);
-        let err = |s: &str| RateLimit::build(&Definition::shortcut(s).unwrap().args).unwrap_err();
+        let err =
+            |s: &str| RateLimit::build(&Definition::shortcut(s).unwrap().args, "r").unwrap_err();
         assert!(err("RequestRateLimiter=0").contains("at least 1"));
         assert!(err("RequestRateLimiter=1, 2, 3").contains("at least requestedTokens"));
         assert!(err("RequestRateLimiter=1, 2, 1, cookie").contains("keyResolver"));

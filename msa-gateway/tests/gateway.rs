@@ -1239,3 +1239,75 @@ routes:
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
 }
+
+/// Two gateways share their buckets through a real redis-server (feature `redis`).
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_rate_limits_through_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts (Debian's redis-server; .ci/run installs it)");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let redis_guard = Kill(&mut redis);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let a = upstream("a").await;
+    let yaml = format!(
+        "
+routes:
+  - id: shared
+    uri: http://{a}
+    predicates: [ 'Path=/shared/**' ]
+    filters:
+      - name: RequestRateLimiter
+        args: {{ replenishRate: 1, burstCapacity: 3, keyResolver: route, redis-url: 'redis://127.0.0.1:{port}' }}
+"
+    );
+    let one = GatewayProcess::start(&yaml).await;
+    let two = GatewayProcess::start(&yaml).await;
+    let http = client();
+    let mut allowed = 0;
+    for n in 0..6 {
+        let gateway = if n % 2 == 0 { &one } else { &two };
+        let response = http.get(gateway.url("/shared/x")).send().await.unwrap();
+        assert_eq!(response.headers()["x-ratelimit-burst-capacity"], "3");
+        if response.status() == 200 {
+            allowed += 1;
+        } else {
+            assert_eq!(response.status(), 429);
+        }
+    }
+    assert_eq!(allowed, 3, "one bucket for both replicas");
+
+    // Redis goes away: requests pass (the limiter fails open) rather than fail.
+    drop(redis_guard);
+    let response = http.get(one.url("/shared/x")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -74,6 +74,7 @@ impl Filter {
     pub(crate) fn build(
         definition: &Definition,
         breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
+        route_id: &str,
     ) -> Result<Self, String> {
         let a = &definition.args;
         let header = |name: &str, pos: usize| -> Result<HeaderName, String> {
@@ -196,7 +197,7 @@ impl Filter {
             "Retry" => Filter::Retry(crate::resilience::RetryFilter::build(a)?),
             "CacheRequestBody" => Filter::CacheRequestBody,
             "RequestRateLimiter" => {
-                Filter::RequestRateLimiter(crate::rate_limit::RateLimit::build(a)?)
+                Filter::RequestRateLimiter(crate::rate_limit::RateLimit::build(a, route_id)?)
             }
             "JwtAuth" => Filter::JwtAuth(crate::auth::JwtAuth::build(a)?),
             "ApiKey" => Filter::ApiKey(crate::auth::ApiKey::build(a)?),
@@ -316,29 +317,11 @@ impl Filter {
                 // The key stays at the gateway.
                 ex.headers.remove(&api_key.header);
             }
-            Filter::RequestRateLimiter(limit) => {
+            Filter::RequestRateLimiter(limit) if limit.is_local() => {
                 let decision = limit.check(&ex.headers, ex.remote);
-                let headers = &mut ex.response_headers;
-                headers.insert(
-                    "x-ratelimit-remaining",
-                    HeaderValue::from(decision.remaining),
-                );
-                headers.insert(
-                    "x-ratelimit-replenish-rate",
-                    HeaderValue::from(limit.replenish_rate),
-                );
-                headers.insert(
-                    "x-ratelimit-burst-capacity",
-                    HeaderValue::from(limit.burst_capacity),
-                );
-                headers.insert(
-                    "x-ratelimit-requested-tokens",
-                    HeaderValue::from(limit.requested_tokens),
-                );
+                limit.headers(decision, &mut ex.response_headers);
                 if !decision.allowed {
-                    let mut response = http::Response::new(axum::body::Body::empty());
-                    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                    return Err(Box::new(response));
+                    return Err(too_many_requests());
                 }
             }
             Filter::RedirectTo(status, url) => {
@@ -444,6 +427,13 @@ impl Filter {
             _ => {}
         }
     }
+}
+
+/// RequestRateLimiter's refusal.
+pub(crate) fn too_many_requests() -> Box<http::Response<axum::body::Body>> {
+    let mut response = http::Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    Box::new(response)
 }
 
 /// SecureHeaders' defaults, as Spring Cloud Gateway sends them.
@@ -565,7 +555,7 @@ mod tests {
     fn run(shortcut: &str, ex: &mut Exchange) -> Outcome {
         let breakers =
             msa_breaker::circuit_breaker::CircuitBreakerRegistry::new(Default::default()).unwrap();
-        Filter::build(&Definition::shortcut(shortcut).unwrap(), &breakers)
+        Filter::build(&Definition::shortcut(shortcut).unwrap(), &breakers, "r")
             .unwrap()
             .request(ex)
     }

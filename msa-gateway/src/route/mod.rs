@@ -84,13 +84,13 @@ impl RouteTable {
             let mut filters = Vec::with_capacity(defaults.len() + definition.filters.len());
             for (n, f) in &defaults {
                 filters.push(
-                    Filter::build(f, breakers)
+                    Filter::build(f, breakers, &definition.id)
                         .map_err(|e| config.source.error(&format!("default-filters.{n}"), e))?,
                 );
             }
             for (n, f) in definition.filters.iter().enumerate() {
                 filters.push(
-                    Filter::build(f, breakers)
+                    Filter::build(f, breakers, &definition.id)
                         .map_err(|e| config.source.error(&at(&format!("filters.{n}")), e))?,
                 );
             }
