@@ -58,7 +58,7 @@ pub(crate) enum Filter {
     CircuitBreaker(crate::resilience::BreakerFilter),
     Retry(crate::resilience::RetryFilter),
     CacheRequestBody,
-    RequestRateLimiter(crate::rate_limit::RateLimit),
+    RequestRateLimiter(Box<crate::rate_limit::RateLimit>),
     JwtAuth(crate::auth::JwtAuth),
     ApiKey(crate::auth::ApiKey),
 }
@@ -196,9 +196,9 @@ impl Filter {
             }
             "Retry" => Filter::Retry(crate::resilience::RetryFilter::build(a)?),
             "CacheRequestBody" => Filter::CacheRequestBody,
-            "RequestRateLimiter" => {
-                Filter::RequestRateLimiter(crate::rate_limit::RateLimit::build(a, route_id)?)
-            }
+            "RequestRateLimiter" => Filter::RequestRateLimiter(Box::new(
+                crate::rate_limit::RateLimit::build(a, route_id)?,
+            )),
             "JwtAuth" => Filter::JwtAuth(crate::auth::JwtAuth::build(a)?),
             "ApiKey" => Filter::ApiKey(crate::auth::ApiKey::build(a)?),
             other => return Err(format!("unknown filter {other:?}")),
