@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,11 +34,13 @@ thread_local! {
 }
 
 /// Sends requests (absolute URIs) over this thread's pooled connections.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct PoolClient {
     pub(crate) connect_timeout: Duration,
     /// Speak HTTP/2 (prior knowledge) to every upstream.
     pub(crate) h2c: bool,
+    /// How `https://` upstreams are verified.
+    pub(crate) tls: Arc<rustls::ClientConfig>,
 }
 
 impl tower::Service<Request<Body>> for PoolClient {
@@ -50,8 +53,45 @@ impl tower::Service<Request<Body>> for PoolClient {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        Box::pin(send(request, self.connect_timeout, self.h2c))
+        Box::pin(send(
+            request,
+            self.connect_timeout,
+            self.h2c,
+            self.tls.clone(),
+        ))
     }
+}
+
+/// The TLS settings for `https://` upstreams: the public web's roots (webpki-roots), and
+/// the certificates in `ca_file` (PEM) too, if given.
+pub(crate) fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(file) = ca_file {
+        let certificates =
+            CertificateDer::pem_file_iter(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut added = 0;
+        for certificate in certificates {
+            let certificate = certificate.map_err(|e| format!("{}: {e}", file.display()))?;
+            roots
+                .add(certificate)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{}: no certificates in it", file.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Whether a request is gRPC (which needs HTTP/2 and its `te: trailers`).
@@ -68,6 +108,7 @@ pub(crate) async fn send(
     mut request: Request<Body>,
     connect_timeout: Duration,
     h2c: bool,
+    tls: Arc<rustls::ClientConfig>,
 ) -> Result<Response<Body>, BoxError> {
     let grpc = is_grpc(&request);
     if h2c || grpc {
@@ -84,6 +125,13 @@ pub(crate) async fn send(
         .ok_or("the upstream URI has no host")?
         .as_str()
         .into();
+    let secure = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    // Pooled apart: the same address over TLS and in the clear are different connections.
+    let pool_key: Box<str> = if secure {
+        format!("https://{authority}").into()
+    } else {
+        authority.clone()
+    };
     let origin: Uri = request
         .uri()
         .path_and_query()
@@ -96,12 +144,13 @@ pub(crate) async fn send(
             .insert(HOST, HeaderValue::from_str(&authority)?);
     }
     loop {
-        let (mut sender, fresh) = match take_idle(&authority) {
+        let (mut sender, fresh) = match take_idle(&pool_key) {
             Some(sender) => (sender, false),
+            None if secure => (connect_tls(&authority, connect_timeout, &tls).await?, true),
             None => (connect(&authority, connect_timeout).await?, true),
         };
         match sender.try_send_request(request).await {
-            Ok(response) => return Ok(pooled(response, sender, authority)),
+            Ok(response) => return Ok(pooled(response, sender, pool_key)),
             Err(mut error) => match error.take_message() {
                 // An idle connection the upstream had closed, found before anything was
                 // written: send on a new one.
@@ -203,6 +252,41 @@ async fn tcp(authority: &str, timeout: Duration) -> Result<tokio::net::TcpStream
 
 async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<Body>, BoxError> {
     let stream = tcp(authority, timeout).await?;
+    handshake(stream).await
+}
+
+/// A TLS connection (verified against the configured roots), then HTTP/1.1 on it.
+async fn connect_tls(
+    authority: &str,
+    timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<SendRequest<Body>, BoxError> {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host:?} cannot be checked against a certificate: {e}"))?;
+    let address = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:443")
+    };
+    let stream = tcp(&address, timeout).await?;
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| {
+            format!("the TLS handshake with {authority} took longer than {timeout:?}")
+        })??;
+    handshake(stream).await
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, BoxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = http1::Builder::new()
         .max_buf_size(16 * 1024)
         .handshake(TokioIo::new(stream))

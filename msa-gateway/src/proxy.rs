@@ -36,6 +36,8 @@ struct State {
     max_header_size: usize,
     balancer: Option<Balancer>,
     metrics: HistogramVec,
+    /// How `https://` upstreams are verified.
+    tls: Arc<rustls::ClientConfig>,
     /// CircuitBreaker filters' breakers, by name, kept across reloads.
     breakers: CircuitBreakerRegistry,
     /// Unique per gateway in the process (for per-thread caches).
@@ -82,6 +84,10 @@ impl Gateway {
         let breakers = CircuitBreakerRegistry::new(msa_breaker::Section::default())
             .map_err(|e| config.source.error("", e.to_string()))?;
         let table = RouteTable::build(config, &breakers)?;
+        let tls = Arc::new(
+            crate::pool::tls_config(config.server.upstream_ca_file.as_deref())
+                .map_err(|e| config.source.error("server.upstream-ca-file", e))?,
+        );
         let discovery = &config.discovery;
         let balancer = if let Some(registry) = &discovery.registry {
             Some(Balancer::new(
@@ -128,6 +134,7 @@ impl Gateway {
                 max_header_size: config.server.max_header_size,
                 balancer,
                 metrics,
+                tls,
                 breakers,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 generation: std::sync::atomic::AtomicU64::new(0),
@@ -495,6 +502,7 @@ impl Gateway {
         let client = crate::pool::PoolClient {
             connect_timeout: route.connect_timeout,
             h2c,
+            tls: self.state.tls.clone(),
         };
         let sent = match &route.target {
             Target::Lb(_) => {
@@ -510,7 +518,7 @@ impl Gateway {
             _ => {
                 tokio::time::timeout(
                     route.response_timeout,
-                    crate::pool::send(request, route.connect_timeout, h2c),
+                    crate::pool::send(request, route.connect_timeout, h2c, self.state.tls.clone()),
                 )
                 .await
             }

@@ -1311,3 +1311,99 @@ routes:
     let response = http.get(one.url("/shared/x")).send().await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    // A private CA and a certificate for localhost signed by it.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let ca_file = tempfile::Builder::new().suffix(".pem").tempfile().unwrap();
+    std::fs::write(ca_file.path(), ca.pem()).unwrap();
+
+    // An https upstream.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"over tls")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+
+    let routes = format!(
+        "routes:\n  - id: secure\n    uri: https://localhost:{port}\n    predicates: [ 'Path=/secure/**' ]\n"
+    );
+    let trusting = GatewayProcess::start(&format!(
+        "server:\n  upstream-ca-file: '{}'\n{routes}",
+        ca_file.path().display()
+    ))
+    .await;
+    let response = client()
+        .get(trusting.url("/secure/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "over tls");
+    // Twice: the second request reuses the pooled TLS connection.
+    let response = client()
+        .get(trusting.url("/secure/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Without the private CA, the upstream's certificate is not trusted.
+    let doubting = GatewayProcess::start(&routes).await;
+    let response = client()
+        .get(doubting.url("/secure/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let message = json_of(response).await["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.to_ascii_lowercase().contains("certificate"),
+        "{message}"
+    );
+}

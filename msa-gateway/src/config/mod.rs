@@ -94,6 +94,9 @@ pub struct ServerConfig {
     /// Worker threads, each with its own listener and connection pool. Default: the
     /// number of cores.
     pub workers: Option<usize>,
+    /// Certificates (PEM) that `https://` upstreams may also be signed by, besides the
+    /// public web's roots: a private CA. Default: none.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +107,7 @@ impl Default for ServerConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(60),
             workers: None,
+            upstream_ca_file: None,
         }
     }
 }

@@ -214,15 +214,10 @@ fn target(uri: &str) -> Result<Target, String> {
         .parse()
         .map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
     match parsed.scheme_str() {
-        Some("http") if parsed.authority().is_some() => {}
-        Some("https") => {
-            return Err(format!(
-                "{uri:?}: https:// upstreams are not supported yet; use http:// or lb://"
-            ));
-        }
+        Some("http" | "https") if parsed.authority().is_some() => {}
         _ => {
             return Err(format!(
-                "{uri:?}: a route's uri is http://host:port, h2c://host:port, lb://service or forward:/path"
+                "{uri:?}: a route's uri is http(s)://host:port, h2c://host:port, lb://service or forward:/path"
             ));
         }
     }
