@@ -9,22 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 rounds="${2:-3}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
+. bench/lib.sh
 
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+need wrk
 cargo build --release -q -p msa-gateway --bin msa-gateway --example upstream
-bin="$CARGO_TARGET_DIR/release"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 up_port="$(free_port)"
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &
@@ -49,7 +37,7 @@ pids+=($large_pid)
 wait_port "$up_port"; wait_port "$small_port"; wait_port "$large_port"
 
 rps() { wrk -t1 -c64 -d"${seconds}s" "http://127.0.0.1:$1$2" | awk '/Requests\/sec/ {print $2}'; }
-echo "msa-gateway, 10 vs 10,000 routes, last route hit; wrk -t1 -c64 -d${seconds}s ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
+echo "msa-gateway, 10 vs 10,000 routes, last route hit; wrk -t1 -c64 -d${seconds}s ($(machine))"
 echo
 echo "| round | 10 routes req/s | 10,000 routes req/s | ratio |"
 echo "|---:|---:|---:|---:|"

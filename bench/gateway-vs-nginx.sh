@@ -10,29 +10,14 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 rounds="${2:-3}"
 connections="${3:-64}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
+. bench/lib.sh
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+need wrk nginx
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 cargo build --release -q -p msa-gateway --bin msa-gateway --example upstream
-bin="$CARGO_TARGET_DIR/release"
+nginx_stop() { kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; }
+trap 'nginx_stop; cleanup' EXIT
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up_port="$(free_port)"; nginx_port="$(free_port)"; gw_port="$(free_port)"
 
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &
@@ -76,12 +61,7 @@ CONF
 RUST_LOG=warn "$bin/msa-gateway" --config "$work/gateway.yaml" 2>"$work/gateway.log" &
 pids+=($!)
 
-for port in "$up_port" "$nginx_port" "$gw_port"; do
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
-done
+for port in "$up_port" "$nginx_port" "$gw_port"; do wait_port "$port"; done
 
 run() { # name port
   wrk -t1 -c"$connections" -d"${seconds}s" --latency "http://127.0.0.1:$2/api/ping" >"$work/$1.out"
@@ -93,7 +73,7 @@ run() { # name port
   echo "$rps $p50 $p99 ${errors:-}"
 }
 
-echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; $(date -u +%Y-%m-%d), $cores cores, $(uname -r)"
+echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; $(machine)"
 echo
 echo "| round | nginx req/s | nginx p50 | nginx p99 | msa-gateway req/s | msa-gateway p50 | msa-gateway p99 | ratio |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|"

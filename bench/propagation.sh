@@ -10,28 +10,11 @@ cd "$(dirname "$0")/.."
 clients="${1:-100}"
 rounds="${2:-10}"
 lease="${3:-3}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
+. bench/lib.sh
 
 cargo build --release -q -p msa-discovery --bin msa-registry --example propagation
-bin="$CARGO_TARGET_DIR/release"
+start_server msa-registry
 
-log="$(mktemp)"
-cleanup() {
-  [ -n "${server:-}" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
-  rm -f "$log"
-}
-trap cleanup EXIT
-
-"$bin/msa-registry" --bind 127.0.0.1:0 2>"$log" &
-server=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr="$(sed -n 's/.*listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)"
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "msa-registry did not start:" >&2; cat "$log" >&2; exit 1; }
-
-echo "msa-registry on $addr, $clients clients, $rounds rounds ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
+echo "msa-registry on $addr, $clients clients, $rounds rounds ($(machine))"
 echo
 "$bin/examples/propagation" --registry "http://$addr" --clients "$clients" --rounds "$rounds" --lease "$lease"

@@ -9,32 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 instances="${1:-10000}"
 seconds="${2:-10}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
+. bench/lib.sh
 
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+need wrk
 cargo build --release -q -p msa-discovery --bin msa-registry --example register_many
-bin="$CARGO_TARGET_DIR/release"
-
-log="$(mktemp)"
-out="$(mktemp)"
-cleanup() {
-  [ -n "${server:-}" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
-  rm -f "$log" "$out"
-}
-trap cleanup EXIT
-
-"$bin/msa-registry" --bind 127.0.0.1:0 2>"$log" &
-server=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr="$(sed -n 's/.*listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)"
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "msa-registry did not start:" >&2; cat "$log" >&2; exit 1; }
+out="$work/wrk.out"
+start_server msa-registry
 "$bin/examples/register_many" --registry "http://$addr" --count "$instances" >/dev/null
 
-echo "msa-registry on $addr, $instances instances, wrk -t1 -c64 -d${seconds}s ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
+echo "msa-registry on $addr, $instances instances, wrk -t1 -c64 -d${seconds}s ($(machine))"
 echo
 echo "| round | heartbeats/s | p50 | p99 | non-2xx |"
 echo "|---:|---:|---:|---:|---:|"

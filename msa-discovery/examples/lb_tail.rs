@@ -23,18 +23,9 @@ use msa_discovery::balance::{Balancer, BalancerConfig, LoadBalancerLayer, Strate
 use msa_discovery::discovery::StaticDiscovery;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::*;
 
 async fn upstream(slow: Arc<AtomicBool>, base: Duration) -> SocketAddr {
     let app = Router::new().route(

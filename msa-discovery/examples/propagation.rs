@@ -15,18 +15,9 @@ use msa_discovery::balance::{Balancer, BalancerConfig};
 use msa_discovery::discovery::{Discovery, RegistryDiscovery};
 use msa_discovery::registration::Registration;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

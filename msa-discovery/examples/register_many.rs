@@ -6,13 +6,9 @@ use std::time::Duration;
 use msa_core::ServiceInstance;
 use msa_discovery::registration::Registration;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

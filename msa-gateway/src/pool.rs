@@ -119,12 +119,7 @@ pub(crate) async fn send(
         }
         return send_h2(request, connect_timeout).await;
     }
-    let authority: Box<str> = request
-        .uri()
-        .authority()
-        .ok_or("the upstream URI has no host")?
-        .as_str()
-        .into();
+    let authority = authority_of(&request)?;
     let secure = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
     // Pooled apart: the same address over TLS and in the clear are different connections.
     let pool_key: Box<str> = if secure {
@@ -165,12 +160,7 @@ async fn send_h2(
     mut request: Request<Body>,
     connect_timeout: Duration,
 ) -> Result<Response<Body>, BoxError> {
-    let authority: Box<str> = request
-        .uri()
-        .authority()
-        .ok_or("the upstream URI has no host")?
-        .as_str()
-        .into();
+    let authority = authority_of(&request)?;
     *request.version_mut() = http::Version::HTTP_2;
     // HTTP/2 carries the authority in the URI; a Host header would be a second one.
     request.headers_mut().remove(HOST);
@@ -207,6 +197,15 @@ async fn connect_h2(
         }
     });
     Ok(sender)
+}
+
+fn authority_of(request: &Request<Body>) -> Result<Box<str>, BoxError> {
+    Ok(request
+        .uri()
+        .authority()
+        .ok_or("the upstream URI has no host")?
+        .as_str()
+        .into())
 }
 
 fn take_idle(authority: &str) -> Option<SendRequest<Body>> {

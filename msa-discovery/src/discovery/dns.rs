@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -7,7 +7,7 @@ use hickory_resolver::proto::rr::RData;
 use msa_core::ServiceInstance;
 use tokio::sync::watch;
 
-use super::{Discovery, Instances};
+use super::{Discovery, Instances, Watches};
 
 /// Which DNS records list a service's instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ struct Inner {
     resolver: TokioResolver,
     queries: BTreeMap<String, DnsQuery>,
     interval: Duration,
-    services: Mutex<BTreeMap<String, watch::Sender<Instances>>>,
+    services: Watches,
 }
 
 impl DnsDiscovery {
@@ -95,7 +95,7 @@ impl DnsDiscovery {
                 resolver,
                 queries: BTreeMap::new(),
                 interval: Duration::from_secs(5),
-                services: Mutex::default(),
+                services: Watches::default(),
             }),
         }
     }
@@ -120,27 +120,16 @@ impl DnsDiscovery {
 
 impl Discovery for DnsDiscovery {
     fn watch(&self, service: &str) -> watch::Receiver<Instances> {
-        let service = service.to_ascii_lowercase();
-        let mut services = self
-            .inner
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = services.get(&service) {
-            return sender.subscribe();
-        }
-        let (sender, receiver) = watch::channel(Instances::from(Vec::new()));
-        services.insert(service.clone(), sender.clone());
-        drop(services);
-        if let Some(query) = self.inner.queries.get(&service) {
-            tokio::spawn(follow(
-                Arc::downgrade(&self.inner),
-                service,
-                query.clone(),
-                sender,
-            ));
-        }
-        receiver
+        self.inner.services.watch(service, |service, sender| {
+            if let Some(query) = self.inner.queries.get(&service) {
+                tokio::spawn(follow(
+                    Arc::downgrade(&self.inner),
+                    service,
+                    query.clone(),
+                    sender,
+                ));
+            }
+        })
     }
 }
 

@@ -23,7 +23,7 @@ pub use self::registry::RegistryDiscovery;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use msa_core::ServiceInstance;
 use tokio::sync::watch;
@@ -40,6 +40,31 @@ pub trait Discovery: fmt::Debug + Send + Sync + 'static {
     /// The instances of `service` now.
     fn instances(&self, service: &str) -> Instances {
         self.watch(service).borrow().clone()
+    }
+}
+
+/// The per-service senders of a backend that follows each service on a task of its own.
+#[derive(Debug, Default)]
+pub(crate) struct Watches(Mutex<BTreeMap<String, watch::Sender<Instances>>>);
+
+impl Watches {
+    /// A receiver of `service`'s instances (names are lower-cased). The first time a
+    /// service is asked for, `start` gets its name and sender, to follow it.
+    pub(crate) fn watch(
+        &self,
+        service: &str,
+        start: impl FnOnce(String, watch::Sender<Instances>),
+    ) -> watch::Receiver<Instances> {
+        let service = service.to_ascii_lowercase();
+        let mut services = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = services.get(&service) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(Instances::from(Vec::new()));
+        services.insert(service.clone(), sender.clone());
+        drop(services);
+        start(service, sender);
+        receiver
     }
 }
 

@@ -1,12 +1,11 @@
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use msa_core::ServiceInstance;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Discovery, Instances};
+use super::{Discovery, Instances, Watches};
 
 /// Follows msa-registry's native watch (`/msa/v1/services/{service}`): one long-poll per
 /// service in use, answered within milliseconds of a change. While the registry is
@@ -27,7 +26,7 @@ struct Inner {
     base: String,
     wait: Duration,
     restart_grace: Duration,
-    services: Mutex<BTreeMap<String, watch::Sender<Instances>>>,
+    services: Watches,
 }
 
 #[derive(serde::Deserialize)]
@@ -47,7 +46,7 @@ impl RegistryDiscovery {
                 base: base.into().trim_end_matches('/').to_owned(),
                 wait: Duration::from_secs(30),
                 restart_grace: Duration::from_secs(30),
-                services: Mutex::default(),
+                services: Watches::default(),
             }),
         }
     }
@@ -66,20 +65,9 @@ impl RegistryDiscovery {
 
 impl Discovery for RegistryDiscovery {
     fn watch(&self, service: &str) -> watch::Receiver<Instances> {
-        let service = service.to_ascii_lowercase();
-        let mut services = self
-            .inner
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = services.get(&service) {
-            return sender.subscribe();
-        }
-        let (sender, receiver) = watch::channel(Instances::from(Vec::new()));
-        services.insert(service.clone(), sender.clone());
-        drop(services);
-        tokio::spawn(follow(Arc::downgrade(&self.inner), service, sender));
-        receiver
+        self.inner.services.watch(service, |service, sender| {
+            tokio::spawn(follow(Arc::downgrade(&self.inner), service, sender));
+        })
     }
 }
 

@@ -1,0 +1,52 @@
+# Shared by the bench/ scripts: source it after `cd` to the project root.
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
+bin="$CARGO_TARGET_DIR/release"
+work="$(mktemp -d)"
+pids=()
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Installs Debian packages that are missing: `need wrk nginx`.
+need() {
+  local missing=()
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+# Starts one of msa's servers on a free port; sets $addr to where it listens (read from
+# its `listening addr=...` log line). Usage: start_server NAME ARGS...
+start_server() {
+  local name="$1"; shift
+  local log="$work/$name.log"
+  "$bin/$name" --bind 127.0.0.1:0 "$@" 2>"$log" &
+  pids+=($!)
+  addr=""
+  for _ in $(seq 1 100); do
+    addr="$(sed -n 's/.*listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -1)"
+    [ -n "$addr" ] && return
+    sleep 0.1
+  done
+  echo "$name did not start:" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+machine() { echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"; }
