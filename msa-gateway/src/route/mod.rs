@@ -140,7 +140,8 @@ impl RouteTable {
                 Some(patterns) => {
                     for pattern in patterns.iter() {
                         let mut node = &mut root;
-                        for segment in pattern.literal_prefix() {
+                        // Indexed at most 31 segments deep, as deep as `find` looks.
+                        for segment in pattern.literal_prefix().into_iter().take(31) {
                             node = node.children.entry(segment.to_owned()).or_default();
                         }
                         if !node.routes.contains(&slot) {
@@ -160,25 +161,46 @@ impl RouteTable {
     }
 
     /// The first route (by order, then file order) whose predicates all match.
+    ///
+    /// The candidates are the routes listed at the root and at each trie node along the
+    /// request's literal path segments; each list is in slot order, so they are merged
+    /// smallest-first without collecting them (nothing is allocated here).
     pub(crate) fn find(
         &self,
         info: &mut RequestInfo<'_>,
         vars: &mut Vec<(String, String)>,
     ) -> Option<&Arc<Route>> {
-        let mut candidates: Vec<usize> = self.root.routes.clone();
+        const DEPTH: usize = 32;
+        let mut lists: [&[usize]; DEPTH] = [&[]; DEPTH];
+        lists[0] = &self.root.routes;
+        let mut count = 1;
         let mut node = &self.root;
         for segment in info.path.split('/').filter(|s| !s.is_empty()) {
+            if count == DEPTH {
+                break;
+            }
             match node.children.get(segment) {
                 Some(child) => {
-                    candidates.extend_from_slice(&child.routes);
+                    lists[count] = &child.routes;
+                    count += 1;
                     node = child;
                 }
                 None => break,
             }
         }
-        candidates.sort_unstable();
-        candidates.dedup();
-        for slot in candidates {
+        let lists = &mut lists[..count];
+        loop {
+            // The smallest slot at the head of any list, removed from every list having it.
+            let slot = lists
+                .iter()
+                .filter_map(|list| list.first())
+                .min()
+                .copied()?;
+            for list in lists.iter_mut() {
+                if list.first() == Some(&slot) {
+                    *list = &list[1..];
+                }
+            }
             let route = &self.routes[slot];
             let start = vars.len();
             if route.predicates.iter().all(|p| p.test(info, vars)) {
@@ -186,7 +208,6 @@ impl RouteTable {
             }
             vars.truncate(start);
         }
-        None
     }
 }
 
@@ -307,6 +328,56 @@ mod tests {
         assert_eq!(find(&t, "/api/orders/7/items").as_deref(), Some("orders"));
         assert_eq!(find(&t, "/api/orders").as_deref(), Some("orders"));
         assert_eq!(find(&t, "/elsewhere").as_deref(), Some("catch-all"));
+    }
+
+    proptest::proptest! {
+        /// The index finds what trying every route in order finds.
+        #[test]
+        fn the_index_agrees_with_a_scan(
+            routes in proptest::collection::vec(
+                (proptest::collection::vec(0usize..4, 0..4), 0usize..3, -2i32..3),
+                1..12,
+            ),
+            path in proptest::collection::vec(0usize..4, 0..5),
+        ) {
+            let segments = ["a", "b", "{x}", "c"];
+            let tails = ["", "/**", "/{*rest}"];
+            let mut yaml = String::from("routes:\n");
+            for (n, (parts, tail, order)) in routes.iter().enumerate() {
+                let mut pattern: String = parts.iter().map(|p| format!("/{}", segments[*p])).collect();
+                pattern.push_str(tails[*tail]);
+                if pattern.is_empty() {
+                    pattern.push('/');
+                }
+                yaml.push_str(&format!(
+                    "  - {{id: r{n}, uri: 'http://127.0.0.1:1', order: {order}, predicates: ['Path={pattern}']}}\n"
+                ));
+            }
+            let table = table(&yaml);
+            let request: String = if path.is_empty() {
+                "/".into()
+            } else {
+                path.iter().map(|p| format!("/{}", ["a", "b", "z", "c"][*p])).collect()
+            };
+            let headers = HeaderMap::new();
+            let info = || RequestInfo {
+                method: &Method::GET,
+                path: &request,
+                query: None,
+                headers: &headers,
+                host: None,
+                remote: "127.0.0.1:1".parse().unwrap(),
+                draws: Vec::new(),
+            };
+            let mut vars = Vec::new();
+            let indexed = table.find(&mut info(), &mut vars).map(|r| r.id.clone());
+            let scanned = table
+                .routes
+                .iter()
+                .find(|r| r.predicates.iter().all(|p| p.test(&mut info(), &mut Vec::new())))
+                .map(|r| r.id.clone());
+            proptest::prop_assert_eq!(indexed, scanned);
+        }
     }
 
     #[test]
