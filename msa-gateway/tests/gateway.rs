@@ -146,6 +146,20 @@ impl GatewayProcess {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// GET `path`, redirects not followed.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).send().await.unwrap()
+    }
+
+    /// POST /actuator/gateway/refresh.
+    async fn refresh(&self) -> reqwest::Response {
+        client()
+            .post(self.url("/actuator/gateway/refresh"))
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for GatewayProcess {
@@ -278,7 +292,7 @@ default-filters:
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     // Order beats file order; SetPath uses the path variable.
-    let response = http.get(gateway.url("/api/items/42")).send().await.unwrap();
+    let response = gateway.get("/api/items/42").await;
     assert_eq!(response.headers()["x-echo-path"], "/catalog/42");
     let response = http
         .post(gateway.url("/api/items/42"))
@@ -286,7 +300,7 @@ default-filters:
         .await
         .unwrap();
     assert_eq!(response.status(), 404, "Method=GET only");
-    let response = http.get(gateway.url("/red/shoes")).send().await.unwrap();
+    let response = gateway.get("/red/shoes").await;
     assert_eq!(response.headers()["x-echo-path"], "/v1/blue/shoes");
 
     // Every predicate of the header route must hold.
@@ -325,11 +339,11 @@ default-filters:
     assert_eq!(response.status(), 404);
 
     // Response filters, short circuits and limits.
-    let response = http.get(gateway.url("/teapot")).send().await.unwrap();
+    let response = gateway.get("/teapot").await;
     assert_eq!(response.status(), 418);
     assert_eq!(response.headers()["x-frame-options"], "DENY");
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
-    let response = http.get(gateway.url("/old/page")).send().await.unwrap();
+    let response = gateway.get("/old/page").await;
     assert_eq!(
         (
             response.status().as_u16(),
@@ -358,7 +372,7 @@ default-filters:
         .await
         .unwrap();
     assert_eq!(response.status(), 431);
-    let response = http.get(gateway.url("/dup")).send().await.unwrap();
+    let response = gateway.get("/dup").await;
     let origins: Vec<_> = response
         .headers()
         .get_all("access-control-allow-origin")
@@ -366,9 +380,9 @@ default-filters:
         .collect();
     assert_eq!(origins, ["*"]);
     assert!(response.headers().get("x-internal").is_none());
-    let response = http.get(gateway.url("/status/503")).send().await.unwrap();
+    let response = gateway.get("/status/503").await;
     assert_eq!(response.status(), 503);
-    let response = http.get(gateway.url("/nowhere")).send().await.unwrap();
+    let response = gateway.get("/nowhere").await;
     assert_eq!(response.status(), 404);
     assert!(
         json_of(response).await["message"]
@@ -387,28 +401,12 @@ default-filters:
     assert_eq!(response.status(), 431);
 
     // The routes as the gateway runs them.
-    let routes = json_of(
-        http.get(gateway.url("/actuator/gateway/routes"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let routes = json_of(gateway.get("/actuator/gateway/routes").await).await;
     assert_eq!(routes.as_array().unwrap().len(), 10);
-    let one = json_of(
-        http.get(gateway.url("/actuator/gateway/routes/orders"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let one = json_of(gateway.get("/actuator/gateway/routes/orders").await).await;
     assert_eq!(one["predicates"][0], "Path=/api/orders/**");
     assert_eq!(
-        http.get(gateway.url("/actuator/gateway/routes/none"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        gateway.get("/actuator/gateway/routes/none").await.status(),
         404
     );
 }
@@ -443,14 +441,9 @@ routes:
         dead.port()
     );
     let gateway = GatewayProcess::start(&yaml).await;
-    let http = client();
     let mut seen = std::collections::HashMap::new();
     for _ in 0..12 {
-        let response = http
-            .get(gateway.url("/inventory/stock"))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get("/inventory/stock").await;
         assert_eq!(response.status(), 200);
         let who = json_of(response).await["upstream"]
             .as_str()
@@ -459,7 +452,7 @@ routes:
         *seen.entry(who).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
-    let response = http.get(gateway.url("/nobody/x")).send().await.unwrap();
+    let response = gateway.get("/nobody/x").await;
     assert_eq!(response.status(), 503);
     assert!(
         json_of(response).await["message"]
@@ -475,11 +468,7 @@ async fn routes_reload_and_a_bad_file_keeps_the_old_ones() {
     let first =
         format!("routes:\n  - id: one\n    uri: http://{a}\n    predicates: [ 'Path=/one' ]\n");
     let gateway = GatewayProcess::start(&first).await;
-    let http = client();
-    assert_eq!(
-        http.get(gateway.url("/one")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(gateway.get("/one").await.status(), 200);
 
     // A bad edit: the refresh says why, and /one still works.
     std::fs::write(
@@ -487,11 +476,7 @@ async fn routes_reload_and_a_bad_file_keeps_the_old_ones() {
         format!("{first}  - id: two\n    uri: http://{a}\n    predicates: [ 'Path=two' ]\n"),
     )
     .unwrap();
-    let response = http
-        .post(gateway.url("/actuator/gateway/refresh"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.refresh().await;
     assert_eq!(response.status(), 400);
     let error = json_of(response).await["error"]
         .as_str()
@@ -501,10 +486,7 @@ async fn routes_reload_and_a_bad_file_keeps_the_old_ones() {
         error.contains(":7: routes.1.predicates.0: path pattern \"two\" must start with /"),
         "{error}"
     );
-    assert_eq!(
-        http.get(gateway.url("/one")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(gateway.get("/one").await.status(), 200);
 
     // A good edit applies through the refresh endpoint (and the file watch).
     std::fs::write(
@@ -512,16 +494,9 @@ async fn routes_reload_and_a_bad_file_keeps_the_old_ones() {
         format!("{first}  - id: two\n    uri: http://{a}\n    predicates: [ 'Path=/two' ]\n"),
     )
     .unwrap();
-    let response = http
-        .post(gateway.url("/actuator/gateway/refresh"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.refresh().await;
     assert_eq!(json_of(response).await["routes"], 2);
-    assert_eq!(
-        http.get(gateway.url("/two")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(gateway.get("/two").await.status(), 200);
 }
 
 #[test]
@@ -583,18 +558,10 @@ routes:
     let http = client();
 
     // GET: two failures, then success within Retry=3; five failures exhaust it (1 + 3).
-    let response = http
-        .get(gateway.url("/retry/fail-times/get-a/2"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get("/retry/fail-times/get-a/2").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok after 2: ");
-    let response = http
-        .get(gateway.url("/retry/fail-times/get-b/5"))
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get("/retry/fail-times/get-b/5").await;
     assert_eq!(response.status(), 500);
     assert_eq!(response.text().await.unwrap(), "failure 4");
     // POST is not retried by default; with CacheRequestBody and methods: POST it is,
@@ -618,11 +585,7 @@ routes:
     // (100 calls) it opens and the upstream is not even tried.
     let mut reasons = Vec::new();
     for _ in 0..110 {
-        let response = http
-            .get(gateway.url("/guarded/stock"))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get("/guarded/stock").await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-echo-path"], "/fallback/dead");
         let echo = json_of(response).await;
@@ -659,7 +622,7 @@ routes:
     let http = client();
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let response = http.get(gateway.url("/limited/x")).send().await.unwrap();
+        let response = gateway.get("/limited/x").await;
         statuses.push(response.status().as_u16());
         assert_eq!(response.headers()["x-ratelimit-burst-capacity"], "3");
         assert_eq!(response.headers()["x-ratelimit-replenish-rate"], "1");
@@ -679,14 +642,7 @@ routes:
     assert_eq!(user("alice").await.unwrap().status(), 200);
     assert_eq!(user("alice").await.unwrap().status(), 429);
     assert_eq!(user("bob").await.unwrap().status(), 200);
-    assert_eq!(
-        http.get(gateway.url("/user/x"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        429
-    );
+    assert_eq!(gateway.get("/user/x").await.status(), 429);
 }
 
 /// A token with these claims, signed with `key` by `alg`.
@@ -904,14 +860,7 @@ routes:
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(challenge(&response), "ApiKey header=\"x-api-key\"");
-    assert_eq!(
-        http.get(gateway.url("/keyed/x"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(gateway.get("/keyed/x").await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1071,12 +1020,9 @@ routes:
     );
 
     // After holds and Before does not (though Before's route is tried first).
+    assert_eq!(json_of(gateway.get("/time/x").await).await["upstream"], "a");
     assert_eq!(
-        json_of(http.get(gateway.url("/time/x")).send().await.unwrap()).await["upstream"],
-        "a"
-    );
-    assert_eq!(
-        json_of(http.get(gateway.url("/between/x")).send().await.unwrap()).await["upstream"],
+        json_of(gateway.get("/between/x").await).await["upstream"],
         "b"
     );
 
@@ -1091,9 +1037,7 @@ routes:
     // A 50/50 split: both sides get traffic (a 2^-59 chance of a false failure).
     let mut sides = std::collections::HashSet::new();
     for _ in 0..60 {
-        let side =
-            json_of(http.get(gateway.url("/split/x")).send().await.unwrap()).await["upstream"]
-                .clone();
+        let side = json_of(gateway.get("/split/x").await).await["upstream"].clone();
         sides.insert(side.as_str().unwrap().to_owned());
     }
     assert_eq!(sides.len(), 2);
@@ -1159,14 +1103,9 @@ async fn reloads_under_load_fail_no_request() {
             (ok, failed, versions)
         }));
     }
-    let http = client();
     for n in 1..=10 {
         std::fs::write(gateway.file.path(), file(n)).unwrap();
-        let response = http
-            .post(gateway.url("/actuator/gateway/refresh"))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.refresh().await;
         assert_eq!(response.status(), 200);
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
@@ -1296,7 +1235,7 @@ routes:
     let mut allowed = 0;
     for n in 0..6 {
         let gateway = if n % 2 == 0 { &one } else { &two };
-        let response = http.get(gateway.url("/shared/x")).send().await.unwrap();
+        let response = gateway.get("/shared/x").await;
         assert_eq!(response.headers()["x-ratelimit-burst-capacity"], "3");
         if response.status() == 200 {
             allowed += 1;
