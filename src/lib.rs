@@ -9,9 +9,9 @@
 //! |---|---|---|
 //! | [`core`] (msa-core) | always | instance model, telemetry, HTTP tracing layers, actuator, graceful shutdown |
 //! | `breaker` (msa-breaker) | `breaker` | circuit breaker, retry with budget, timeout, bulkhead, rate limiter, fallback |
-//! | `discovery` (msa-discovery) | `discovery` | registry, discovery client, load balancer (placeholder in 0.1) |
+//! | `discovery` (msa-discovery) | `discovery` | registry, discovery client, load balancer |
 //! | `config` (msa-config) | `config` | Spring Cloud Config-compatible server and live-reloading client |
-//! | `gateway` (msa-gateway) | `gateway` | API gateway (placeholder in 0.1) |
+//! | `gateway` (msa-gateway) | `gateway` | API gateway (in progress) |
 //!
 //! # Examples
 //!
