@@ -430,13 +430,9 @@ impl Gateway {
                 }
                 .parse()
                 .unwrap_or_else(|_| Uri::from_static("/"));
-                *request.headers_mut() = ex.headers;
+                *request.headers_mut() = std::mem::take(&mut ex.headers);
                 let response = Box::pin(self.dispatch(request, remote, forwards + 1)).await;
-                let (mut response_parts, body) = response.into_parts();
-                for filter in &route.filters {
-                    filter.response(&ex.vars, host_header.as_deref(), &mut response_parts);
-                }
-                return Response::from_parts(response_parts, body);
+                return self.respond(route, &ex, host_header.as_deref(), response);
             }
             Target::Http { base, .. } => format!(
                 "{}://{}{path_and_query}",
