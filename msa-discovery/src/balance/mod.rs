@@ -188,10 +188,19 @@ impl Balancer {
     }
 
     fn state(&self, service: &str) -> Arc<ServiceState> {
+        // One state per service however it is spelled (names are case-insensitive); the
+        // common lower-case spelling is looked up without allocating.
+        let folded;
+        let service = if service.bytes().any(|b| b.is_ascii_uppercase()) {
+            folded = service.to_ascii_lowercase();
+            folded.as_str()
+        } else {
+            service
+        };
         if let Some(state) = self.shared.services.get(service) {
             return state.clone();
         }
-        let key = service.to_ascii_lowercase();
+        let key = service.to_owned();
         self.shared
             .services
             .entry(service.to_owned())

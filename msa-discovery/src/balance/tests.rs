@@ -239,3 +239,14 @@ async fn requests_in_flight_are_counted_until_the_pick_is_dropped() {
     let third = balancer.pick("orders", None).unwrap();
     assert_eq!(third.stats.pending.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_is_one_service_however_it_is_spelled() {
+    let balancer = Balancer::new(
+        Fixed::new(vec![instance("a"), instance("b")]),
+        config(Strategy::RoundRobin),
+    );
+    let first = balancer.pick("ORDERS", None).unwrap().instance().id.clone();
+    let second = balancer.pick("orders", None).unwrap().instance().id.clone();
+    assert_ne!(first, second, "one round-robin counter for both spellings");
+}
