@@ -117,32 +117,32 @@ pub(crate) async fn send(
                 .headers_mut()
                 .insert(http::header::TE, HeaderValue::from_static("trailers"));
         }
-        return send_h2(request, connect_timeout).await;
+        return Box::pin(send_h2(request, connect_timeout)).await;
     }
-    let authority = authority_of(&request)?;
     let secure = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    let authority = parts.authority.take().ok_or("the upstream URI has no host")?;
     // Pooled apart: the same address over TLS and in the clear are different connections.
     let pool_key: Box<str> = if secure {
         format!("https://{authority}").into()
     } else {
-        authority.clone()
+        authority.as_str().into()
     };
-    let origin: Uri = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()?;
-    *request.uri_mut() = origin;
+    *request.uri_mut() = match parts.path_and_query {
+        Some(path_and_query) => Uri::from(path_and_query),
+        None => Uri::from_static("/"),
+    };
     if !request.headers().contains_key(HOST) {
         request
             .headers_mut()
-            .insert(HOST, HeaderValue::from_str(&authority)?);
+            .insert(HOST, HeaderValue::from_str(authority.as_str())?);
     }
+    let authority = authority.as_str();
     loop {
         let (mut sender, fresh) = match take_idle(&pool_key) {
             Some(sender) => (sender, false),
-            None if secure => (connect_tls(&authority, connect_timeout, &tls).await?, true),
-            None => (connect(&authority, connect_timeout).await?, true),
+            None if secure => (Box::pin(connect_tls(authority, connect_timeout, &tls)).await?, true),
+            None => (Box::pin(connect(authority, connect_timeout)).await?, true),
         };
         match sender.try_send_request(request).await {
             Ok(response) => return Ok(pooled(response, sender, pool_key)),

@@ -397,7 +397,7 @@ impl Gateway {
             if let Filter::RequestRateLimiter(limit) = filter
                 && !limit.is_local()
             {
-                let decision = limit.check_shared(&ex.headers, remote).await;
+                let decision = Box::pin(limit.check_shared(&ex.headers, remote)).await;
                 limit.headers(decision, &mut ex.response_headers);
                 if !decision.allowed {
                     let refused = *crate::filter::too_many_requests();
@@ -405,10 +405,6 @@ impl Gateway {
                 }
             }
         }
-        let path_and_query = match &ex.query {
-            Some(query) => format!("{}?{query}", ex.path),
-            None => ex.path.clone(),
-        };
         let body = match ex.max_body {
             Some(max) => Body::new(Limited::new(body, max as usize)),
             None => body,
@@ -434,14 +430,25 @@ impl Gateway {
                 let response = Box::pin(self.dispatch(request, remote, forwards + 1)).await;
                 return self.respond(route, &ex, host_header.as_deref(), response);
             }
-            Target::Http { base, .. } => format!(
-                "{}://{}{path_and_query}",
-                base.scheme_str().unwrap_or("http"),
-                base.authority().map_or("", |a| a.as_str())
+            Target::Http { base, .. } => upstream_uri(
+                base.scheme().cloned(),
+                base.authority().cloned(),
+                &ex.path,
+                ex.query.as_deref(),
             ),
-            Target::Lb(service) => format!("http://{service}{path_and_query}"),
+            Target::Lb(service) => service
+                .parse()
+                .map_err(|_| ())
+                .and_then(|authority| {
+                    upstream_uri(
+                        Some(http::uri::Scheme::HTTP),
+                        Some(authority),
+                        &ex.path,
+                        ex.query.as_deref(),
+                    )
+                }),
         };
-        let Ok(uri) = uri.parse::<Uri>() else {
+        let Ok(uri) = uri else {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "the rewritten path is not a valid URI",
@@ -478,7 +485,7 @@ impl Gateway {
                     "this connection cannot be upgraded",
                 );
             };
-            let (response, _) = self.send_once(route, request).await;
+            let (response, _) = Box::pin(self.send_once(route, request)).await;
             return self.respond(
                 route,
                 &ex,
@@ -509,7 +516,8 @@ impl Gateway {
                     );
                 };
                 let balanced = LoadBalancer::new(client, balancer.clone());
-                tokio::time::timeout(route.response_timeout, balanced.oneshot(request)).await
+                let sent = balanced.oneshot(request);
+                Box::pin(tokio::time::timeout(route.response_timeout, sent)).await
             }
             _ => {
                 tokio::time::timeout(
@@ -562,6 +570,20 @@ impl Gateway {
         if breaker.is_none() && retry.is_none() {
             return self.send_once(route, request).await.0;
         }
+        // Boxed: the common path's future stays small (it is moved on every request).
+        Box::pin(self.send_guarded(route, request, remote, breaker, retry, cache)).await
+    }
+
+    /// Sends through a CircuitBreaker and/or Retry filter.
+    async fn send_guarded(
+        &self,
+        route: &Route,
+        request: Request<Body>,
+        remote: SocketAddr,
+        breaker: Option<&crate::resilience::BreakerFilter>,
+        retry: Option<&crate::resilience::RetryFilter>,
+        cache: bool,
+    ) -> Response<Body> {
         let (parts, body) = request.into_parts();
         let template = || {
             let mut request = Request::new(());
@@ -798,6 +820,28 @@ fn tunnel(downstream: hyper::upgrade::OnUpgrade, mut response: Response<Body>) -
     response
 }
 
+/// `scheme://authority/path?query`, built from its parts (no text to parse again).
+fn upstream_uri(
+    scheme: Option<http::uri::Scheme>,
+    authority: Option<http::uri::Authority>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, ()> {
+    let mut target = Vec::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.extend_from_slice(path.as_bytes());
+    if let Some(query) = query {
+        target.push(b'?');
+        target.extend_from_slice(query.as_bytes());
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = scheme;
+    parts.authority = authority;
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)).map_err(|_| ())?,
+    );
+    Uri::from_parts(parts).map_err(|_| ())
+}
+
 /// A JSON error answer, in Spring's shape.
 pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({
@@ -901,38 +945,88 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// X-Forwarded-For/-Proto/-Host and Forwarded, appended to what earlier proxies said.
+///
+/// On every proxied request: one buffer per header, no formatting machinery.
 fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&str>) {
     let ip = remote.ip().to_canonical();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip.to_string(),
+    let mut ip_text = [0u8; 48];
+    let ip_text = write_ip(ip, &mut ip_text);
+
+    let mut value = Vec::with_capacity(64);
+    let append = |value: &mut Vec<u8>, earlier: Option<&HeaderValue>| {
+        if let Some(earlier) = earlier {
+            value.extend_from_slice(earlier.as_bytes());
+            value.extend_from_slice(b", ");
+        }
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", value);
+    append(&mut value, headers.get(&X_FORWARDED_FOR));
+    value.extend_from_slice(ip_text);
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Some(host) = host
-        && let Ok(value) = HeaderValue::from_str(host)
-    {
-        headers.insert("x-forwarded-host", value.clone());
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let host = host.and_then(|h| HeaderValue::from_str(h).ok());
+    if let Some(host) = &host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
+
+    let mut value = Vec::with_capacity(96);
+    append(&mut value, headers.get(header::FORWARDED));
+    value.extend_from_slice(b"for=");
+    if ip.is_ipv6() {
+        value.extend_from_slice(b"\"[");
+        value.extend_from_slice(ip_text);
+        value.extend_from_slice(b"]\"");
     } else {
-        ip.to_string()
-    };
-    let mut element = format!("for={node};proto=http");
-    if let Some(host) = host {
-        element.push_str(&format!(";host=\"{host}\""));
+        value.extend_from_slice(ip_text);
     }
-    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {element}"),
-        None => element,
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    value.extend_from_slice(b";proto=http");
+    if let Some(host) = &host {
+        value.extend_from_slice(b";host=\"");
+        value.extend_from_slice(host.as_bytes());
+        value.push(b'"');
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(header::FORWARDED, value);
     }
+}
+
+/// `ip` as text in `buffer`: IPv4 by hand (the common case, on every request), IPv6
+/// through `Display`.
+fn write_ip(ip: std::net::IpAddr, buffer: &mut [u8; 48]) -> &[u8] {
+    use std::io::Write;
+    let mut len = 0;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buffer[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buffer[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buffer[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buffer[len] = b'0' + octet % 10;
+                len += 1;
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+            let _ = write!(cursor, "{v6}");
+            len = cursor.position() as usize;
+        }
+    }
+    &buffer[..len]
 }
 
 #[cfg(test)]
@@ -984,5 +1078,29 @@ mod tests {
             headers["forwarded"],
             "for=10.0.0.1;proto=http;host=\"shop.example.org\""
         );
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut buffer = [0u8; 48];
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.100.9.199",
+            "192.0.2.1",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(write_ip(parsed, &mut buffer), parsed.to_string().as_bytes());
+        }
+        let mut headers = HeaderMap::new();
+        forwarded(&mut headers, "[2001:db8::1]:443".parse().unwrap(), None);
+        assert_eq!(headers["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(headers["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+        let mut headers = HeaderMap::new();
+        forwarded(&mut headers, "[::ffff:10.1.2.3]:443".parse().unwrap(), None);
+        assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
     }
 }
