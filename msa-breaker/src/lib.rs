@@ -24,6 +24,8 @@ mod classify;
 mod clock;
 mod deferred;
 pub mod fallback;
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
 pub mod rate_limit;
 pub mod retry;
 mod section;

@@ -224,9 +224,12 @@ where
     let mut tried: Vec<String> = Vec::new();
     loop {
         let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
-        let pick = balancer
-            .pick_excluding(service, sticky.as_deref(), &excluded)
-            .map_err(Failed::NoInstance)?;
+        let pick = match balancer.pick_excluding(service, sticky.as_deref(), &excluded) {
+            Ok(pick) => pick,
+            // Right after start, discovery may not have answered yet: wait for it once.
+            Err(_) if tried.is_empty() && balancer.discovered(service).await => continue,
+            Err(none) => return Err(Failed::NoInstance(none)),
+        };
         let replay = if tried.len() < retries && pick.alternatives() > tried.len() {
             request.replay()
         } else {

@@ -116,7 +116,12 @@ struct ServiceState {
     /// Stats by instance id, kept while the instance is listed.
     stats: Mutex<HashMap<String, Arc<Stats>>>,
     next: AtomicUsize,
+    /// Whether discovery has said anything about the service yet.
+    answered: std::sync::atomic::AtomicBool,
 }
+
+/// How long the first call to a service waits for discovery's first answer about it.
+pub const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The `UP` instances of one list, with their stats.
 struct Snapshot {
@@ -187,6 +192,20 @@ impl Balancer {
         })
     }
 
+    /// Waits, the first time `service` is asked for, until discovery has answered about
+    /// it (at most [`FIRST_ANSWER_WAIT`]), so that calls made right after start do not fail
+    /// for want of a list. Returns at once, with `false`, once discovery has answered.
+    pub async fn discovered(&self, service: &str) -> bool {
+        let state = self.state(service);
+        if state.answered.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut receiver = state.receiver.clone();
+        let _ = tokio::time::timeout(FIRST_ANSWER_WAIT, receiver.changed()).await;
+        state.answered.store(true, Ordering::Release);
+        true
+    }
+
     fn state(&self, service: &str) -> Arc<ServiceState> {
         // One state per service however it is spelled (names are case-insensitive); the
         // common lower-case spelling is looked up without allocating.
@@ -216,6 +235,7 @@ impl Balancer {
                     })),
                     stats: Mutex::default(),
                     next: AtomicUsize::new(0),
+                    answered: std::sync::atomic::AtomicBool::new(!source.is_empty()),
                 };
                 state.rebuild(&self.shared, source);
                 Arc::new(state)
