@@ -32,6 +32,10 @@ pub enum Error {
     /// The server task panicked or was cancelled.
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// Configuration could not be read from the config server (or its cached copy).
+    #[cfg(feature = "config")]
+    #[error("config: {0}")]
+    Config(#[from] msa_config::client::ClientError),
 }
 
 /// A service's `main()` in one expression: telemetry, actuator endpoints, the server layer
@@ -55,6 +59,24 @@ pub struct App {
     actuator: Actuator,
     shutdown: Shutdown,
     signals: bool,
+    telemetry: Option<Option<TelemetryGuard>>,
+    #[cfg(feature = "discovery")]
+    registry: Option<Registry>,
+    #[cfg(feature = "config")]
+    config: Option<msa_config::client::ConfigClient>,
+    #[cfg(feature = "breaker")]
+    breakers: Option<msa_breaker::circuit_breaker::CircuitBreakerRegistry>,
+}
+
+/// The registry an app registers with and discovers through.
+#[cfg(feature = "discovery")]
+#[derive(Clone, Debug)]
+struct Registry {
+    url: String,
+    advertise: Option<String>,
+    zone: Option<String>,
+    renewal: Option<(std::time::Duration, std::time::Duration)>,
+    balancer: msa_discovery::balance::Balancer,
 }
 
 impl fmt::Debug for App {
@@ -80,7 +102,38 @@ impl App {
             router: Router::new(),
             shutdown: Shutdown::new(),
             signals: true,
+            telemetry: None,
+            #[cfg(feature = "discovery")]
+            registry: None,
+            #[cfg(feature = "config")]
+            config: None,
+            #[cfg(feature = "breaker")]
+            breakers: None,
         }
+    }
+
+    /// The app's name: its service name in the registry and its application name at the
+    /// config server.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets up logging and tracing once (the first of [`start`](Self::start) and the
+    /// config calls does it), unless the process already has a global subscriber.
+    fn init_telemetry(&mut self) -> Result<(), Error> {
+        if self.telemetry.is_some() {
+            return Ok(());
+        }
+        let mut telemetry = Telemetry::new(self.name.clone());
+        if let Some(version) = &self.version {
+            telemetry = telemetry.version(version.clone());
+        }
+        self.telemetry = Some(match telemetry.init() {
+            Ok(guard) => Some(guard),
+            Err(TelemetryError::AlreadyInitialized) => None,
+            Err(error) => return Err(error.into()),
+        });
+        Ok(())
     }
 
     /// The app's version, for `/actuator/info` and the `service.version` resource attribute.
@@ -122,16 +175,9 @@ impl App {
     }
 
     /// Binds and starts serving in the background.
-    pub async fn start(self) -> Result<Running, Error> {
-        let mut telemetry = Telemetry::new(self.name.clone());
-        if let Some(version) = &self.version {
-            telemetry = telemetry.version(version.clone());
-        }
-        let guard = match telemetry.init() {
-            Ok(guard) => Some(guard),
-            Err(TelemetryError::AlreadyInitialized) => None,
-            Err(error) => return Err(error.into()),
-        };
+    pub async fn start(mut self) -> Result<Running, Error> {
+        self.init_telemetry()?;
+        let guard = self.telemetry.take().flatten();
 
         let listener = TcpListener::bind(&self.bind)
             .await
@@ -156,6 +202,10 @@ impl App {
         }
         if self.signals {
             shutdown.listen_for_signals();
+        }
+        #[cfg(feature = "discovery")]
+        if let Some(registry) = &self.registry {
+            registry.register(&self.name, self.version.as_deref(), local_addr, &shutdown);
         }
         tracing::info!(app = %self.name, addr = %local_addr, "started");
         let server = shutdown.clone();
@@ -213,5 +263,194 @@ impl Running {
     /// Waits until the app has shut down.
     pub async fn wait(self) -> Result<(), Error> {
         self.task.await?.map_err(Error::Serve)
+    }
+}
+
+#[cfg(feature = "discovery")]
+impl Registry {
+    fn register(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        addr: SocketAddr,
+        shutdown: &Shutdown,
+    ) -> msa_discovery::registration::Registration {
+        use msa_core::ServiceInstance;
+        use msa_discovery::registration::Registration;
+        let host = match &self.advertise {
+            Some(host) => host.clone(),
+            None if addr.ip().is_unspecified() => "127.0.0.1".to_owned(),
+            None => addr.ip().to_string(),
+        };
+        let mut instance = ServiceInstance::new(name, host, addr.port());
+        if let Some(zone) = &self.zone {
+            instance = instance.with_zone(zone.clone());
+        }
+        if let Some(version) = version {
+            instance = instance.with_metadata("version", version);
+        }
+        let mut registration = Registration::new(format!("{}/eureka", self.url), instance);
+        if let Some((renewal, lease)) = self.renewal {
+            registration = registration.timings(renewal, lease);
+        }
+        registration.start(shutdown)
+    }
+}
+
+/// Discovery: register with a registry and call other services by name.
+#[cfg(feature = "discovery")]
+impl App {
+    /// Registers the app with the registry at `url` (msa-registry, or a Eureka server:
+    /// `http://127.0.0.1:8761`) once it listens, renews its lease while it runs and
+    /// deregisters when it stops; and discovers other services through the registry's
+    /// watch for [`client`](Self::client) and [`balancer`](Self::balancer), so a call to
+    /// `http://inventory/...` goes to an `UP` instance of `inventory`.
+    ///
+    /// Call it inside a tokio runtime.
+    pub fn registry(mut self, url: impl Into<String>) -> Self {
+        use msa_discovery::balance::{Balancer, BalancerConfig};
+        use msa_discovery::discovery::RegistryDiscovery;
+        let url = url.into().trim_end_matches('/').to_owned();
+        let balancer = Balancer::new(
+            RegistryDiscovery::new(url.clone()),
+            BalancerConfig::default(),
+        );
+        self.registry = Some(Registry {
+            url,
+            advertise: None,
+            zone: None,
+            renewal: None,
+            balancer,
+        });
+        self
+    }
+
+    /// The host other services reach this app at (default: the bound address, or
+    /// `127.0.0.1` when bound to all interfaces). Set it before or after
+    /// [`registry`](Self::registry)'s settings, once it is set.
+    pub fn advertise(mut self, host: impl Into<String>) -> Self {
+        if let Some(registry) = &mut self.registry {
+            registry.advertise = Some(host.into());
+        }
+        self
+    }
+
+    /// The zone the instance registers in (its `zone` metadata), for zone-preferring
+    /// callers.
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        if let Some(registry) = &mut self.registry {
+            registry.zone = Some(zone.into());
+        }
+        self
+    }
+
+    /// How often the lease is renewed and how long it lasts unrenewed (default 10 s and
+    /// 30 s).
+    pub fn lease(mut self, renewal: std::time::Duration, lease: std::time::Duration) -> Self {
+        if let Some(registry) = &mut self.registry {
+            registry.renewal = Some((renewal, lease));
+        }
+        self
+    }
+
+    /// The load balancer over the registry's instances (after [`registry`](Self::registry)),
+    /// to wrap hyper or tonic clients in.
+    pub fn balancer(&self) -> Option<msa_discovery::balance::Balancer> {
+        self.registry.as_ref().map(|r| r.balancer.clone())
+    }
+
+    /// An HTTP client for calls to other services: it continues the current trace
+    /// (`traceparent`) and records client spans and metrics; with the `breaker` feature
+    /// it guards each service with a circuit breaker (see
+    /// [`circuit_breakers`](Self::circuit_breakers)); and after
+    /// [`registry`](Self::registry) it balances `http://<service>/...` over the
+    /// service's instances, retrying refused connections on another one. Calls time out
+    /// after 10 s.
+    pub fn client(&self) -> reqwest_middleware::ClientWithMiddleware {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let builder = reqwest_middleware::ClientBuilder::new(http)
+            .with(msa_core::http::TraceMiddleware::new());
+        #[cfg(feature = "breaker")]
+        let builder = builder.with(msa_breaker::middleware::CircuitBreakerMiddleware::new(
+            self.breakers.clone().unwrap_or_else(|| {
+                msa_breaker::circuit_breaker::CircuitBreakerRegistry::new(Default::default())
+                    .unwrap_or_else(|_| unreachable!("the default section is valid"))
+            }),
+        ));
+        let builder = match &self.registry {
+            Some(registry) => builder.with(msa_discovery::balance::LoadBalancerMiddleware::new(
+                registry.balancer.clone(),
+            )),
+            None => builder,
+        };
+        builder.build()
+    }
+}
+
+/// Resilience: the breakers [`App::client`] guards calls with.
+#[cfg(feature = "breaker")]
+impl App {
+    /// The circuit breakers for [`client`](Self::client)'s calls, one per service name
+    /// (default: Resilience4j's defaults for every service).
+    pub fn circuit_breakers(
+        mut self,
+        registry: msa_breaker::circuit_breaker::CircuitBreakerRegistry,
+    ) -> Self {
+        self.breakers = Some(registry);
+        self
+    }
+}
+
+/// Central configuration: read from a config server, kept live.
+#[cfg(feature = "config")]
+impl App {
+    /// Reads the app's configuration (application = the app's name) from the config
+    /// server at `uri` (msa-config-server or Spring Cloud Config Server).
+    pub fn config_server(mut self, uri: impl Into<String>) -> Self {
+        self.config = Some(msa_config::client::ConfigClient::new(self.name.clone()).uri(uri));
+        self
+    }
+
+    /// Reads the app's configuration with `client` (profiles, label, credentials, a
+    /// last-known-good cache file, fail-fast).
+    pub fn config_client(mut self, client: msa_config::client::ConfigClient) -> Self {
+        self.config = Some(client);
+        self
+    }
+
+    /// The app's configuration as a live `T`: the config server's properties, overridden
+    /// by environment variables `<APP>__<KEY>` (`ORDERS__PRICES__WIDGET=12`), rebuilt
+    /// within milliseconds of a change at the server, and again on
+    /// `POST /actuator/refresh`. A change that does not deserialize into `T` is logged and
+    /// the last good value kept.
+    ///
+    /// Without [`config_server`](Self::config_server), Spring's default
+    /// `http://localhost:8888` is asked.
+    pub async fn live_config<T>(&mut self) -> Result<msa_config::client::LiveConfig<T>, Error>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.init_telemetry()?;
+        let client = self
+            .config
+            .clone()
+            .unwrap_or_else(|| msa_config::client::ConfigClient::new(self.name.clone()));
+        let prefix = self.name.to_ascii_uppercase().replace('-', "_");
+        let live = client
+            .live(move |server| {
+                config::Config::builder().add_source(server).add_source(
+                    config::Environment::with_prefix(&prefix)
+                        .prefix_separator("__")
+                        .separator("__"),
+                )
+            })
+            .await?;
+        let hook = live.refresh_hook();
+        self.actuator =
+            std::mem::replace(&mut self.actuator, Actuator::new("")).on_refresh("config", hook);
+        Ok(live)
     }
 }

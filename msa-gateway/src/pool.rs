@@ -121,7 +121,10 @@ pub(crate) async fn send(
     }
     let secure = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
     let mut parts = std::mem::take(request.uri_mut()).into_parts();
-    let authority = parts.authority.take().ok_or("the upstream URI has no host")?;
+    let authority = parts
+        .authority
+        .take()
+        .ok_or("the upstream URI has no host")?;
     // Pooled apart: the same address over TLS and in the clear are different connections.
     let pool_key: Box<str> = if secure {
         format!("https://{authority}").into()
@@ -141,7 +144,10 @@ pub(crate) async fn send(
     loop {
         let (mut sender, fresh) = match take_idle(&pool_key) {
             Some(sender) => (sender, false),
-            None if secure => (Box::pin(connect_tls(authority, connect_timeout, &tls)).await?, true),
+            None if secure => (
+                Box::pin(connect_tls(authority, connect_timeout, &tls)).await?,
+                true,
+            ),
             None => (Box::pin(connect(authority, connect_timeout)).await?, true),
         };
         match sender.try_send_request(request).await {

@@ -199,6 +199,39 @@ impl Gateway {
             .clone()
     }
 
+    /// Reloads the routes whenever the file given to [`with_file`](Self::with_file)
+    /// changes (checked every `every`), in a task on the current tokio runtime; a bad file
+    /// keeps the routes running and is logged with its `file:line: key`. The task ends
+    /// when every clone of the gateway is dropped.
+    pub fn watch_file(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let state = Arc::downgrade(&self.state);
+        let stamp = |path: &std::path::Path| -> Option<(std::time::SystemTime, u64)> {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        };
+        let mut seen = self.file().and_then(|path| stamp(&path));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(state) = state.upgrade() else { return };
+                let gateway = Gateway { state };
+                let Some(path) = gateway.file() else { continue };
+                let now = stamp(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match gateway.reload_file() {
+                    Ok(count) => tracing::info!(routes = count, "routes reloaded"),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "the new routes file was rejected; the old routes stay"
+                    ),
+                }
+            }
+        })
+    }
+
     pub(crate) fn table(&self) -> Arc<RouteTable> {
         self.state
             .table
@@ -436,17 +469,14 @@ impl Gateway {
                 &ex.path,
                 ex.query.as_deref(),
             ),
-            Target::Lb(service) => service
-                .parse()
-                .map_err(|_| ())
-                .and_then(|authority| {
-                    upstream_uri(
-                        Some(http::uri::Scheme::HTTP),
-                        Some(authority),
-                        &ex.path,
-                        ex.query.as_deref(),
-                    )
-                }),
+            Target::Lb(service) => service.parse().map_err(|_| ()).and_then(|authority| {
+                upstream_uri(
+                    Some(http::uri::Scheme::HTTP),
+                    Some(authority),
+                    &ex.path,
+                    ex.query.as_deref(),
+                )
+            }),
         };
         let Ok(uri) = uri else {
             return error_response(

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::Parser;
 use msa_core::actuator::Actuator;
@@ -43,7 +43,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_file(&args.config);
     tracing::info!(routes = config.routes.len(), file = %args.config.display(), "routes loaded");
-    tokio::spawn(watch(gateway.clone(), args.config.clone()));
+    gateway.watch_file(Duration::from_millis(500));
     let bind: SocketAddr = match args.bind {
         Some(bind) => bind.parse().map_err(|e| format!("--bind {bind}: {e}"))?,
         None => config.server.bind,
@@ -62,28 +62,4 @@ async fn run(args: Args) -> Result<(), String> {
     tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(30)))
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Reloads the routes when the file changes (checked every 500 ms); a bad file keeps
-/// the routes running and logs why.
-async fn watch(gateway: Gateway, path: PathBuf) {
-    let stamp = |path: &PathBuf| -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
-    };
-    let mut seen = stamp(&path);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = stamp(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match gateway.reload_file() {
-            Ok(count) => tracing::info!(routes = count, "routes reloaded"),
-            Err(error) => {
-                tracing::warn!(%error, "the new routes file was rejected; the old routes stay")
-            }
-        }
-    }
 }

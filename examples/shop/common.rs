@@ -1,0 +1,98 @@
+//! What every process of the shop shares: its command-line options, the `App` wiring,
+//! how it reports where it listens, and how it stops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use msa::shutdown::Shutdown;
+use tokio::io::AsyncReadExt;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Options of a service process (orders, inventory, payments).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServiceArgs {
+    /// msa-registry's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8761")]
+    pub(crate) registry: String,
+    /// msa-config-server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8888")]
+    pub(crate) config: String,
+    /// The shared data directory.
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Where to listen (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) bind: String,
+    /// Stop (cleanly) when stdin closes: the estate's way of stopping its children, which
+    /// also stops them if the estate itself dies.
+    #[arg(long)]
+    pub(crate) stop_on_eof: bool,
+}
+
+/// An msa `App` for a shop service: registered with the registry, configured by the
+/// config server (with a last-known-good copy in the data directory for when the config
+/// server is down at start).
+pub(crate) fn app(name: &str, args: &ServiceArgs) -> msa::App {
+    let cache = args.data.join("config-cache").join(format!("{name}.json"));
+    let client = msa::config::client::ConfigClient::new(name)
+        .uri(args.config.clone())
+        .cache_file(cache);
+    msa::App::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .bind(args.bind.clone())
+        .registry(args.registry.clone())
+        .config_client(client)
+        .handle_signals(true)
+}
+
+/// Tells the process that started this one where it listens: the first line on stdout.
+pub(crate) fn announce(addr: SocketAddr) {
+    println!("listening on http://{addr}");
+}
+
+/// Triggers `shutdown` when stdin reaches its end.
+pub(crate) fn stop_on_eof(shutdown: &Shutdown) {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 256];
+        while let Ok(n) = stdin.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+        }
+        shutdown.trigger();
+    });
+}
+
+/// A JSON error answer: `{"error": reason}`.
+pub(crate) fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
+}
+
+/// A store failure as a 500 (logged).
+pub(crate) fn storage(failure: std::io::Error) -> Response {
+    tracing::error!(error = %failure, "storage failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("storage: {failure}"),
+    )
+}
+
+/// Amounts are kept in cents; prices in the config are decimal.
+pub(crate) fn cents(amount: f64) -> i64 {
+    (amount * 100.0).round() as i64
+}
+
+/// An item name as the shop accepts it: lowercase letters, digits and dashes.
+pub(crate) fn valid_item(item: &str) -> bool {
+    !item.is_empty()
+        && item.len() <= 64
+        && item
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}

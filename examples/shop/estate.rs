@@ -1,0 +1,316 @@
+//! The estate: every server and service of the shop in its own process, started in
+//! order, and stopped in the reverse order on Ctrl-C (so services deregister while the
+//! registry still runs).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::common::BoxError;
+
+/// Options of the estate.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct EstateArgs {
+    /// Listen on free ports instead of 8761 (registry), 8888 (config) and 8080 (gateway).
+    #[arg(long)]
+    pub(crate) free_ports: bool,
+    /// The shared data directory (default: a new temporary directory, removed at exit).
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// The directory the config server serves (default: examples/shop/config).
+    #[arg(long)]
+    pub(crate) config_dir: Option<PathBuf>,
+    /// Stop when stdin closes (for a parent process; Ctrl-C always stops).
+    #[arg(long)]
+    pub(crate) stop_on_eof: bool,
+}
+
+/// One running process of the estate.
+struct Process {
+    name: String,
+    url: String,
+    child: Child,
+    /// Closing it asks the process to stop.
+    stdin: Option<ChildStdin>,
+}
+
+const SOURCE: &str = env!("CARGO_MANIFEST_DIR");
+
+pub(crate) async fn run(args: EstateArgs) -> Result<(), BoxError> {
+    let (data, temporary) = match &args.data {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("msa-shop-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&data)?;
+    let config_dir = args
+        .config_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(SOURCE).join("examples/shop/config"));
+    let port = |fixed: u16| {
+        if args.free_ports {
+            "127.0.0.1:0".to_owned()
+        } else {
+            format!("127.0.0.1:{fixed}")
+        }
+    };
+
+    let mut estate: Vec<Process> = Vec::new();
+    let started = start(&mut estate, &data, &config_dir, &port).await;
+    let outcome = match started {
+        Ok(()) => {
+            banner(&estate, &config_dir);
+            wait_for_stop(args.stop_on_eof, &mut estate).await;
+            Ok(())
+        }
+        Err(error) => Err(error),
+    };
+    println!("shop: stopping");
+    stop(estate).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    println!("shop: stopped");
+    outcome
+}
+
+async fn start(
+    estate: &mut Vec<Process>,
+    data: &Path,
+    config_dir: &Path,
+    port: &dyn Fn(u16) -> String,
+) -> Result<(), BoxError> {
+    let registry = spawn(estate, "msa-registry", &["registry", "--bind", &port(8761)]).await?;
+    let config = spawn(
+        estate,
+        "msa-config-server",
+        &[
+            "config-server",
+            "--bind",
+            &port(8888),
+            "--source",
+            &config_dir.display().to_string(),
+        ],
+    )
+    .await?;
+    let data_arg = data.display().to_string();
+    let service = |name: &'static str| {
+        vec![
+            name.to_owned(),
+            "--registry".to_owned(),
+            registry.clone(),
+            "--config".to_owned(),
+            config.clone(),
+            "--data".to_owned(),
+            data_arg.clone(),
+        ]
+    };
+    for (name, count) in [("inventory", 2), ("payments", 1), ("orders", 2)] {
+        for n in 1..=count {
+            let args = service(name);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            spawn(estate, &format!("{name}-{n}"), &args).await?;
+        }
+        wait_registered(&registry, name, count).await?;
+    }
+
+    // The routes file, pointed at this estate's registry.
+    let routes = std::fs::read_to_string(Path::new(SOURCE).join("examples/shop/gateway.yaml"))?
+        .replace("http://127.0.0.1:8761", &registry);
+    let routes_file = data.join("gateway.yaml");
+    std::fs::write(&routes_file, routes)?;
+    let gateway = spawn(
+        estate,
+        "msa-gateway",
+        &[
+            "gateway",
+            "--bind",
+            &port(8080),
+            "--source",
+            &routes_file.display().to_string(),
+        ],
+    )
+    .await?;
+    wait_routed(&gateway).await
+}
+
+/// Starts this executable as `args`, and waits for its "listening on URL" line.
+async fn spawn(estate: &mut Vec<Process>, name: &str, args: &[&str]) -> Result<String, BoxError> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .arg("--stop-on-eof")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // Its own process group: Ctrl-C reaches the estate only, which stops the
+        // processes in order.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    let url = match first {
+        Ok(Ok(Some(line))) => line
+            .strip_prefix("listening on ")
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{name} said {line:?} instead of where it listens"))?,
+        Ok(_) => return Err(format!("{name} exited before it listened").into()),
+        Err(_) => return Err(format!("{name} did not listen within 60 s").into()),
+    };
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("{line}");
+        }
+    });
+    println!(
+        "shop: started {name} pid={} url={url}",
+        child.id().unwrap_or(0)
+    );
+    estate.push(Process {
+        name: name.to_owned(),
+        url: url.clone(),
+        child,
+        stdin,
+    });
+    Ok(url)
+}
+
+/// Waits until `count` instances of `service` are registered and up.
+async fn wait_registered(registry: &str, service: &str, count: usize) -> Result<(), BoxError> {
+    let http = reqwest::Client::new();
+    let url = format!("{registry}/msa/v1/services/{service}");
+    for _ in 0..300 {
+        if let Ok(response) = http.get(&url).send().await
+            && let Ok(answer) = response.json::<serde_json::Value>().await
+        {
+            let up = answer["instances"].as_array().map_or(0, |instances| {
+                instances.iter().filter(|i| i["status"] == "UP").count()
+            });
+            if up >= count {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{service}: {count} instances did not register within 30 s").into())
+}
+
+/// Waits until the gateway routes to the services.
+async fn wait_routed(gateway: &str) -> Result<(), BoxError> {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(response) = http.get(format!("{gateway}/api/stock")).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("the gateway did not reach inventory within 30 s".into())
+}
+
+fn banner(estate: &[Process], config_dir: &Path) {
+    let url = |name: &str| {
+        estate
+            .iter()
+            .find(|p| p.name == name)
+            .map_or("", |p| p.url.as_str())
+            .to_owned()
+    };
+    let gateway = url("msa-gateway");
+    println!();
+    println!("The shop is running:");
+    for process in estate {
+        println!("  {:<18} {}", process.name, process.url);
+    }
+    println!();
+    println!("Try:");
+    println!(
+        "  curl -si -X POST {gateway}/api/orders -H 'content-type: application/json' -d '{{\"item\": \"widget\", \"qty\": 2}}'"
+    );
+    println!("  curl -s {gateway}/api/orders/<id>");
+    println!("  curl -s {gateway}/api/stock");
+    println!(
+        "  curl -si -X POST {gateway}/api/orders -H 'content-type: application/json' -d '{{\"item\": \"gizmo\", \"qty\": 5}}'   # over the payment limit: REJECTED, stock released"
+    );
+    println!(
+        "Edit {}/application.yml (shop.prices) or orders.yml (orders.accepting): the next order sees it.",
+        config_dir.display()
+    );
+    println!("Ctrl-C stops everything.");
+    println!();
+    println!(
+        "shop: ready gateway={gateway} registry={} config={}",
+        url("msa-registry"),
+        url("msa-config-server")
+    );
+}
+
+async fn wait_for_stop(stop_on_eof: bool, estate: &mut [Process]) {
+    let eof = async {
+        if stop_on_eof {
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buffer = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match &mut terminate {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    // A process of the estate that exits on its own is reported; the rest keep running.
+    let exited = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for process in estate.iter_mut() {
+                if let Ok(Some(status)) = process.child.try_wait()
+                    && process.stdin.is_some()
+                {
+                    println!("shop: {} exited ({status})", process.name);
+                    process.stdin = None;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+        () = eof => {}
+        () = exited => {}
+    }
+}
+
+/// Stops the processes in reverse order of starting: closing a process's stdin asks it
+/// to stop cleanly (services deregister first); one that has not stopped in 15 s is killed.
+async fn stop(estate: Vec<Process>) {
+    for mut process in estate.into_iter().rev() {
+        drop(process.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(15), process.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                println!("shop: {} did not stop in 15 s; killing it", process.name);
+                let _ = process.child.kill().await;
+            }
+        }
+    }
+}

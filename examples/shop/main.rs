@@ -1,0 +1,70 @@
+//! Run with: cargo run --release --example shop
+//!
+//! The shop estate: msa-registry (127.0.0.1:8761), msa-config-server (127.0.0.1:8888,
+//! serving examples/shop/config), msa-gateway (127.0.0.1:8080, routes in
+//! examples/shop/gateway.yaml), and three services written with msa — orders (2
+//! instances), inventory (2) and payments (1) — each in its own process, registered with
+//! the registry and configured by the config server. See docs/shop.md.
+//!
+//! The same executable is every process: with no subcommand it is the estate and starts
+//! the others as `shop registry`, `shop orders`, ...
+
+mod common;
+mod estate;
+mod inventory;
+mod orders;
+mod payments;
+mod servers;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "shop", about = "The msa shop estate")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Process>,
+    #[command(flatten)]
+    estate: estate::EstateArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Process {
+    /// msa-registry.
+    Registry(servers::ServerArgs),
+    /// msa-config-server over a directory (--source DIR).
+    ConfigServer(servers::ServerArgs),
+    /// msa-gateway with a routes file (--source FILE.yaml).
+    Gateway(servers::ServerArgs),
+    /// The orders service.
+    Orders(common::ServiceArgs),
+    /// The inventory service.
+    Inventory(common::ServiceArgs),
+    /// The payments service.
+    Payments(common::ServiceArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (name, result) = match cli.command {
+        None => ("shop", estate::run(cli.estate).await),
+        Some(Process::Registry(args)) => ("msa-registry", servers::registry(args).await),
+        Some(Process::ConfigServer(args)) => {
+            ("msa-config-server", servers::config_server(args).await)
+        }
+        Some(Process::Gateway(args)) => ("msa-gateway", servers::gateway(args).await),
+        Some(Process::Orders(args)) => ("orders", orders::run(args).await),
+        Some(Process::Inventory(args)) => ("inventory", inventory::run(args).await),
+        Some(Process::Payments(args)) => ("payments", payments::run(args).await),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
