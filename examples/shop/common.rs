@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -31,6 +32,9 @@ pub(crate) struct ServiceArgs {
     /// also stops them if the estate itself dies.
     #[arg(long)]
     pub(crate) stop_on_eof: bool,
+    /// Seconds between lease renewals (the lease lasts three renewals).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) renewal_secs: u64,
 }
 
 /// An msa `App` for a shop service: registered with the registry, configured by the
@@ -45,6 +49,10 @@ pub(crate) fn app(name: &str, args: &ServiceArgs) -> msa::App {
         .version(env!("CARGO_PKG_VERSION"))
         .bind(args.bind.clone())
         .registry(args.registry.clone())
+        .lease(
+            Duration::from_secs(args.renewal_secs.max(1)),
+            Duration::from_secs(3 * args.renewal_secs.max(1)),
+        )
         .config_client(client)
         .handle_signals(true)
 }

@@ -1,0 +1,385 @@
+//! End-to-end tests of the shop estate: real processes, real HTTP on 127.0.0.1 — the order
+//! path through the gateway, the saga's compensation, live config, the breaker opening and
+//! recovering, a registry restart, the config server down at a service's start, and an
+//! instance killed under load.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Process, config_copy, eventually, order, registered, service_args};
+
+/// The tests start many processes each: one at a time keeps a 2-core machine responsive.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_copy(dir.path());
+    let data = dir.path().join("data");
+    let mut estate = Process::start(
+        "shop",
+        &[
+            "--free-ports",
+            "--data",
+            data.to_str().unwrap(),
+            "--config-dir",
+            config.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let http = reqwest::Client::new();
+    let stock = |gateway: String| {
+        let http = http.clone();
+        async move {
+            let answer: Value = http
+                .get(format!("{gateway}/api/stock"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer
+        }
+    };
+    let gateway = estate.ready_field("gateway=");
+
+    // An order through the gateway, continuing the caller's trace.
+    let response = http
+        .post(format!("{gateway}/api/orders"))
+        .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({ "item": "widget", "qty": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-shop"], "msa"); // the gateway's default filter
+    let placed: Value = response.json().await.unwrap();
+    assert_eq!(placed["status"], "CONFIRMED", "{placed}");
+    assert_eq!(placed["total"], 25.0);
+    assert_eq!(placed["trace_id"], TRACE);
+    let id = placed["id"].as_str().unwrap();
+    let read: Value = http
+        .get(format!("{gateway}/api/orders/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, placed);
+    assert_eq!(stock(gateway.clone()).await["widget"], 998);
+
+    // Every process on the path logged under the caller's trace id.
+    let logs = estate.logs();
+    for service in ["msa-gateway", "orders", "inventory", "payments"] {
+        assert!(
+            logs.contains(&format!("[{service},{TRACE},")),
+            "{service} logged nothing under trace {TRACE}:\n{logs}"
+        );
+    }
+
+    // A declined payment releases the reserved stock: the saga's compensation.
+    let response = http
+        .post(format!("{gateway}/api/orders"))
+        .json(&serde_json::json!({ "item": "gizmo", "qty": 5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let rejected: Value = response.json().await.unwrap();
+    assert_eq!(rejected["status"], "REJECTED", "{rejected}");
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .unwrap()
+            .contains("payment declined")
+    );
+    assert_eq!(stock(gateway.clone()).await["gizmo"], 10);
+
+    // A bad order is a 400 with the reason.
+    let response = http
+        .post(format!("{gateway}/api/orders"))
+        .json(&serde_json::json!({ "item": "spaceship", "qty": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    // A price edited in the config directory is charged on the next orders, without a
+    // restart.
+    let application = config.join("application.yml");
+    let text = std::fs::read_to_string(&application).unwrap();
+    assert!(text.contains("widget: 12.50"));
+    std::fs::write(&application, text.replace("widget: 12.50", "widget: 20.00")).unwrap();
+    let edited = Instant::now();
+    eventually(Duration::from_secs(5), "the new price", || {
+        let http = http.clone();
+        let gateway = gateway.clone();
+        async move {
+            let (status, placed) = order(&http, &format!("{gateway}/api"), "widget", 1).await;
+            assert_eq!(status, 201);
+            (placed["total"] == 20.0).then_some(())
+        }
+    })
+    .await;
+    println!("new price charged {:?} after the edit", edited.elapsed());
+
+    // The feature flag pauses orders.
+    let orders_file = config.join("orders.yml");
+    let text = std::fs::read_to_string(&orders_file).unwrap();
+    std::fs::write(
+        &orders_file,
+        text.replace("accepting: true", "accepting: false"),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(5), "orders paused", || {
+        let http = http.clone();
+        let gateway = gateway.clone();
+        async move {
+            let (status, _) = order(&http, &format!("{gateway}/api"), "widget", 1).await;
+            (status == 503).then_some(())
+        }
+    })
+    .await;
+
+    // Stopping the estate stops every process; the services deregister first.
+    let status = estate.stop();
+    assert!(status.success(), "{status}");
+    let logs = estate.logs();
+    assert_eq!(logs.matches("deregistered").count(), 5, "{logs}");
+}
+
+/// registry, config server (over a copy of the shop's config) and the data directory.
+struct Base {
+    dir: tempfile::TempDir,
+    registry: Process,
+    config: Process,
+    data: String,
+}
+
+fn base() -> Base {
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = config_copy(dir.path());
+    let data = dir.path().join("data").display().to_string();
+    let registry = Process::start(
+        "registry",
+        &["registry", "--bind", "127.0.0.1:0"],
+        dir.path(),
+    );
+    let config = Process::start(
+        "config",
+        &[
+            "config-server",
+            "--bind",
+            "127.0.0.1:0",
+            "--source",
+            config_dir.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    Base {
+        dir,
+        registry,
+        config,
+        data,
+    }
+}
+
+impl Base {
+    fn service(&self, name: &str, log: &str) -> Process {
+        let args = service_args(name, &self.registry.url, &self.config.url, &self.data);
+        Process::start(log, &args, self.dir.path())
+    }
+
+    async fn wait_registered(&self, service: &str, count: usize) {
+        let http = reqwest::Client::new();
+        eventually(Duration::from_secs(10), service, || {
+            let http = http.clone();
+            async move { (registered(&http, &self.registry.url, service).await >= count).then_some(()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_when_payments_stops_and_orders_recover_when_it_returns() {
+    let _serial = SERIAL.lock().await;
+    let base = base();
+    let _inventory = base.service("inventory", "inventory");
+    let mut payments = base.service("payments", "payments");
+    let orders = base.service("orders", "orders");
+    base.wait_registered("payments", 1).await;
+    let http = reqwest::Client::new();
+    let (status, placed) = order(&http, &orders.url, "widget", 1).await;
+    assert_eq!(
+        (status, placed["status"].as_str()),
+        (201, Some("CONFIRMED"))
+    );
+
+    payments.kill();
+    // Held, not failed: the stock stays reserved and the order waits for payments. Once
+    // the breaker has seen enough failures (4, in the shop's config) it opens and orders
+    // stop calling payments at all.
+    let mut held = Vec::new();
+    let mut open = false;
+    for _ in 0..8 {
+        let (status, placed) = order(&http, &orders.url, "widget", 1).await;
+        assert_eq!(status, 202, "{placed}");
+        assert_eq!(placed["status"], "ON_HOLD");
+        open |= placed["reason"].as_str().unwrap().contains("OPEN");
+        held.push(placed["id"].as_str().unwrap().to_owned());
+    }
+    assert!(open, "the breaker never opened:\n{}", orders.logs());
+
+    // payments is back: the breaker lets probes through after its wait (3 s), and the
+    // held orders are charged.
+    let _payments = base.service("payments", "payments-2");
+    for id in &held {
+        eventually(Duration::from_secs(20), "a held order charged", || {
+            let http = http.clone();
+            let url = format!("{}/orders/{id}", orders.url);
+            async move {
+                let order: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+                (order["status"] == "CONFIRMED").then_some(())
+            }
+        })
+        .await;
+    }
+    let (status, placed) = order(&http, &orders.url, "widget", 1).await;
+    assert_eq!(
+        (status, placed["status"].as_str()),
+        (201, Some("CONFIRMED"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_go_on_while_the_registry_restarts_and_instances_come_back() {
+    let _serial = SERIAL.lock().await;
+    let mut base = base();
+    let _inventory = base.service("inventory", "inventory");
+    let _payments = base.service("payments", "payments");
+    let orders = base.service("orders", "orders");
+    base.wait_registered("payments", 1).await;
+    base.wait_registered("inventory", 1).await;
+    let http = reqwest::Client::new();
+    let (status, _) = order(&http, &orders.url, "widget", 1).await;
+    assert_eq!(status, 201);
+
+    let registry_url = base.registry.url.clone();
+    let addr = registry_url.trim_start_matches("http://").to_owned();
+    base.registry.kill();
+    // Without a registry, callers keep the instances they know.
+    for _ in 0..5 {
+        let (status, placed) = order(&http, &orders.url, "widget", 1).await;
+        assert_eq!(
+            (status, placed["status"].as_str()),
+            (201, Some("CONFIRMED"))
+        );
+    }
+    // A new registry on the same address learns every instance again at its next renewal.
+    base.registry = Process::start(
+        "registry-2",
+        &["registry", "--bind", &addr],
+        base.dir.path(),
+    );
+    assert_eq!(base.registry.url, registry_url);
+    for service in ["orders", "inventory", "payments"] {
+        base.wait_registered(service, 1).await;
+    }
+    let (status, _) = order(&http, &orders.url, "widget", 1).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_starts_on_its_cached_config_when_the_config_server_is_down() {
+    let _serial = SERIAL.lock().await;
+    let mut base = base();
+    let mut payments = base.service("payments", "payments");
+    base.wait_registered("payments", 1).await;
+    assert!(payments.stop().success());
+
+    base.config.kill();
+    // payments has no default for its limit: it can only start on the cached copy.
+    let payments = base.service("payments", "payments-2");
+    let http = reqwest::Client::new();
+    let charge = |amount: f64, order_id: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/payments", payments.url);
+        async move {
+            http.post(url)
+                .json(&serde_json::json!({ "order_id": order_id, "amount": amount }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(charge(10.0, "small").await, 201);
+    assert_eq!(charge(1500.0, "large").await, 402);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_under_load_fails_no_order() {
+    let _serial = SERIAL.lock().await;
+    let base = base();
+    let mut inventory_1 = base.service("inventory", "inventory-1");
+    let inventory_2 = base.service("inventory", "inventory-2");
+    let _payments = base.service("payments", "payments");
+    let orders = base.service("orders", "orders");
+    base.wait_registered("inventory", 2).await;
+    base.wait_registered("payments", 1).await;
+
+    let http = reqwest::Client::new();
+    let url = orders.url.clone();
+    let placed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let http = http.clone();
+        let url = url.clone();
+        let placed = placed.clone();
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for _ in 0..40 {
+                let (status, answer) = order(&http, &url, "widget", 1).await;
+                if status != 201 || answer["status"] != "CONFIRMED" {
+                    failures.push(format!("{status} {answer}"));
+                }
+                placed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            failures
+        }));
+    }
+    // Kill one inventory instance a third of the way in.
+    eventually(Duration::from_secs(30), "load under way", || {
+        let placed = placed.clone();
+        async move { (placed.load(std::sync::atomic::Ordering::Relaxed) >= 50).then_some(()) }
+    })
+    .await;
+    inventory_1.kill();
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    // Every confirmed order took its widget, once.
+    let stock: Value = http
+        .get(format!("{}/stock/widget", inventory_2.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock["available"], 1000 - 160);
+}
