@@ -3,7 +3,11 @@
 //! axum, hyper, tonic and reqwest, plus three ready servers built from the same crates.
 //!
 //! This facade re-exports the crates a service needs and offers [`App`], the bootstrap that
-//! wires them together in `main()`.
+//! wires them together in `main()`: telemetry, actuator and graceful shutdown always;
+//! registration, discovery and a balanced, breaker-guarded client with
+//! [`App::registry`]; live configuration from a config server with [`App::live_config`].
+//! Features `breaker`, `discovery` and `config` are on by default; `gateway` (or `full`)
+//! adds the gateway library.
 //!
 //! | crate | feature | what it brings |
 //! |---|---|---|
@@ -11,7 +15,7 @@
 //! | `breaker` (msa-breaker) | `breaker` | circuit breaker, retry with budget, timeout, bulkhead, rate limiter, fallback |
 //! | `discovery` (msa-discovery) | `discovery` | registry, discovery client, load balancer |
 //! | `config` (msa-config) | `config` | Spring Cloud Config-compatible server and live-reloading client |
-//! | `gateway` (msa-gateway) | `gateway` | API gateway (in progress) |
+//! | `gateway` (msa-gateway) | `gateway` | API gateway |
 //!
 //! # Examples
 //!
@@ -48,6 +52,7 @@ pub use self::app::{App, Error, Running};
 /// The user guide from `docs/`, included here so that its examples compile and run as
 /// doctests.
 pub mod guide {
+    #[cfg(all(feature = "discovery", feature = "config"))]
     #[doc = include_str!("../docs/getting-started.md")]
     pub mod getting_started {}
     #[doc = include_str!("../docs/core.md")]
@@ -64,4 +69,14 @@ pub mod guide {
     #[cfg(feature = "gateway")]
     #[doc = include_str!("../docs/gateway.md")]
     pub mod gateway {}
+    #[doc = include_str!("../docs/shop.md")]
+    pub mod shop {}
+    #[doc = include_str!("../docs/reference.md")]
+    pub mod reference {}
+    #[doc = include_str!("../docs/servers.md")]
+    pub mod servers {}
+    #[doc = include_str!("../docs/scaling.md")]
+    pub mod scaling {}
+    #[doc = include_str!("../docs/migration.md")]
+    pub mod migration {}
 }

@@ -64,7 +64,7 @@ pub(crate) async fn run(args: EstateArgs) -> Result<(), BoxError> {
     let started = start(&mut estate, &data, &config_dir, &port).await;
     let outcome = match started {
         Ok(()) => {
-            banner(&estate, &config_dir);
+            banner(&estate, &config_dir, &data);
             wait_for_stop(args.stop_on_eof, &mut estate).await;
             Ok(())
         }
@@ -216,7 +216,7 @@ async fn wait_routed(gateway: &str) -> Result<(), BoxError> {
     Err("the gateway did not reach inventory within 30 s".into())
 }
 
-fn banner(estate: &[Process], config_dir: &Path) {
+fn banner(estate: &[Process], config_dir: &Path, data: &Path) {
     let url = |name: &str| {
         estate
             .iter()
@@ -244,6 +244,7 @@ fn banner(estate: &[Process], config_dir: &Path) {
         "Edit {}/application.yml (shop.prices) or orders.yml (orders.accepting): the next order sees it.",
         config_dir.display()
     );
+    println!("Data (orders, stock, payments) in {}.", data.display());
     println!("Ctrl-C stops everything.");
     println!();
     println!(
