@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Process, config_copy, eventually, order, registered, service_args};
+use support::{Process, config_copy, eventually, get_json, order, registered, service_args};
 
 /// The tests start many processes each: one at a time keeps a 2-core machine responsive.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -33,20 +33,6 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
         dir.path(),
     );
     let http = reqwest::Client::new();
-    let stock = |gateway: String| {
-        let http = http.clone();
-        async move {
-            let answer: Value = http
-                .get(format!("{gateway}/api/stock"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            answer
-        }
-    };
     let gateway = estate.ready_field("gateway=");
 
     // An order through the gateway, continuing the caller's trace.
@@ -64,16 +50,10 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
     assert_eq!(placed["total"], 25.0);
     assert_eq!(placed["trace_id"], TRACE);
     let id = placed["id"].as_str().unwrap();
-    let read: Value = http
-        .get(format!("{gateway}/api/orders/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = get_json(&http, &format!("{gateway}/api/orders/{id}")).await;
     assert_eq!(read, placed);
-    assert_eq!(stock(gateway.clone()).await["widget"], 998);
+    let stock = format!("{gateway}/api/stock");
+    assert_eq!(get_json(&http, &stock).await["widget"], 998);
 
     // Every process on the path logged under the caller's trace id.
     let logs = estate.logs();
@@ -85,14 +65,9 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
     }
 
     // A declined payment releases the reserved stock: the saga's compensation.
-    let response = http
-        .post(format!("{gateway}/api/orders"))
-        .json(&serde_json::json!({ "item": "gizmo", "qty": 5 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let rejected: Value = response.json().await.unwrap();
+    let api = format!("{gateway}/api");
+    let (status, rejected) = order(&http, &api, "gizmo", 5).await;
+    assert_eq!(status, 201);
     assert_eq!(rejected["status"], "REJECTED", "{rejected}");
     assert!(
         rejected["reason"]
@@ -100,16 +75,12 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
             .unwrap()
             .contains("payment declined")
     );
-    assert_eq!(stock(gateway.clone()).await["gizmo"], 10);
+    assert_eq!(get_json(&http, &stock).await["gizmo"], 10);
 
     // A bad order is a 400 with the reason.
-    let response = http
-        .post(format!("{gateway}/api/orders"))
-        .json(&serde_json::json!({ "item": "spaceship", "qty": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
+    let (status, refused) = order(&http, &api, "spaceship", 1).await;
+    assert_eq!(status, 400);
+    assert!(refused["error"].as_str().unwrap().contains("unknown item"));
 
     // A price edited in the config directory is charged on the next orders, without a
     // restart.
@@ -373,13 +344,6 @@ async fn an_instance_killed_under_load_fails_no_order() {
         failures.len()
     );
     // Every confirmed order took its widget, once.
-    let stock: Value = http
-        .get(format!("{}/stock/widget", inventory_2.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stock = get_json(&http, &format!("{}/stock/widget", inventory_2.url)).await;
     assert_eq!(stock["available"], 1000 - 160);
 }

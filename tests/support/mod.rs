@@ -216,6 +216,12 @@ pub(crate) async fn registered(http: &reqwest::Client, registry: &str, service: 
         .map_or(0, |all| all.iter().filter(|i| i["status"] == "UP").count())
 }
 
+/// `GET url`, as JSON (`null` when the answer is not JSON).
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = http.get(url).send().await.unwrap();
+    response.json().await.unwrap_or_default()
+}
+
 /// Places an order; returns the status code and the answer.
 pub(crate) async fn order(
     http: &reqwest::Client,
