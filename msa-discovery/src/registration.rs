@@ -69,6 +69,7 @@ struct Inner {
     token: Option<String>,
     info: Mutex<InstanceInfo>,
     renewal: Duration,
+    drain_delay: Duration,
 }
 
 impl Registration {
@@ -86,6 +87,7 @@ impl Registration {
                 token: None,
                 info: Mutex::new(info),
                 renewal,
+                drain_delay: Duration::from_millis(500),
             }),
         }
     }
@@ -101,6 +103,15 @@ impl Registration {
     /// Sends `Authorization: Bearer TOKEN` (msa-registry's `--token`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.configure().token = Some(token.into());
+        self
+    }
+
+    /// How long shutdown waits after deregistering before the server stops accepting
+    /// (default 500 ms): time for callers to hear of it and stop sending here. Callers on
+    /// msa's watch hear within milliseconds; callers polling a Eureka server need their
+    /// poll interval.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.configure().drain_delay = delay;
         self
     }
 
@@ -253,8 +264,14 @@ impl Registration {
         });
         let leaving = self.clone();
         shutdown.before_drain("deregister", move || async move {
-            if let Err(error) = leaving.deregister().await {
-                tracing::warn!(%error, "deregistration failed; the lease will expire");
+            match leaving.deregister().await {
+                // Callers learn of it (msa's watch: milliseconds) and stop choosing this
+                // instance before it stops accepting: no request is sent to a closing
+                // connection.
+                Ok(()) => tokio::time::sleep(leaving.inner.drain_delay).await,
+                Err(error) => {
+                    tracing::warn!(%error, "deregistration failed; the lease will expire")
+                }
             }
         });
         self
