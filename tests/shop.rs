@@ -168,6 +168,28 @@ impl Base {
         Process::start(log, &args, self.dir.path())
     }
 
+    /// msa-gateway with the shop's routes, pointed at this registry.
+    fn gateway(&self) -> Process {
+        let routes = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop/gateway.yaml"),
+        )
+        .unwrap()
+        .replace("http://127.0.0.1:8761", &self.registry.url);
+        let file = self.dir.path().join("gateway.yaml");
+        std::fs::write(&file, routes).unwrap();
+        Process::start(
+            "gateway",
+            &[
+                "gateway",
+                "--bind",
+                "127.0.0.1:0",
+                "--source",
+                file.to_str().unwrap(),
+            ],
+            self.dir.path(),
+        )
+    }
+
     async fn wait_registered(&self, service: &str, count: usize) {
         let http = reqwest::Client::new();
         eventually(Duration::from_secs(10), service, || {
@@ -297,28 +319,32 @@ async fn a_service_starts_on_its_cached_config_when_the_config_server_is_down() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_killed_under_load_fails_no_order() {
+async fn instances_killed_or_stopped_under_load_fail_no_order() {
     let _serial = SERIAL.lock().await;
     let base = base();
     let mut inventory_1 = base.service("inventory", "inventory-1");
     let inventory_2 = base.service("inventory", "inventory-2");
     let _payments = base.service("payments", "payments");
-    let orders = base.service("orders", "orders");
+    let mut orders_1 = base.service("orders", "orders-1");
+    let _orders_2 = base.service("orders", "orders-2");
     base.wait_registered("inventory", 2).await;
+    base.wait_registered("orders", 2).await;
     base.wait_registered("payments", 1).await;
+    let gateway = base.gateway();
 
+    // Four clients ordering through the gateway, 40 orders each.
     let http = reqwest::Client::new();
-    let url = orders.url.clone();
+    let api = format!("{}/api", gateway.url);
     let placed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..4 {
         let http = http.clone();
-        let url = url.clone();
+        let api = api.clone();
         let placed = placed.clone();
         clients.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             for _ in 0..40 {
-                let (status, answer) = order(&http, &url, "widget", 1).await;
+                let (status, answer) = order(&http, &api, "widget", 1).await;
                 if status != 201 || answer["status"] != "CONFIRMED" {
                     failures.push(format!("{status} {answer}"));
                 }
@@ -327,13 +353,19 @@ async fn an_instance_killed_under_load_fails_no_order() {
             failures
         }));
     }
-    // Kill one inventory instance a third of the way in.
-    eventually(Duration::from_secs(30), "load under way", || {
+    let reached = |count: usize| {
         let placed = placed.clone();
-        async move { (placed.load(std::sync::atomic::Ordering::Relaxed) >= 50).then_some(()) }
-    })
-    .await;
+        eventually(Duration::from_secs(60), "load under way", move || {
+            let placed = placed.clone();
+            async move { (placed.load(std::sync::atomic::Ordering::Relaxed) >= count).then_some(()) }
+        })
+    };
+    // An inventory instance dies (SIGKILL: no goodbye); later an orders instance is
+    // stopped (it deregisters, then finishes what it has).
+    reached(40).await;
     inventory_1.kill();
+    reached(90).await;
+    drop(orders_1.stop_signal());
     let mut failures = Vec::new();
     for client in clients {
         failures.extend(client.await.unwrap());
@@ -343,6 +375,7 @@ async fn an_instance_killed_under_load_fails_no_order() {
         "{} failed: {failures:?}",
         failures.len()
     );
+    assert!(orders_1.stop().success());
     // Every confirmed order took its widget, once.
     let stock = get_json(&http, &format!("{}/stock/widget", inventory_2.url)).await;
     assert_eq!(stock["available"], 1000 - 160);

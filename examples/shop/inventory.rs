@@ -48,6 +48,17 @@ struct Reserve {
 
 type Stock = BTreeMap<String, u64>;
 
+/// Everything inventory keeps, in one document so that a reservation and the stock it
+/// takes are written together (a process killed between two writes would otherwise
+/// leave one without the other).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Shelves {
+    stock: Stock,
+    reservations: BTreeMap<String, Reservation>,
+}
+
+const SHELVES: &str = "shelves";
+
 #[derive(Clone)]
 struct Inventory {
     store: Store,
@@ -62,8 +73,16 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let shelves = store.clone();
     blocking(move || {
         shelves.locked(|s| {
-            if s.get::<Stock>("stock")?.is_none() {
-                s.put("stock", &initial)?;
+            if s.get::<Shelves>(SHELVES)?.is_none() {
+                let reservations = BTreeMap::new();
+                let stock = initial;
+                s.put(
+                    SHELVES,
+                    &Shelves {
+                        stock,
+                        reservations,
+                    },
+                )?;
             }
             Ok(())
         })
@@ -85,14 +104,19 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     Ok(running.wait().await?)
 }
 
+/// An order id as orders makes them (checked so a bad one cannot grow the document).
+fn valid_order_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 async fn reserve(State(inventory): State<Inventory>, Json(request): Json<Reserve>) -> Response {
-    if !common::valid_item(&request.item) || request.qty == 0 {
+    if !common::valid_item(&request.item) || request.qty == 0 || !valid_order_id(&request.order_id)
+    {
         return error(
             StatusCode::BAD_REQUEST,
-            "item and a positive qty are required",
+            "order_id, item and a positive qty are required",
         );
     }
-    let key = format!("reservation-{}", request.order_id);
     let store = inventory.store.clone();
     let Reserve {
         order_id,
@@ -101,23 +125,23 @@ async fn reserve(State(inventory): State<Inventory>, Json(request): Json<Reserve
     } = request;
     let outcome = blocking(move || {
         store.locked(|s| {
-            if let Some(existing) = s.get::<Reservation>(&key)? {
-                return Ok(Ok(existing)); // a retry: the same answer
+            let mut shelves: Shelves = s.get(SHELVES)?.unwrap_or_default();
+            if let Some(existing) = shelves.reservations.get(&order_id) {
+                return Ok(Ok(existing.clone())); // a retry: the same answer
             }
-            let mut stock: Stock = s.get("stock")?.unwrap_or_default();
-            let available = stock.get(&item).copied().unwrap_or(0);
+            let available = shelves.stock.get(&item).copied().unwrap_or(0);
             if available < qty {
                 return Ok(Err(available));
             }
-            stock.insert(item.clone(), available - qty);
+            shelves.stock.insert(item.clone(), available - qty);
             let reservation = Reservation {
-                order_id,
+                order_id: order_id.clone(),
                 item,
                 qty,
                 released: false,
             };
-            s.put("stock", &stock)?;
-            s.put(&key, &reservation)?;
+            shelves.reservations.insert(order_id, reservation.clone());
+            s.put(SHELVES, &shelves)?;
             Ok(Ok(reservation))
         })
     })
@@ -135,27 +159,24 @@ async fn reserve(State(inventory): State<Inventory>, Json(request): Json<Reserve
                 format!("out of stock: {available} left"),
             )
         }
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
         Err(e) => storage(e),
     }
 }
 
 async fn release(State(inventory): State<Inventory>, Path(order_id): Path<String>) -> Response {
-    let key = format!("reservation-{order_id}");
     let store = inventory.store.clone();
+    let id = order_id.clone();
     let outcome = blocking(move || {
         store.locked(|s| {
-            let Some(mut reservation) = s.get::<Reservation>(&key)? else {
+            let mut shelves: Shelves = s.get(SHELVES)?.unwrap_or_default();
+            let Some(reservation) = shelves.reservations.get_mut(&id) else {
                 return Ok(false);
             };
             if !reservation.released {
-                let mut stock: Stock = s.get("stock")?.unwrap_or_default();
-                *stock.entry(reservation.item.clone()).or_default() += reservation.qty;
                 reservation.released = true;
-                s.put("stock", &stock)?;
-                s.put(&key, &reservation)?;
+                let (item, qty) = (reservation.item.clone(), reservation.qty);
+                *shelves.stock.entry(item).or_default() += qty;
+                s.put(SHELVES, &shelves)?;
             }
             Ok(true)
         })
@@ -170,25 +191,22 @@ async fn release(State(inventory): State<Inventory>, Path(order_id): Path<String
             StatusCode::NOT_FOUND,
             format!("no reservation for {order_id}"),
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
         Err(e) => storage(e),
     }
 }
 
 async fn stock(State(inventory): State<Inventory>) -> Response {
     let store = inventory.store.clone();
-    match blocking(move || store.get::<Stock>("stock")).await {
-        Ok(stock) => Json(stock.unwrap_or_default()).into_response(),
+    match blocking(move || store.get::<Shelves>(SHELVES)).await {
+        Ok(shelves) => Json(shelves.unwrap_or_default().stock).into_response(),
         Err(e) => storage(e),
     }
 }
 
 async fn item_stock(State(inventory): State<Inventory>, Path(item): Path<String>) -> Response {
     let store = inventory.store.clone();
-    match blocking(move || store.get::<Stock>("stock")).await {
-        Ok(stock) => match stock.unwrap_or_default().get(&item) {
+    match blocking(move || store.get::<Shelves>(SHELVES)).await {
+        Ok(shelves) => match shelves.unwrap_or_default().stock.get(&item) {
             Some(available) => {
                 Json(serde_json::json!({ "item": item, "available": available })).into_response()
             }

@@ -142,6 +142,11 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Asks it to stop (closes its stdin) without waiting.
+    pub(crate) fn stop_signal(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
     /// Asks it to stop (closes its stdin) and waits up to 30 s.
     pub(crate) fn stop(&mut self) -> ExitStatus {
         drop(self.stdin.take());
