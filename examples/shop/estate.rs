@@ -301,17 +301,38 @@ async fn wait_for_stop(stop_on_eof: bool, estate: &mut [Process]) {
     }
 }
 
-/// Stops the processes in reverse order of starting: closing a process's stdin asks it
-/// to stop cleanly (services deregister first); one that has not stopped in 15 s is killed.
+/// Stops the processes in reverse order of starting: the gateway, then every service at
+/// once, then the config server and the registry. Closing a process's stdin asks it to
+/// stop cleanly (a service deregisters, then drains); one that has not stopped in 15 s is
+/// killed.
 async fn stop(estate: Vec<Process>) {
-    for mut process in estate.into_iter().rev() {
+    let is_service = |p: &Process| !p.name.starts_with("msa-");
+    let (services, servers): (Vec<Process>, Vec<Process>) =
+        estate.into_iter().partition(is_service);
+    let mut servers = servers.into_iter().rev().collect::<Vec<_>>();
+    // The gateway (started last) first.
+    if servers.first().is_some_and(|p| p.name == "msa-gateway") {
+        stop_all(vec![servers.remove(0)]).await;
+    }
+    stop_all(services).await;
+    for server in servers {
+        stop_all(vec![server]).await;
+    }
+}
+
+async fn stop_all(processes: Vec<Process>) {
+    let mut waiting = tokio::task::JoinSet::new();
+    for mut process in processes {
         drop(process.stdin.take());
-        match tokio::time::timeout(Duration::from_secs(15), process.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
+        waiting.spawn(async move {
+            if tokio::time::timeout(Duration::from_secs(15), process.child.wait())
+                .await
+                .is_err()
+            {
                 println!("shop: {} did not stop in 15 s; killing it", process.name);
                 let _ = process.child.kill().await;
             }
-        }
+        });
     }
+    waiting.join_all().await;
 }
