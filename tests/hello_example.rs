@@ -6,17 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/examples/hello`, which `cargo test` builds beside the test binaries.
+mod support;
+
 fn example_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile_dir = deps.parent().unwrap().parent().unwrap();
-    let binary = profile_dir.join("examples").join("hello");
-    assert!(
-        binary.exists(),
-        "{} is missing: run through `cargo test`",
-        binary.display()
-    );
-    binary
+    support::example_binary("hello")
 }
 
 /// Kills the child if the test fails before it stops it.

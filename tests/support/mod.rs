@@ -14,17 +14,22 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/examples/shop`, which `cargo test` builds beside the test binaries.
-pub(crate) fn shop_binary() -> PathBuf {
+/// `target/<profile>/examples/<name>`, which `cargo test` builds beside the test binaries.
+pub(crate) fn example_binary(name: &str) -> PathBuf {
     let deps = std::env::current_exe().unwrap();
     let profile_dir = deps.parent().unwrap().parent().unwrap();
-    let binary = profile_dir.join("examples").join("shop");
+    let binary = profile_dir.join("examples").join(name);
     assert!(
         binary.exists(),
         "{} is missing: run through `cargo test`",
         binary.display()
     );
     binary
+}
+
+/// The shop example's executable.
+pub(crate) fn shop_binary() -> PathBuf {
+    example_binary("shop")
 }
 
 /// The shop's config directory, copied so a test may edit it.
