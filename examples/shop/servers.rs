@@ -77,7 +77,7 @@ pub(crate) async fn gateway(args: ServerArgs) -> Result<(), BoxError> {
         .parse()
         .map_err(|e| format!("--bind {}: {e}", args.bind))?;
     let admin = gateway.admin_router(Actuator::new("msa-gateway"));
-    let server = Server::start(gateway, admin, bind, 2)
+    let server = Server::start(gateway, admin, bind, config.server.workers())
         .map_err(|e| format!("msa-gateway: cannot listen on {bind}: {e}"))?;
     announce(server.local_addr());
     let shutdown = Shutdown::new();

@@ -5,9 +5,13 @@
 //! `Vec` push and pop: no lock, no shared counter, no background task. A connection goes
 //! back to the pool when its response body has been read to the end; one whose response
 //! was abandoned is closed.
+//!
+//! A thread opens at most `max_connections` HTTP/1.1 connections to one upstream; past
+//! that, requests wait (within their response timeout) for one to come back, first come
+//! first served, so a burst of requests does not become a burst of connections.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,14 +27,116 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use msa_core::BoxError;
+use tokio::sync::oneshot;
 
 /// Idle connections kept per upstream address, per thread.
 const MAX_IDLE: usize = 1024;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<Box<str>, Vec<SendRequest<Body>>>> = RefCell::default();
+    static POOLS: RefCell<HashMap<Box<str>, Upstream>> = RefCell::default();
     /// One multiplexed HTTP/2 connection per upstream.
     static H2: RefCell<HashMap<Box<str>, http2::SendRequest<Body>>> = RefCell::default();
+}
+
+/// One upstream's connections on this thread.
+#[derive(Default)]
+struct Upstream {
+    idle: Vec<(SendRequest<Body>, Slot)>,
+    /// Connections open or being opened (each held by a [`Slot`]).
+    open: usize,
+    /// Requests waiting for a connection.
+    waiting: VecDeque<oneshot::Sender<Handoff>>,
+}
+
+/// What a waiting request is given: a connection, or the right to open one.
+enum Handoff {
+    Conn(SendRequest<Body>, Slot),
+    Open(Slot),
+}
+
+/// One counted connection to an upstream; dropping it frees the place for another
+/// (and hands that place to the first waiting request).
+struct Slot {
+    key: Box<str>,
+    armed: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            release(&self.key);
+        }
+    }
+}
+
+/// A counted place is free: the first waiting request that is still there gets it.
+fn release(key: &str) {
+    loop {
+        // `try_with`: a slot may drop while the thread's pools are being torn down.
+        let waiter = POOLS
+            .try_with(|pools| {
+                let mut pools = pools.try_borrow_mut().ok()?;
+                let upstream = pools.get_mut(key)?;
+                match upstream.waiting.pop_front() {
+                    Some(waiter) => Some(waiter), // the place passes on: `open` stays
+                    None => {
+                        upstream.open = upstream.open.saturating_sub(1);
+                        None
+                    }
+                }
+            })
+            .ok()
+            .flatten();
+        let Some(waiter) = waiter else { return };
+        let slot = Slot {
+            key: key.into(),
+            armed: true,
+        };
+        match waiter.send(Handoff::Open(slot)) {
+            Ok(()) => return,
+            // That request gave up waiting: try the next one, without dropping the slot
+            // (which would release again, recursively).
+            Err(Handoff::Open(mut slot) | Handoff::Conn(_, mut slot)) => slot.armed = false,
+        }
+    }
+}
+
+/// How a request gets its connection.
+enum Acquired {
+    Idle(SendRequest<Body>, Slot),
+    /// Open a new connection in this place.
+    Open(Slot),
+    Wait(oneshot::Receiver<Handoff>),
+}
+
+fn acquire(key: &str, max_connections: usize) -> Acquired {
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let upstream = match pools.get_mut(key) {
+            Some(upstream) => upstream,
+            None => pools.entry(key.into()).or_default(),
+        };
+        while let Some((sender, slot)) = upstream.idle.pop() {
+            if sender.is_ready() && !sender.is_closed() {
+                return Acquired::Idle(sender, slot);
+            }
+            // Closed while idle: its place is free again (counted down here, as the
+            // slot's own release would need the map this borrow holds).
+            let mut slot = slot;
+            slot.armed = false;
+            upstream.open = upstream.open.saturating_sub(1);
+        }
+        if upstream.open < max_connections.max(1) {
+            upstream.open += 1;
+            return Acquired::Open(Slot {
+                key: key.into(),
+                armed: true,
+            });
+        }
+        let (sender, receiver) = oneshot::channel();
+        upstream.waiting.push_back(sender);
+        Acquired::Wait(receiver)
+    })
 }
 
 /// Sends requests (absolute URIs) over this thread's pooled connections.
@@ -41,6 +147,8 @@ pub(crate) struct PoolClient {
     pub(crate) h2c: bool,
     /// How `https://` upstreams are verified.
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// The most HTTP/1.1 connections this thread opens to one upstream.
+    pub(crate) max_connections: usize,
 }
 
 impl tower::Service<Request<Body>> for PoolClient {
@@ -58,6 +166,7 @@ impl tower::Service<Request<Body>> for PoolClient {
             self.connect_timeout,
             self.h2c,
             self.tls.clone(),
+            self.max_connections,
         ))
     }
 }
@@ -109,6 +218,7 @@ pub(crate) async fn send(
     connect_timeout: Duration,
     h2c: bool,
     tls: Arc<rustls::ClientConfig>,
+    max_connections: usize,
 ) -> Result<Response<Body>, BoxError> {
     let grpc = is_grpc(&request);
     if h2c || grpc {
@@ -142,16 +252,32 @@ pub(crate) async fn send(
     }
     let authority = authority.as_str();
     loop {
-        let (mut sender, fresh) = match take_idle(&pool_key) {
-            Some(sender) => (sender, false),
-            None if secure => (
-                Box::pin(connect_tls(authority, connect_timeout, &tls)).await?,
-                true,
-            ),
-            None => (Box::pin(connect(authority, connect_timeout)).await?, true),
+        let acquired = match acquire(&pool_key, max_connections) {
+            Acquired::Wait(handoff) => match handoff.await {
+                Ok(Handoff::Conn(sender, slot)) => Acquired::Idle(sender, slot),
+                Ok(Handoff::Open(slot)) => Acquired::Open(slot),
+                Err(_) => return Err("the connection pool was dropped".into()),
+            },
+            acquired => acquired,
         };
+        let (mut sender, slot, fresh) = match acquired {
+            Acquired::Idle(sender, slot) => (sender, slot, false),
+            Acquired::Open(slot) => {
+                // On failure the slot drops here, and its place goes to the next request.
+                let sender = if secure {
+                    Box::pin(connect_tls(authority, connect_timeout, &tls)).await?
+                } else {
+                    Box::pin(connect(authority, connect_timeout)).await?
+                };
+                (sender, slot, true)
+            }
+            Acquired::Wait(_) => unreachable!("waited for above"),
+        };
+        if !fresh && !sender.is_ready() {
+            continue; // handed over closing: its slot drops, try again
+        }
         match sender.try_send_request(request).await {
-            Ok(response) => return Ok(pooled(response, sender, pool_key)),
+            Ok(response) => return Ok(pooled(response, sender, slot, pool_key)),
             Err(mut error) => match error.take_message() {
                 // An idle connection the upstream had closed, found before anything was
                 // written: send on a new one.
@@ -214,30 +340,39 @@ fn authority_of(request: &Request<Body>) -> Result<Box<str>, BoxError> {
         .into())
 }
 
-fn take_idle(authority: &str) -> Option<SendRequest<Body>> {
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(authority)?;
-        while let Some(sender) = list.pop() {
-            if sender.is_ready() && !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
-    })
-}
-
-fn give_back(authority: Box<str>, sender: SendRequest<Body>) {
+/// A connection whose response was read to the end: to the first waiting request, else
+/// idle.
+fn give_back(authority: Box<str>, sender: SendRequest<Body>, slot: Slot) {
     if sender.is_closed() {
-        return;
+        return; // the slot drops: its place is free
     }
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let list = idle.entry(authority).or_default();
-        if list.len() < MAX_IDLE {
-            list.push(sender);
+    let mut handoff = Handoff::Conn(sender, slot);
+    loop {
+        let waiter = POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            let upstream = pools.get_mut(&authority)?;
+            upstream.waiting.pop_front()
+        });
+        let Some(waiter) = waiter else { break };
+        match waiter.send(handoff) {
+            Ok(()) => return,
+            Err(returned) => handoff = returned, // that request gave up: the next one
+        }
+    }
+    let Handoff::Conn(sender, slot) = handoff else {
+        return;
+    };
+    let kept = POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        match pools.get_mut(&authority) {
+            Some(upstream) if upstream.idle.len() < MAX_IDLE => {
+                upstream.idle.push((sender, slot));
+                None
+            }
+            _ => Some(slot),
         }
     });
+    drop(kept); // outside the borrow: its release takes it again
 }
 
 async fn tcp(authority: &str, timeout: Duration) -> Result<tokio::net::TcpStream, BoxError> {
@@ -307,20 +442,21 @@ where
 fn pooled(
     response: Response<Incoming>,
     sender: SendRequest<Body>,
+    slot: Slot,
     authority: Box<str>,
 ) -> Response<Body> {
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        // The connection now belongs to the upgraded protocol.
+        // The connection now belongs to the upgraded protocol (and no longer counts).
         return response.map(Body::new);
     }
     response.map(|body| {
         if http_body::Body::is_end_stream(&body) {
-            give_back(authority, sender);
+            give_back(authority, sender, slot);
             Body::new(body)
         } else {
             Body::new(PooledBody {
                 body,
-                owner: Some((authority, sender)),
+                owner: Some((authority, sender, slot)),
             })
         }
     })
@@ -329,7 +465,7 @@ fn pooled(
 /// A response body that returns its connection to the pool once read to the end.
 struct PooledBody {
     body: Incoming,
-    owner: Option<(Box<str>, SendRequest<Body>)>,
+    owner: Option<(Box<str>, SendRequest<Body>, Slot)>,
 }
 
 impl http_body::Body for PooledBody {
@@ -347,8 +483,8 @@ impl http_body::Body for PooledBody {
             Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
             _ => false,
         };
-        if done && let Some((authority, sender)) = this.owner.take() {
-            give_back(authority, sender);
+        if done && let Some((authority, sender, slot)) = this.owner.take() {
+            give_back(authority, sender, slot);
         }
         polled
     }

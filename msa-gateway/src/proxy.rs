@@ -34,6 +34,8 @@ pub struct Gateway {
 struct State {
     table: RwLock<Arc<RouteTable>>,
     max_header_size: usize,
+    /// `server.max-connections-per-upstream`, shared out among the workers.
+    max_connections_per_thread: usize,
     balancer: Option<Balancer>,
     metrics: HistogramVec,
     /// How `https://` upstreams are verified.
@@ -132,6 +134,11 @@ impl Gateway {
             state: Arc::new(State {
                 table: RwLock::new(Arc::new(table)),
                 max_header_size: config.server.max_header_size,
+                max_connections_per_thread: config
+                    .server
+                    .max_connections_per_upstream
+                    .div_ceil(config.server.workers())
+                    .max(1),
                 balancer,
                 metrics,
                 tls,
@@ -536,6 +543,7 @@ impl Gateway {
             connect_timeout: route.connect_timeout,
             h2c,
             tls: self.state.tls.clone(),
+            max_connections: self.state.max_connections_per_thread,
         };
         let sent = match &route.target {
             Target::Lb(_) => {
@@ -552,7 +560,13 @@ impl Gateway {
             _ => {
                 tokio::time::timeout(
                     route.response_timeout,
-                    crate::pool::send(request, route.connect_timeout, h2c, self.state.tls.clone()),
+                    crate::pool::send(
+                        request,
+                        route.connect_timeout,
+                        h2c,
+                        self.state.tls.clone(),
+                        self.state.max_connections_per_thread,
+                    ),
                 )
                 .await
             }

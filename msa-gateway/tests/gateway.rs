@@ -1346,3 +1346,60 @@ async fn https_upstreams_are_verified() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_an_upstream_are_capped_and_requests_queue_for_them() {
+    // An upstream that counts the connections it accepts and answers after 100 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"slow")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let gateway = GatewayProcess::start(&format!(
+        "server:\n  workers: 1\n  max-connections-per-upstream: 2\n\
+         routes:\n  - id: slow\n    uri: http://{addr}\n    predicates: [ Path=/** ]\n"
+    ))
+    .await;
+
+    // Ten at once: two go out, eight wait for those connections, none fails.
+    let requests = (0..10).map(|_| {
+        let url = gateway.url("/x");
+        tokio::spawn(async move { client().get(url).send().await.unwrap().status() })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // A bad value stops a reload with its key.
+    std::fs::write(
+        gateway.file.path(),
+        "server:\n  max-connections-per-upstream: 0\nroutes: []\n",
+    )
+    .unwrap();
+    let refused = gateway.refresh().await;
+    assert_eq!(refused.status(), 400);
+    let reason = refused.text().await.unwrap();
+    assert!(
+        reason.contains("server.max-connections-per-upstream: must be at least 1"),
+        "{reason}"
+    );
+}

@@ -50,9 +50,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let actuator = Actuator::new("msa-gateway").version(env!("CARGO_PKG_VERSION"));
     let admin = gateway.admin_router(actuator);
-    let workers = config.server.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let workers = config.server.workers();
     let server =
         Server::start(gateway, admin, bind, workers).map_err(|e| format!("--bind {bind}: {e}"))?;
     tracing::info!(addr = %server.local_addr(), workers, "listening");

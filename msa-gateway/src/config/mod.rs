@@ -97,6 +97,20 @@ pub struct ServerConfig {
     /// Certificates (PEM) that `https://` upstreams may also be signed by, besides the
     /// public web's roots: a private CA. Default: none.
     pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// The most HTTP/1.1 connections open to one upstream address (shared out among
+    /// the workers); requests beyond wait for one to come back, within their response
+    /// timeout. Default: 256. Raise it for upstreams that hold requests open (long
+    /// polls, server-sent events): each holds a connection for as long as it lasts.
+    pub max_connections_per_upstream: usize,
+}
+
+impl ServerConfig {
+    /// The worker threads: `workers`, or one per core.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -108,6 +122,7 @@ impl Default for ServerConfig {
             response_timeout: Duration::from_secs(60),
             workers: None,
             upstream_ca_file: None,
+            max_connections_per_upstream: 256,
         }
     }
 }
@@ -266,6 +281,14 @@ impl GatewayConfig {
             default_filters: Vec::with_capacity(raw.default_filters.len()),
             source,
         };
+        if config.server.max_connections_per_upstream == 0 {
+            return Err(config
+                .source
+                .error("server.max-connections-per-upstream", "must be at least 1"));
+        }
+        if config.server.workers == Some(0) {
+            return Err(config.source.error("server.workers", "must be at least 1"));
+        }
         for (index, filter) in raw.default_filters.iter().enumerate() {
             let definition = Definition::from_value(filter)
                 .map_err(|e| config.source.error(&format!("default-filters.{index}"), e))?;
