@@ -346,33 +346,32 @@ fn give_back(authority: Box<str>, sender: SendRequest<Body>, slot: Slot) {
     if sender.is_closed() {
         return; // the slot drops: its place is free
     }
-    let mut handoff = Handoff::Conn(sender, slot);
-    loop {
-        let waiter = POOLS.with(|pools| {
+    let mut handoff = Some(Handoff::Conn(sender, slot));
+    while let Some(given) = handoff.take() {
+        // One look at the pool: idle at once when nobody waits (the common case).
+        let (waiter, unkept) = POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
-            let upstream = pools.get_mut(&authority)?;
-            upstream.waiting.pop_front()
+            let Some(upstream) = pools.get_mut(&authority) else {
+                return (None, Some(given));
+            };
+            if let Some(waiter) = upstream.waiting.pop_front() {
+                return (Some(waiter), Some(given));
+            }
+            match given {
+                Handoff::Conn(sender, slot) if upstream.idle.len() < MAX_IDLE => {
+                    upstream.idle.push((sender, slot));
+                    (None, None)
+                }
+                given => (None, Some(given)),
+            }
         });
-        let Some(waiter) = waiter else { break };
-        match waiter.send(handoff) {
-            Ok(()) => return,
-            Err(returned) => handoff = returned, // that request gave up: the next one
+        match (waiter, unkept) {
+            // That request may have given up waiting: then the next one.
+            (Some(waiter), Some(given)) => handoff = waiter.send(given).err(),
+            // Not kept: dropped here, outside the borrow, so its slot releases.
+            (_, unkept) => drop(unkept),
         }
     }
-    let Handoff::Conn(sender, slot) = handoff else {
-        return;
-    };
-    let kept = POOLS.with(|pools| {
-        let mut pools = pools.borrow_mut();
-        match pools.get_mut(&authority) {
-            Some(upstream) if upstream.idle.len() < MAX_IDLE => {
-                upstream.idle.push((sender, slot));
-                None
-            }
-            _ => Some(slot),
-        }
-    });
-    drop(kept); // outside the borrow: its release takes it again
 }
 
 async fn tcp(authority: &str, timeout: Duration) -> Result<tokio::net::TcpStream, BoxError> {
