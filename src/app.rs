@@ -62,6 +62,8 @@ pub struct App {
     telemetry: Option<Option<TelemetryGuard>>,
     #[cfg(feature = "discovery")]
     registry: Option<Registry>,
+    #[cfg(feature = "discovery")]
+    registered: Registered,
     #[cfg(feature = "config")]
     config: Option<msa_config::client::ConfigClient>,
     #[cfg(feature = "breaker")]
@@ -73,10 +75,16 @@ pub struct App {
 #[derive(Clone, Debug)]
 struct Registry {
     url: String,
+    balancer: msa_discovery::balance::Balancer,
+}
+
+/// How the instance registers (settable before or after [`App::registry`]).
+#[cfg(feature = "discovery")]
+#[derive(Clone, Debug, Default)]
+struct Registered {
     advertise: Option<String>,
     zone: Option<String>,
-    renewal: Option<(std::time::Duration, std::time::Duration)>,
-    balancer: msa_discovery::balance::Balancer,
+    lease: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 impl fmt::Debug for App {
@@ -105,6 +113,8 @@ impl App {
             telemetry: None,
             #[cfg(feature = "discovery")]
             registry: None,
+            #[cfg(feature = "discovery")]
+            registered: Registered::default(),
             #[cfg(feature = "config")]
             config: None,
             #[cfg(feature = "breaker")]
@@ -205,7 +215,8 @@ impl App {
         }
         #[cfg(feature = "discovery")]
         if let Some(registry) = &self.registry {
-            registry.register(&self.name, self.version.as_deref(), local_addr, &shutdown);
+            let version = self.version.as_deref();
+            registry.register(&self.name, version, &self.registered, local_addr, &shutdown);
         }
         tracing::info!(app = %self.name, addr = %local_addr, "started");
         let server = shutdown.clone();
@@ -272,25 +283,26 @@ impl Registry {
         &self,
         name: &str,
         version: Option<&str>,
+        registered: &Registered,
         addr: SocketAddr,
         shutdown: &Shutdown,
     ) -> msa_discovery::registration::Registration {
         use msa_core::ServiceInstance;
         use msa_discovery::registration::Registration;
-        let host = match &self.advertise {
+        let host = match &registered.advertise {
             Some(host) => host.clone(),
             None if addr.ip().is_unspecified() => "127.0.0.1".to_owned(),
             None => addr.ip().to_string(),
         };
         let mut instance = ServiceInstance::new(name, host, addr.port());
-        if let Some(zone) = &self.zone {
+        if let Some(zone) = &registered.zone {
             instance = instance.with_zone(zone.clone());
         }
         if let Some(version) = version {
             instance = instance.with_metadata("version", version);
         }
         let mut registration = Registration::new(format!("{}/eureka", self.url), instance);
-        if let Some((renewal, lease)) = self.renewal {
+        if let Some((renewal, lease)) = registered.lease {
             registration = registration.timings(renewal, lease);
         }
         registration.start(shutdown)
@@ -315,41 +327,28 @@ impl App {
             RegistryDiscovery::new(url.clone()),
             BalancerConfig::default(),
         );
-        self.registry = Some(Registry {
-            url,
-            advertise: None,
-            zone: None,
-            renewal: None,
-            balancer,
-        });
+        self.registry = Some(Registry { url, balancer });
         self
     }
 
     /// The host other services reach this app at (default: the bound address, or
-    /// `127.0.0.1` when bound to all interfaces). Set it before or after
-    /// [`registry`](Self::registry)'s settings, once it is set.
+    /// `127.0.0.1` when bound to all interfaces).
     pub fn advertise(mut self, host: impl Into<String>) -> Self {
-        if let Some(registry) = &mut self.registry {
-            registry.advertise = Some(host.into());
-        }
+        self.registered.advertise = Some(host.into());
         self
     }
 
     /// The zone the instance registers in (its `zone` metadata), for zone-preferring
     /// callers.
     pub fn zone(mut self, zone: impl Into<String>) -> Self {
-        if let Some(registry) = &mut self.registry {
-            registry.zone = Some(zone.into());
-        }
+        self.registered.zone = Some(zone.into());
         self
     }
 
     /// How often the lease is renewed and how long it lasts unrenewed (default 10 s and
     /// 30 s).
     pub fn lease(mut self, renewal: std::time::Duration, lease: std::time::Duration) -> Self {
-        if let Some(registry) = &mut self.registry {
-            registry.renewal = Some((renewal, lease));
-        }
+        self.registered.lease = Some((renewal, lease));
         self
     }
 
