@@ -54,6 +54,15 @@ enum Handoff {
     Open(Slot),
 }
 
+impl Handoff {
+    /// The upstream it belongs to.
+    fn key(&self) -> &str {
+        match self {
+            Handoff::Conn(_, slot) | Handoff::Open(slot) => &slot.key,
+        }
+    }
+}
+
 /// One counted connection to an upstream; dropping it frees the place for another
 /// (and hands that place to the first waiting request).
 struct Slot {
@@ -236,7 +245,7 @@ pub(crate) async fn send(
         .take()
         .ok_or("the upstream URI has no host")?;
     // Pooled apart: the same address over TLS and in the clear are different connections.
-    let pool_key: Box<str> = if secure {
+    let pool_key: std::borrow::Cow<'_, str> = if secure {
         format!("https://{authority}").into()
     } else {
         authority.as_str().into()
@@ -277,7 +286,7 @@ pub(crate) async fn send(
             continue; // handed over closing: its slot drops, try again
         }
         match sender.try_send_request(request).await {
-            Ok(response) => return Ok(pooled(response, sender, slot, pool_key)),
+            Ok(response) => return Ok(pooled(response, sender, slot)),
             Err(mut error) => match error.take_message() {
                 // An idle connection the upstream had closed, found before anything was
                 // written: send on a new one.
@@ -342,7 +351,7 @@ fn authority_of(request: &Request<Body>) -> Result<Box<str>, BoxError> {
 
 /// A connection whose response was read to the end: to the first waiting request, else
 /// idle.
-fn give_back(authority: Box<str>, sender: SendRequest<Body>, slot: Slot) {
+fn give_back(sender: SendRequest<Body>, slot: Slot) {
     if sender.is_closed() {
         return; // the slot drops: its place is free
     }
@@ -351,7 +360,7 @@ fn give_back(authority: Box<str>, sender: SendRequest<Body>, slot: Slot) {
         // One look at the pool: idle at once when nobody waits (the common case).
         let (waiter, unkept) = POOLS.with(|pools| {
             let mut pools = pools.borrow_mut();
-            let Some(upstream) = pools.get_mut(&authority) else {
+            let Some(upstream) = pools.get_mut(given.key()) else {
                 return (None, Some(given));
             };
             if let Some(waiter) = upstream.waiting.pop_front() {
@@ -438,24 +447,19 @@ where
     Ok(sender)
 }
 
-fn pooled(
-    response: Response<Incoming>,
-    sender: SendRequest<Body>,
-    slot: Slot,
-    authority: Box<str>,
-) -> Response<Body> {
+fn pooled(response: Response<Incoming>, sender: SendRequest<Body>, slot: Slot) -> Response<Body> {
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // The connection now belongs to the upgraded protocol (and no longer counts).
         return response.map(Body::new);
     }
     response.map(|body| {
         if http_body::Body::is_end_stream(&body) {
-            give_back(authority, sender, slot);
+            give_back(sender, slot);
             Body::new(body)
         } else {
             Body::new(PooledBody {
                 body,
-                owner: Some((authority, sender, slot)),
+                owner: Some((sender, slot)),
             })
         }
     })
@@ -464,7 +468,7 @@ fn pooled(
 /// A response body that returns its connection to the pool once read to the end.
 struct PooledBody {
     body: Incoming,
-    owner: Option<(Box<str>, SendRequest<Body>, Slot)>,
+    owner: Option<(SendRequest<Body>, Slot)>,
 }
 
 impl http_body::Body for PooledBody {
@@ -482,8 +486,8 @@ impl http_body::Body for PooledBody {
             Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
             _ => false,
         };
-        if done && let Some((authority, sender, slot)) = this.owner.take() {
-            give_back(authority, sender, slot);
+        if done && let Some((sender, slot)) = this.owner.take() {
+            give_back(sender, slot);
         }
         polled
     }
