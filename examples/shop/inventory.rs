@@ -175,7 +175,8 @@ async fn release(State(inventory): State<Inventory>, Path(order_id): Path<String
             if !reservation.released {
                 reservation.released = true;
                 let (item, qty) = (reservation.item.clone(), reservation.qty);
-                *shelves.stock.entry(item).or_default() += qty;
+                let shelf = shelves.stock.entry(item).or_default();
+                *shelf = shelf.saturating_add(qty);
                 s.put(SHELVES, &shelves)?;
             }
             Ok(true)

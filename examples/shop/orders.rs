@@ -192,12 +192,18 @@ async fn place(State(orders): State<Orders>, Json(request): Json<NewOrder>) -> R
             format!("qty must be between 1 and {}", settings.orders.max_quantity),
         );
     }
+    let total = i64::try_from(request.qty)
+        .ok()
+        .and_then(|qty| cents(price).checked_mul(qty));
+    let Some(total) = total else {
+        return error(StatusCode::BAD_REQUEST, "the order's total is too large");
+    };
     let order = Order {
         id: format!("{:016x}", fastrand::u64(..)),
         item: request.item,
         qty: request.qty,
         unit_price: price,
-        total: (cents(price) * request.qty as i64) as f64 / 100.0,
+        total: total as f64 / 100.0,
         currency: settings.shop.currency.clone(),
         status: Status::Pending,
         reason: None,
