@@ -364,7 +364,7 @@ impl App {
     /// [`circuit_breakers`](Self::circuit_breakers)); and after
     /// [`registry`](Self::registry) it balances `http://<service>/...` over the
     /// service's instances, retrying refused connections on another one. Calls time out
-    /// after 10 s.
+    /// after 10 s. Build it once and clone it: clones share their connections.
     pub fn client(&self) -> reqwest_middleware::ClientWithMiddleware {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
