@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::config::Args;
 
@@ -199,23 +199,18 @@ impl RateLimit {
 
     /// The X-RateLimit-* headers for a decision.
     pub(crate) fn headers(&self, decision: Decision, headers: &mut HeaderMap) {
-        use http::HeaderValue;
-        headers.insert(
-            "x-ratelimit-remaining",
-            HeaderValue::from(decision.remaining),
-        );
-        headers.insert(
-            "x-ratelimit-replenish-rate",
-            HeaderValue::from(self.replenish_rate),
-        );
-        headers.insert(
-            "x-ratelimit-burst-capacity",
-            HeaderValue::from(self.burst_capacity),
-        );
-        headers.insert(
-            "x-ratelimit-requested-tokens",
-            HeaderValue::from(self.requested_tokens),
-        );
+        const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+        const REPLENISH: HeaderName = HeaderName::from_static("x-ratelimit-replenish-rate");
+        const BURST: HeaderName = HeaderName::from_static("x-ratelimit-burst-capacity");
+        const REQUESTED: HeaderName = HeaderName::from_static("x-ratelimit-requested-tokens");
+        for (name, value) in [
+            (REMAINING, decision.remaining),
+            (REPLENISH, self.replenish_rate),
+            (BURST, self.burst_capacity),
+            (REQUESTED, self.requested_tokens),
+        ] {
+            headers.insert(name, http::HeaderValue::from(value));
+        }
     }
 
     fn keyed(&self, key: &str, now: u64) -> Decision {
