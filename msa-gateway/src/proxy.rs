@@ -60,7 +60,12 @@ thread_local! {
 /// Per-thread histogram buffers, by (table generation, route slot, method, status).
 #[derive(Default)]
 struct LocalMetrics {
-    children: HashMap<(u64, usize, http::Method, u16), prometheus::local::LocalHistogram>,
+    /// foldhash: hashed on every request, with keys no caller chooses freely.
+    children: HashMap<
+        (u64, usize, http::Method, u16),
+        prometheus::local::LocalHistogram,
+        foldhash::fast::RandomState,
+    >,
     flushed: Option<Instant>,
 }
 
@@ -374,19 +379,23 @@ impl Gateway {
         {
             let _ = span.set_parent(msa_core::telemetry::propagation::extract(&parts.headers));
         }
-        let response = self
-            .through(
-                route,
-                parts,
-                body,
-                path,
-                vars,
-                host_header,
-                remote,
-                forwards,
-            )
-            .instrument(span.clone())
-            .await;
+        let through = self.through(
+            route,
+            parts,
+            body,
+            path,
+            vars,
+            host_header,
+            remote,
+            forwards,
+        );
+        // Not wrapped when nothing records the span: the wrapper would move the whole
+        // request future once more.
+        let response = if span.is_disabled() {
+            through.await
+        } else {
+            through.instrument(span.clone()).await
+        };
         let now = Instant::now();
         let elapsed = now.duration_since(started);
         self.observe(
@@ -505,6 +514,9 @@ impl Gateway {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
+        // Room for the four forwarding headers and a trace context at once, rather than
+        // growing (rehashing every header) on the way.
+        headers.reserve(6);
         forwarded(&mut headers, remote, host_header.as_deref());
         let current = tracing::Span::current();
         if !current.is_disabled() {
@@ -531,7 +543,7 @@ impl Gateway {
             );
         }
 
-        let response = self.send_resilient(route, request, remote).await;
+        let response = Box::pin(self.send_resilient(route, request, remote)).await;
         self.respond(route, &ex, host_header.as_deref(), response)
     }
 
@@ -558,17 +570,16 @@ impl Gateway {
                 Box::pin(tokio::time::timeout(route.response_timeout, sent)).await
             }
             _ => {
-                tokio::time::timeout(
-                    route.response_timeout,
-                    crate::pool::send(
-                        request,
-                        route.connect_timeout,
-                        h2c,
-                        self.state.tls.clone(),
-                        self.state.max_connections_per_thread,
-                    ),
-                )
-                .await
+                // Boxed, so that the futures of the layers above stay small: each
+                // level's future is moved whole when it is awaited.
+                let sent = Box::pin(crate::pool::send(
+                    request,
+                    route.connect_timeout,
+                    h2c,
+                    self.state.tls.clone(),
+                    self.state.max_connections_per_thread,
+                ));
+                tokio::time::timeout(route.response_timeout, sent).await
             }
         };
         match sent {
@@ -905,8 +916,13 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Body
 /// The path with `.` and `..` segments resolved (also written `%2e`), or `None` if it
 /// climbs above the root.
 pub(crate) fn normalize(path: &str) -> Option<String> {
-    let needs =
-        path.contains("/.") || path.contains("%2e") || path.contains("%2E") || path.contains("//");
+    // One pass over the path for what would need work: "/.", "//", "%2e" or "%2E".
+    let bytes = path.as_bytes();
+    let needs = bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'/' => matches!(bytes.get(i + 1), Some(b'.' | b'/')),
+        b'%' => bytes.get(i + 1) == Some(&b'2') && matches!(bytes.get(i + 2), Some(b'e' | b'E')),
+        _ => false,
+    });
     if !needs {
         return Some(if path.is_empty() {
             "/".to_owned()

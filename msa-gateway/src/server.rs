@@ -151,7 +151,8 @@ async fn worker(
                         Err(never) => match never {},
                     }
                 } else {
-                    gateway.handle(request, remote).await
+                    // Boxed: hyper moves the request's future, small this way.
+                    Box::pin(gateway.handle(request, remote)).await
                 };
                 Ok::<_, std::convert::Infallible>(response)
             }
