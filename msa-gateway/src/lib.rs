@@ -20,7 +20,6 @@ mod admin;
 mod auth;
 pub mod config;
 mod filter;
-mod h1;
 mod pool;
 mod proxy;
 mod rate_limit;
