@@ -543,7 +543,7 @@ impl Gateway {
             );
         }
 
-        let response = Box::pin(self.send_resilient(route, request, remote)).await;
+        let response = self.send_resilient(route, request, remote).await;
         self.respond(route, &ex, host_header.as_deref(), response)
     }
 
@@ -570,15 +570,13 @@ impl Gateway {
                 Box::pin(tokio::time::timeout(route.response_timeout, sent)).await
             }
             _ => {
-                // Boxed, so that the futures of the layers above stay small: each
-                // level's future is moved whole when it is awaited.
-                let sent = Box::pin(crate::pool::send(
+                let sent = crate::pool::send(
                     request,
                     route.connect_timeout,
                     h2c,
                     self.state.tls.clone(),
                     self.state.max_connections_per_thread,
-                ));
+                );
                 tokio::time::timeout(route.response_timeout, sent).await
             }
         };

@@ -151,8 +151,7 @@ async fn worker(
                         Err(never) => match never {},
                     }
                 } else {
-                    // Boxed: hyper moves the request's future, small this way.
-                    Box::pin(gateway.handle(request, remote)).await
+                    gateway.handle(request, remote).await
                 };
                 Ok::<_, std::convert::Infallible>(response)
             }
