@@ -212,7 +212,8 @@ impl Gateway {
     }
 
     /// Reloads the routes whenever the file given to [`with_file`](Self::with_file)
-    /// changes (checked every `every`), in a task on the current tokio runtime; a bad file
+    /// changes (checked every `every`; a change is applied once the file has stayed the
+    /// same for one check), in a task on the current tokio runtime; a bad file
     /// keeps the routes running and is logged with its `file:line: key`. The task ends
     /// when every clone of the gateway is dropped.
     pub fn watch_file(&self, every: Duration) -> tokio::task::JoinHandle<()> {
@@ -221,7 +222,11 @@ impl Gateway {
             let meta = std::fs::metadata(path).ok()?;
             Some((meta.modified().ok()?, meta.len()))
         };
-        let mut seen = self.file().and_then(|path| stamp(&path));
+        let mut applied = self.file().and_then(|path| stamp(&path));
+        // A change seen once is read only when the next look finds the file as it was:
+        // an editor that truncates and then writes would otherwise be caught half-way,
+        // with a file that may parse (even as no routes at all).
+        let mut changing = None;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -229,10 +234,16 @@ impl Gateway {
                 let gateway = Gateway { state };
                 let Some(path) = gateway.file() else { continue };
                 let now = stamp(&path);
-                if now == seen {
+                if now == applied {
+                    changing = None;
                     continue;
                 }
-                seen = now;
+                if changing != Some(now) {
+                    changing = Some(now);
+                    continue;
+                }
+                changing = None;
+                applied = now;
                 match gateway.reload_file() {
                     Ok(count) => tracing::info!(routes = count, "routes reloaded"),
                     Err(error) => tracing::warn!(
@@ -1160,5 +1171,52 @@ mod tests {
         let mut headers = HeaderMap::new();
         forwarded(&mut headers, "[::ffff:10.1.2.3]:443".parse().unwrap(), None);
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    /// Lets the watch task take its next look.
+    async fn tick(every: Duration) {
+        tokio::time::advance(every).await;
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_file_watch_applies_a_file_once_it_holds_still() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        let routes = |id: &str| {
+            format!(
+                "routes:\n  - id: {id}\n    uri: http://127.0.0.1:1\n    predicates: [ 'Path=/{id}/**' ]\n"
+            )
+        };
+        std::fs::write(&path, routes("first")).unwrap();
+        let config = GatewayConfig::load(&path).unwrap();
+        let gateway = Gateway::new(&config).unwrap().with_file(&path);
+        let ids = |gateway: &Gateway| -> Vec<String> {
+            gateway
+                .table()
+                .routes
+                .iter()
+                .map(|r| r.id.clone())
+                .collect()
+        };
+        let every = Duration::from_secs(1);
+        let _watch = gateway.watch_file(every);
+
+        // An editor caught between truncating the file and writing it.
+        std::fs::write(&path, "").unwrap();
+        tick(every).await;
+        assert_eq!(ids(&gateway), ["first"]);
+        std::fs::write(&path, routes("the-second")).unwrap();
+        tick(every).await;
+        assert_eq!(ids(&gateway), ["first"], "still changing at the last look");
+        tick(every).await;
+        assert_eq!(ids(&gateway), ["the-second"]);
     }
 }

@@ -1097,7 +1097,10 @@ async fn reloads_under_load_fail_no_request() {
                         versions
                             .insert(response.headers()["x-version"].to_str().unwrap().to_owned());
                     }
-                    _ => failed += 1,
+                    other => {
+                        eprintln!("a request failed: {:?}", other.map(|r| r.status()));
+                        failed += 1
+                    }
                 }
             }
             (ok, failed, versions)
