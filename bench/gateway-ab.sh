@@ -19,15 +19,7 @@ up_port="$(free_port)"; a_port="$(free_port)"; b_port="$(free_port)"
 pids+=($!)
 for side in a b; do
   port="${side}_port"
-  cat > "$work/$side.yaml" <<CONF
-server:
-  bind: 127.0.0.1:${!port}
-routes:
-  - id: bench
-    uri: http://127.0.0.1:$up_port
-    predicates:
-      - Path=/**
-CONF
+  one_route_gateway "${!port}" "$up_port" >"$work/$side.yaml"
   RUST_LOG=warn "${!side}" --config "$work/$side.yaml" 2>"$work/$side.log" &
   pids+=($!)
 done

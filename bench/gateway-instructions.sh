@@ -17,15 +17,7 @@ gateway="${gateway:-$bin/msa-gateway}"
 up_port="$(free_port)"; gw_port="$(free_port)"
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &
 pids+=($!)
-cat > "$work/gateway.yaml" <<CONF
-server:
-  bind: 127.0.0.1:$gw_port
-routes:
-  - id: bench
-    uri: http://127.0.0.1:$up_port
-    predicates:
-      - Path=/**
-CONF
+one_route_gateway "$gw_port" "$up_port" >"$work/gateway.yaml"
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$gateway" --config "$work/gateway.yaml" 2>"$work/valgrind.log" &
 gw_pid=$!

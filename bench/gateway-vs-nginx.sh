@@ -49,15 +49,7 @@ CONF
 "$nginx_bin" -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 
-cat > "$work/gateway.yaml" <<CONF
-server:
-  bind: 127.0.0.1:$gw_port
-routes:
-  - id: bench
-    uri: http://127.0.0.1:$up_port
-    predicates:
-      - Path=/**
-CONF
+one_route_gateway "$gw_port" "$up_port" >"$work/gateway.yaml"
 RUST_LOG=warn "$bin/msa-gateway" --config "$work/gateway.yaml" 2>"$work/gateway.log" &
 pids+=($!)
 

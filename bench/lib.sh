@@ -49,4 +49,17 @@ start_server() {
   exit 1
 }
 
+# A gateway file with one `Path=/**` route: one_route_gateway GATEWAY_PORT UPSTREAM_PORT
+one_route_gateway() {
+  cat <<CONF
+server:
+  bind: 127.0.0.1:$1
+routes:
+  - id: bench
+    uri: http://127.0.0.1:$2
+    predicates:
+      - Path=/**
+CONF
+}
+
 machine() { echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"; }
