@@ -326,6 +326,11 @@ impl Gateway {
         })
     }
 
+    /// The largest request header accepted (`server.max-header-size`).
+    pub(crate) fn max_header_size(&self) -> usize {
+        self.state.max_header_size
+    }
+
     /// Serves one request from `remote`.
     pub async fn handle(&self, request: Request<Body>, remote: SocketAddr) -> Response<Body> {
         self.dispatch(request, remote, 0).await

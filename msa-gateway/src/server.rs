@@ -1,19 +1,22 @@
 //! Serving: one current-thread runtime per worker, each accepting on its own
 //! `SO_REUSEPORT` listener and keeping its own upstream connection pool, so requests never
-//! cross threads and pools are never contended.
+//! cross threads and pools are never contended. HTTP/1.1 requests are read and answered by
+//! the gateway's own connection loop (`http1`); HTTP/2, upgrades and streamed request
+//! bodies by hyper.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
+use crate::http1::{self, End};
 use crate::proxy::Gateway;
 
 /// A running server: stop it with [`Server::stop`].
@@ -108,6 +111,27 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What answers a client's requests: the actuator under `/actuator`, the gateway elsewhere.
+#[derive(Clone, Debug)]
+struct Handler {
+    gateway: Gateway,
+    admin: Arc<axum::Router>,
+    remote: SocketAddr,
+}
+
+impl Handler {
+    async fn call(&self, request: Request<Body>) -> Response<Body> {
+        if request.uri().path().starts_with("/actuator") {
+            match (*self.admin).clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        } else {
+            self.gateway.handle(request, self.remote).await
+        }
+    }
+}
+
 async fn worker(
     gateway: Gateway,
     admin: Arc<axum::Router>,
@@ -121,11 +145,15 @@ async fn worker(
             return;
         }
     };
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Read buffers start at 8 KiB and may grow to this; hyper's default (~400 KiB) lets a
     // thousand idle keep-alive connections hold megabytes.
     builder.http1().max_buf_size(16 * 1024);
+    let builder = Arc::new(builder);
+    // Requests heads may be as large as twice the largest header allowed.
+    let max_head = (2 * gateway.max_header_size()).max(64 * 1024);
+    // Every connection task holds a sender; when all are gone, every connection is closed.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -138,34 +166,58 @@ async fn worker(
             _ = stopped.wait_for(|stop| *stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let admin = admin.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let gateway = gateway.clone();
-            let admin = admin.clone();
-            async move {
-                let request = request.map(Body::new);
-                let response = if request.uri().path().starts_with("/actuator") {
-                    match (*admin).clone().oneshot(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                } else {
-                    gateway.handle(request, remote).await
-                };
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let handler = Handler {
+            gateway: gateway.clone(),
+            admin: admin.clone(),
+            remote,
+        };
+        let builder = builder.clone();
+        let mut stopped = stopped.clone();
+        let open = open.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            let _open = open;
+            let stop = stopping(&mut stopped);
+            let end = {
+                let handler = &handler;
+                http1::serve(
+                    stream,
+                    max_head,
+                    |request| Box::pin(handler.call(request)),
+                    stop,
+                )
+                .await
+            };
+            if let End::HandOff(rewind) = end {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            handler.call(request.map(Body::new)).await,
+                        )
+                    }
+                });
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(rewind), service);
+                let mut connection = std::pin::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = stopping(&mut stopped) => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
             }
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+    drop(open);
+    let _ = tokio::time::timeout(Duration::from_secs(30), all_closed.recv()).await;
+}
+
+/// Completes once the server is told to stop.
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }

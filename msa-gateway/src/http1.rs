@@ -1,0 +1,882 @@
+//! The downstream HTTP/1.1 connection: a lean loop for what a gateway mostly serves, and
+//! hyper for the rest.
+//!
+//! Most requests through a gateway are a head and then no body, or a small one that has
+//! already arrived. For those this loop reads into a per-thread scratch buffer, keeps only
+//! the request's own bytes (one exactly sized copy, the header values sliced from it), and
+//! writes each response head with the first of its body in one `write`. Between requests a
+//! connection holds no buffer at all: its task is a few hundred bytes, where hyper keeps an
+//! 8 KiB read buffer and an 8 KiB write buffer for every connection.
+//!
+//! Everything else — an HTTP/2 preface, `Upgrade` and `CONNECT`, `Expect`, chunked or large
+//! request bodies — is handed to hyper mid-connection: the bytes read so far are replayed
+//! to it first ([`Rewind`]), so it serves the connection from that request on.
+
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The most headers a request may carry (hyper's limit too); more is a 431.
+const MAX_HEADERS: usize = 100;
+
+/// Request bodies up to this size are read whole before the request is handled; a larger
+/// one goes to hyper, which streams it.
+const INLINE_BODY: u64 = 64 * 1024;
+
+/// How much one read takes from the socket.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Response bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How an HTTP/2 connection with prior knowledge (h2c, gRPC) begins.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+thread_local! {
+    /// Reads land here first; a connection keeps only what a request needs.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+    /// The `Date` header for the current second.
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+}
+
+/// How a connection's loop ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// The connection is done with (closed by either side, or broken).
+    Closed,
+    /// The rest of the connection is hyper's, starting with the bytes `Rewind` holds.
+    HandOff(Rewind),
+}
+
+/// A request ready to be served, and how its connection goes on after it.
+#[derive(Debug)]
+struct Incoming {
+    request: Request<Body>,
+    /// The client asked to close after this request (or speaks HTTP/1.0 without
+    /// keep-alive).
+    close: bool,
+}
+
+/// What one look at the buffered bytes found.
+#[derive(Debug)]
+enum Parsed {
+    /// A complete request, made of the first `used` bytes.
+    Request(Box<Incoming>, usize),
+    /// Not enough bytes yet.
+    Partial,
+    /// Something this loop leaves to hyper.
+    HandOff,
+    /// Malformed: answer with this status and reason, then close.
+    Reject(StatusCode, &'static str),
+}
+
+/// The next thing a connection has for the loop.
+#[derive(Debug)]
+enum Next {
+    Request(Box<Incoming>),
+    HandOff,
+    Reject(StatusCode, &'static str),
+    Closed,
+}
+
+/// Serves HTTP/1.1 requests on `stream` with `handler` until the client closes, `stop`
+/// completes between two requests, or a request needs hyper.
+///
+/// `max_head` bounds a request's head (request line and headers); beyond it the answer is
+/// 431.
+pub(crate) async fn serve<H, F>(
+    stream: TcpStream,
+    max_head: usize,
+    handler: H,
+    stop: impl Future<Output = ()>,
+) -> End
+where
+    H: Fn(Request<Body>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let mut connection = Connection {
+        stream,
+        pending: BytesMut::new(),
+        max_head,
+    };
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = connection.next() => next,
+            () = &mut stop => return End::Closed,
+        };
+        let incoming = match next {
+            Next::Request(incoming) => incoming,
+            Next::Closed => return End::Closed,
+            Next::HandOff => {
+                return End::HandOff(Rewind {
+                    prefix: connection.pending.freeze(),
+                    stream: connection.stream,
+                });
+            }
+            Next::Reject(status, reason) => {
+                let _ = connection
+                    .stream
+                    .write_all(&rejection(status, reason))
+                    .await;
+                let _ = connection.stream.shutdown().await;
+                return End::Closed;
+            }
+        };
+        let Incoming { request, close } = *incoming;
+        let head_request = request.method() == Method::HEAD;
+        let http10 = request.version() == Version::HTTP_10;
+        let response = handler(request).await;
+        match write_response(
+            &mut connection.stream,
+            response,
+            head_request,
+            http10,
+            close,
+        )
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = connection.stream.shutdown().await;
+                return End::Closed;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "writing a response failed");
+                return End::Closed;
+            }
+        }
+    }
+}
+
+/// One client connection and the bytes read from it that no request has taken yet.
+struct Connection {
+    stream: TcpStream,
+    /// A partial head, a body still arriving, or a pipelined request. Usually empty and
+    /// unallocated.
+    pending: BytesMut,
+    max_head: usize,
+}
+
+impl Connection {
+    /// Reads until a request is complete (or the connection ends, or needs hyper).
+    async fn next(&mut self) -> Next {
+        loop {
+            if !self.pending.is_empty() {
+                match parse(&self.pending, self.max_head) {
+                    Parsed::Request(incoming, used) => {
+                        self.pending.advance(used);
+                        if self.pending.is_empty() {
+                            // Release the buffer: an idle connection keeps nothing.
+                            self.pending = BytesMut::new();
+                        }
+                        return Next::Request(incoming);
+                    }
+                    Parsed::Partial => {}
+                    Parsed::HandOff => return Next::HandOff,
+                    Parsed::Reject(status, reason) => return Next::Reject(status, reason),
+                }
+            }
+            if let Some(next) = poll_fn(|cx| self.poll_read(cx)).await {
+                return next;
+            }
+        }
+    }
+
+    /// One read into the thread's scratch buffer. A request found whole in it is taken
+    /// from there (the common case: no per-connection buffer); anything else is kept in
+    /// `pending`, and `None` says to look at `pending` again.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Next>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(&mut scratch[..]);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => {
+                    tracing::debug!(%error, "reading a request failed");
+                    return Poll::Ready(Some(Next::Closed));
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = buf.filled();
+            if read.is_empty() {
+                return Poll::Ready(Some(Next::Closed));
+            }
+            if !self.pending.is_empty() {
+                self.pending.extend_from_slice(read);
+                return Poll::Ready(None);
+            }
+            Poll::Ready(match parse(read, self.max_head) {
+                Parsed::Request(incoming, used) => {
+                    if used < read.len() {
+                        self.pending.extend_from_slice(&read[used..]);
+                    }
+                    Some(Next::Request(incoming))
+                }
+                Parsed::Partial => {
+                    self.pending.extend_from_slice(read);
+                    None
+                }
+                Parsed::HandOff => {
+                    self.pending.extend_from_slice(read);
+                    Some(Next::HandOff)
+                }
+                Parsed::Reject(status, reason) => Some(Next::Reject(status, reason)),
+            })
+        })
+    }
+}
+
+/// Looks for one complete request at the start of `buf`.
+fn parse(buf: &[u8], max_head: usize) -> Parsed {
+    if buf.len() < H2_PREFACE.len() {
+        if H2_PREFACE.starts_with(buf) {
+            return Parsed::Partial;
+        }
+    } else if buf.starts_with(H2_PREFACE) {
+        return Parsed::HandOff;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Parsed::Partial,
+        Ok(_) => {
+            return Parsed::Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "the request head is larger than the gateway accepts",
+            );
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "the request has more than 100 headers",
+            );
+        }
+        Err(httparse::Error::Version) => {
+            return Parsed::Reject(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "only HTTP/1.0, HTTP/1.1 and HTTP/2 are served",
+            );
+        }
+        Err(_) => {
+            return Parsed::Reject(StatusCode::BAD_REQUEST, "the request head is malformed");
+        }
+    };
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Parsed::Reject(StatusCode::BAD_REQUEST, "the request line is incomplete");
+    };
+    if method == "CONNECT" {
+        return Parsed::HandOff;
+    }
+    let http10 = minor == 0;
+    let (mut close, mut keep_alive) = (false, false);
+    let mut content_length: Option<u64> = None;
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let Some(length) = decimal(field.value) else {
+                return Parsed::Reject(StatusCode::BAD_REQUEST, "Content-Length is not a number");
+            };
+            if content_length.is_some_and(|earlier| earlier != length) {
+                return Parsed::Reject(
+                    StatusCode::BAD_REQUEST,
+                    "the request has two different Content-Length headers",
+                );
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return Parsed::HandOff;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in field.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::HandOff;
+                }
+            }
+        }
+    }
+    // HTTP/1.0 closes after each request unless the client asks otherwise.
+    close |= http10 && !keep_alive;
+    let body_len = content_length.unwrap_or(0);
+    if body_len > INLINE_BODY {
+        return Parsed::HandOff;
+    }
+    // Both fit in memory: `INLINE_BODY` is small and `head_len` was read.
+    let used = head_len + body_len as usize;
+    if buf.len() < used {
+        return Parsed::Partial;
+    }
+
+    // One copy of the request's bytes; the target and header values are slices of it.
+    let bytes = Bytes::copy_from_slice(&buf[..used]);
+    let slice = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        bytes.slice(start..start + part.len())
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Reject(StatusCode::BAD_REQUEST, "the method is not a token");
+    };
+    let Ok(uri) = Uri::from_maybe_shared(slice(target.as_bytes())) else {
+        return Parsed::Reject(StatusCode::BAD_REQUEST, "the request target is not a URI");
+    };
+    let mut header_map = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Parsed::Reject(StatusCode::BAD_REQUEST, "a header name is not a token");
+        };
+        let Ok(value) = HeaderValue::from_maybe_shared(slice(field.value)) else {
+            return Parsed::Reject(StatusCode::BAD_REQUEST, "a header value has control bytes");
+        };
+        header_map.append(name, value);
+    }
+    let body = if body_len == 0 {
+        Body::empty()
+    } else {
+        Body::from(bytes.slice(head_len..used))
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = if http10 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *request.headers_mut() = header_map;
+    Parsed::Request(Box::new(Incoming { request, close }), used)
+}
+
+/// A Content-Length value: ASCII digits only, no sign, no overflow.
+fn decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// A complete response for a request the loop refuses; the connection closes after it.
+fn rejection(status: StatusCode, reason: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
+    )
+    .into_bytes()
+}
+
+/// Writes `response` for a request (`HEAD` or not, HTTP/1.0 or 1.1). Returns whether the
+/// connection can carry another request.
+async fn write_response(
+    stream: &mut TcpStream,
+    response: Response<Body>,
+    head_request: bool,
+    http10: bool,
+    mut close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let bodyless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut length = None;
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH {
+            match decimal(value.as_bytes()) {
+                Some(n) if length.is_none() => length = Some(n),
+                _ => continue,
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            // The framing is this connection's to choose.
+            continue;
+        } else if *name == header::CONNECTION {
+            close |= value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            continue;
+        } else if *name == header::DATE {
+            dated = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        date(&mut out);
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut chunked = false;
+    if head_request && length.is_none() {
+        // What a GET would have carried, when the handler says.
+        if let Some(exact) = body.size_hint().exact().filter(|n| *n > 0) {
+            let _ = write!(out, "content-length: {exact}\r\n");
+        }
+    } else if !bodyless && length.is_none() {
+        if let Some(exact) = body.size_hint().exact() {
+            length = Some(exact);
+            let _ = write!(out, "content-length: {exact}\r\n");
+        } else if http10 {
+            // Delimited by closing the connection.
+            close = true;
+        } else {
+            chunked = true;
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if bodyless {
+        stream.write_all(&out).await?;
+        return Ok(!close);
+    }
+
+    // Whatever of the body is ready now goes out with the head.
+    let mut sent = 0u64;
+    loop {
+        // Polled without a waker: only to see whether a frame is there already.
+        let ready = Pin::new(&mut body).poll_frame(&mut Context::from_waker(Waker::noop()));
+        match ready {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data()
+                    && !append(&mut out, data, chunked, &mut sent, length, stream).await?
+                {
+                    return Ok(false);
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                tracing::debug!(%error, "the response body failed");
+                stream.write_all(&out).await?;
+                return Ok(false);
+            }
+            Poll::Ready(None) => return finish(stream, out, chunked, sent, length, close).await,
+            Poll::Pending => break,
+        }
+    }
+    if !out.is_empty() {
+        stream.write_all(&out).await?;
+        out.clear();
+    }
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if !append(&mut out, data, chunked, &mut sent, length, stream).await? {
+                        return Ok(false);
+                    }
+                    if !out.is_empty() {
+                        stream.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "the response body failed");
+                return Ok(false);
+            }
+        }
+    }
+    finish(stream, out, chunked, sent, length, close).await
+}
+
+/// Adds a data frame to what is to be written (flushing first when it is large). Returns
+/// `false` when the body ran past its declared length (the rest is not sent).
+async fn append(
+    out: &mut Vec<u8>,
+    data: Bytes,
+    chunked: bool,
+    sent: &mut u64,
+    length: Option<u64>,
+    stream: &mut TcpStream,
+) -> io::Result<bool> {
+    if data.is_empty() {
+        return Ok(true);
+    }
+    *sent += data.len() as u64;
+    if length.is_some_and(|length| *sent > length) {
+        stream.write_all(out).await?;
+        return Ok(false);
+    }
+    if chunked {
+        let _ = write!(out, "{:x}\r\n", data.len());
+    }
+    if out.len() + data.len() > WRITE_BATCH {
+        stream.write_all(out).await?;
+        out.clear();
+        stream.write_all(&data).await?;
+    } else {
+        out.extend_from_slice(&data);
+    }
+    if chunked {
+        out.extend_from_slice(b"\r\n");
+    }
+    Ok(true)
+}
+
+/// Ends the body (the last chunk, or a check of the length) and writes what is left.
+async fn finish(
+    stream: &mut TcpStream,
+    mut out: Vec<u8>,
+    chunked: bool,
+    sent: u64,
+    length: Option<u64>,
+    close: bool,
+) -> io::Result<bool> {
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        stream.write_all(&out).await?;
+    }
+    // A body shorter than its Content-Length: the client can only tell from a close.
+    Ok(!close && length.is_none_or(|length| sent == length))
+}
+
+/// Appends the current `Date` value (formatted once a second per thread).
+fn date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, text)| {
+        if *cached != second {
+            let formatted = httpdate::fmt_http_date(now);
+            if formatted.len() == text.len() {
+                text.copy_from_slice(formatted.as_bytes());
+                *cached = second;
+            }
+        }
+        out.extend_from_slice(text);
+    });
+}
+
+/// A connection whose first bytes were already read: reads return those again first.
+#[derive(Debug)]
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+    /// Answers with what it received: method, target, version and body.
+    fn echo(request: Request<Body>) -> Reply {
+        Box::pin(async move {
+            let line = format!(
+                "{} {} {:?} {}",
+                request.method(),
+                request.uri(),
+                request.version(),
+                request
+                    .headers()
+                    .get("x-tag")
+                    .map_or("-", |v| v.to_str().unwrap_or("?"))
+            );
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let text = format!("{line} body={}", String::from_utf8_lossy(&body));
+            if line.contains("/stream") {
+                // A body of unknown length, in two frames that are not ready at once.
+                let frames = futures_util::stream::iter(["one,", "two"]).then(|frame| async move {
+                    tokio::task::yield_now().await;
+                    Ok::<_, std::convert::Infallible>(frame)
+                });
+                return Response::new(Body::from_stream(frames));
+            }
+            if line.contains("/empty") {
+                return Response::builder().status(204).body(Body::empty()).unwrap();
+            }
+            Response::new(Body::from(text))
+        })
+    }
+
+    /// Serves one connection with `echo`; returns the client's end and how the loop ended.
+    async fn connect() -> (TcpStream, tokio::task::JoinHandle<End>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream, 1024, echo, std::future::pending()).await
+        });
+        (TcpStream::connect(addr).await.unwrap(), server)
+    }
+
+    /// Sends `bytes`, closes the client's writing side, and reads everything answered.
+    async fn exchange(bytes: &[u8]) -> (String, End) {
+        let (mut client, server) = connect().await;
+        client.write_all(bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        (answer, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order() {
+        let (answer, end) = exchange(
+            b"GET /a HTTP/1.1\r\nhost: x\r\nx-tag: 1\r\n\r\n\
+              POST /b?q=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
+              GET /c HTTP/1.1\r\nhost: x\r\n\r\n",
+        )
+        .await;
+        assert!(matches!(end, End::Closed));
+        let bodies: Vec<&str> = answer
+            .split("HTTP/1.1 200 OK\r\n")
+            .skip(1)
+            .map(|r| r.split("\r\n\r\n").nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                "GET /a HTTP/1.1 1 body=",
+                "POST /b?q=1 HTTP/1.1 - body=hello",
+                "GET /c HTTP/1.1 - body="
+            ]
+        );
+        assert!(answer.contains("content-length: 23\r\n"), "{answer}");
+        assert!(answer.contains("date: "), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_head_and_body_split_across_reads_are_put_together() {
+        let (mut client, server) = connect().await;
+        for part in [
+            &b"POST /split HT"[..],
+            b"TP/1.1\r\nhost: x\r\ncontent-le",
+            b"ngth: 6\r\n\r\nab",
+            b"cdef",
+        ] {
+            client.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        client.shutdown().await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.ends_with("\r\n\r\nPOST /split HTTP/1.1 - body=abcdef"),
+            "{answer}"
+        );
+        assert!(matches!(server.await.unwrap(), End::Closed));
+    }
+
+    #[tokio::test]
+    async fn http10_closes_unless_asked_to_keep_alive() {
+        let (answer, _) = exchange(b"GET /a HTTP/1.0\r\n\r\nGET /never HTTP/1.0\r\n\r\n").await;
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(!answer.contains("/never"), "{answer}");
+
+        let (answer, _) =
+            exchange(b"GET /a HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n")
+                .await;
+        assert!(answer.contains("connection: keep-alive\r\n"), "{answer}");
+        assert!(answer.contains("GET /b HTTP/1.0"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn connection_close_ends_the_connection_after_the_answer() {
+        let (answer, _) =
+            exchange(b"GET /a HTTP/1.1\r\nconnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n")
+                .await;
+        assert_eq!(answer.matches("HTTP/1.1 200").count(), 1, "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn bodies_of_unknown_length_are_chunked_and_head_gets_none() {
+        let (answer, _) = exchange(b"GET /stream HTTP/1.1\r\n\r\n").await;
+        assert!(
+            answer.contains("transfer-encoding: chunked\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with("\r\n\r\n4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n"),
+            "{answer}"
+        );
+
+        // HTTP/1.0 has no chunks: the body ends with the connection.
+        let (answer, _) = exchange(b"GET /stream HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\none,two"), "{answer}");
+
+        let (answer, _) = exchange(b"HEAD /a HTTP/1.1\r\n\r\nGET /empty HTTP/1.1\r\n\r\n").await;
+        let (head, no_content) = answer.split_once("HTTP/1.1 204").unwrap();
+        assert!(head.contains("content-length: 24\r\n"), "{answer}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD gets no body: {answer}");
+        assert!(!no_content.contains("content-length"), "{answer}");
+        assert!(no_content.ends_with("\r\n\r\n"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_requests_get_4xx_with_a_reason() {
+        let (answer, _) = exchange(b"GET /a HTTP/1.1\r\nbad header\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with("the request head is malformed\n"),
+            "{answer}"
+        );
+
+        let (answer, _) = exchange(b"GET /a HTTP/1.1\r\ncontent-length: 1x\r\n\r\n").await;
+        assert!(
+            answer.ends_with("Content-Length is not a number\n"),
+            "{answer}"
+        );
+
+        let (answer, _) =
+            exchange(b"GET /a HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+        let big = format!("GET /a HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(2000));
+        let (answer, _) = exchange(big.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+        // The limit holds while the head is still arriving, too.
+        let (answer, _) =
+            exchange(format!("GET /a HTTP/1.1\r\nx-big: {}", "a".repeat(2000)).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+        let many: String = (0..101).map(|n| format!("x-{n}: 1\r\n")).collect();
+        let (answer, _) = exchange(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).await;
+        assert!(answer.ends_with("more than 100 headers\n"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn what_the_loop_does_not_serve_is_handed_over_from_its_first_byte() {
+        for request in [
+            &b"POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+            b"GET /ws HTTP/1.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 3\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+            b"POST /big HTTP/1.1\r\ncontent-length: 1000000\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            let (mut client, server) = connect().await;
+            // A request answered first: the hand-over starts after it.
+            client
+                .write_all(b"GET /first HTTP/1.1\r\n\r\n")
+                .await
+                .unwrap();
+            let mut first = [0u8; 12];
+            client.read_exact(&mut first).await.unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200");
+            client.write_all(request).await.unwrap();
+            let End::HandOff(mut rewind) = server.await.unwrap() else {
+                panic!("not handed over: {}", String::from_utf8_lossy(request));
+            };
+            let mut replayed = vec![0; request.len()];
+            rewind.read_exact(&mut replayed).await.unwrap();
+            assert_eq!(replayed, request);
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_closes_an_idle_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream, 1024, echo, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut status = [0u8; 12];
+        client.read_exact(&mut status).await.unwrap();
+        stop.send(()).unwrap();
+        assert!(matches!(server.await.unwrap(), End::Closed));
+    }
+}
