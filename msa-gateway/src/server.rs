@@ -188,33 +188,39 @@ async fn worker(
                 .await
             };
             if let End::HandOff(rewind) = end {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let handler = handler.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            handler.call(request.map(Body::new)).await,
-                        )
-                    }
-                });
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(rewind), service);
-                let mut connection = std::pin::pin!(connection);
-                let result = tokio::select! {
-                    result = connection.as_mut() => result,
-                    () = stopping(&mut stopped) => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
+                // Boxed: the rare path's state is not carried by every connection's task.
+                Box::pin(serve_with_hyper(rewind, handler, &builder, &mut stopped)).await;
             }
         });
     }
     drop(listener);
     drop(open);
     let _ = tokio::time::timeout(Duration::from_secs(30), all_closed.recv()).await;
+}
+
+/// Serves the rest of a connection the gateway's own loop handed over, on hyper.
+async fn serve_with_hyper(
+    rewind: http1::Rewind,
+    handler: Handler,
+    builder: &auto::Builder<TokioExecutor>,
+    stopped: &mut watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(handler.call(request.map(Body::new)).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(rewind), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stopping(stopped) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 /// Completes once the server is told to stop.
