@@ -20,6 +20,7 @@ mod admin;
 mod auth;
 pub mod config;
 mod filter;
+mod h1;
 mod http1;
 mod pool;
 mod proxy;

@@ -1,5 +1,6 @@
-//! Per-thread connection pools to upstreams, on hyper's connection API: HTTP/1.1, and
-//! HTTP/2 without TLS (h2c) for gRPC and `h2c://` routes.
+//! Per-thread connection pools to upstreams: plain HTTP/1.1 on msa's lean client
+//! ([`crate::h1`]), HTTP/1.1 over TLS and WebSocket handshakes on hyper's connection API,
+//! and HTTP/2 without TLS (h2c) for gRPC and `h2c://` routes on hyper's.
 //!
 //! Each worker thread keeps its own idle connections, so taking and returning one is a
 //! `Vec` push and pop: no lock, no shared counter, no background task. A connection goes
@@ -44,16 +45,33 @@ thread_local! {
 /// One upstream's connections on this thread.
 #[derive(Default)]
 struct Upstream {
-    idle: Vec<(SendRequest<Body>, Slot)>,
+    idle: Vec<(Idle, Slot)>,
     /// Connections open or being opened (each held by a [`Slot`]).
     open: usize,
     /// Requests waiting for a connection.
     waiting: VecDeque<oneshot::Sender<Handoff>>,
 }
 
+/// An idle connection: msa's lean HTTP/1.1 client ([`crate::h1`], plain TCP), or hyper's
+/// (TLS).
+enum Idle {
+    Lean(crate::h1::Conn),
+    Hyper(SendRequest<Body>),
+}
+
+impl Idle {
+    /// Whether it may carry a request: not closed by the upstream meanwhile.
+    fn is_reusable(&self) -> bool {
+        match self {
+            Idle::Lean(conn) => conn.is_reusable(),
+            Idle::Hyper(sender) => sender.is_ready() && !sender.is_closed(),
+        }
+    }
+}
+
 /// What a waiting request is given: a connection, or the right to open one.
 enum Handoff {
-    Conn(SendRequest<Body>, Slot),
+    Conn(Idle, Slot),
     Open(Slot),
 }
 
@@ -115,7 +133,7 @@ fn release(key: &str) {
 
 /// How a request gets its connection.
 enum Acquired {
-    Idle(SendRequest<Body>, Slot),
+    Idle(Idle, Slot),
     /// Open a new connection in this place.
     Open(Slot),
     Wait(oneshot::Receiver<Handoff>),
@@ -128,9 +146,9 @@ fn acquire(key: &str, max_connections: usize) -> Acquired {
             Some(upstream) => upstream,
             None => pools.entry(key.into()).or_default(),
         };
-        while let Some((sender, slot)) = upstream.idle.pop() {
-            if sender.is_ready() && !sender.is_closed() {
-                return Acquired::Idle(sender, slot);
+        while let Some((conn, slot)) = upstream.idle.pop() {
+            if conn.is_reusable() {
+                return Acquired::Idle(conn, slot);
             }
             // Closed while idle: its place is free again (counted down here, as the
             // slot's own release would need the map this borrow holds).
@@ -263,40 +281,77 @@ pub(crate) async fn send(
             .insert(HOST, HeaderValue::from_str(authority.as_str())?);
     }
     let authority = authority.as_str();
+    if request.headers().contains_key(http::header::UPGRADE) {
+        // The connection will belong to the upgraded protocol: one of its own, on hyper.
+        let mut sender = Box::pin(open_hyper(authority, secure, connect_timeout, &tls)).await?;
+        return Ok(sender.send_request(request).await?.map(Body::new));
+    }
     loop {
         let acquired = match acquire(&pool_key, max_connections) {
             Acquired::Wait(handoff) => match handoff.await {
-                Ok(Handoff::Conn(sender, slot)) => Acquired::Idle(sender, slot),
+                Ok(Handoff::Conn(conn, slot)) => Acquired::Idle(conn, slot),
                 Ok(Handoff::Open(slot)) => Acquired::Open(slot),
                 Err(_) => return Err("the connection pool was dropped".into()),
             },
             acquired => acquired,
         };
-        let (mut sender, slot, fresh) = match acquired {
-            Acquired::Idle(sender, slot) => (sender, slot, false),
+        let (conn, slot, fresh) = match acquired {
+            Acquired::Idle(conn, slot) => (conn, slot, false),
             Acquired::Open(slot) => {
                 // On failure the slot drops here, and its place goes to the next request.
-                let sender = if secure {
-                    Box::pin(connect_tls(authority, connect_timeout, &tls)).await?
+                let conn = if secure {
+                    Idle::Hyper(Box::pin(connect_tls(authority, connect_timeout, &tls)).await?)
                 } else {
-                    Box::pin(connect(authority, connect_timeout)).await?
+                    Idle::Lean(crate::h1::Conn::new(
+                        Box::pin(tcp(authority, connect_timeout)).await?,
+                    ))
                 };
-                (sender, slot, true)
+                (conn, slot, true)
             }
             Acquired::Wait(_) => unreachable!("waited for above"),
         };
-        if !fresh && !sender.is_ready() {
+        if !fresh && !conn.is_reusable() {
             continue; // handed over closing: its slot drops, try again
         }
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok(pooled(response, sender, slot)),
-            Err(mut error) => match error.take_message() {
-                // An idle connection the upstream had closed, found before anything was
-                // written: send on a new one.
-                Some(unsent) if !fresh => request = unsent,
-                _ => return Err(error.into_error().into()),
+        match conn {
+            Idle::Lean(conn) => {
+                let release = move |conn| give_back(Idle::Lean(conn), slot);
+                // Boxed: the futures above it stay small, and each level's await moves
+                // less (they are moved whole, at every level, on every request).
+                match Box::pin(crate::h1::send(conn, request, release)).await {
+                    Ok(response) => return Ok(response),
+                    // An idle connection the upstream had closed: send on another one.
+                    Err(crate::h1::Failed {
+                        unsent: Some(unsent),
+                        ..
+                    }) if !fresh => request = unsent,
+                    Err(failed) => return Err(failed.error.into()),
+                }
+            }
+            Idle::Hyper(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => return Ok(pooled(response, sender, slot)),
+                Err(mut error) => match error.take_message() {
+                    // An idle connection the upstream had closed, found before anything
+                    // was written: send on a new one.
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(error.into_error().into()),
+                },
             },
         }
+    }
+}
+
+/// A hyper HTTP/1.1 connection (TLS when `secure`), driven by a task of its own.
+async fn open_hyper(
+    authority: &str,
+    secure: bool,
+    timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<SendRequest<Body>, BoxError> {
+    if secure {
+        connect_tls(authority, timeout, tls).await
+    } else {
+        connect(authority, timeout).await
     }
 }
 
@@ -354,11 +409,13 @@ fn authority_of(request: &Request<Body>) -> Result<Box<str>, BoxError> {
 
 /// A connection whose response was read to the end: to the first waiting request, else
 /// idle.
-fn give_back(sender: SendRequest<Body>, slot: Slot) {
-    if sender.is_closed() {
+fn give_back(conn: Idle, slot: Slot) {
+    if let Idle::Hyper(sender) = &conn
+        && sender.is_closed()
+    {
         return; // the slot drops: its place is free
     }
-    let mut handoff = Some(Handoff::Conn(sender, slot));
+    let mut handoff = Some(Handoff::Conn(conn, slot));
     while let Some(given) = handoff.take() {
         // One look at the pool: idle at once when nobody waits (the common case).
         let (waiter, unkept) = POOLS.with(|pools| {
@@ -370,8 +427,8 @@ fn give_back(sender: SendRequest<Body>, slot: Slot) {
                 return (Some(waiter), Some(given));
             }
             match given {
-                Handoff::Conn(sender, slot) if upstream.idle.len() < MAX_IDLE => {
-                    upstream.idle.push((sender, slot));
+                Handoff::Conn(conn, slot) if upstream.idle.len() < MAX_IDLE => {
+                    upstream.idle.push((conn, slot));
                     (None, None)
                 }
                 given => (None, Some(given)),
@@ -457,7 +514,7 @@ fn pooled(response: Response<Incoming>, sender: SendRequest<Body>, slot: Slot) -
     }
     response.map(|body| {
         if http_body::Body::is_end_stream(&body) {
-            give_back(sender, slot);
+            give_back(Idle::Hyper(sender), slot);
             Body::new(body)
         } else {
             Body::new(PooledBody {
@@ -490,7 +547,7 @@ impl http_body::Body for PooledBody {
             _ => false,
         };
         if done && let Some((sender, slot)) = this.owner.take() {
-            give_back(sender, slot);
+            give_back(Idle::Hyper(sender), slot);
         }
         polled
     }

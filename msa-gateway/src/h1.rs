@@ -1,0 +1,908 @@
+//! A lean HTTP/1.1 client connection for the proxy's hot path: the request's own task
+//! writes the request and reads the response, with no connection task and no channel
+//! between them. Plain TCP only; upgrades, TLS and HTTP/2 go through hyper.
+//!
+//! Framing follows RFC 9112: a request body is sent with its length when known, else
+//! chunked; a response body is delimited by nothing (HEAD, 1xx, 204, 304), by chunked
+//! transfer coding, by Content-Length, or by the connection closing (then it is not
+//! reused).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::body::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// The most bytes a response head may take.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers a response head may have.
+const MAX_HEADERS: usize = 128;
+/// A body's first part is written with the head when it is at most this long.
+const COALESCE: usize = 16 * 1024;
+
+/// An HTTP/1.1 connection to an upstream.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet used.
+    buf: BytesMut,
+    /// The next request head is written here (kept, so a request allocates none).
+    out: Vec<u8>,
+    /// When its last response ended.
+    idle_since: Option<std::time::Instant>,
+}
+
+/// How long a connection may have been idle and still be reused without first checking
+/// that the upstream has not closed it. Upstreams keep idle connections open for seconds
+/// (nginx 75 s, Tomcat 20 s, hyper until the client closes).
+const PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: io::Error,
+    /// The request, when it may be sent again on another connection as it was: it has no
+    /// body, and the upstream answered nothing (it had closed the idle connection).
+    pub(crate) unsent: Option<Request<Body>>,
+}
+
+impl From<io::Error> for Failed {
+    fn from(error: io::Error) -> Failed {
+        Failed {
+            error,
+            unsent: None,
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+impl Conn {
+    pub(crate) fn new(io: TcpStream) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            idle_since: None,
+        }
+    }
+
+    /// Whether an idle connection may carry another request: nothing unasked is buffered,
+    /// and, once it has been idle for [`PROBE_AFTER`], the upstream has neither closed it
+    /// nor sent anything since (one `recvfrom`). A connection the upstream closed within
+    /// that time fails its next request before any answer, and [`send`] gives a bodiless
+    /// request back to be sent on another connection.
+    pub(crate) fn is_reusable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        if self
+            .idle_since
+            .is_some_and(|since| since.elapsed() < PROBE_AFTER)
+        {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Reads what the socket has into `buf`; `Ok(0)` at the end of the stream.
+    ///
+    /// Through `AsyncRead`, which counts a read that did not fill the buffer as having
+    /// drained the socket: [`Conn::is_reusable`] then knows the connection is quiet
+    /// without a system call (a `try_read` would leave the socket marked readable, and
+    /// the next probe would cost a failed `recvfrom`).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8 * 1024);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// Sends `request` (origin-form URI, Host set) on `conn` and reads the response head;
+/// the body is read from the connection as the caller polls it, and `release` gets the
+/// connection back when the body ends with the connection reusable.
+pub(crate) async fn send<R>(
+    mut conn: Conn,
+    request: Request<Body>,
+    release: R,
+) -> Result<Response<Body>, Failed>
+where
+    R: FnOnce(Conn) + Send + Unpin + 'static,
+{
+    let (mut parts, mut body) = request.into_parts();
+    let mut headers = std::mem::take(&mut parts.headers);
+    let empty = http_body::Body::is_end_stream(&body);
+    let exact = http_body::Body::size_hint(&body).exact();
+    headers.remove(TRANSFER_ENCODING);
+    let chunked = if empty {
+        let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        if expects_body && !headers.contains_key(CONTENT_LENGTH) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        false
+    } else if let Some(length) = exact {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+        false
+    } else if headers.contains_key(CONTENT_LENGTH) {
+        false
+    } else {
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        true
+    };
+
+    let mut out = std::mem::take(&mut conn.out);
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !empty {
+        let mut first = true;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(io::Error::other)?;
+            let Ok(data) = frame.into_data() else {
+                continue; // request trailers are not forwarded over HTTP/1.1
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                use std::io::Write as _;
+                let _ = write!(out, "{:x}\r\n", data.len());
+            }
+            if first && data.len() <= COALESCE {
+                out.extend_from_slice(&data);
+            } else {
+                conn.io.write_all(&out).await?;
+                out.clear();
+                conn.io.write_all(&data).await?;
+            }
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            first = false;
+        }
+        if chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+    // A bodiless request that got no answer at all goes back to the caller, to be sent
+    // again: what an upstream that closed the idle connection causes.
+    let unanswered = |error: io::Error, parts: http::request::Parts, headers| {
+        let mut parts = parts;
+        parts.headers = headers;
+        Failed {
+            error,
+            unsent: empty.then(|| Request::from_parts(parts, Body::empty())),
+        }
+    };
+    if !out.is_empty()
+        && let Err(error) = conn.io.write_all(&out).await
+    {
+        return Err(unanswered(error, parts, headers));
+    }
+    conn.out = out;
+
+    let head_only = parts.method == Method::HEAD;
+    let mut answered = false;
+    loop {
+        if let Some(head) = parse_head(&mut conn.buf)? {
+            if head.status.is_informational() {
+                continue; // 100 Continue, 103 Early Hints: the answer follows
+            }
+            return Ok(respond(conn, head, head_only, release)?);
+        }
+        if conn.buf.len() > MAX_HEAD {
+            return Err(invalid("the upstream's response head is too large").into());
+        }
+        match conn.fill().await {
+            Ok(0) => {
+                let error = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the upstream closed the connection before answering",
+                );
+                return Err(match answered {
+                    true => error.into(),
+                    false => unanswered(error, parts, headers),
+                });
+            }
+            Ok(_) => answered = true,
+            Err(error) if !answered => return Err(unanswered(error, parts, headers)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// A complete response head at the start of `buf`, taken out of it; `None` if more bytes
+/// are needed.
+fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
+    // Left uninitialised: httparse writes the ones it uses (4 KiB not zeroed per response).
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    );
+    let length = match parsed {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(invalid(format!("the upstream's response: {error}"))),
+    };
+    let status = StatusCode::from_u16(response.code.unwrap_or(0))
+        .map_err(|_| invalid("the upstream's response has no valid status"))?;
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // The values are slices of one copy of the head: one allocation for all of them, and
+    // the read buffer stays ours to reuse.
+    let head = Bytes::copy_from_slice(&buf[..length]);
+    let start = buf.as_ptr() as usize;
+    // Room for what the way back adds (Date, the route's response headers) without growing.
+    let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
+    for header in response.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| invalid("the upstream's response has an invalid header name"))?;
+        // httparse's values are slices of `buf`; anything else is copied.
+        let value = match (header.value.as_ptr() as usize).checked_sub(start) {
+            Some(at) if at + header.value.len() <= length => {
+                HeaderValue::from_maybe_shared(head.slice(at..at + header.value.len()))
+            }
+            _ => HeaderValue::from_bytes(header.value),
+        }
+        .map_err(|_| invalid("the upstream's response has an invalid header value"))?;
+        headers.append(name, value);
+    }
+    buf.advance(length);
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+fn respond<R>(conn: Conn, head: Head, head_only: bool, release: R) -> io::Result<Response<Body>>
+where
+    R: FnOnce(Conn) + Send + Unpin + 'static,
+{
+    let mut keep_alive = match head.version {
+        Version::HTTP_10 => has_token(&head.headers, CONNECTION, "keep-alive"),
+        _ => !has_token(&head.headers, CONNECTION, "close"),
+    };
+    let status = head.status.as_u16();
+    let framing = if head_only || status == 204 || status == 304 {
+        Framing::Length(0)
+    } else if let Some(codings) = head.headers.get(TRANSFER_ENCODING) {
+        let last = codings
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            keep_alive = false;
+            Framing::Close
+        }
+    } else if head.headers.contains_key(CONTENT_LENGTH) {
+        let mut lengths = head
+            .headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+        let first = lengths.next().flatten();
+        match first {
+            Some(length) if lengths.all(|other| other == Some(length)) => Framing::Length(length),
+            _ => return Err(invalid("the upstream's Content-Length is not valid")),
+        }
+    } else {
+        keep_alive = false;
+        Framing::Close
+    };
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    let body = ResponseBody {
+        conn: Some(conn),
+        framing,
+        keep_alive,
+        release: Some(release),
+    };
+    let done = body.is_done();
+    let mut body = body;
+    if done {
+        body.finish();
+    }
+    Ok(response.map(|()| Body::new(body)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chunk {
+    /// Expecting a size line.
+    Size,
+    /// Inside a chunk: this many bytes left.
+    Data(u64),
+    /// After a chunk's data: expecting its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    Close,
+    Done,
+}
+
+/// A response body read from its connection as it is polled.
+struct ResponseBody<R> {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    release: Option<R>,
+}
+
+impl<R: FnOnce(Conn)> ResponseBody<R> {
+    fn is_done(&self) -> bool {
+        matches!(self.framing, Framing::Length(0) | Framing::Done)
+    }
+
+    /// The body has ended: the connection goes back if it may.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        let conn = self.conn.take();
+        if let (Some(mut conn), Some(release), true) = (conn, self.release.take(), self.keep_alive)
+            && conn.buf.is_empty()
+        {
+            conn.idle_since = Some(std::time::Instant::now());
+            // An idle connection keeps no read buffer (the next read allocates one).
+            conn.buf = BytesMut::new();
+            release(conn);
+        }
+    }
+
+    /// Reads more from the connection; `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match self.conn.as_mut() {
+            Some(conn) => conn.poll_fill(cx),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+
+    fn buffered(&mut self) -> &mut BytesMut {
+        &mut self
+            .conn
+            .as_mut()
+            .expect("a body still being read has its connection")
+            .buf
+    }
+}
+
+/// A CRLF-terminated line at the start of `buf`, taken out (without the CRLF).
+fn take_line(buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => {
+            let line = buf.split_to(end).freeze();
+            buf.advance(2);
+            Ok(Some(line))
+        }
+        None if buf.len() > 8 * 1024 => Err(invalid("a chunked body's line is too long")),
+        None => Ok(None),
+    }
+}
+
+impl<R: FnOnce(Conn) + Unpin> http_body::Body for ResponseBody<R> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let this = &mut *self;
+        loop {
+            match this.framing {
+                Framing::Done | Framing::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    let buf = this.buffered();
+                    if !buf.is_empty() {
+                        let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let data = buf.split_to(take).freeze();
+                        this.framing = Framing::Length(left - take as u64);
+                        if this.framing == Framing::Length(0) {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Close => {
+                    let buf = this.buffered();
+                    if !buf.is_empty() {
+                        let data = buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(state) => {
+                    let buf = this.buffered();
+                    match state {
+                        Chunk::Size => {
+                            if let Some(line) = take_line(buf)? {
+                                let digits = line
+                                    .split(|b| *b == b';')
+                                    .next()
+                                    .map(<[u8]>::trim_ascii)
+                                    .unwrap_or_default();
+                                let size = std::str::from_utf8(digits)
+                                    .ok()
+                                    .and_then(|d| u64::from_str_radix(d, 16).ok())
+                                    .ok_or_else(|| invalid("a chunk size is not valid"))?;
+                                this.framing = Framing::Chunked(if size == 0 {
+                                    Chunk::Trailers
+                                } else {
+                                    Chunk::Data(size)
+                                });
+                                continue;
+                            }
+                        }
+                        Chunk::Data(left) => {
+                            if !buf.is_empty() {
+                                let take =
+                                    buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                                let data = buf.split_to(take).freeze();
+                                let left = left - take as u64;
+                                this.framing = Framing::Chunked(if left == 0 {
+                                    Chunk::DataEnd
+                                } else {
+                                    Chunk::Data(left)
+                                });
+                                return Poll::Ready(Some(Ok(Frame::data(data))));
+                            }
+                        }
+                        Chunk::DataEnd => {
+                            if buf.len() >= 2 {
+                                if &buf[..2] != b"\r\n" {
+                                    return Poll::Ready(Some(Err(invalid(
+                                        "a chunk does not end with CRLF",
+                                    ))));
+                                }
+                                buf.advance(2);
+                                this.framing = Framing::Chunked(Chunk::Size);
+                                continue;
+                            }
+                        }
+                        Chunk::Trailers => {
+                            // Trailers are read and dropped: HTTP/1.1 clients rarely
+                            // expect them, and gRPC (which needs them) goes over HTTP/2.
+                            if let Some(line) = take_line(buf)? {
+                                if line.is_empty() {
+                                    this.finish();
+                                    return Poll::Ready(None);
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            // More bytes are needed.
+            let read = ready!(this.poll_fill(cx))?;
+            if read == 0 {
+                if this.framing == Framing::Close {
+                    this.keep_alive = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                this.framing = Framing::Done;
+                this.conn = None;
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the upstream closed the connection mid-body",
+                ))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// What the upstream received, and how the exchange ended.
+    struct Outcome {
+        received: Vec<u8>,
+        response: io::Result<(StatusCode, HeaderMap, io::Result<Bytes>)>,
+        released: bool,
+    }
+
+    /// Sends `request` to an upstream that reads until the request ends with `request_end`
+    /// and answers `answer` (then closes if `close`).
+    async fn exchange(
+        request: Request<Body>,
+        request_end: &'static [u8],
+        answer: &'static [u8],
+        close: bool,
+    ) -> Outcome {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            while !received.ends_with(request_end) {
+                let mut chunk = [0u8; 4096];
+                let read = socket.read(&mut chunk).await.unwrap();
+                assert_ne!(read, 0, "the client closed before the request ended");
+                received.extend_from_slice(&chunk[..read]);
+            }
+            socket.write_all(answer).await.unwrap();
+            if !close {
+                // Kept open until the client is done with it.
+                let _ = socket.read(&mut [0u8; 1]).await;
+            }
+            received
+        });
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let released = Arc::new(AtomicBool::new(false));
+        let flag = released.clone();
+        let release = move |conn: Conn| {
+            flag.store(true, Ordering::SeqCst);
+            drop(conn);
+        };
+        let response = match send(conn, request, release).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .map_err(io::Error::other);
+                Ok((parts.status, parts.headers, body))
+            }
+            Err(failed) => Err(failed.error),
+        };
+        let released = released.load(Ordering::SeqCst);
+        Outcome {
+            received: upstream.await.unwrap(),
+            response,
+            released,
+        }
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = path.parse().unwrap();
+        request
+            .headers_mut()
+            .insert(http::header::HOST, HeaderValue::from_static("up"));
+        request
+    }
+
+    fn ok(outcome: &Outcome) -> (StatusCode, &HeaderMap, &Bytes) {
+        let (status, headers, body) = outcome.response.as_ref().expect("a response");
+        (*status, headers, body.as_ref().expect("a whole body"))
+    }
+
+    #[tokio::test]
+    async fn a_content_length_body_is_read_and_the_connection_reused() {
+        let outcome = exchange(
+            get("/a?b=1"),
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Up: yes\r\n\r\nhello",
+            false,
+        )
+        .await;
+        assert_eq!(outcome.received, b"GET /a?b=1 HTTP/1.1\r\nhost: up\r\n\r\n");
+        let (status, headers, body) = ok(&outcome);
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-up"], "yes");
+        assert_eq!(&body[..], b"hello");
+        assert!(outcome.released);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_reassembled_and_its_trailers_dropped() {
+        let outcome = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+        )
+        .await;
+        let (status, _, body) = ok(&outcome);
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"hello, world");
+        assert!(outcome.released);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_ends_with_the_connection_which_is_not_reused() {
+        let outcome = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+            true,
+        )
+        .await;
+        assert_eq!(&ok(&outcome).2[..], b"until the end");
+        assert!(!outcome.released);
+    }
+
+    #[tokio::test]
+    async fn no_content_and_interim_answers_have_no_body() {
+        let outcome = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            false,
+        )
+        .await;
+        let (status, _, body) = ok(&outcome);
+        assert_eq!(status, 204);
+        assert!(body.is_empty());
+        assert!(outcome.released);
+    }
+
+    #[tokio::test]
+    async fn connection_close_keeps_the_connection_out_of_the_pool() {
+        let outcome = exchange(
+            get("/"),
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+            true,
+        )
+        .await;
+        assert_eq!(&ok(&outcome).2[..], b"ok");
+        assert!(!outcome.released);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_sent_with_their_length_or_chunked() {
+        let mut known = get("/orders");
+        *known.method_mut() = Method::POST;
+        *known.body_mut() = Body::from("{\"qty\":2}");
+        let outcome = exchange(
+            known,
+            b"{\"qty\":2}",
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(ok(&outcome).0, 201);
+        assert_eq!(
+            outcome.received,
+            b"POST /orders HTTP/1.1\r\nhost: up\r\ncontent-length: 9\r\n\r\n{\"qty\":2}"
+        );
+
+        let mut streamed = get("/orders");
+        *streamed.method_mut() = Method::POST;
+        let parts = futures_util::stream::iter([
+            Ok::<_, io::Error>(Bytes::from_static(b"ab")),
+            Ok(Bytes::from_static(b"cde")),
+        ]);
+        *streamed.body_mut() = Body::from_stream(parts);
+        let outcome = exchange(
+            streamed,
+            b"0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(ok(&outcome).0, 200);
+        assert_eq!(
+            outcome.received,
+            b"POST /orders HTTP/1.1\r\nhost: up\r\ntransfer-encoding: chunked\r\n\r\n\
+              2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+        );
+
+        let mut empty_post = get("/orders");
+        *empty_post.method_mut() = Method::POST;
+        let outcome = exchange(
+            empty_post,
+            b"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .await;
+        assert_eq!(
+            outcome.received,
+            b"POST /orders HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_errors_not_panics() {
+        let cases: [(&'static [u8], &str); 6] = [
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+                "Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                "Content-Length",
+            ),
+            (b"HTTP/1.1 2000 Huge\r\n\r\n", "response"),
+            (b"NOT HTTP\r\n\r\n", "response"),
+            (b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", "response"),
+            (b"", "before answering"),
+        ];
+        for (answer, expected) in cases {
+            let outcome = exchange(get("/"), b"\r\n\r\n", answer, true).await;
+            let error = outcome.response.expect_err("an error");
+            assert!(
+                error.to_string().contains(expected),
+                "{:?}: {error}",
+                String::from_utf8_lossy(answer)
+            );
+            assert!(!outcome.released);
+        }
+
+        let bodies: [&'static [u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        ];
+        for answer in bodies {
+            let outcome = exchange(get("/"), b"\r\n\r\n", answer, true).await;
+            let (_, _, body) = outcome.response.as_ref().expect("a head");
+            assert!(body.is_err(), "{:?}", String::from_utf8_lossy(answer));
+            assert!(!outcome.released);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_request_on_a_connection_closed_under_it_is_given_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closer = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (socket, _) = listener.accept().await.unwrap();
+                drop(socket);
+            }
+        });
+        let mut post = get("/orders");
+        *post.method_mut() = Method::POST;
+        *post.body_mut() = Body::from("x");
+        for (request, replayable) in [(get("/a"), true), (post, false)] {
+            let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+            tokio::task::yield_now().await;
+            let failed = send(conn, request, drop).await.expect_err("no answer");
+            assert_eq!(failed.unsent.is_some(), replayable, "{}", failed.error);
+            if let Some(unsent) = failed.unsent {
+                assert_eq!(unsent.uri(), "/a");
+                assert_eq!(unsent.headers()["host"], "up");
+            }
+        }
+        closer.await.unwrap();
+    }
+
+    /// The pool sends again, on a new connection, a request whose pooled connection the
+    /// upstream had closed while it was idle.
+    #[tokio::test]
+    async fn the_pool_resends_on_a_new_connection_when_the_idle_one_was_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // One answer per connection, each time announcing keep-alive, then closing.
+        let upstream = tokio::spawn(async move {
+            let mut connections = 0;
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                connections += 1;
+                let mut received = Vec::new();
+                while !received.ends_with(b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    match socket.read(&mut chunk).await.unwrap() {
+                        0 => break,
+                        read => received.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                if received.is_empty() {
+                    continue;
+                }
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{connections}");
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                if connections == 2 {
+                    return connections;
+                }
+            }
+        });
+        let tls = Arc::new(crate::pool::tls_config(None).unwrap());
+        for expected in ["1", "2"] {
+            let mut request = Request::new(Body::empty());
+            *request.uri_mut() = format!("http://{addr}/x").parse().unwrap();
+            let response = crate::pool::send(
+                request,
+                std::time::Duration::from_secs(1),
+                false,
+                tls.clone(),
+                4,
+            )
+            .await
+            .expect("an answer");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], expected.as_bytes());
+            // The upstream's close reaches the pooled connection.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(upstream.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_endless_head_is_refused() {
+        static ANSWER: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+            let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+            while answer.len() <= MAX_HEAD + 1024 {
+                answer.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
+            }
+            answer
+        });
+        let outcome = exchange(get("/"), b"\r\n\r\n", &ANSWER, true).await;
+        let error = outcome.response.expect_err("an error");
+        assert!(error.to_string().contains("too"), "{error}");
+    }
+}
