@@ -278,7 +278,10 @@ impl Gateway {
             let mut cache = cache.borrow_mut();
             let cache = &mut *cache;
             let key = (generation, route.slot, method.clone(), status.as_u16());
-            if !cache.children.contains_key(&key) {
+            // One lookup on the usual path; the label lookup only for a new combination.
+            if let Some(child) = cache.children.get(&key) {
+                child.observe(seconds);
+            } else {
                 if cache.children.len() > 4096 {
                     cache.flush();
                     cache.children.clear();
@@ -288,10 +291,8 @@ impl Gateway {
                     .metrics
                     .with_label_values(&[route.id.as_str(), method.as_str(), status.as_str()])
                     .local();
-                cache.children.insert(key.clone(), child);
-            }
-            if let Some(child) = cache.children.get(&key) {
                 child.observe(seconds);
+                cache.children.insert(key, child);
             }
             if cache
                 .flushed
@@ -979,12 +980,17 @@ fn host(parts: &http::request::Parts) -> Option<String> {
         .or_else(|| parts.uri.authority().map(|a| a.to_string()))
 }
 
-fn strip_port(host: &str) -> String {
+/// The host name without its port, lowercased (borrowed when it already is).
+fn strip_port(host: &str) -> std::borrow::Cow<'_, str> {
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => host.split(':').next().unwrap_or(host),
     };
-    name.to_ascii_lowercase()
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    }
 }
 
 static HOP_BY_HOP: [HeaderName; 8] = [

@@ -118,58 +118,65 @@ impl Pattern {
     fn match_inner(&self, text: &str, vars: &mut Vec<(String, String)>) -> bool {
         let sep = self.separator;
         let body = text.strip_prefix(sep).unwrap_or(text);
-        let parts: Vec<&str> = if body.is_empty() {
-            Vec::new()
-        } else {
-            body.split(sep).collect()
-        };
+        // An empty text has no segments (not one empty one).
+        let parts = (!body.is_empty()).then(|| body.split(sep)).into_iter().flatten();
         if self.leading_rest {
             // `**.example.org`: the last labels match, any (at least one) before them.
+            let parts: Vec<&str> = parts.collect();
             let n = self.segments.len();
             if parts.len() <= n {
                 return false;
             }
-            return self.match_segments(&parts[parts.len() - n..], "", vars);
+            return self.match_segments(parts[parts.len() - n..].iter().copied(), "", vars);
         }
-        self.match_segments(&parts, body, vars)
+        // Lazily split: matching a path allocates nothing unless it captures.
+        self.match_segments(parts, body, vars)
     }
 
-    fn match_segments(&self, parts: &[&str], body: &str, vars: &mut Vec<(String, String)>) -> bool {
+    fn match_segments<'a>(
+        &self,
+        mut parts: impl Iterator<Item = &'a str>,
+        body: &str,
+        vars: &mut Vec<(String, String)>,
+    ) -> bool {
         let sep = self.separator;
-        let mut offset = 0; // byte offset of parts[i] in body, for {*rest}
-        for (i, segment) in self.segments.iter().enumerate() {
-            match segment {
-                Segment::Rest(name) => {
-                    if let Some(name) = name {
-                        let rest = if i < parts.len() { &body[offset..] } else { "" };
-                        vars.push((name.clone(), format!("{sep}{rest}")));
-                    }
-                    return true;
+        let mut offset = 0; // byte offset of the next part in body, for {*rest}
+        for segment in &self.segments {
+            if let Segment::Rest(name) = segment {
+                if let Some(name) = name {
+                    // Past the last part, the offset is beyond the body: the rest is empty.
+                    let rest = body.get(offset..).unwrap_or("");
+                    vars.push((name.clone(), format!("{sep}{rest}")));
                 }
-                _ if i >= parts.len() => return false,
+                return true;
+            }
+            let Some(part) = parts.next() else {
+                return false;
+            };
+            match segment {
                 Segment::Literal(text) => {
                     let equal = if sep == '.' {
-                        text.eq_ignore_ascii_case(parts[i])
+                        text.eq_ignore_ascii_case(part)
                     } else {
-                        text == parts[i]
+                        text == part
                     };
                     if !equal {
                         return false;
                     }
                 }
                 Segment::Variable(name) => {
-                    if parts[i].is_empty() {
+                    if part.is_empty() {
                         return false;
                     }
-                    vars.push((name.clone(), decode(parts[i])));
+                    vars.push((name.clone(), decode(part)));
                 }
                 Segment::Any => {
-                    if parts[i].is_empty() {
+                    if part.is_empty() {
                         return false;
                     }
                 }
                 Segment::Mixed(regex, names) => {
-                    let Some(captures) = regex.captures(parts[i]) else {
+                    let Some(captures) = regex.captures(part) else {
                         return false;
                     };
                     for (n, name) in names.iter().enumerate() {
@@ -177,12 +184,14 @@ impl Pattern {
                         vars.push((name.clone(), decode(value)));
                     }
                 }
+                // Handled before taking a part.
+                Segment::Rest(_) => return true,
             }
-            offset += parts[i].len() + 1;
+            offset += part.len() + 1;
         }
         // Every segment matched: the text must not go on (a trailing separator is not
         // a match unless the pattern has one).
-        parts.len() == self.segments.len()
+        parts.next().is_none()
     }
 }
 
@@ -289,6 +298,13 @@ mod tests {
         assert!(path("/v?/x", "/v2/x").is_some());
         assert!(path("/*/x", "/a/x").is_some());
         assert!(path("/", "/").is_some());
+        assert!(path("/**", "/").is_some());
+        assert!(path("/**", "/a/b").is_some());
+        assert_eq!(
+            path("/files/{*rest}", "/files/").unwrap(),
+            [("rest".into(), "/".into())]
+        );
+        assert!(path("/a/b", "/a").is_none());
         assert!(Pattern::path("/a/**/b").is_err());
         assert!(Pattern::path("a").is_err());
     }
