@@ -345,7 +345,9 @@ fn parse(buf: &[u8], max_head: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(slice(target.as_bytes())) else {
         return Parsed::Reject(StatusCode::BAD_REQUEST, "the request target is not a URI");
     };
-    let mut header_map = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for what the proxy adds (X-Forwarded-*, Forwarded, a trace context), so the
+    // map is not grown and rehashed on the way upstream.
+    let mut header_map = HeaderMap::with_capacity(parsed.headers.len() + 6);
     for field in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
             return Parsed::Reject(StatusCode::BAD_REQUEST, "a header name is not a token");
