@@ -333,8 +333,14 @@ impl Gateway {
     }
 
     /// Serves one request from `remote`.
-    pub async fn handle(&self, request: Request<Body>, remote: SocketAddr) -> Response<Body> {
-        self.dispatch(request, remote, 0).await
+    // Not an `async fn`: that would wrap the request's future in one more of the same size,
+    // moved whole when it is created.
+    pub fn handle(
+        &self,
+        request: Request<Body>,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + '_ {
+        self.dispatch(request, remote, 0)
     }
 
     async fn dispatch(

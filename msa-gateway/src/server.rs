@@ -4,7 +4,9 @@
 //! the gateway's own connection loop (`http1`); HTTP/2, upgrades and streamed request
 //! bodies by hyper.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,15 +121,23 @@ struct Handler {
     remote: SocketAddr,
 }
 
+/// A request's future, on the heap: the connection's task stays small between requests.
+type Answer<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
+
 impl Handler {
-    async fn call(&self, request: Request<Body>) -> Response<Body> {
+    // Boxes the gateway's future itself, rather than an `async fn` around it (which would
+    // be as large, and be moved whole into the box).
+    fn call(&self, request: Request<Body>) -> Answer<'_> {
         if request.uri().path().starts_with("/actuator") {
-            match (*self.admin).clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
+            let admin = (*self.admin).clone();
+            Box::pin(async move {
+                match admin.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            })
         } else {
-            self.gateway.handle(request, self.remote).await
+            Box::pin(self.gateway.handle(request, self.remote))
         }
     }
 }
@@ -182,7 +192,7 @@ async fn worker(
                 http1::serve(
                     stream,
                     max_head,
-                    |request| Box::pin(handler.call(request)),
+                    |request| handler.call(request),
                     stop,
                 )
                 .await
