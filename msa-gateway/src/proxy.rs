@@ -566,7 +566,15 @@ impl Gateway {
             );
         }
 
-        let response = self.send_resilient(route, request, remote).await;
+        // Awaited here rather than in a helper `async fn`, which would be one more level of
+        // future as large as the request's, moved whole on every request.
+        let response = match guards(route) {
+            None => self.send_once(route, request).await.0,
+            // Boxed: the common path's future stays small.
+            Some((breaker, retry, cache)) => {
+                Box::pin(self.send_guarded(route, request, remote, breaker, retry, cache)).await
+            }
+        };
         self.respond(route, &ex, host_header.as_deref(), response)
     }
 
@@ -623,31 +631,6 @@ impl Gateway {
                 (Response::from_parts(parts, body), false)
             }
         }
-    }
-
-    /// Sends through the route's CircuitBreaker and Retry filters, if it has them.
-    async fn send_resilient(
-        &self,
-        route: &Route,
-        request: Request<Body>,
-        remote: SocketAddr,
-    ) -> Response<Body> {
-        let mut breaker = None;
-        let mut retry = None;
-        let mut cache = false;
-        for filter in &route.filters {
-            match filter {
-                Filter::CircuitBreaker(b) if breaker.is_none() => breaker = Some(b),
-                Filter::Retry(r) if retry.is_none() => retry = Some(r),
-                Filter::CacheRequestBody => cache = true,
-                _ => {}
-            }
-        }
-        if breaker.is_none() && retry.is_none() {
-            return self.send_once(route, request).await.0;
-        }
-        // Boxed: the common path's future stays small (it is moved on every request).
-        Box::pin(self.send_guarded(route, request, remote, breaker, retry, cache)).await
     }
 
     /// Sends through a CircuitBreaker and/or Retry filter.
@@ -916,6 +899,30 @@ fn upstream_uri(
         http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)).map_err(|_| ())?,
     );
     Uri::from_parts(parts).map_err(|_| ())
+}
+
+/// The route's CircuitBreaker and Retry filters (the first of each) and whether it caches
+/// request bodies; `None` when it has neither guard.
+#[allow(clippy::type_complexity)]
+fn guards(
+    route: &Route,
+) -> Option<(
+    Option<&crate::resilience::BreakerFilter>,
+    Option<&crate::resilience::RetryFilter>,
+    bool,
+)> {
+    let mut breaker = None;
+    let mut retry = None;
+    let mut cache = false;
+    for filter in &route.filters {
+        match filter {
+            Filter::CircuitBreaker(b) if breaker.is_none() => breaker = Some(b),
+            Filter::Retry(r) if retry.is_none() => retry = Some(r),
+            Filter::CacheRequestBody => cache = true,
+            _ => {}
+        }
+    }
+    (breaker.is_some() || retry.is_some()).then_some((breaker, retry, cache))
 }
 
 /// A JSON error answer, in Spring's shape.
