@@ -879,7 +879,7 @@ mod tests {
                 request,
                 std::time::Duration::from_secs(1),
                 false,
-                tls.clone(),
+                &tls,
                 4,
             )
             .await

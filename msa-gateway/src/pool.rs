@@ -191,13 +191,17 @@ impl tower::Service<Request<Body>> for PoolClient {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        Box::pin(send(
-            request,
-            self.connect_timeout,
-            self.h2c,
-            self.tls.clone(),
-            self.max_connections,
-        ))
+        let client = self.clone();
+        Box::pin(async move {
+            send(
+                request,
+                client.connect_timeout,
+                client.h2c,
+                &client.tls,
+                client.max_connections,
+            )
+            .await
+        })
     }
 }
 
@@ -247,7 +251,7 @@ pub(crate) async fn send(
     mut request: Request<Body>,
     connect_timeout: Duration,
     h2c: bool,
-    tls: Arc<rustls::ClientConfig>,
+    tls: &Arc<rustls::ClientConfig>,
     max_connections: usize,
 ) -> Result<Response<Body>, BoxError> {
     let grpc = is_grpc(&request);
@@ -283,7 +287,7 @@ pub(crate) async fn send(
     let authority = authority.as_str();
     if request.headers().contains_key(http::header::UPGRADE) {
         // The connection will belong to the upgraded protocol: one of its own, on hyper.
-        let mut sender = Box::pin(open_hyper(authority, secure, connect_timeout, &tls)).await?;
+        let mut sender = Box::pin(open_hyper(authority, secure, connect_timeout, tls)).await?;
         return Ok(sender.send_request(request).await?.map(Body::new));
     }
     loop {
@@ -300,7 +304,7 @@ pub(crate) async fn send(
             Acquired::Open(slot) => {
                 // On failure the slot drops here, and its place goes to the next request.
                 let conn = if secure {
-                    Idle::Hyper(Box::pin(connect_tls(authority, connect_timeout, &tls)).await?)
+                    Idle::Hyper(Box::pin(connect_tls(authority, connect_timeout, tls)).await?)
                 } else {
                     Idle::Lean(crate::h1::Conn::new(
                         Box::pin(tcp(authority, connect_timeout)).await?,
@@ -588,7 +592,7 @@ mod tests {
     async fn get(addr: std::net::SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Bytes {
         let mut request = Request::new(Body::empty());
         *request.uri_mut() = format!("http://{addr}/x").parse().unwrap();
-        let response = send(request, Duration::from_secs(1), false, tls.clone(), 4)
+        let response = send(request, Duration::from_secs(1), false, tls, 4)
             .await
             .expect("an answer");
         response.into_body().collect().await.unwrap().to_bytes()

@@ -52,9 +52,23 @@ struct State {
 
 thread_local! {
     static HISTOGRAMS: std::cell::RefCell<LocalMetrics> = std::cell::RefCell::default();
-    /// This thread's copy of the route table: (gateway, generation, table).
-    static TABLE: std::cell::RefCell<Option<(u64, u64, Arc<RouteTable>)>> =
+    /// This thread's handle on the route table: (gateway, generation, table). The outer
+    /// `Arc` is this thread's own, so the count a request takes is never written by
+    /// another core; the shared inner one is cloned once per reload.
+    static TABLE: std::cell::RefCell<Option<(u64, u64, Arc<ThreadTable>)>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// One worker thread's hold on the shared route table (see `TABLE`).
+#[derive(Debug)]
+struct ThreadTable(Arc<RouteTable>);
+
+impl std::ops::Deref for ThreadTable {
+    type Target = RouteTable;
+
+    fn deref(&self) -> &RouteTable {
+        &self.0
+    }
 }
 
 /// Per-thread histogram buffers, by (table generation, route slot, method, status).
@@ -305,7 +319,7 @@ impl Gateway {
     }
 
     /// The current routes, cached per thread until a reload changes the generation.
-    fn current_table(&self) -> Arc<RouteTable> {
+    fn current_table(&self) -> Arc<ThreadTable> {
         let generation = self
             .state
             .generation
@@ -319,7 +333,7 @@ impl Gateway {
                     table.clone()
                 }
                 _ => {
-                    let table = self.table();
+                    let table = Arc::new(ThreadTable(self.table()));
                     *cached = Some((self.state.id, generation, table.clone()));
                     table
                 }
@@ -582,14 +596,14 @@ impl Gateway {
     /// back with `true`.
     async fn send_once(&self, route: &Route, request: Request<Body>) -> (Response<Body>, bool) {
         let h2c = matches!(route.target, Target::Http { h2c: true, .. });
-        let client = crate::pool::PoolClient {
-            connect_timeout: route.connect_timeout,
-            h2c,
-            tls: self.state.tls.clone(),
-            max_connections: self.state.max_connections_per_thread,
-        };
         let sent = match &route.target {
             Target::Lb(_) => {
+                let client = crate::pool::PoolClient {
+                    connect_timeout: route.connect_timeout,
+                    h2c,
+                    tls: self.state.tls.clone(),
+                    max_connections: self.state.max_connections_per_thread,
+                };
                 let Some(balancer) = &self.state.balancer else {
                     return (
                         error_response(StatusCode::SERVICE_UNAVAILABLE, "no discovery configured"),
@@ -601,11 +615,13 @@ impl Gateway {
                 Box::pin(tokio::time::timeout(route.response_timeout, sent)).await
             }
             _ => {
+                // The TLS settings are lent, not cloned: an `Arc` count both workers wrote
+                // on every request would bounce its cache line between cores.
                 let sent = crate::pool::send(
                     request,
                     route.connect_timeout,
                     h2c,
-                    self.state.tls.clone(),
+                    &self.state.tls,
                     self.state.max_connections_per_thread,
                 );
                 tokio::time::timeout(route.response_timeout, sent).await
