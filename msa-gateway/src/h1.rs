@@ -875,15 +875,10 @@ mod tests {
         for expected in ["1", "2"] {
             let mut request = Request::new(Body::empty());
             *request.uri_mut() = format!("http://{addr}/x").parse().unwrap();
-            let response = crate::pool::send(
-                request,
-                std::time::Duration::from_secs(1),
-                false,
-                &tls,
-                4,
-            )
-            .await
-            .expect("an answer");
+            let response =
+                crate::pool::send(request, std::time::Duration::from_secs(1), false, &tls, 4)
+                    .await
+                    .expect("an answer");
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], expected.as_bytes());
             // The upstream's close reaches the pooled connection.

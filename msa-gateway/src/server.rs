@@ -189,13 +189,7 @@ async fn worker(
             let stop = stopping(&mut stopped);
             let end = {
                 let handler = &handler;
-                http1::serve(
-                    stream,
-                    max_head,
-                    |request| handler.call(request),
-                    stop,
-                )
-                .await
+                http1::serve(stream, max_head, |request| handler.call(request), stop).await
             };
             if let End::HandOff(rewind) = end {
                 // Boxed: the rare path's state is not carried by every connection's task.

@@ -119,7 +119,10 @@ impl Pattern {
         let sep = self.separator;
         let body = text.strip_prefix(sep).unwrap_or(text);
         // An empty text has no segments (not one empty one).
-        let parts = (!body.is_empty()).then(|| body.split(sep)).into_iter().flatten();
+        let parts = (!body.is_empty())
+            .then(|| body.split(sep))
+            .into_iter()
+            .flatten();
         if self.leading_rest {
             // `**.example.org`: the last labels match, any (at least one) before them.
             let parts: Vec<&str> = parts.collect();
