@@ -160,7 +160,7 @@ async fn worker(
     // thousand idle keep-alive connections hold megabytes.
     builder.http1().max_buf_size(16 * 1024);
     let builder = Arc::new(builder);
-    // Requests heads may be as large as twice the largest header allowed.
+    // A request head may be twice the largest header allowed, and 64 KiB in any case.
     let max_head = (2 * gateway.max_header_size()).max(64 * 1024);
     // Every connection task holds a sender; when all are gone, every connection is closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
