@@ -585,9 +585,7 @@ impl Gateway {
         let response = match guards(route) {
             None => self.send_once(route, request).await.0,
             // Boxed: the common path's future stays small.
-            Some((breaker, retry, cache)) => {
-                Box::pin(self.send_guarded(route, request, remote, breaker, retry, cache)).await
-            }
+            Some(guards) => Box::pin(self.send_guarded(route, request, remote, guards)).await,
         };
         self.respond(route, &ex, host_header.as_deref(), response)
     }
@@ -655,10 +653,13 @@ impl Gateway {
         route: &Route,
         request: Request<Body>,
         remote: SocketAddr,
-        breaker: Option<&crate::resilience::BreakerFilter>,
-        retry: Option<&crate::resilience::RetryFilter>,
-        cache: bool,
+        guards: Guards<'_>,
     ) -> Response<Body> {
+        let Guards {
+            breaker,
+            retry,
+            cache,
+        } = guards;
         let (parts, body) = request.into_parts();
         let template = || {
             let mut request = Request::new(());
@@ -917,28 +918,30 @@ fn upstream_uri(
     Uri::from_parts(parts).map_err(|_| ())
 }
 
-/// The route's CircuitBreaker and Retry filters (the first of each) and whether it caches
-/// request bodies; `None` when it has neither guard.
-#[allow(clippy::type_complexity)]
-fn guards(
-    route: &Route,
-) -> Option<(
-    Option<&crate::resilience::BreakerFilter>,
-    Option<&crate::resilience::RetryFilter>,
-    bool,
-)> {
-    let mut breaker = None;
-    let mut retry = None;
-    let mut cache = false;
+/// A route's CircuitBreaker and Retry filters (the first of each), and whether it caches
+/// request bodies for retries.
+struct Guards<'a> {
+    breaker: Option<&'a crate::resilience::BreakerFilter>,
+    retry: Option<&'a crate::resilience::RetryFilter>,
+    cache: bool,
+}
+
+/// The route's guards; `None` when it has neither a CircuitBreaker nor a Retry filter.
+fn guards(route: &Route) -> Option<Guards<'_>> {
+    let mut guards = Guards {
+        breaker: None,
+        retry: None,
+        cache: false,
+    };
     for filter in &route.filters {
         match filter {
-            Filter::CircuitBreaker(b) if breaker.is_none() => breaker = Some(b),
-            Filter::Retry(r) if retry.is_none() => retry = Some(r),
-            Filter::CacheRequestBody => cache = true,
+            Filter::CircuitBreaker(b) if guards.breaker.is_none() => guards.breaker = Some(b),
+            Filter::Retry(r) if guards.retry.is_none() => guards.retry = Some(r),
+            Filter::CacheRequestBody => guards.cache = true,
             _ => {}
         }
     }
-    (breaker.is_some() || retry.is_some()).then_some((breaker, retry, cache))
+    (guards.breaker.is_some() || guards.retry.is_some()).then_some(guards)
 }
 
 /// A JSON error answer, in Spring's shape.
