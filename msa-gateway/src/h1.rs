@@ -330,7 +330,8 @@ where
             .headers
             .get_all(CONTENT_LENGTH)
             .iter()
-            .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+            // Digits only, as for requests (`u64::from_str` would take a leading `+`).
+            .map(|v| crate::http1::decimal(v.as_bytes()));
         let first = lengths.next().flatten();
         match first {
             Some(length) if lengths.all(|other| other == Some(length)) => Framing::Length(length),
@@ -777,13 +778,17 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_answers_are_errors_not_panics() {
-        let cases: [(&'static [u8], &str); 6] = [
+        let cases: [(&'static [u8], &str); 7] = [
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
                 "Content-Length",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
                 "Content-Length",
             ),
             (b"HTTP/1.1 2000 Huge\r\n\r\n", "response"),
