@@ -38,5 +38,7 @@ for client in clients: client.join()
 PY
 kill -INT "$gw_pid"
 wait "$gw_pid" || true
+# CALLGRIND_OUT=FILE keeps the profile for callgrind_annotate.
+if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$work/callgrind.out" "$CALLGRIND_OUT"; fi
 total="$(awk '/^totals:/ {print $2}' "$work/callgrind.out")"
 echo "$gateway: $total instructions, $((total / requests)) per request ($requests requests, start-up included)"

@@ -13,12 +13,14 @@ use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::wire::{self, RawHead};
 
 /// The most bytes a response head may take.
 const MAX_HEAD: usize = 64 * 1024;
@@ -46,15 +48,15 @@ const PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why a request got no response.
 #[derive(Debug)]
-pub(crate) struct Failed {
+pub(crate) struct Failed<T = Request<Body>> {
     pub(crate) error: io::Error,
     /// The request, when it may be sent again on another connection as it was: it has no
     /// body, and the upstream answered nothing (it had closed the idle connection).
-    pub(crate) unsent: Option<Request<Body>>,
+    pub(crate) unsent: Option<T>,
 }
 
-impl From<io::Error> for Failed {
-    fn from(error: io::Error) -> Failed {
+impl<T> From<io::Error> for Failed<T> {
+    fn from(error: io::Error) -> Failed<T> {
         Failed {
             error,
             unsent: None,
@@ -113,6 +115,16 @@ impl Conn {
     }
 }
 
+/// A request for [`send_raw`]: its head, complete and written as it is, and its body.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// Request line, header lines and the empty line.
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Bytes,
+    /// A `HEAD` request: the answer has no body whatever its headers say.
+    pub(crate) head_only: bool,
+}
+
 /// Sends `request` (origin-form URI, Host set) on `conn` and reads the response head;
 /// the body is read from the connection as the caller polls it, and `release` gets the
 /// connection back when the body ends with the connection reusable.
@@ -130,8 +142,7 @@ where
     let exact = http_body::Body::size_hint(&body).exact();
     headers.remove(TRANSFER_ENCODING);
     let chunked = if empty {
-        let expects_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-        if expects_body && !headers.contains_key(CONTENT_LENGTH) {
+        if expects_body(&parts.method) && !headers.contains_key(CONTENT_LENGTH) {
             headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         }
         false
@@ -153,10 +164,7 @@ where
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        wire::push_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     if !empty {
@@ -207,16 +215,102 @@ where
     conn.out = out;
 
     let head_only = parts.method == Method::HEAD;
+    match read_response(conn, head_only, release).await {
+        Ok((head, body)) => {
+            let mut response = Response::new(body);
+            *response.status_mut() = head.status;
+            *response.version_mut() = head.version;
+            // Room for what the way back adds (Date, the route's response headers).
+            *response.headers_mut() = head
+                .raw
+                .header_map(4)
+                .map_err(|reason| invalid(format!("the upstream's response: {reason}")))?;
+            Ok(response)
+        }
+        Err(Unread::Unanswered(error)) => Err(unanswered(error, parts, headers)),
+        Err(Unread::Failed(error)) => Err(error.into()),
+    }
+}
+
+/// Sends a request whose head is already written out, and reads the response head, which
+/// is kept as it arrived (see [`send`] for the body and `release`).
+pub(crate) async fn send_raw<R>(
+    mut conn: Conn,
+    request: Outgoing,
+    release: R,
+) -> Result<(Head, Body), Failed<Outgoing>>
+where
+    R: FnOnce(Conn) + Send + Unpin + 'static,
+{
+    let Outgoing {
+        mut head,
+        body,
+        head_only,
+    } = request;
+    let written = if body.is_empty() {
+        conn.io.write_all(&head).await
+    } else if body.len() <= COALESCE {
+        head.extend_from_slice(&body);
+        conn.io.write_all(&head).await
+    } else {
+        match conn.io.write_all(&head).await {
+            Ok(()) => conn.io.write_all(&body).await,
+            Err(error) => Err(error),
+        }
+    };
+    // As in `send`: only a bodiless request is given back to be sent again.
+    let unanswered = |error, head, body: Bytes| Failed {
+        error,
+        unsent: body.is_empty().then_some(Outgoing {
+            head,
+            body,
+            head_only,
+        }),
+    };
+    if let Err(error) = written {
+        return Err(unanswered(error, head, body));
+    }
+    match read_response(conn, head_only, release).await {
+        Ok(answer) => Ok(answer),
+        Err(Unread::Unanswered(error)) => Err(unanswered(error, head, body)),
+        Err(Unread::Failed(error)) => Err(error.into()),
+    }
+}
+
+/// Whether a request with this method is expected to carry a body (so an empty one is
+/// sent with `Content-Length: 0`).
+pub(crate) fn expects_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// Why no response head was read.
+enum Unread {
+    /// Nothing at all came back: the request may be sent again elsewhere.
+    Unanswered(io::Error),
+    Failed(io::Error),
+}
+
+/// Reads the response head; the body follows from the connection as it is polled.
+async fn read_response<R>(
+    mut conn: Conn,
+    head_only: bool,
+    release: R,
+) -> Result<(Head, Body), Unread>
+where
+    R: FnOnce(Conn) + Send + Unpin + 'static,
+{
     let mut answered = false;
     loop {
-        if let Some(head) = parse_head(&mut conn.buf)? {
+        if let Some(head) = parse_head(&mut conn.buf).map_err(Unread::Failed)? {
             if head.status.is_informational() {
                 continue; // 100 Continue, 103 Early Hints: the answer follows
             }
-            return Ok(respond(conn, head, head_only, release)?);
+            return respond(conn, head, head_only, release).map_err(Unread::Failed);
         }
         if conn.buf.len() > MAX_HEAD {
-            return Err(invalid("the upstream's response head is too large").into());
+            return Err(Unread::Failed(invalid(
+                "the upstream's response head is too large",
+            )));
         }
         match conn.fill().await {
             Ok(0) => {
@@ -225,21 +319,24 @@ where
                     "the upstream closed the connection before answering",
                 );
                 return Err(match answered {
-                    true => error.into(),
-                    false => unanswered(error, parts, headers),
+                    true => Unread::Failed(error),
+                    false => Unread::Unanswered(error),
                 });
             }
             Ok(_) => answered = true,
-            Err(error) if !answered => return Err(unanswered(error, parts, headers)),
-            Err(error) => return Err(error.into()),
+            Err(error) if !answered => return Err(Unread::Unanswered(error)),
+            Err(error) => return Err(Unread::Failed(error)),
         }
     }
 }
 
-struct Head {
-    status: StatusCode,
+/// A response head as the upstream sent it.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    /// Its bytes and header fields.
+    pub(crate) raw: RawHead,
 }
 
 /// A complete response head at the start of `buf`, taken out of it; `None` if more bytes
@@ -266,97 +363,69 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     } else {
         Version::HTTP_11
     };
-    // The values are slices of one copy of the head: one allocation for all of them, and
-    // the read buffer stays ours to reuse.
-    let head = Bytes::copy_from_slice(&buf[..length]);
-    let start = buf.as_ptr() as usize;
-    // Room for what the way back adds (Date, the route's response headers) without growing.
-    let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
-    for header in response.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| invalid("the upstream's response has an invalid header name"))?;
-        // httparse's values are slices of `buf`; anything else is copied.
-        let value = match (header.value.as_ptr() as usize).checked_sub(start) {
-            Some(at) if at + header.value.len() <= length => {
-                HeaderValue::from_maybe_shared(head.slice(at..at + header.value.len()))
-            }
-            _ => HeaderValue::from_bytes(header.value),
-        }
-        .map_err(|_| invalid("the upstream's response has an invalid header value"))?;
-        headers.append(name, value);
-    }
+    // One copy of the head, which the header fields are ranges of: the read buffer stays
+    // ours to reuse.
+    let raw = RawHead::new(
+        Bytes::copy_from_slice(&buf[..length]),
+        &buf[..length],
+        response.headers,
+    )
+    .map_err(|_| invalid("the upstream's response head could not be read"))?;
     buf.advance(length);
     Ok(Some(Head {
         status,
         version,
-        headers,
+        raw,
     }))
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|part| part.trim().eq_ignore_ascii_case(token))
-        })
-    })
-}
-
-fn respond<R>(conn: Conn, head: Head, head_only: bool, release: R) -> io::Result<Response<Body>>
+fn respond<R>(conn: Conn, head: Head, head_only: bool, release: R) -> io::Result<(Head, Body)>
 where
     R: FnOnce(Conn) + Send + Unpin + 'static,
 {
+    let raw = &head.raw;
     let mut keep_alive = match head.version {
-        Version::HTTP_10 => has_token(&head.headers, CONNECTION, "keep-alive"),
-        _ => !has_token(&head.headers, CONNECTION, "close"),
+        Version::HTTP_10 => raw.has_token("connection", "keep-alive"),
+        _ => !raw.has_token("connection", "close"),
     };
     let status = head.status.as_u16();
     let framing = if head_only || status == 204 || status == 304 {
         Framing::Length(0)
-    } else if let Some(codings) = head.headers.get(TRANSFER_ENCODING) {
-        let last = codings
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
+    } else if let Some(codings) = raw.values("transfer-encoding").last() {
+        if wire::tokens(codings)
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        {
             Framing::Chunked(Chunk::Size)
         } else {
             keep_alive = false;
             Framing::Close
         }
-    } else if head.headers.contains_key(CONTENT_LENGTH) {
-        let mut lengths = head
-            .headers
-            .get_all(CONTENT_LENGTH)
-            .iter()
-            // Digits only, as for requests (`u64::from_str` would take a leading `+`).
-            .map(|v| crate::http1::decimal(v.as_bytes()));
-        let first = lengths.next().flatten();
-        match first {
-            Some(length) if lengths.all(|other| other == Some(length)) => Framing::Length(length),
-            _ => return Err(invalid("the upstream's Content-Length is not valid")),
-        }
     } else {
-        keep_alive = false;
-        Framing::Close
+        // Digits only, as for requests (`u64::from_str` would take a leading `+`); every
+        // Content-Length the same.
+        let mut lengths = raw.values("content-length").map(wire::decimal);
+        match lengths.next() {
+            Some(Some(length)) if lengths.all(|other| other == Some(length)) => {
+                Framing::Length(length)
+            }
+            Some(_) => return Err(invalid("the upstream's Content-Length is not valid")),
+            None => {
+                keep_alive = false;
+                Framing::Close
+            }
+        }
     };
-    let mut response = Response::new(());
-    *response.status_mut() = head.status;
-    *response.version_mut() = head.version;
-    *response.headers_mut() = head.headers;
-    let body = ResponseBody {
+    let mut body = ResponseBody {
         conn: Some(conn),
         framing,
         keep_alive,
         release: Some(release),
     };
-    let done = body.is_done();
-    let mut body = body;
-    if done {
+    if body.is_done() {
         body.finish();
     }
-    Ok(response.map(|()| Body::new(body)))
+    Ok((head, Body::new(body)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -573,6 +642,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use http::HeaderMap;
 
     /// What the upstream received, and how the exchange ended.
     struct Outcome {

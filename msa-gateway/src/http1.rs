@@ -21,11 +21,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::wire::{self, HopByHop, RawHead};
 
 /// The most headers a request may carry (hyper's limit too); more is a 431.
 const MAX_HEADERS: usize = 100;
@@ -59,10 +61,78 @@ pub(crate) enum End {
     HandOff(Rewind),
 }
 
+/// A request as it arrived: its bytes (head and body), kept whole. The gateway forwards
+/// its header lines as they are, or builds a [`Request`] from it ([`into_request`]).
+///
+/// [`into_request`]: RawRequest::into_request
+#[derive(Debug)]
+pub(crate) struct RawRequest {
+    pub(crate) method: Method,
+    pub(crate) http10: bool,
+    head: RawHead,
+    target: std::ops::Range<usize>,
+    head_len: usize,
+}
+
+impl RawRequest {
+    /// The request target as sent: usually a path and query.
+    pub(crate) fn target(&self) -> &str {
+        // httparse read it as text.
+        std::str::from_utf8(&self.head.bytes()[self.target.clone()]).unwrap_or_default()
+    }
+
+    /// The head's header fields.
+    pub(crate) fn head(&self) -> &RawHead {
+        &self.head
+    }
+
+    /// The length of the request line and header lines.
+    pub(crate) fn head_len(&self) -> usize {
+        self.head_len
+    }
+
+    /// The body (all of it arrived with the head).
+    pub(crate) fn body(&self) -> Bytes {
+        self.head.rest(self.head_len..self.head.bytes().len())
+    }
+
+    /// The request as an `http::Request`, its target and header values sliced from the
+    /// bytes that arrived; `Err` says why `http` refuses its target or a header (a 400).
+    pub(crate) fn into_request(self) -> Result<Request<Body>, &'static str> {
+        let uri = Uri::from_maybe_shared(self.head.rest(self.target.clone()))
+            .map_err(|_| "the request target is not a URI")?;
+        // Room for what the proxy adds (X-Forwarded-*, Forwarded, a trace context), so
+        // the map is not grown and rehashed on the way upstream.
+        let headers = self.head.header_map(6)?;
+        let body = self.body();
+        let mut request = Request::new(if body.is_empty() {
+            Body::empty()
+        } else {
+            Body::from(body)
+        });
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = if self.http10 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+/// What the handler answers: a response, or an upstream's answer with its head as the
+/// upstream sent it (written on with its hop-by-hop fields left out).
+pub(crate) enum Reply {
+    Http(Response<Body>),
+    Raw(crate::h1::Head, Body),
+}
+
 /// A request ready to be served, and how its connection goes on after it.
 #[derive(Debug)]
 struct Incoming {
-    request: Request<Body>,
+    request: RawRequest,
     /// The client asked to close after this request (or speaks HTTP/1.0 without
     /// keep-alive).
     close: bool,
@@ -106,8 +176,8 @@ pub(crate) async fn serve<H, F>(
     stop: impl Future<Output = ()>,
 ) -> End
 where
-    H: Fn(Request<Body>) -> F,
-    F: Future<Output = Response<Body>>,
+    H: Fn(RawRequest) -> F,
+    F: Future<Output = Reply>,
 {
     let mut connection = Connection {
         stream,
@@ -140,8 +210,8 @@ where
             }
         };
         let Incoming { request, close } = incoming;
-        let head_request = request.method() == Method::HEAD;
-        let http10 = request.version() == Version::HTTP_10;
+        let head_request = request.method == Method::HEAD;
+        let http10 = request.http10;
         let response = handler(request).await;
         match write_response(
             &mut connection.stream,
@@ -297,7 +367,7 @@ fn parse(buf: &[u8], max_head: usize) -> Parsed {
     for field in parsed.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let Some(length) = decimal(field.value) else {
+            let Some(length) = wire::decimal(field.value) else {
                 return Parsed::Reject(StatusCode::BAD_REQUEST, "Content-Length is not a number");
             };
             if content_length.is_some_and(|earlier| earlier != length) {
@@ -337,55 +407,22 @@ fn parse(buf: &[u8], max_head: usize) -> Parsed {
         return Parsed::Partial;
     }
 
-    // One copy of the request's bytes; the target and header values are slices of it.
-    let bytes = Bytes::copy_from_slice(&buf[..used]);
-    let slice = |part: &[u8]| {
-        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-        bytes.slice(start..start + part.len())
-    };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Reject(StatusCode::BAD_REQUEST, "the method is not a token");
     };
-    let Ok(uri) = Uri::from_maybe_shared(slice(target.as_bytes())) else {
-        return Parsed::Reject(StatusCode::BAD_REQUEST, "the request target is not a URI");
+    // One copy of the request's bytes; the target and header fields are ranges of it.
+    let Ok(head) = RawHead::new(Bytes::copy_from_slice(&buf[..used]), buf, parsed.headers) else {
+        return Parsed::Reject(StatusCode::BAD_REQUEST, "the request head is malformed");
     };
-    // Room for what the proxy adds (X-Forwarded-*, Forwarded, a trace context), so the
-    // map is not grown and rehashed on the way upstream.
-    let mut header_map = HeaderMap::with_capacity(parsed.headers.len() + 6);
-    for field in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
-            return Parsed::Reject(StatusCode::BAD_REQUEST, "a header name is not a token");
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(slice(field.value)) else {
-            return Parsed::Reject(StatusCode::BAD_REQUEST, "a header value has control bytes");
-        };
-        header_map.append(name, value);
-    }
-    let body = if body_len == 0 {
-        Body::empty()
-    } else {
-        Body::from(bytes.slice(head_len..used))
+    let target_start = target.as_ptr() as usize - buf.as_ptr() as usize;
+    let request = RawRequest {
+        method,
+        http10,
+        head,
+        target: target_start..target_start + target.len(),
+        head_len,
     };
-    let mut request = Request::new(body);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = if http10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    *request.headers_mut() = header_map;
     Parsed::Request(Incoming { request, close }, used)
-}
-
-/// A Content-Length value: ASCII digits only, no sign, no overflow.
-pub(crate) fn decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
 }
 
 /// A complete response for a request the loop refuses; the connection closes after it.
@@ -401,49 +438,46 @@ fn rejection(status: StatusCode, reason: &str) -> Vec<u8> {
 /// connection can carry another request.
 async fn write_response(
     stream: &mut TcpStream,
-    response: Response<Body>,
+    reply: Reply,
     head_request: bool,
     http10: bool,
     mut close: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = response.into_parts();
-    let status = parts.status;
+    let mut out = Vec::with_capacity(256);
+    let mut fields = Fields::default();
+    let (status, mut body) = match reply {
+        Reply::Http(response) => {
+            let (parts, body) = response.into_parts();
+            status_line(&mut out, parts.status);
+            for (name, value) in &parts.headers {
+                if *name == header::CONNECTION {
+                    close |=
+                        wire::tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
+                    continue;
+                }
+                fields.push(&mut out, name.as_str().as_bytes(), value.as_bytes());
+            }
+            (parts.status, body)
+        }
+        Reply::Raw(head, body) => {
+            status_line(&mut out, head.status);
+            // The upstream's own connection headers (its `Connection: close` too) stay
+            // on its connection.
+            let hop = HopByHop::of(&head.raw);
+            for (name, value) in head.raw.fields() {
+                if !hop.contains(name) {
+                    fields.push(&mut out, name, value);
+                }
+            }
+            (head.status, body)
+        }
+    };
     let bodyless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let mut length = None;
-    let mut dated = false;
-    for (name, value) in &parts.headers {
-        if *name == header::CONTENT_LENGTH {
-            match decimal(value.as_bytes()) {
-                Some(n) if length.is_none() => length = Some(n),
-                _ => continue,
-            }
-        } else if *name == header::TRANSFER_ENCODING {
-            // The framing is this connection's to choose.
-            continue;
-        } else if *name == header::CONNECTION {
-            close |= value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
-            continue;
-        } else if *name == header::DATE {
-            dated = true;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !dated {
+    let mut length = fields.length;
+    if !fields.dated {
         out.extend_from_slice(b"date: ");
         date(&mut out);
         out.extend_from_slice(b"\r\n");
@@ -523,6 +557,40 @@ async fn write_response(
         }
     }
     finish(stream, out, chunked, sent, length, close).await
+}
+
+/// `HTTP/1.1 {code} {reason}\r\n`.
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The header lines of a response being written, and what they said about its framing.
+#[derive(Default)]
+struct Fields {
+    /// The first valid Content-Length (any other is left out).
+    length: Option<u64>,
+    dated: bool,
+}
+
+impl Fields {
+    fn push(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match wire::decimal(value) {
+                Some(n) if self.length.is_none() => self.length = Some(n),
+                _ => return,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // The framing is this connection's to choose.
+            return;
+        } else if name.eq_ignore_ascii_case(b"date") {
+            self.dated = true;
+        }
+        wire::push_field(out, name, value);
+    }
 }
 
 /// Adds a data frame to what is to be written (flushing first when it is large). Returns
@@ -657,11 +725,24 @@ mod tests {
 
     use super::*;
 
-    type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+    type Answer = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
     /// Answers with what it received: method, target, version and body.
-    fn echo(request: Request<Body>) -> Reply {
+    fn echo(request: RawRequest) -> Answer {
         Box::pin(async move {
+            let request = match request.into_request() {
+                Ok(request) => request,
+                Err(reason) => {
+                    let refused = crate::proxy::error_response(StatusCode::BAD_REQUEST, reason);
+                    return Reply::Http(refused);
+                }
+            };
+            Reply::Http(echo_http(request).await)
+        })
+    }
+
+    async fn echo_http(request: Request<Body>) -> Response<Body> {
+        {
             let line = format!(
                 "{} {} {:?} {}",
                 request.method(),
@@ -686,7 +767,7 @@ mod tests {
                 return Response::builder().status(204).body(Body::empty()).unwrap();
             }
             Response::new(Body::from(text))
-        })
+        }
     }
 
     /// Serves one connection with `echo`; returns the client's end and how the loop ended.
@@ -776,8 +857,9 @@ mod tests {
             panic!("not parsed");
         };
         assert_eq!(used, whole);
-        assert_eq!(incoming.request.uri(), "/p?q");
-        assert_eq!(incoming.request.headers()["host"], "x");
+        assert_eq!(incoming.request.target(), "/p?q");
+        assert_eq!(incoming.request.head().get("host"), Some(&b"x"[..]));
+        assert_eq!(incoming.request.body(), "abc");
         assert!(!incoming.close);
     }
 

@@ -28,6 +28,7 @@ mod rate_limit;
 mod resilience;
 mod route;
 mod server;
+mod wire;
 
 pub use self::config::{ConfigError, GatewayConfig};
 pub use self::proxy::Gateway;

@@ -290,33 +290,16 @@ pub(crate) async fn send(
         let mut sender = Box::pin(open_hyper(authority, secure, connect_timeout, tls)).await?;
         return Ok(sender.send_request(request).await?.map(Body::new));
     }
+    let destination = Destination {
+        key: &pool_key,
+        authority,
+        secure,
+        connect_timeout,
+        tls,
+        max_connections,
+    };
     loop {
-        let acquired = match acquire(&pool_key, max_connections) {
-            Acquired::Wait(handoff) => match handoff.await {
-                Ok(Handoff::Conn(conn, slot)) => Acquired::Idle(conn, slot),
-                Ok(Handoff::Open(slot)) => Acquired::Open(slot),
-                Err(_) => return Err("the connection pool was dropped".into()),
-            },
-            acquired => acquired,
-        };
-        let (conn, slot, fresh) = match acquired {
-            Acquired::Idle(conn, slot) => (conn, slot, false),
-            Acquired::Open(slot) => {
-                // On failure the slot drops here, and its place goes to the next request.
-                let conn = if secure {
-                    Idle::Hyper(Box::pin(connect_tls(authority, connect_timeout, tls)).await?)
-                } else {
-                    Idle::Lean(crate::h1::Conn::new(
-                        Box::pin(tcp(authority, connect_timeout)).await?,
-                    ))
-                };
-                (conn, slot, true)
-            }
-            Acquired::Wait(_) => unreachable!("waited for above"),
-        };
-        if !fresh && !conn.is_reusable() {
-            continue; // handed over closing: its slot drops, try again
-        }
+        let (conn, slot, fresh) = destination.checkout().await?;
         match conn {
             Idle::Lean(conn) => {
                 let release = move |conn| give_back(Idle::Lean(conn), slot);
@@ -341,6 +324,92 @@ pub(crate) async fn send(
                     _ => return Err(error.into_error().into()),
                 },
             },
+        }
+    }
+}
+
+/// Sends a request already written out (see [`crate::h1::send_raw`]) to `authority` over
+/// plain HTTP/1.1 on this thread's pooled connections; the response head comes back as
+/// the upstream sent it.
+pub(crate) async fn send_raw(
+    authority: &str,
+    mut request: crate::h1::Outgoing,
+    connect_timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+    max_connections: usize,
+) -> Result<(crate::h1::Head, Body), BoxError> {
+    let destination = Destination {
+        key: authority,
+        authority,
+        secure: false,
+        connect_timeout,
+        tls,
+        max_connections,
+    };
+    loop {
+        let (conn, slot, fresh) = destination.checkout().await?;
+        let Idle::Lean(conn) = conn else {
+            return Err("a plain upstream's pool holds a TLS connection".into());
+        };
+        let release = move |conn| give_back(Idle::Lean(conn), slot);
+        match Box::pin(crate::h1::send_raw(conn, request, release)).await {
+            Ok(answer) => return Ok(answer),
+            Err(crate::h1::Failed {
+                unsent: Some(unsent),
+                ..
+            }) if !fresh => request = unsent,
+            Err(failed) => return Err(failed.error.into()),
+        }
+    }
+}
+
+/// Where a request goes, for taking a connection from the pool.
+struct Destination<'a> {
+    /// The pool's key: the authority, or `https://` and the authority.
+    key: &'a str,
+    authority: &'a str,
+    secure: bool,
+    connect_timeout: Duration,
+    tls: &'a Arc<rustls::ClientConfig>,
+    max_connections: usize,
+}
+
+impl Destination<'_> {
+    /// A connection to send on: an idle one that is still open, or a new one (`true`),
+    /// waiting for a place when `max_connections` are open.
+    async fn checkout(&self) -> Result<(Idle, Slot, bool), BoxError> {
+        loop {
+            let acquired = match acquire(self.key, self.max_connections) {
+                Acquired::Wait(handoff) => match handoff.await {
+                    Ok(Handoff::Conn(conn, slot)) => Acquired::Idle(conn, slot),
+                    Ok(Handoff::Open(slot)) => Acquired::Open(slot),
+                    Err(_) => return Err("the connection pool was dropped".into()),
+                },
+                acquired => acquired,
+            };
+            match acquired {
+                Acquired::Idle(conn, slot) => {
+                    if conn.is_reusable() {
+                        return Ok((conn, slot, false));
+                    }
+                    // Handed over closing: its slot drops, try again.
+                }
+                Acquired::Open(slot) => {
+                    // On failure the slot drops here, and its place goes to the next one.
+                    let conn = if self.secure {
+                        Idle::Hyper(
+                            Box::pin(connect_tls(self.authority, self.connect_timeout, self.tls))
+                                .await?,
+                        )
+                    } else {
+                        Idle::Lean(crate::h1::Conn::new(
+                            Box::pin(tcp(self.authority, self.connect_timeout)).await?,
+                        ))
+                    };
+                    return Ok((conn, slot, true));
+                }
+                Acquired::Wait(_) => unreachable!("waited for above"),
+            }
         }
     }
 }

@@ -20,9 +20,11 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::filter::{Exchange, Filter, oversized_header};
+use crate::filter::{Exchange, Filter, oversized_field, oversized_header};
+use crate::http1::{RawRequest, Reply};
 use crate::route::predicate::RequestInfo;
 use crate::route::{Route, RouteTable, Target};
+use crate::wire::{HopByHop, RawHead, push_field};
 
 /// The gateway: routes, clients and the balancer. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -357,6 +359,268 @@ impl Gateway {
         self.dispatch(request, remote, 0)
     }
 
+    /// Serves one request from the gateway's own HTTP/1.1 loop, as it arrived.
+    ///
+    /// A request for a route that only needs its target (a plain `http://` upstream, no
+    /// filter but path and query rewrites, and no route that matches on headers) is
+    /// forwarded with its header lines as they came, less the hop-by-hop ones, and the
+    /// upstream's answer comes back the same way: no header map is built either way.
+    /// Everything else is served as [`handle`](Self::handle) serves it.
+    pub(crate) fn handle_raw(
+        &self,
+        request: RawRequest,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Reply> + Send + '_ {
+        self.dispatch_raw(request, remote)
+    }
+
+    async fn dispatch_raw(&self, raw: RawRequest, remote: SocketAddr) -> Reply {
+        let table = self.current_table();
+        let target = raw.target();
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let grpc = || {
+            raw.head()
+                .get("content-type")
+                .is_some_and(|v| v.starts_with(b"application/grpc"))
+        };
+        if !table.raw || !path.starts_with('/') || !plain_target(target.as_bytes()) || grpc() {
+            return self.dispatch_parsed(raw, remote).await;
+        }
+        let started = Instant::now();
+        let Some(path) = normalize(path) else {
+            let response =
+                error_response(StatusCode::BAD_REQUEST, "the path climbs above the root");
+            return Reply::Http(response);
+        };
+        let max_header_size = self.state.max_header_size;
+        if let Some((name, size)) = oversized_field(raw.head().fields(), max_header_size) {
+            return Reply::Http(error_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &format!("request header {name} is {size} bytes; the limit is {max_header_size}"),
+            ));
+        }
+        // As `HeaderValue::to_str` reads it: visible ASCII only.
+        let host_header = raw
+            .head()
+            .get("host")
+            .filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)))
+            .and_then(|v| std::str::from_utf8(v).ok());
+        let host_only = host_header.map(strip_port);
+        let no_headers = HeaderMap::new();
+        let mut vars = Vec::new();
+        let route = {
+            let mut info = RequestInfo {
+                method: &raw.method,
+                path: &path,
+                query,
+                headers: &no_headers,
+                host: host_only.as_deref(),
+                remote,
+                draws: Vec::new(),
+            };
+            table.find(&mut info, &mut vars)
+        };
+        let Some(route) = route else {
+            return Reply::Http(error_response(
+                StatusCode::NOT_FOUND,
+                &format!("no route matches {} {path}", raw.method),
+            ));
+        };
+        if !route.raw {
+            // Matched again there, with the header map its filters need.
+            return self.dispatch_parsed(raw, remote).await;
+        }
+        let method = raw.method.clone();
+        let span = request_span(&method, &route.id, &path);
+        if !span.is_disabled() {
+            let carrier = trace_context(raw.head());
+            if !carrier.is_empty() {
+                let _ = span.set_parent(msa_core::telemetry::propagation::extract(&carrier));
+            }
+        }
+        let through = self.through_raw(route, &raw, path, query, vars, host_header, remote);
+        let reply = if span.is_disabled() {
+            through.await
+        } else {
+            through.instrument(span.clone()).await
+        };
+        let status = match &reply {
+            Reply::Http(response) => response.status(),
+            Reply::Raw(head, _) => head.status,
+        };
+        self.record(
+            route,
+            table.generation,
+            &method,
+            status,
+            started,
+            remote,
+            &span,
+        );
+        reply
+    }
+
+    /// Serves a request from the gateway's own loop the general way, as an
+    /// `http::Request`.
+    async fn dispatch_parsed(&self, raw: RawRequest, remote: SocketAddr) -> Reply {
+        match raw.into_request() {
+            // Boxed: the raw path's future stays small.
+            Ok(request) => Reply::Http(Box::pin(self.dispatch(request, remote, 0)).await),
+            Err(reason) => Reply::Http(error_response(StatusCode::BAD_REQUEST, reason)),
+        }
+    }
+
+    /// The upstream request written out from the one that arrived, sent, and the
+    /// upstream's answer as it came.
+    #[allow(clippy::too_many_arguments)]
+    async fn through_raw(
+        &self,
+        route: &Route,
+        raw: &RawRequest,
+        path: String,
+        query: Option<&str>,
+        vars: Vec<(String, String)>,
+        host: Option<&str>,
+        remote: SocketAddr,
+    ) -> Reply {
+        let mut ex = Exchange {
+            path,
+            query: query.map(str::to_owned),
+            headers: HeaderMap::new(),
+            vars,
+            preserve_host: false,
+            max_body: None,
+            remote,
+            response_headers: HeaderMap::new(),
+        };
+        for filter in &route.filters {
+            if let Err(response) = filter.request(&mut ex) {
+                return Reply::Http(*response);
+            }
+        }
+        let Target::Http { base, .. } = &route.target else {
+            unreachable!("a raw route has a plain http:// upstream");
+        };
+        let Some(authority) = base.authority() else {
+            let response = error_response(StatusCode::BAD_GATEWAY, "the upstream URI has no host");
+            return Reply::Http(response);
+        };
+        let head = raw.head();
+        let mut out = Vec::with_capacity(raw.head_len() + 192);
+        out.extend_from_slice(raw.method.as_str().as_bytes());
+        out.push(b' ');
+        let target_at = out.len();
+        out.extend_from_slice(ex.path.as_bytes());
+        if let Some(query) = &ex.query {
+            out.push(b'?');
+            out.extend_from_slice(query.as_bytes());
+        }
+        if !plain_target(&out[target_at..]) {
+            // What a filter wrote: sent as `http` reads it, if it does.
+            match http::uri::PathAndQuery::try_from(&out[target_at..]) {
+                Ok(target) => {
+                    out.truncate(target_at);
+                    out.extend_from_slice(target.as_str().as_bytes());
+                }
+                Err(_) => {
+                    return Reply::Http(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "the rewritten path is not a valid URI",
+                    ));
+                }
+            }
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        push_field(&mut out, b"host", authority.as_str().as_bytes());
+        let hop = HopByHop::of(head);
+        let mut had_length = false;
+        for (name, value) in head.fields() {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                had_length = true;
+            } else if !hop.contains(name) && !REPLACED.iter().any(|r| name.eq_ignore_ascii_case(r))
+            {
+                push_field(&mut out, name, value);
+            }
+        }
+        let ip = remote.ip().to_canonical();
+        let mut ip_text = [0u8; 48];
+        let ip_text = write_ip(ip, &mut ip_text);
+        out.extend_from_slice(b"x-forwarded-for: ");
+        forwarded_for(&mut out, head.values("x-forwarded-for"), ip_text);
+        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+        if let Some(host) = host {
+            push_field(&mut out, b"x-forwarded-host", host.as_bytes());
+        }
+        out.extend_from_slice(b"forwarded: ");
+        forwarded_element(&mut out, head.values("forwarded"), ip, ip_text, host);
+        out.extend_from_slice(b"\r\n");
+        let current = tracing::Span::current();
+        if !current.is_disabled() {
+            let mut carrier = HeaderMap::new();
+            msa_core::telemetry::propagation::inject(&current.context(), &mut carrier);
+            for (name, value) in &carrier {
+                push_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        let body = raw.body();
+        if !body.is_empty() || had_length || crate::h1::expects_body(&raw.method) {
+            out.extend_from_slice(b"content-length: ");
+            crate::wire::push_decimal(&mut out, body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let request = crate::h1::Outgoing {
+            head: out,
+            body,
+            head_only: raw.method == http::Method::HEAD,
+        };
+        let sent = crate::pool::send_raw(
+            authority.as_str(),
+            request,
+            route.connect_timeout,
+            &self.state.tls,
+            self.state.max_connections_per_thread,
+        );
+        match tokio::time::timeout(route.response_timeout, sent).await {
+            Err(_) => Reply::Http(timed_out(route)),
+            Ok(Err(error)) => Reply::Http(upstream_error(&*error)),
+            Ok(Ok((head, body))) => Reply::Raw(head, body),
+        }
+    }
+
+    /// Counts a request in its route's metrics and writes its access log line.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        route: &Route,
+        generation: u64,
+        method: &http::Method,
+        status: StatusCode,
+        started: Instant,
+        remote: SocketAddr,
+        span: &tracing::Span,
+    ) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(started);
+        self.observe(
+            route,
+            generation,
+            method,
+            status,
+            now,
+            elapsed.as_secs_f64(),
+        );
+        span.record("http.response.status_code", status.as_u16());
+        span.in_scope(|| {
+            tracing::info!(target: "msa_gateway::access", route = %route.id, %method,
+                status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                %remote, "request");
+        });
+    }
+
     async fn dispatch(
         &self,
         request: Request<Body>,
@@ -400,17 +664,7 @@ impl Gateway {
             );
         };
         let method = parts.method.clone();
-        // The gateway's span: a child of the caller's trace, parent of the upstream call.
-        let span = tracing::info_span!(
-            target: "msa_gateway::proxy",
-            "gateway request",
-            otel.name = %SpanName(&method, &route.id),
-            otel.kind = "server",
-            http.request.method = method.as_str(),
-            http.route = route.id.as_str(),
-            url.path = path.as_str(),
-            http.response.status_code = tracing::field::Empty,
-        );
+        let span = request_span(&method, &route.id, &path);
         if !span.is_disabled()
             && (parts.headers.contains_key("traceparent") || parts.headers.contains_key("baggage"))
         {
@@ -433,22 +687,15 @@ impl Gateway {
         } else {
             through.instrument(span.clone()).await
         };
-        let now = Instant::now();
-        let elapsed = now.duration_since(started);
-        self.observe(
+        self.record(
             route,
             table.generation,
             &method,
             response.status(),
-            now,
-            elapsed.as_secs_f64(),
+            started,
+            remote,
+            &span,
         );
-        span.record("http.response.status_code", response.status().as_u16());
-        span.in_scope(|| {
-            tracing::info!(target: "msa_gateway::access", route = %route.id, %method,
-                status = response.status().as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-                %remote, "request");
-        });
         response
     }
 
@@ -626,16 +873,7 @@ impl Gateway {
             }
         };
         match sent {
-            Err(_) => (
-                error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!(
-                        "the upstream did not answer within {:?}",
-                        route.response_timeout
-                    ),
-                ),
-                true,
-            ),
+            Err(_) => (timed_out(route), true),
             Ok(Err(error)) => (upstream_error(&*error), true),
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
@@ -845,6 +1083,67 @@ fn upstream_error(error: &(dyn std::error::Error + 'static)) -> Response<Body> {
         )
     }
 }
+
+/// The gateway's span for a request: a child of the caller's trace, parent of the
+/// upstream call.
+fn request_span(method: &http::Method, route: &str, path: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: "msa_gateway::proxy",
+        "gateway request",
+        otel.name = %SpanName(method, route),
+        otel.kind = "server",
+        http.request.method = method.as_str(),
+        http.route = route,
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// The trace context fields of a request as it arrived, for the propagator to read.
+fn trace_context(head: &RawHead) -> HeaderMap {
+    const FIELDS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
+    let mut carrier = HeaderMap::new();
+    for (name, value) in head.fields() {
+        if let Some(known) = FIELDS
+            .iter()
+            .find(|k| name.eq_ignore_ascii_case(k.as_bytes()))
+            && let Ok(value) = HeaderValue::from_bytes(value)
+        {
+            carrier.append(HeaderName::from_static(known), value);
+        }
+    }
+    carrier
+}
+
+/// The answer when the upstream took longer than the route's response timeout.
+fn timed_out(route: &Route) -> Response<Body> {
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!(
+            "the upstream did not answer within {:?}",
+            route.response_timeout
+        ),
+    )
+}
+
+/// Whether a request target can be passed on as it is: visible ASCII that `http` takes
+/// in a path and query as well (no fragment, nothing it would refuse), and not too long.
+fn plain_target(target: &[u8]) -> bool {
+    target.len() < usize::from(u16::MAX) - 1
+        && target
+            .iter()
+            .all(|b| (0x21..0x7f).contains(b) && !matches!(b, b'#' | b'<' | b'>' | b'`' | b'"'))
+}
+
+/// Fields the gateway writes itself on a request it forwards (besides the hop-by-hop ones
+/// and Content-Length).
+const REPLACED: [&[u8]; 5] = [
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"forwarded",
+];
 
 /// `{method} {route id}`, formatted only when a subscriber records the span.
 struct SpanName<'a>(&'a http::Method, &'a str);
@@ -1068,27 +1367,55 @@ fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&str>) {
     let ip = remote.ip().to_canonical();
     let mut ip_text = [0u8; 48];
     let ip_text = write_ip(ip, &mut ip_text);
+    let host = host.filter(|h| HeaderValue::from_str(h).is_ok());
 
     let mut value = Vec::with_capacity(64);
-    let append = |value: &mut Vec<u8>, earlier: Option<&HeaderValue>| {
-        if let Some(earlier) = earlier {
-            value.extend_from_slice(earlier.as_bytes());
-            value.extend_from_slice(b", ");
-        }
-    };
-    append(&mut value, headers.get(&X_FORWARDED_FOR));
-    value.extend_from_slice(ip_text);
+    let earlier = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes);
+    forwarded_for(&mut value, earlier, ip_text);
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    let host = host.and_then(|h| HeaderValue::from_str(h).ok());
-    if let Some(host) = &host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(X_FORWARDED_HOST, host);
     }
 
     let mut value = Vec::with_capacity(96);
-    append(&mut value, headers.get(header::FORWARDED));
+    let earlier = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .map(HeaderValue::as_bytes);
+    forwarded_element(&mut value, earlier, ip, ip_text, host);
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
+/// The X-Forwarded-For value: what earlier proxies said (every such field, in order),
+/// then the client's address.
+fn forwarded_for<'a>(value: &mut Vec<u8>, earlier: impl Iterator<Item = &'a [u8]>, ip: &[u8]) {
+    for earlier in earlier {
+        value.extend_from_slice(earlier);
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(ip);
+}
+
+/// The Forwarded value: what earlier proxies said, then `for=...;proto=http;host="..."`.
+fn forwarded_element<'a>(
+    value: &mut Vec<u8>,
+    earlier: impl Iterator<Item = &'a [u8]>,
+    ip: std::net::IpAddr,
+    ip_text: &[u8],
+    host: Option<&str>,
+) {
+    for earlier in earlier {
+        value.extend_from_slice(earlier);
+        value.extend_from_slice(b", ");
+    }
     value.extend_from_slice(b"for=");
     if ip.is_ipv6() {
         value.extend_from_slice(b"\"[");
@@ -1098,13 +1425,10 @@ fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&str>) {
         value.extend_from_slice(ip_text);
     }
     value.extend_from_slice(b";proto=http");
-    if let Some(host) = &host {
+    if let Some(host) = host {
         value.extend_from_slice(b";host=\"");
         value.extend_from_slice(host.as_bytes());
         value.push(b'"');
-    }
-    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
-        headers.insert(header::FORWARDED, value);
     }
 }
 

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
-use crate::http1::{self, End};
+use crate::http1::{self, End, RawRequest, Reply};
 use crate::proxy::Gateway;
 
 /// A running server: stop it with [`Server::stop`].
@@ -122,12 +122,33 @@ struct Handler {
 }
 
 /// A request's future, on the heap: the connection's task stays small between requests.
-type Answer<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
+type Answer<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// The same for a request hyper serves.
+type HttpAnswer<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
 
 impl Handler {
-    // Boxes the gateway's future itself, rather than an `async fn` around it (which would
-    // be as large, and be moved whole into the box).
-    fn call(&self, request: Request<Body>) -> Answer<'_> {
+    /// A request from the gateway's own loop: proxied as it arrived where it can be.
+    fn call(&self, request: RawRequest) -> Answer<'_> {
+        let target = request.target();
+        if target.starts_with('/') && !target.starts_with("/actuator") {
+            // The gateway's future boxed itself, rather than an `async fn` around it
+            // (which would be as large, and be moved whole into the box).
+            return Box::pin(self.gateway.handle_raw(request, self.remote));
+        }
+        match request.into_request() {
+            Ok(request) => {
+                let answer = self.call_http(request);
+                Box::pin(async move { Reply::Http(answer.await) })
+            }
+            Err(reason) => {
+                let refused = crate::proxy::error_response(StatusCode::BAD_REQUEST, reason);
+                Box::pin(std::future::ready(Reply::Http(refused)))
+            }
+        }
+    }
+
+    fn call_http(&self, request: Request<Body>) -> HttpAnswer<'_> {
         if request.uri().path().starts_with("/actuator") {
             let admin = (*self.admin).clone();
             Box::pin(async move {
@@ -211,7 +232,7 @@ async fn serve_with_hyper(
 ) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler.call(request.map(Body::new)).await) }
+        async move { Ok::<_, std::convert::Infallible>(handler.call_http(request.map(Body::new)).await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(rewind), service);
     let mut connection = std::pin::pin!(connection);

@@ -71,6 +71,21 @@ pub(crate) enum Dedupe {
 }
 
 impl Filter {
+    /// Whether it only changes the path or query sent upstream: no header, body or
+    /// response of the request's is touched, so the request's header lines can be passed
+    /// on as they arrived.
+    pub(crate) fn only_rewrites_target(&self) -> bool {
+        matches!(
+            self,
+            Filter::PrefixPath(_)
+                | Filter::StripPrefix(_)
+                | Filter::RewritePath(..)
+                | Filter::SetPath(_)
+                | Filter::AddRequestParameter(..)
+                | Filter::RemoveRequestParameter(_)
+        )
+    }
+
     pub(crate) fn build(
         definition: &Definition,
         breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
@@ -454,11 +469,25 @@ const SECURE_HEADERS: &[(&str, &str)] = &[
 /// The first header (name or value) longer than `max` bytes, or the total when all
 /// headers together are.
 pub(crate) fn oversized_header(headers: &HeaderMap, max: usize) -> Option<(String, usize)> {
+    oversized_field(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+        max,
+    )
+}
+
+/// The first header field (name and value) longer than `max` bytes, or all of them
+/// together if they are, and its size.
+pub(crate) fn oversized_field<'a>(
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    max: usize,
+) -> Option<(String, usize)> {
     let mut total = 0;
-    for (name, value) in headers {
-        let size = name.as_str().len() + value.len();
+    for (name, value) in fields {
+        let size = name.len() + value.len();
         if size > max {
-            return Some((name.as_str().to_owned(), size));
+            return Some((String::from_utf8_lossy(name).to_ascii_lowercase(), size));
         }
         total += size;
     }

@@ -41,6 +41,9 @@ pub(crate) struct Route {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) definition: RouteDefinition,
+    /// Its requests may be forwarded with their header lines as they arrived: a plain
+    /// `http://` upstream, and no filter but ones that rewrite the path or query.
+    pub(crate) raw: bool,
 }
 
 /// All routes, indexed by the literal start of their paths.
@@ -50,6 +53,9 @@ pub(crate) struct RouteTable {
     /// Distinguishes tables across reloads.
     pub(crate) generation: u64,
     root: Node,
+    /// No route's predicates read headers (other than Host): a request can be matched
+    /// without its header map.
+    pub(crate) raw: bool,
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +115,11 @@ impl RouteTable {
                         }),
                 }
             };
+            let raw = matches!(&target, Target::Http { base, h2c: false }
+                    if base.scheme() == Some(&http::uri::Scheme::HTTP))
+                && filters.iter().all(Filter::only_rewrites_target);
             routes.push(Route {
+                raw,
                 id: definition.id.clone(),
                 target,
                 order: definition.order,
@@ -154,6 +164,9 @@ impl RouteTable {
         }
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(RouteTable {
+            raw: !routes
+                .iter()
+                .any(|r| r.predicates.iter().any(Predicate::reads_headers)),
             routes: routes.into_iter().map(Arc::new).collect(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             root,

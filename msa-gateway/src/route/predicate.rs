@@ -207,6 +207,14 @@ impl Predicate {
         }
     }
 
+    /// Whether it looks at the request's headers (other than Host, which is read anyway).
+    pub(crate) fn reads_headers(&self) -> bool {
+        matches!(
+            self,
+            Predicate::Cookie(..) | Predicate::Header(..) | Predicate::XForwardedRemoteAddr(_)
+        )
+    }
+
     /// The path patterns, if this is a Path predicate (for the route index).
     pub(crate) fn path_patterns(&self) -> Option<&[Pattern]> {
         match self {
