@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::wire::{self, RawHead};
+use crate::wire::{self, Name, RawHead};
 
 /// The most bytes a response head may take.
 const MAX_HEAD: usize = 64 * 1024;
@@ -385,13 +385,13 @@ where
 {
     let raw = &head.raw;
     let mut keep_alive = match head.version {
-        Version::HTTP_10 => raw.has_token("connection", "keep-alive"),
-        _ => !raw.has_token("connection", "close"),
+        Version::HTTP_10 => raw.has_token(Name::Connection, "keep-alive"),
+        _ => !raw.has_token(Name::Connection, "close"),
     };
     let status = head.status.as_u16();
     let framing = if head_only || status == 204 || status == 304 {
         Framing::Length(0)
-    } else if let Some(codings) = raw.values("transfer-encoding").last() {
+    } else if let Some(codings) = raw.values(Name::TransferEncoding).last() {
         if wire::tokens(codings)
             .last()
             .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
@@ -404,7 +404,7 @@ where
     } else {
         // Digits only, as for requests (`u64::from_str` would take a leading `+`); every
         // Content-Length the same.
-        let mut lengths = raw.values("content-length").map(wire::decimal);
+        let mut lengths = raw.values(Name::ContentLength).map(wire::decimal);
         match lengths.next() {
             Some(Some(length)) if lengths.all(|other| other == Some(length)) => {
                 Framing::Length(length)

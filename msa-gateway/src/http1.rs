@@ -27,7 +27,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::wire::{self, HopByHop, RawHead};
+use crate::wire::{self, HopByHop, Name, RawHead};
 
 /// The most headers a request may carry (hyper's limit too); more is a 431.
 const MAX_HEADERS: usize = 100;
@@ -78,7 +78,12 @@ impl RawRequest {
     /// The request target as sent: usually a path and query.
     pub(crate) fn target(&self) -> &str {
         // httparse read it as text.
-        std::str::from_utf8(&self.head.bytes()[self.target.clone()]).unwrap_or_default()
+        std::str::from_utf8(self.target_bytes()).unwrap_or_default()
+    }
+
+    /// The same, as bytes.
+    pub(crate) fn target_bytes(&self) -> &[u8] {
+        &self.head.bytes()[self.target.clone()]
     }
 
     /// The head's header fields.
@@ -455,7 +460,8 @@ async fn write_response(
                         wire::tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
                     continue;
                 }
-                fields.push(&mut out, name.as_str().as_bytes(), value.as_bytes());
+                let name = name.as_str().as_bytes();
+                fields.push(&mut out, Name::of(name), name, value.as_bytes());
             }
             (parts.status, body)
         }
@@ -464,9 +470,9 @@ async fn write_response(
             // The upstream's own connection headers (its `Connection: close` too) stay
             // on its connection.
             let hop = HopByHop::of(&head.raw);
-            for (name, value) in head.raw.fields() {
-                if !hop.contains(name) {
-                    fields.push(&mut out, name, value);
+            for (known, name, value) in head.raw.fields() {
+                if !hop.contains(known, name) {
+                    fields.push(&mut out, known, name, value);
                 }
             }
             (head.status, body)
@@ -577,17 +583,16 @@ struct Fields {
 }
 
 impl Fields {
-    fn push(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            match wire::decimal(value) {
+    fn push(&mut self, out: &mut Vec<u8>, known: Name, name: &[u8], value: &[u8]) {
+        match known {
+            Name::ContentLength => match wire::decimal(value) {
                 Some(n) if self.length.is_none() => self.length = Some(n),
                 _ => return,
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            },
             // The framing is this connection's to choose.
-            return;
-        } else if name.eq_ignore_ascii_case(b"date") {
-            self.dated = true;
+            Name::TransferEncoding => return,
+            Name::Date => self.dated = true,
+            _ => {}
         }
         wire::push_field(out, name, value);
     }
@@ -858,7 +863,7 @@ mod tests {
         };
         assert_eq!(used, whole);
         assert_eq!(incoming.request.target(), "/p?q");
-        assert_eq!(incoming.request.head().get("host"), Some(&b"x"[..]));
+        assert_eq!(incoming.request.head().get(Name::Host), Some(&b"x"[..]));
         assert_eq!(incoming.request.body(), "abc");
         assert!(!incoming.close);
     }

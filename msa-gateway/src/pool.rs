@@ -381,6 +381,9 @@ impl Destination<'_> {
         loop {
             let acquired = match acquire(self.key, self.max_connections) {
                 Acquired::Wait(handoff) => match handoff.await {
+                    // Closed while it was being handed over: its slot drops (the place
+                    // goes on), and another try.
+                    Ok(Handoff::Conn(conn, _)) if !conn.is_reusable() => continue,
                     Ok(Handoff::Conn(conn, slot)) => Acquired::Idle(conn, slot),
                     Ok(Handoff::Open(slot)) => Acquired::Open(slot),
                     Err(_) => return Err("the connection pool was dropped".into()),
@@ -388,12 +391,8 @@ impl Destination<'_> {
                 acquired => acquired,
             };
             match acquired {
-                Acquired::Idle(conn, slot) => {
-                    if conn.is_reusable() {
-                        return Ok((conn, slot, false));
-                    }
-                    // Handed over closing: its slot drops, try again.
-                }
+                // `acquire` checked it.
+                Acquired::Idle(conn, slot) => return Ok((conn, slot, false)),
                 Acquired::Open(slot) => {
                     // On failure the slot drops here, and its place goes to the next one.
                     let conn = if self.secure {

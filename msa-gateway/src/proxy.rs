@@ -24,7 +24,7 @@ use crate::filter::{Exchange, Filter, oversized_field, oversized_header};
 use crate::http1::{RawRequest, Reply};
 use crate::route::predicate::RequestInfo;
 use crate::route::{Route, RouteTable, Target};
-use crate::wire::{HopByHop, RawHead, push_field};
+use crate::wire::{HopByHop, Name, RawHead, push_field};
 
 /// The gateway: routes, clients and the balancer. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -377,13 +377,13 @@ impl Gateway {
     async fn dispatch_raw(&self, raw: RawRequest, remote: SocketAddr) -> Reply {
         let table = self.current_table();
         let target = raw.target();
-        let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
+        let (path, query) = match target.bytes().position(|b| b == b'?') {
+            Some(at) => (&target[..at], Some(&target[at + 1..])),
             None => (target, None),
         };
         let grpc = || {
             raw.head()
-                .get("content-type")
+                .get(Name::ContentType)
                 .is_some_and(|v| v.starts_with(b"application/grpc"))
         };
         if !table.raw || !path.starts_with('/') || !plain_target(target.as_bytes()) || grpc() {
@@ -396,7 +396,9 @@ impl Gateway {
             return Reply::Http(response);
         };
         let max_header_size = self.state.max_header_size;
-        if let Some((name, size)) = oversized_field(raw.head().fields(), max_header_size) {
+        if let Some((name, size)) =
+            oversized_field(raw.head().fields().map(|(_, n, v)| (n, v)), max_header_size)
+        {
             return Reply::Http(error_response(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 &format!("request header {name} is {size} bytes; the limit is {max_header_size}"),
@@ -405,7 +407,7 @@ impl Gateway {
         // As `HeaderValue::to_str` reads it: visible ASCII only.
         let host_header = raw
             .head()
-            .get("host")
+            .get(Name::Host)
             .filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)))
             .and_then(|v| std::str::from_utf8(v).ok());
         let host_only = host_header.map(strip_port);
@@ -509,7 +511,8 @@ impl Gateway {
             return Reply::Http(response);
         };
         let head = raw.head();
-        let mut out = Vec::with_capacity(raw.head_len() + 192);
+        // Room for what the gateway writes itself (Host, X-Forwarded-*, Forwarded).
+        let mut out = Vec::with_capacity(raw.head_len() + 2 * authority.as_str().len() + 320);
         out.extend_from_slice(raw.method.as_str().as_bytes());
         out.push(b' ');
         let target_at = out.len();
@@ -537,25 +540,30 @@ impl Gateway {
         push_field(&mut out, b"host", authority.as_str().as_bytes());
         let hop = HopByHop::of(head);
         let mut had_length = false;
-        for (name, value) in head.fields() {
-            if name.eq_ignore_ascii_case(b"content-length") {
-                had_length = true;
-            } else if !hop.contains(name) && !REPLACED.iter().any(|r| name.eq_ignore_ascii_case(r))
-            {
-                push_field(&mut out, name, value);
+        for (known, name, value) in head.fields() {
+            match known {
+                Name::ContentLength => had_length = true,
+                // Written by the gateway below.
+                Name::Host
+                | Name::XForwardedFor
+                | Name::XForwardedProto
+                | Name::XForwardedHost
+                | Name::Forwarded => {}
+                _ if hop.contains(known, name) => {}
+                _ => push_field(&mut out, name, value),
             }
         }
         let ip = remote.ip().to_canonical();
         let mut ip_text = [0u8; 48];
         let ip_text = write_ip(ip, &mut ip_text);
         out.extend_from_slice(b"x-forwarded-for: ");
-        forwarded_for(&mut out, head.values("x-forwarded-for"), ip_text);
+        forwarded_for(&mut out, head.values(Name::XForwardedFor), ip_text);
         out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
         if let Some(host) = host {
             push_field(&mut out, b"x-forwarded-host", host.as_bytes());
         }
         out.extend_from_slice(b"forwarded: ");
-        forwarded_element(&mut out, head.values("forwarded"), ip, ip_text, host);
+        forwarded_element(&mut out, head.values(Name::Forwarded), ip, ip_text, host);
         out.extend_from_slice(b"\r\n");
         let current = tracing::Span::current();
         if !current.is_disabled() {
@@ -1101,15 +1109,19 @@ fn request_span(method: &http::Method, route: &str, path: &str) -> tracing::Span
 
 /// The trace context fields of a request as it arrived, for the propagator to read.
 fn trace_context(head: &RawHead) -> HeaderMap {
-    const FIELDS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
     let mut carrier = HeaderMap::new();
-    for (name, value) in head.fields() {
-        if let Some(known) = FIELDS
-            .iter()
-            .find(|k| name.eq_ignore_ascii_case(k.as_bytes()))
-            && let Ok(value) = HeaderValue::from_bytes(value)
-        {
-            carrier.append(HeaderName::from_static(known), value);
+    if !head.has(Name::Traceparent) && !head.has(Name::Baggage) {
+        return carrier;
+    }
+    for (known, _, value) in head.fields() {
+        let name = match known {
+            Name::Traceparent => "traceparent",
+            Name::Tracestate => "tracestate",
+            Name::Baggage => "baggage",
+            _ => continue,
+        };
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            carrier.append(HeaderName::from_static(name), value);
         }
     }
     carrier
@@ -1134,16 +1146,6 @@ fn plain_target(target: &[u8]) -> bool {
             .iter()
             .all(|b| (0x21..0x7f).contains(b) && !matches!(b, b'#' | b'<' | b'>' | b'`' | b'"'))
 }
-
-/// Fields the gateway writes itself on a request it forwards (besides the hop-by-hop ones
-/// and Content-Length).
-const REPLACED: [&[u8]; 5] = [
-    b"host",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"forwarded",
-];
 
 /// `{method} {route id}`, formatted only when a subscriber records the span.
 struct SpanName<'a>(&'a http::Method, &'a str);
@@ -1315,7 +1317,10 @@ fn host(parts: &http::request::Parts) -> Option<String> {
 fn strip_port(host: &str) -> std::borrow::Cow<'_, str> {
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host.split(':').next().unwrap_or(host),
+        None => host
+            .bytes()
+            .position(|b| b == b':')
+            .map_or(host, |colon| &host[..colon]),
     };
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         name.to_ascii_lowercase().into()

@@ -130,8 +130,8 @@ type HttpAnswer<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
 impl Handler {
     /// A request from the gateway's own loop: proxied as it arrived where it can be.
     fn call(&self, request: RawRequest) -> Answer<'_> {
-        let target = request.target();
-        if target.starts_with('/') && !target.starts_with("/actuator") {
+        let target = request.target_bytes();
+        if target.starts_with(b"/") && !target.starts_with(b"/actuator") {
             // The gateway's future boxed itself, rather than an `async fn` around it
             // (which would be as large, and be moved whole into the box).
             return Box::pin(self.gateway.handle_raw(request, self.remote));

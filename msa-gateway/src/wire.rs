@@ -11,9 +11,101 @@ use std::ops::Range;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// One header field: the ranges of its name and value in the head's bytes.
+/// The header fields the gateway itself reads or writes, recognised once when a head is
+/// parsed: later looks at a head compare these tags, and skip a name that is absent
+/// without scanning the fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Name {
+    Other,
+    Host,
+    Connection,
+    ContentLength,
+    ContentType,
+    TransferEncoding,
+    Date,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Forwarded,
+    Traceparent,
+    Tracestate,
+    Baggage,
+    KeepAlive,
+    ProxyConnection,
+    ProxyAuthenticate,
+    ProxyAuthorization,
+    Te,
+    Trailer,
+    Upgrade,
+}
+
+impl Name {
+    /// Which one `name` is (ASCII case ignored).
+    pub(crate) fn of(name: &[u8]) -> Name {
+        let candidates: &[(&[u8], Name)] = match name.len() {
+            2 => &[(b"te", Name::Te)],
+            4 => &[(b"host", Name::Host), (b"date", Name::Date)],
+            7 => &[
+                (b"trailer", Name::Trailer),
+                (b"upgrade", Name::Upgrade),
+                (b"baggage", Name::Baggage),
+            ],
+            9 => &[(b"forwarded", Name::Forwarded)],
+            10 => &[
+                (b"connection", Name::Connection),
+                (b"keep-alive", Name::KeepAlive),
+                (b"tracestate", Name::Tracestate),
+            ],
+            11 => &[(b"traceparent", Name::Traceparent)],
+            12 => &[(b"content-type", Name::ContentType)],
+            14 => &[(b"content-length", Name::ContentLength)],
+            15 => &[(b"x-forwarded-for", Name::XForwardedFor)],
+            16 => &[
+                (b"x-forwarded-host", Name::XForwardedHost),
+                (b"proxy-connection", Name::ProxyConnection),
+            ],
+            17 => &[
+                (b"transfer-encoding", Name::TransferEncoding),
+                (b"x-forwarded-proto", Name::XForwardedProto),
+            ],
+            18 => &[(b"proxy-authenticate", Name::ProxyAuthenticate)],
+            19 => &[(b"proxy-authorization", Name::ProxyAuthorization)],
+            _ => &[],
+        };
+        candidates
+            .iter()
+            .find(|(known, _)| name.eq_ignore_ascii_case(known))
+            .map_or(Name::Other, |(_, which)| *which)
+    }
+
+    /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
+    /// `Proxy-Connection` older clients send: a proxy does not pass them on.
+    pub(crate) fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            Name::Connection
+                | Name::KeepAlive
+                | Name::ProxyAuthenticate
+                | Name::ProxyAuthorization
+                | Name::ProxyConnection
+                | Name::Te
+                | Name::Trailer
+                | Name::TransferEncoding
+                | Name::Upgrade
+        )
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u8
+    }
+}
+
+/// One header field: which it is, and the ranges of its name and value in the head's
+/// bytes.
 #[derive(Debug, Clone, Copy)]
 struct Field {
+    known: Name,
     name: (u32, u32),
     value: (u32, u32),
 }
@@ -24,6 +116,8 @@ struct Field {
 pub(crate) struct RawHead {
     bytes: Bytes,
     fields: Vec<Field>,
+    /// The [`Name`]s present, one bit each.
+    present: u32,
 }
 
 /// A header field the parser returned that does not lie in the bytes it parsed.
@@ -50,13 +144,21 @@ impl RawHead {
             ))
         };
         let mut fields = Vec::with_capacity(headers.len());
+        let mut present = 0;
         for header in headers {
+            let known = Name::of(header.name.as_bytes());
+            present |= known.bit();
             fields.push(Field {
+                known,
                 name: range(header.name.as_bytes())?,
                 value: range(header.value)?,
             });
         }
-        Ok(RawHead { bytes, fields })
+        Ok(RawHead {
+            bytes,
+            fields,
+            present,
+        })
     }
 
     /// The bytes the head was parsed from.
@@ -68,27 +170,38 @@ impl RawHead {
         &self.bytes[start as usize..end as usize]
     }
 
-    /// The header fields in the order they arrived, as (name, value).
-    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    /// The header fields in the order they arrived, as (which, name, value).
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (Name, &[u8], &[u8])> + '_ {
         self.fields
             .iter()
-            .map(|field| (self.part(field.name), self.part(field.value)))
+            .map(|field| (field.known, self.part(field.name), self.part(field.value)))
     }
 
-    /// The values of the fields named `name` (ASCII case ignored).
-    pub(crate) fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| value)
+    /// Whether a field named `name` is present.
+    pub(crate) fn has(&self, name: Name) -> bool {
+        self.present & name.bit() != 0
+    }
+
+    /// The values of the fields named `name`, in order.
+    pub(crate) fn values(&self, name: Name) -> impl Iterator<Item = &[u8]> + '_ {
+        let fields = if self.has(name) {
+            &self.fields[..]
+        } else {
+            &[]
+        };
+        fields
+            .iter()
+            .filter(move |field| field.known == name)
+            .map(|field| self.part(field.value))
     }
 
     /// The first value of the field named `name`.
-    pub(crate) fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+    pub(crate) fn get(&self, name: Name) -> Option<&[u8]> {
         self.values(name).next()
     }
 
     /// Whether a field named `name` lists `token` (comma-separated, case ignored).
-    pub(crate) fn has_token(&self, name: &str, token: &str) -> bool {
+    pub(crate) fn has_token(&self, name: Name, token: &str) -> bool {
         self.values(name)
             .any(|value| tokens(value).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
     }
@@ -124,43 +237,27 @@ pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
-/// `Proxy-Connection` older clients send: a proxy does not pass them on.
-const HOP_BY_HOP: [&[u8]; 9] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-];
-
-/// Decides which fields of a received head are hop-by-hop: the standard ones and those
-/// its `Connection` header names.
+/// Decides which fields of a received head are hop-by-hop: the standard ones
+/// ([`Name::is_hop_by_hop`]) and those its `Connection` header names.
 #[derive(Debug)]
 pub(crate) struct HopByHop<'a> {
-    /// The `Connection` values (usually none, or `keep-alive`/`close`).
-    connection: Vec<&'a [u8]>,
+    head: &'a RawHead,
 }
 
 impl<'a> HopByHop<'a> {
     /// The rules for `head`.
     pub(crate) fn of(head: &'a RawHead) -> HopByHop<'a> {
-        HopByHop {
-            connection: head.values("connection").collect(),
-        }
+        HopByHop { head }
     }
 
-    /// Whether the field `name` stays behind.
-    pub(crate) fn contains(&self, name: &[u8]) -> bool {
-        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || self
-                .connection
-                .iter()
-                .any(|value| tokens(value).any(|t| t.eq_ignore_ascii_case(name)))
+    /// Whether the field (`known`, `name`) stays behind.
+    pub(crate) fn contains(&self, known: Name, name: &[u8]) -> bool {
+        known.is_hop_by_hop()
+            || (self.head.has(Name::Connection)
+                && self
+                    .head
+                    .values(Name::Connection)
+                    .any(|value| tokens(value).any(|t| t.eq_ignore_ascii_case(name))))
     }
 }
 
@@ -214,8 +311,9 @@ mod tests {
     fn fields_are_read_in_order_with_their_case() {
         let head = head(b"HTTP/1.1 200 OK\r\nX-One: 1\r\nSet-Cookie: a\r\nset-cookie: b\r\n\r\n");
         let fields: Vec<_> = head.fields().collect();
-        assert_eq!(fields[0], (&b"X-One"[..], &b"1"[..]));
-        assert_eq!(head.values("SET-COOKIE").collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(fields[0], (Name::Other, &b"X-One"[..], &b"1"[..]));
+        assert!(!head.has(Name::Host));
+        assert_eq!(head.get(Name::Host), None);
         let map = head.header_map(0).unwrap();
         assert_eq!(map.get_all("set-cookie").iter().count(), 2);
         assert_eq!(map["x-one"], "1");
@@ -229,11 +327,30 @@ mod tests {
         let hop = HopByHop::of(&head);
         let kept: Vec<_> = head
             .fields()
-            .filter(|(name, _)| !hop.contains(name))
-            .map(|(name, _)| name)
+            .filter(|(known, name, _)| !hop.contains(*known, name))
+            .map(|(_, name, _)| name)
             .collect();
         assert_eq!(kept, [b"X-Public"]);
-        assert!(head.has_token("connection", "KEEP-ALIVE"));
+        assert!(head.has_token(Name::Connection, "KEEP-ALIVE"));
+    }
+
+    #[test]
+    fn the_fields_the_gateway_handles_are_recognised_in_any_case() {
+        let names = [
+            ("Host", Name::Host),
+            ("CONTENT-LENGTH", Name::ContentLength),
+            ("x-Forwarded-For", Name::XForwardedFor),
+            ("Proxy-Connection", Name::ProxyConnection),
+            ("tracestate", Name::Tracestate),
+            ("TE", Name::Te),
+            ("X-Hosts", Name::Other),
+            ("hosts", Name::Other),
+            ("", Name::Other),
+        ];
+        for (name, known) in names {
+            assert_eq!(Name::of(name.as_bytes()), known, "{name}");
+        }
+        assert!(Name::Upgrade.is_hop_by_hop() && !Name::Host.is_hop_by_hop());
     }
 
     #[test]
