@@ -460,8 +460,16 @@ async fn write_response(
                         wire::tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
                     continue;
                 }
-                let name = name.as_str().as_bytes();
-                fields.push(&mut out, Name::of(name), name, value.as_bytes());
+                let known = if *name == header::CONTENT_LENGTH {
+                    Name::ContentLength
+                } else if *name == header::TRANSFER_ENCODING {
+                    Name::TransferEncoding
+                } else if *name == header::DATE {
+                    Name::Date
+                } else {
+                    Name::Other
+                };
+                fields.push(&mut out, known, name.as_str().as_bytes(), value.as_bytes());
             }
             (parts.status, body)
         }

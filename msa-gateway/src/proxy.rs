@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -16,11 +17,11 @@ use msa_discovery::balance::{Balancer, LoadBalancer, NoInstance};
 use msa_discovery::discovery::{EurekaDiscovery, RegistryDiscovery, StaticDiscovery};
 use prometheus::HistogramVec;
 use tower::ServiceExt;
-use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{ConfigError, GatewayConfig};
 use crate::filter::{Exchange, Filter, oversized_field, oversized_header};
+use crate::h1::Outgoing;
 use crate::http1::{RawRequest, Reply};
 use crate::route::predicate::RequestInfo;
 use crate::route::{Route, RouteTable, Target};
@@ -59,6 +60,20 @@ thread_local! {
     /// another core; the shared inner one is cloned once per reload.
     static TABLE: std::cell::RefCell<Option<(u64, u64, Arc<ThreadTable>)>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// A request matched to its route: what serving it takes from the matching.
+struct Matched {
+    table: Arc<ThreadTable>,
+    /// The route's place in the table.
+    slot: usize,
+    started: Instant,
+    /// The normalized path.
+    path: String,
+    /// Variables the predicates captured.
+    vars: Vec<(String, String)>,
+    /// The Host header as the client sent it.
+    host_header: Option<String>,
 }
 
 /// One worker thread's hold on the shared route table (see `TABLE`).
@@ -411,9 +426,9 @@ impl Gateway {
             .filter(|v| v.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b)))
             .and_then(|v| std::str::from_utf8(v).ok());
         let host_only = host_header.map(strip_port);
-        let no_headers = HeaderMap::new();
         let mut vars = Vec::new();
         let route = {
+            let no_headers = HeaderMap::new();
             let mut info = RequestInfo {
                 method: &raw.method,
                 path: &path,
@@ -432,8 +447,23 @@ impl Gateway {
             ));
         };
         if !route.raw {
-            // Matched again there, with the header map its filters need.
-            return self.dispatch_parsed(raw, remote).await;
+            // Served the general way, with the header map its filters need.
+            let matched = Matched {
+                slot: route.slot,
+                table,
+                started,
+                path,
+                vars,
+                host_header: host_header.map(str::to_owned),
+            };
+            return match raw.into_request() {
+                Ok(request) => {
+                    let (parts, body) = request.into_parts();
+                    // Boxed: the raw path's future stays small.
+                    Reply::Http(Box::pin(self.serve(matched, parts, body, remote, 0)).await)
+                }
+                Err(reason) => Reply::Http(error_response(StatusCode::BAD_REQUEST, reason)),
+            };
         }
         let method = raw.method.clone();
         let span = request_span(&method, &route.id, &path);
@@ -443,11 +473,38 @@ impl Gateway {
                 let _ = span.set_parent(msa_core::telemetry::propagation::extract(&carrier));
             }
         }
-        let through = self.through_raw(route, &raw, path, query, vars, host_header, remote);
-        let reply = if span.is_disabled() {
-            through.await
-        } else {
-            through.instrument(span.clone()).await
+        // In the span: the trace context sent upstream is the gateway span's.
+        let request =
+            span.in_scope(|| upstream_request(route, &raw, path, query, vars, host_header, remote));
+        // Sent here rather than in an `async fn` of its own: the request's future is moved
+        // whole on every request, and each level adds to it.
+        let reply = match request {
+            Err(answer) => Reply::Http(*answer),
+            Ok(request) => {
+                // Pinned where they are made, and polled in the span by hand: wrapping
+                // them (`timeout`, `instrument`) would move them whole, twice each.
+                let mut send = std::pin::pin!(crate::pool::send_raw(
+                    route.authority(),
+                    request,
+                    route.connect_timeout,
+                    &self.state.tls,
+                    self.state.max_connections_per_thread,
+                ));
+                let mut deadline = std::pin::pin!(tokio::time::sleep(route.response_timeout));
+                let sent = std::future::poll_fn(|cx| {
+                    let _entered = (!span.is_disabled()).then(|| span.enter());
+                    if let Poll::Ready(sent) = send.as_mut().poll(cx) {
+                        return Poll::Ready(Some(sent));
+                    }
+                    deadline.as_mut().poll(cx).map(|()| None)
+                })
+                .await;
+                match sent {
+                    None => Reply::Http(timed_out(route)),
+                    Some(Err(error)) => Reply::Http(upstream_error(&*error)),
+                    Some(Ok((head, body))) => Reply::Raw(head, body),
+                }
+            }
         };
         let status = match &reply {
             Reply::Http(response) => response.status(),
@@ -474,131 +531,120 @@ impl Gateway {
             Err(reason) => Reply::Http(error_response(StatusCode::BAD_REQUEST, reason)),
         }
     }
+}
 
-    /// The upstream request written out from the one that arrived, sent, and the
-    /// upstream's answer as it came.
-    #[allow(clippy::too_many_arguments)]
-    async fn through_raw(
-        &self,
-        route: &Route,
-        raw: &RawRequest,
-        path: String,
-        query: Option<&str>,
-        vars: Vec<(String, String)>,
-        host: Option<&str>,
-        remote: SocketAddr,
-    ) -> Reply {
-        let mut ex = Exchange {
-            path,
-            query: query.map(str::to_owned),
-            headers: HeaderMap::new(),
-            vars,
-            preserve_host: false,
-            max_body: None,
-            remote,
-            response_headers: HeaderMap::new(),
-        };
-        for filter in &route.filters {
-            if let Err(response) = filter.request(&mut ex) {
-                return Reply::Http(*response);
+/// The request for a raw route's upstream, written out from the one that arrived: its
+/// target rewritten by the route's filters, its header lines as they came less the
+/// hop-by-hop ones, and Host, X-Forwarded-*, Forwarded and the trace context written by
+/// the gateway. `Err` is the answer instead (a filter's, or a 400).
+///
+/// Not part of the `async fn` that sends it: what it needs would be kept in that
+/// future's state, which is moved whole on every request.
+fn upstream_request(
+    route: &Route,
+    raw: &RawRequest,
+    path: String,
+    query: Option<&str>,
+    vars: Vec<(String, String)>,
+    host: Option<&str>,
+    remote: SocketAddr,
+) -> Result<Outgoing, Box<Response<Body>>> {
+    let mut ex = Exchange {
+        path,
+        query: query.map(str::to_owned),
+        headers: HeaderMap::new(),
+        vars,
+        preserve_host: false,
+        max_body: None,
+        remote,
+        response_headers: HeaderMap::new(),
+    };
+    for filter in &route.filters {
+        filter.request(&mut ex)?;
+    }
+    let authority = route.authority();
+    if authority.is_empty() {
+        let response = error_response(StatusCode::BAD_GATEWAY, "the upstream URI has no host");
+        return Err(Box::new(response));
+    }
+    let head = raw.head();
+    // Room for what the gateway writes itself (Host, X-Forwarded-*, Forwarded).
+    let mut out = Vec::with_capacity(raw.head_len() + 2 * authority.len() + 320);
+    out.extend_from_slice(raw.method.as_str().as_bytes());
+    out.push(b' ');
+    let target_at = out.len();
+    out.extend_from_slice(ex.path.as_bytes());
+    if let Some(query) = &ex.query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    if !plain_target(&out[target_at..]) {
+        // What a filter wrote: sent as `http` reads it, if it does.
+        match http::uri::PathAndQuery::try_from(&out[target_at..]) {
+            Ok(target) => {
+                out.truncate(target_at);
+                out.extend_from_slice(target.as_str().as_bytes());
             }
-        }
-        let Target::Http { base, .. } = &route.target else {
-            unreachable!("a raw route has a plain http:// upstream");
-        };
-        let Some(authority) = base.authority() else {
-            let response = error_response(StatusCode::BAD_GATEWAY, "the upstream URI has no host");
-            return Reply::Http(response);
-        };
-        let head = raw.head();
-        // Room for what the gateway writes itself (Host, X-Forwarded-*, Forwarded).
-        let mut out = Vec::with_capacity(raw.head_len() + 2 * authority.as_str().len() + 320);
-        out.extend_from_slice(raw.method.as_str().as_bytes());
-        out.push(b' ');
-        let target_at = out.len();
-        out.extend_from_slice(ex.path.as_bytes());
-        if let Some(query) = &ex.query {
-            out.push(b'?');
-            out.extend_from_slice(query.as_bytes());
-        }
-        if !plain_target(&out[target_at..]) {
-            // What a filter wrote: sent as `http` reads it, if it does.
-            match http::uri::PathAndQuery::try_from(&out[target_at..]) {
-                Ok(target) => {
-                    out.truncate(target_at);
-                    out.extend_from_slice(target.as_str().as_bytes());
-                }
-                Err(_) => {
-                    return Reply::Http(error_response(
-                        StatusCode::BAD_REQUEST,
-                        "the rewritten path is not a valid URI",
-                    ));
-                }
+            Err(_) => {
+                return Err(Box::new(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "the rewritten path is not a valid URI",
+                )));
             }
-        }
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        push_field(&mut out, b"host", authority.as_str().as_bytes());
-        let hop = HopByHop::of(head);
-        let mut had_length = false;
-        for (known, name, value) in head.fields() {
-            match known {
-                Name::ContentLength => had_length = true,
-                // Written by the gateway below.
-                Name::Host
-                | Name::XForwardedFor
-                | Name::XForwardedProto
-                | Name::XForwardedHost
-                | Name::Forwarded => {}
-                _ if hop.contains(known, name) => {}
-                _ => push_field(&mut out, name, value),
-            }
-        }
-        let ip = remote.ip().to_canonical();
-        let mut ip_text = [0u8; 48];
-        let ip_text = write_ip(ip, &mut ip_text);
-        out.extend_from_slice(b"x-forwarded-for: ");
-        forwarded_for(&mut out, head.values(Name::XForwardedFor), ip_text);
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
-        if let Some(host) = host {
-            push_field(&mut out, b"x-forwarded-host", host.as_bytes());
-        }
-        out.extend_from_slice(b"forwarded: ");
-        forwarded_element(&mut out, head.values(Name::Forwarded), ip, ip_text, host);
-        out.extend_from_slice(b"\r\n");
-        let current = tracing::Span::current();
-        if !current.is_disabled() {
-            let mut carrier = HeaderMap::new();
-            msa_core::telemetry::propagation::inject(&current.context(), &mut carrier);
-            for (name, value) in &carrier {
-                push_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
-            }
-        }
-        let body = raw.body();
-        if !body.is_empty() || had_length || crate::h1::expects_body(&raw.method) {
-            out.extend_from_slice(b"content-length: ");
-            crate::wire::push_decimal(&mut out, body.len() as u64);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        let request = crate::h1::Outgoing {
-            head: out,
-            body,
-            head_only: raw.method == http::Method::HEAD,
-        };
-        let sent = crate::pool::send_raw(
-            authority.as_str(),
-            request,
-            route.connect_timeout,
-            &self.state.tls,
-            self.state.max_connections_per_thread,
-        );
-        match tokio::time::timeout(route.response_timeout, sent).await {
-            Err(_) => Reply::Http(timed_out(route)),
-            Ok(Err(error)) => Reply::Http(upstream_error(&*error)),
-            Ok(Ok((head, body))) => Reply::Raw(head, body),
         }
     }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    push_field(&mut out, b"host", authority.as_bytes());
+    let hop = HopByHop::of(head);
+    let mut had_length = false;
+    for (known, name, value) in head.fields() {
+        match known {
+            Name::ContentLength => had_length = true,
+            // Written by the gateway below.
+            Name::Host
+            | Name::XForwardedFor
+            | Name::XForwardedProto
+            | Name::XForwardedHost
+            | Name::Forwarded => {}
+            _ if hop.contains(known, name) => {}
+            _ => push_field(&mut out, name, value),
+        }
+    }
+    let ip = remote.ip().to_canonical();
+    let mut ip_text = [0u8; 48];
+    let ip_text = write_ip(ip, &mut ip_text);
+    out.extend_from_slice(b"x-forwarded-for: ");
+    forwarded_for(&mut out, head.values(Name::XForwardedFor), ip_text);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    if let Some(host) = host {
+        push_field(&mut out, b"x-forwarded-host", host.as_bytes());
+    }
+    out.extend_from_slice(b"forwarded: ");
+    forwarded_element(&mut out, head.values(Name::Forwarded), ip, ip_text, host);
+    out.extend_from_slice(b"\r\n");
+    let current = tracing::Span::current();
+    if !current.is_disabled() {
+        let mut carrier = HeaderMap::new();
+        msa_core::telemetry::propagation::inject(&current.context(), &mut carrier);
+        for (name, value) in &carrier {
+            push_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    let body = raw.body();
+    if !body.is_empty() || had_length || crate::h1::expects_body(&raw.method) {
+        out.extend_from_slice(b"content-length: ");
+        crate::wire::push_decimal(&mut out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Outgoing {
+        head: out,
+        body,
+        head_only: raw.method == http::Method::HEAD,
+    })
+}
 
+impl Gateway {
     /// Counts a request in its route's metrics and writes its access log line.
     #[allow(clippy::too_many_arguments)]
     fn record(
@@ -671,6 +717,36 @@ impl Gateway {
                 &format!("no route matches {} {path}", parts.method),
             );
         };
+        let matched = Matched {
+            slot: route.slot,
+            table,
+            started,
+            path,
+            vars,
+            host_header,
+        };
+        self.serve(matched, parts, body, remote, forwards).await
+    }
+
+    /// Serves a request on the route it matched: in the gateway's span, counted in the
+    /// route's metrics and logged.
+    async fn serve(
+        &self,
+        matched: Matched,
+        parts: http::request::Parts,
+        body: Body,
+        remote: SocketAddr,
+        forwards: u8,
+    ) -> Response<Body> {
+        let Matched {
+            table,
+            slot,
+            started,
+            path,
+            vars,
+            host_header,
+        } = matched;
+        let route = &table.routes[slot];
         let method = parts.method.clone();
         let span = request_span(&method, &route.id, &path);
         if !span.is_disabled()
@@ -678,7 +754,9 @@ impl Gateway {
         {
             let _ = span.set_parent(msa_core::telemetry::propagation::extract(&parts.headers));
         }
-        let through = self.through(
+        // Pinned where it is made and polled in the span by hand: `instrument` would move
+        // it whole (twice), and awaiting it either way would keep room for it twice.
+        let mut through = std::pin::pin!(self.through(
             route,
             parts,
             body,
@@ -687,14 +765,12 @@ impl Gateway {
             host_header,
             remote,
             forwards,
-        );
-        // Not wrapped when nothing records the span: the wrapper would move the whole
-        // request future once more.
-        let response = if span.is_disabled() {
-            through.await
-        } else {
-            through.instrument(span.clone()).await
-        };
+        ));
+        let response = std::future::poll_fn(|cx| {
+            let _entered = (!span.is_disabled()).then(|| span.enter());
+            through.as_mut().poll(cx)
+        })
+        .await;
         self.record(
             route,
             table.generation,

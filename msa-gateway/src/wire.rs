@@ -41,42 +41,42 @@ pub(crate) enum Name {
 }
 
 impl Name {
-    /// Which one `name` is (ASCII case ignored).
+    /// Which one `name` is (ASCII case ignored): its length and first letter leave at
+    /// most one candidate to compare.
     pub(crate) fn of(name: &[u8]) -> Name {
-        let candidates: &[(&[u8], Name)] = match name.len() {
-            2 => &[(b"te", Name::Te)],
-            4 => &[(b"host", Name::Host), (b"date", Name::Date)],
-            7 => &[
-                (b"trailer", Name::Trailer),
-                (b"upgrade", Name::Upgrade),
-                (b"baggage", Name::Baggage),
-            ],
-            9 => &[(b"forwarded", Name::Forwarded)],
-            10 => &[
-                (b"connection", Name::Connection),
-                (b"keep-alive", Name::KeepAlive),
-                (b"tracestate", Name::Tracestate),
-            ],
-            11 => &[(b"traceparent", Name::Traceparent)],
-            12 => &[(b"content-type", Name::ContentType)],
-            14 => &[(b"content-length", Name::ContentLength)],
-            15 => &[(b"x-forwarded-for", Name::XForwardedFor)],
-            16 => &[
-                (b"x-forwarded-host", Name::XForwardedHost),
-                (b"proxy-connection", Name::ProxyConnection),
-            ],
-            17 => &[
-                (b"transfer-encoding", Name::TransferEncoding),
-                (b"x-forwarded-proto", Name::XForwardedProto),
-            ],
-            18 => &[(b"proxy-authenticate", Name::ProxyAuthenticate)],
-            19 => &[(b"proxy-authorization", Name::ProxyAuthorization)],
-            _ => &[],
+        let Some(first) = name.first() else {
+            return Name::Other;
         };
-        candidates
-            .iter()
-            .find(|(known, _)| name.eq_ignore_ascii_case(known))
-            .map_or(Name::Other, |(_, which)| *which)
+        let (known, which): (&[u8], Name) = match (name.len(), first.to_ascii_lowercase()) {
+            (2, b't') => (b"te", Name::Te),
+            (4, b'h') => (b"host", Name::Host),
+            (4, b'd') => (b"date", Name::Date),
+            (7, b't') => (b"trailer", Name::Trailer),
+            (7, b'u') => (b"upgrade", Name::Upgrade),
+            (7, b'b') => (b"baggage", Name::Baggage),
+            (9, b'f') => (b"forwarded", Name::Forwarded),
+            (10, b'c') => (b"connection", Name::Connection),
+            (10, b'k') => (b"keep-alive", Name::KeepAlive),
+            (10, b't') => (b"tracestate", Name::Tracestate),
+            (11, b't') => (b"traceparent", Name::Traceparent),
+            (12, b'c') => (b"content-type", Name::ContentType),
+            (14, b'c') => (b"content-length", Name::ContentLength),
+            (15, b'x') => (b"x-forwarded-for", Name::XForwardedFor),
+            (16, b'x') => (b"x-forwarded-host", Name::XForwardedHost),
+            (16, b'p') => (b"proxy-connection", Name::ProxyConnection),
+            (17, b't') => (b"transfer-encoding", Name::TransferEncoding),
+            (17, b'x') => (b"x-forwarded-proto", Name::XForwardedProto),
+            (18, b'p') => (b"proxy-authenticate", Name::ProxyAuthenticate),
+            (19, b'p') => (b"proxy-authorization", Name::ProxyAuthorization),
+            _ => return Name::Other,
+        };
+        // The known names are lowercase letters and `-`: a byte matches when it is the
+        // same with the lowercase bit set (no other byte valid in a name does).
+        if name.iter().zip(known).all(|(b, k)| b | 0x20 == *k) {
+            which
+        } else {
+            Name::Other
+        }
     }
 
     /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and the
@@ -337,6 +337,21 @@ mod tests {
     #[test]
     fn the_fields_the_gateway_handles_are_recognised_in_any_case() {
         let names = [
+            ("te", Name::Te),
+            ("Date", Name::Date),
+            ("Trailer", Name::Trailer),
+            ("Upgrade", Name::Upgrade),
+            ("Baggage", Name::Baggage),
+            ("Forwarded", Name::Forwarded),
+            ("Connection", Name::Connection),
+            ("Keep-Alive", Name::KeepAlive),
+            ("Traceparent", Name::Traceparent),
+            ("Content-Type", Name::ContentType),
+            ("X-Forwarded-Host", Name::XForwardedHost),
+            ("Transfer-Encoding", Name::TransferEncoding),
+            ("X-Forwarded-Proto", Name::XForwardedProto),
+            ("Proxy-Authenticate", Name::ProxyAuthenticate),
+            ("Proxy-Authorization", Name::ProxyAuthorization),
             ("Host", Name::Host),
             ("CONTENT-LENGTH", Name::ContentLength),
             ("x-Forwarded-For", Name::XForwardedFor),
@@ -345,6 +360,9 @@ mod tests {
             ("TE", Name::Te),
             ("X-Hosts", Name::Other),
             ("hosts", Name::Other),
+            ("content_length", Name::Other),
+            ("x-forwarded-fOR", Name::XForwardedFor),
+            ("x-forwarded-fox", Name::Other),
             ("", Name::Other),
         ];
         for (name, known) in names {

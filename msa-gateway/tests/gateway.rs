@@ -1478,6 +1478,10 @@ routes:
     uri: http://{hand}
     predicates: [ 'Path=/hand/**' ]
     filters: [ 'StripPrefix=1' ]
+  - id: filtered
+    uri: http://{a}
+    predicates: [ 'Path=/filtered/**' ]
+    filters: [ 'StripPrefix=1', 'AddRequestHeader=X-Route, filtered' ]
 "
     );
     let gateway = GatewayProcess::start(&yaml).await;
@@ -1548,6 +1552,20 @@ routes:
     assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
     assert!(head.contains("\r\nconnection: close"), "{head}");
     assert_eq!(dechunk(body), "abcde");
+
+    // A route whose filters need the header map, in the same table: served from the
+    // route it matched, the general way.
+    let answer = exchange(
+        &gateway,
+        &format!("GET /filtered/f HTTP/1.1\r\nHost: {addr}\r\nX-Mixed-Case: Yes\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.contains("\r\nx-echo-path: /f\r\n"), "{head}");
+    let echoed: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echoed["headers"]["x-route"], "filtered");
+    assert_eq!(echoed["headers"]["x-mixed-case"], "Yes");
+    assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.1");
 }
 
 /// A chunked body's data (however it was cut into chunks), up to its last chunk.

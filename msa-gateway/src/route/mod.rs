@@ -46,6 +46,16 @@ pub(crate) struct Route {
     pub(crate) raw: bool,
 }
 
+impl Route {
+    /// The `host:port` of a fixed `http(s)://` upstream; empty for other targets.
+    pub(crate) fn authority(&self) -> &str {
+        match &self.target {
+            Target::Http { base, .. } => base.authority().map_or("", |a| a.as_str()),
+            _ => "",
+        }
+    }
+}
+
 /// All routes, indexed by the literal start of their paths.
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
