@@ -41,11 +41,16 @@ echo "msa-gateway, 10 vs 10,000 routes, last route hit; wrk -t1 -c64 -d${seconds
 echo
 echo "| round | 10 routes req/s | 10,000 routes req/s | ratio |"
 echo "|---:|---:|---:|---:|"
+small_total=0; large_total=0
 for round in $(seq 1 "$rounds"); do
   small="$(rps "$small_port" /svc10/x)"
   large="$(rps "$large_port" /svc10000/x)"
   echo "| $round | $small | $large | $(awk -v l="$large" -v s="$small" 'BEGIN { printf "%.2f", l / s }')x |"
+  small_total="$(awk -v a="$small_total" -v b="$small" 'BEGIN { print a + b }')"
+  large_total="$(awk -v a="$large_total" -v b="$large" 'BEGIN { print a + b }')"
 done
+echo
+awk -v l="$large_total" -v s="$small_total" 'BEGIN { printf "All rounds: 10,000 routes at %.2fx the req/s of 10.\n", l / s }'
 
 echo
 rss() { awk '/^VmRSS|^VmHWM/ {printf "%s %.1f MB  ", $1, $2 / 1024}' "/proc/$1/status"; }

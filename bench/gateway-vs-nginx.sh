@@ -69,10 +69,21 @@ echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_
 echo
 echo "| round | nginx req/s | nginx p50 | nginx p99 | msa-gateway req/s | msa-gateway p50 | msa-gateway p99 | ratio |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+n_total=0; g_total=0; p99_better=0
 for round in $(seq 1 "$rounds"); do
   read -r n_rps n_p50 n_p99 n_err < <(run nginx "$nginx_port")
   read -r g_rps g_p50 g_p99 g_err < <(run gateway "$gw_port")
   ratio="$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", g / n }')"
   echo "| $round | $n_rps | $n_p50 | $n_p99 | $g_rps | $g_p50 | $g_p99 | ${ratio}x |"
   [ -n "${n_err:-}${g_err:-}" ] && echo "errors: nginx: ${n_err:-none}; msa-gateway: ${g_err:-none}" >&2
+  n_total="$(awk -v a="$n_total" -v b="$n_rps" 'BEGIN { print a + b }')"
+  g_total="$(awk -v a="$g_total" -v b="$g_rps" 'BEGIN { print a + b }')"
+  # wrk prints latencies in us, ms or s.
+  p99_better="$(awk -v a="$p99_better" -v n="$n_p99" -v g="$g_p99" 'function us(t) {
+      if (t ~ /us$/) return t + 0; if (t ~ /ms$/) return t * 1000; return t * 1000000 }
+    BEGIN { print a + (us(g) <= us(n)) }')"
 done
+echo
+awk -v n="$n_total" -v g="$g_total" -v r="$rounds" -v b="$p99_better" 'BEGIN {
+  printf "All rounds: msa-gateway %.2fx nginx'"'"'s requests; its p99 no worse in %d of %d rounds.\n", g / n, b, r }'
+
