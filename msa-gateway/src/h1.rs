@@ -225,6 +225,10 @@ where
                 .raw
                 .header_map(4)
                 .map_err(|reason| invalid(format!("the upstream's response: {reason}")))?;
+            if head.raw.has(Name::TransferEncoding) {
+                // The body's length is what the chunks say (RFC 9112 §6.3).
+                response.headers_mut().remove(CONTENT_LENGTH);
+            }
             Ok(response)
         }
         Err(Unread::Unanswered(error)) => Err(unanswered(error, parts, headers)),

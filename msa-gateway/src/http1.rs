@@ -478,8 +478,10 @@ async fn write_response(
             // The upstream's own connection headers (its `Connection: close` too) stay
             // on its connection.
             let hop = HopByHop::of(&head.raw);
+            // A body the upstream sent chunked has no length of its own (RFC 9112 §6.3).
+            let chunked = head.raw.has(Name::TransferEncoding);
             for (known, name, value) in head.raw.fields() {
-                if !hop.contains(known, name) {
+                if !hop.contains(known, name) && !(chunked && known == Name::ContentLength) {
                     fields.push(&mut out, known, name, value);
                 }
             }

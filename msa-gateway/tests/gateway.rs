@@ -1419,7 +1419,7 @@ async fn exchange(gateway: &GatewayProcess, request: &str) -> String {
 }
 
 /// An upstream that answers by hand: `/hop` with its own connection headers (and then
-/// closes), anything else chunked.
+/// closes), anything else chunked (with a Content-Length that contradicts the chunks).
 async fn hand_written_upstream() -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1449,7 +1449,7 @@ async fn hand_written_upstream() -> SocketAddr {
                         let _ = socket.write_all(answer.as_bytes()).await;
                         return;
                     }
-                    let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kept: yes\r\n\r\n\
+                    let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\nX-Kept: yes\r\n\r\n\
                         3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
                     if socket.write_all(answer.as_bytes()).await.is_err() {
                         return;
@@ -1550,6 +1550,11 @@ routes:
     let (head, body) = second.split_once("\r\n\r\n").expect("a second answer");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("\r\ntransfer-encoding: chunked"), "{head}");
+    // The upstream's Content-Length next to its chunks does not pass.
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
     assert!(head.contains("\r\nconnection: close"), "{head}");
     assert_eq!(dechunk(body), "abcde");
 
