@@ -1,5 +1,7 @@
 //! The msa API gateway: Spring Cloud Gateway's route vocabulary (predicates, filters,
-//! `lb://` through msa-discovery's balancer) on a pooled hyper client, with hot reload.
+//! `lb://` through msa-discovery's balancer) on pooled upstream connections (its own
+//! HTTP/1.1 client for plain `http://`, hyper's for TLS, WebSocket and h2c), with hot
+//! reload.
 //!
 //! ```no_run
 //! use msa_gateway::{Gateway, GatewayConfig};
