@@ -481,7 +481,9 @@ async fn write_response(
             // A body the upstream sent chunked has no length of its own (RFC 9112 §6.3).
             let chunked = head.raw.has(Name::TransferEncoding);
             for (known, name, value) in head.raw.fields() {
-                if !hop.contains(known, name) && !(chunked && known == Name::ContentLength) {
+                let dropped =
+                    hop.contains(known, name) || (chunked && known == Name::ContentLength);
+                if !dropped {
                     fields.push(&mut out, known, name, value);
                 }
             }
