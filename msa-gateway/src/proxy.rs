@@ -549,16 +549,7 @@ fn upstream_request(
     host: Option<&str>,
     remote: SocketAddr,
 ) -> Result<Outgoing, Box<Response<Body>>> {
-    let mut ex = Exchange {
-        path,
-        query: query.map(str::to_owned),
-        headers: HeaderMap::new(),
-        vars,
-        preserve_host: false,
-        max_body: None,
-        remote,
-        response_headers: HeaderMap::new(),
-    };
+    let mut ex = Exchange::new(path, query, HeaderMap::new(), vars, remote);
     for filter in &route.filters {
         filter.request(&mut ex)?;
     }
@@ -795,16 +786,7 @@ impl Gateway {
         remote: SocketAddr,
         forwards: u8,
     ) -> Response<Body> {
-        let mut ex = Exchange {
-            path,
-            query: parts.uri.query().map(str::to_owned),
-            headers: parts.headers,
-            vars,
-            preserve_host: false,
-            max_body: None,
-            remote,
-            response_headers: HeaderMap::new(),
-        };
+        let mut ex = Exchange::new(path, parts.uri.query(), parts.headers, vars, remote);
         for filter in &route.filters {
             if let Err(response) = filter.request(&mut ex) {
                 return self.respond(route, &ex, host_header.as_deref(), *response);

@@ -27,6 +27,29 @@ pub(crate) struct Exchange {
     pub(crate) response_headers: HeaderMap,
 }
 
+impl Exchange {
+    /// A request's exchange before any filter: its normalized path, query and headers, and
+    /// the variables the predicates captured.
+    pub(crate) fn new(
+        path: String,
+        query: Option<&str>,
+        headers: HeaderMap,
+        vars: Vec<(String, String)>,
+        remote: std::net::SocketAddr,
+    ) -> Exchange {
+        Exchange {
+            path,
+            query: query.map(str::to_owned),
+            headers,
+            vars,
+            preserve_host: false,
+            max_body: None,
+            remote,
+            response_headers: HeaderMap::new(),
+        }
+    }
+}
+
 /// What a filter decided: go on, or answer now.
 pub(crate) type Outcome = Result<(), Box<http::Response<axum::body::Body>>>;
 
@@ -569,16 +592,13 @@ mod tests {
     use super::*;
 
     fn exchange(path: &str, query: Option<&str>) -> Exchange {
-        Exchange {
-            path: path.into(),
-            query: query.map(Into::into),
-            headers: HeaderMap::new(),
-            vars: vec![("segment".into(), "7".into())],
-            preserve_host: false,
-            max_body: None,
-            remote: "127.0.0.1:1".parse().unwrap(),
-            response_headers: HeaderMap::new(),
-        }
+        Exchange::new(
+            path.into(),
+            query,
+            HeaderMap::new(),
+            vec![("segment".into(), "7".into())],
+            "127.0.0.1:1".parse().unwrap(),
+        )
     }
 
     fn run(shortcut: &str, ex: &mut Exchange) -> Outcome {
