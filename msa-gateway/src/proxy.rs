@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::filter::{Exchange, Filter, oversized_field, oversized_header};
+use crate::filter::{Exchange, Filter, oversized_field};
 use crate::h1::Outgoing;
 use crate::http1::{RawRequest, Reply};
 use crate::route::predicate::RequestInfo;
@@ -406,18 +406,10 @@ impl Gateway {
         }
         let started = Instant::now();
         let Some(path) = normalize(path) else {
-            let response =
-                error_response(StatusCode::BAD_REQUEST, "the path climbs above the root");
-            return Reply::Http(response);
+            return Reply::Http(climbs_above_root());
         };
-        let max_header_size = self.state.max_header_size;
-        if let Some((name, size)) =
-            oversized_field(raw.head().fields().map(|(_, n, v)| (n, v)), max_header_size)
-        {
-            return Reply::Http(error_response(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                &format!("request header {name} is {size} bytes; the limit is {max_header_size}"),
-            ));
+        if let Some(refused) = self.oversized(raw.head().fields().map(|(_, n, v)| (n, v))) {
+            return Reply::Http(refused);
         }
         // As `HeaderValue::to_str` reads it: visible ASCII only.
         let host_header = raw
@@ -441,10 +433,7 @@ impl Gateway {
             table.find(&mut info, &mut vars)
         };
         let Some(route) = route else {
-            return Reply::Http(error_response(
-                StatusCode::NOT_FOUND,
-                &format!("no route matches {} {path}", raw.method),
-            ));
+            return Reply::Http(no_route(&raw.method, &path));
         };
         if !route.raw {
             // Served the general way, with the header map its filters need.
@@ -636,6 +625,19 @@ fn upstream_request(
 }
 
 impl Gateway {
+    /// 431 when a header field, or all of them, is larger than `server.max-header-size`.
+    fn oversized<'a>(
+        &self,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Option<Response<Body>> {
+        let max = self.state.max_header_size;
+        let (name, size) = oversized_field(fields, max)?;
+        Some(error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("request header {name} is {size} bytes; the limit is {max}"),
+        ))
+    }
+
     /// Counts a request in its route's metrics and writes its access log line.
     #[allow(clippy::too_many_arguments)]
     fn record(
@@ -675,16 +677,13 @@ impl Gateway {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let Some(path) = normalize(parts.uri.path()) else {
-            return error_response(StatusCode::BAD_REQUEST, "the path climbs above the root");
+            return climbs_above_root();
         };
-        if let Some((name, size)) = oversized_header(&parts.headers, self.state.max_header_size) {
-            return error_response(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                &format!(
-                    "request header {name} is {size} bytes; the limit is {}",
-                    self.state.max_header_size
-                ),
-            );
+        let fields = parts.headers.iter();
+        if let Some(refused) =
+            self.oversized(fields.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
+        {
+            return refused;
         }
         let host_header = host(&parts);
         let host_only = host_header.as_deref().map(strip_port);
@@ -703,10 +702,7 @@ impl Gateway {
             table.find(&mut info, &mut vars)
         };
         let Some(route) = route else {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                &format!("no route matches {} {path}", parts.method),
-            );
+            return no_route(&parts.method, &path);
         };
         let matched = Matched {
             slot: route.slot,
@@ -1183,6 +1179,19 @@ fn trace_context(head: &RawHead) -> HeaderMap {
         }
     }
     carrier
+}
+
+/// 400 for a path whose `..` segments climb above the root.
+fn climbs_above_root() -> Response<Body> {
+    error_response(StatusCode::BAD_REQUEST, "the path climbs above the root")
+}
+
+/// 404 when no route matches.
+fn no_route(method: &http::Method, path: &str) -> Response<Body> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &format!("no route matches {method} {path}"),
+    )
 }
 
 /// The answer when the upstream took longer than the route's response timeout.
