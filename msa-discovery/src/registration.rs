@@ -201,7 +201,11 @@ impl Registration {
     /// Renews the lease; registers again if the registry no longer knows the instance.
     pub async fn renew(&self) -> Result<(), RegistrationError> {
         let info = self.info();
-        let url = self.url(&format!("/{}?status={}", info.instance_id, info.status));
+        // As Spring's Eureka client writes it.
+        let url = self.url(&format!(
+            "/{}?status={}&lastDirtyTimestamp={}",
+            info.instance_id, info.status, info.last_dirty_timestamp.0
+        ));
         let status = self
             .send(self.request(reqwest::Method::PUT, &url), url)
             .await?;

@@ -440,3 +440,129 @@ async fn the_native_watch_answers_when_the_service_changes_and_only_then() {
     .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+/// Every Eureka read, on both base paths, with and without a trailing slash, as JSON and
+/// as XML: the forms Spring's, the JavaScript and the Python clients ask for.
+#[tokio::test]
+async fn every_eureka_read_answers_with_and_without_a_trailing_slash() {
+    let addr = serve(RegistryServer::new(Store::new(StoreConfig::default()))).await;
+    let spring = Client::new(addr, "/eureka");
+    assert_eq!(
+        spring
+            .status(Method::POST, "/apps/ORDERS/", Some(body("ORDERS", 8081)))
+            .await,
+        204
+    );
+    let http = reqwest::Client::new();
+    let reads = [
+        "/apps",
+        "/apps/delta",
+        "/apps/ORDERS",
+        "/apps/ORDERS/host:orders:8081",
+        "/instances/host:orders:8081",
+        "/vips/orders",
+        "/svips/orders",
+    ];
+    for base in ["/eureka", "/eureka/v2"] {
+        for read in reads {
+            for slash in ["", "/"] {
+                let url = format!("http://{addr}{base}{read}{slash}");
+                let json = http
+                    .get(&url)
+                    .header("accept", "application/json")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(json.status(), 200, "{url} as JSON");
+                let json: Value = json.json().await.unwrap();
+                assert!(
+                    json.to_string().contains("host:orders:8081"),
+                    "{url}: {json}"
+                );
+                let xml = http.get(&url).send().await.unwrap();
+                assert_eq!(xml.status(), 200, "{url} as XML");
+                assert_eq!(xml.headers()["content-type"], "application/xml", "{url}");
+                let xml = xml.text().await.unwrap();
+                assert!(xml.contains("host:orders:8081"), "{url}: {xml}");
+            }
+        }
+    }
+    // Writes take the slash too; a query stays with the path.
+    for slash in ["", "/"] {
+        let path = format!("/apps/ORDERS/host:orders:8081{slash}?status=UP");
+        assert_eq!(spring.status(Method::PUT, &path, None).await, 200, "{path}");
+    }
+    // Only one slash is dropped, and only on Eureka's paths.
+    assert_eq!(spring.status(Method::GET, "/apps//", None).await, 404);
+    let actuator = http.get(format!("http://{addr}/actuator/health/")).send();
+    assert_eq!(actuator.await.unwrap().status(), 404);
+}
+
+/// The Eureka discovery backend and `Registration` send the requests Spring's Eureka client
+/// sends: `apps/` for the full registry, `apps/delta`, and heartbeats with the status and
+/// the instance's `lastDirtyTimestamp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eureka_backend_and_registration_ask_as_springs_client_does() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use msa_core::ServiceInstance;
+    use msa_discovery::discovery::{Discovery, EurekaDiscovery};
+    use msa_discovery::registration::Registration;
+
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = {
+        let seen = seen.clone();
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let line = format!("{} {}", request.method(), request.uri());
+            seen.lock().unwrap().push(line);
+            next.run(request)
+        }
+    };
+    let registry = RegistryServer::new(Store::new(StoreConfig::default())).router();
+    let recording = axum::Router::new()
+        .fallback_service(registry)
+        .layer(axum::middleware::from_fn(record));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, recording).await.unwrap() });
+    let base = format!("http://{addr}/eureka");
+
+    let registration = Registration::new(
+        base.clone(),
+        ServiceInstance::new("orders", "127.0.0.1", 8081).with_id("orders-1"),
+    );
+    registration.register().await.unwrap();
+    registration.renew().await.unwrap();
+    let eureka = EurekaDiscovery::new(base).interval(Duration::from_millis(20));
+    let mut orders = eureka.watch("orders");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while orders.borrow_and_update().is_empty() {
+        tokio::time::timeout_at(deadline, orders.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // A delta or two after the full fetch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l == "GET /eureka/apps/delta")
+    {
+        assert!(std::time::Instant::now() < deadline, "no delta fetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    registration.deregister().await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "POST /eureka/apps/ORDERS");
+    assert!(
+        seen[1].starts_with("PUT /eureka/apps/ORDERS/orders-1?status=UP&lastDirtyTimestamp="),
+        "{seen:?}"
+    );
+    assert_eq!(seen[2], "GET /eureka/apps/");
+    assert_eq!(seen[3], "GET /eureka/apps/delta");
+    assert_eq!(seen.last().unwrap(), "DELETE /eureka/apps/ORDERS/orders-1");
+}

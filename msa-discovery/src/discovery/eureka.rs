@@ -9,7 +9,8 @@ use super::{Discovery, Instances};
 use crate::eureka::{ActionType, Applications, ApplicationsEnvelope, InstanceInfo, apps_hashcode};
 
 /// Follows a Eureka server (Spring's, or msa-registry) the way Eureka's own client does:
-/// one full fetch of `/apps`, then `/apps/delta` every interval, applied to the local copy
+/// one full fetch of `/apps/`, then `/apps/delta` every interval (the paths as Spring's
+/// Eureka client writes them), applied to the local copy
 /// and checked against the server's `apps__hashcode`; a mismatch fetches everything again.
 /// While the server is unreachable, the last known instances stay.
 ///
@@ -102,7 +103,7 @@ async fn fetch(inner: Weak<Inner>) {
     loop {
         let Some(live) = inner.upgrade() else { return };
         let outcome = match local.take() {
-            None => get(&live, "apps").await.map(|apps| {
+            None => get(&live, "apps/").await.map(|apps| {
                 local = Some(index(apps));
             }),
             Some(mut copy) => match get(&live, "apps/delta").await {

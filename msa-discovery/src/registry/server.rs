@@ -23,6 +23,10 @@
 //! Answers are XML unless the `Accept` header contains `json` (a client that sends none,
 //! like py-eureka-client, gets XML, as from Eureka); registrations are read as XML or JSON
 //! by `Content-Type`.
+//!
+//! A Eureka path with a trailing slash is the same resource as the one without, as Jersey
+//! serves them in Eureka's server: Spring's Eureka client asks for `apps/`, and so do the
+//! JavaScript and Python clients.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -135,13 +139,35 @@ impl RegistryServer {
             })),
             None => eureka,
         };
-        Router::new()
+        let routes = Router::new()
             .merge(native)
             .nest("/eureka", eureka.clone())
             .nest("/eureka/v2", eureka)
             .merge(actuator.router())
-            .layer(ServerLayer::new())
+            .layer(ServerLayer::new());
+        // Before routing, which a layer on `routes` would come after.
+        Router::new().fallback_service(tower::util::MapRequest::new(routes, eureka_path))
     }
+}
+
+/// `/eureka/apps/` as `/eureka/apps`: one trailing slash on a Eureka path is dropped.
+fn eureka_path(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > "/eureka/".len() && path.starts_with("/eureka/") && path.ends_with('/') {
+        let trimmed = &path[..path.len() - 1];
+        let target = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(target) = target.parse::<http::uri::PathAndQuery>() {
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query = Some(target);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    request
 }
 
 /// JSON when the client accepts it, XML otherwise (Eureka's rule).
