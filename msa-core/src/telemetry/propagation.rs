@@ -157,16 +157,19 @@ impl Extractor for HeaderExtractor<'_> {
 }
 
 /// An [`Injector`] over an [`http::HeaderMap`]; values that are not valid header values are
-/// skipped.
+/// skipped, and an empty value removes the field rather than sending it empty (W3C Trace
+/// Context: a `tracestate` with no entries is left out).
 #[derive(Debug)]
 pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+            return;
+        };
+        if value.is_empty() {
+            self.0.remove(name);
+        } else if let Ok(value) = HeaderValue::from_str(&value) {
             self.0.insert(name, value);
         }
     }
@@ -219,6 +222,23 @@ mod tests {
                 .trace_flags(),
             TraceFlags::SAMPLED
         );
+    }
+
+    #[test]
+    fn an_empty_trace_state_is_left_out_and_a_full_one_is_sent() {
+        let sc = ours("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let cx = Context::new().with_remote_span_context(sc.clone());
+        let mut headers = HeaderMap::new();
+        headers.insert("tracestate", HeaderValue::from_static("stale=1"));
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+        assert!(headers.contains_key(TRACEPARENT));
+        assert!(!headers.contains_key("tracestate"), "{headers:?}");
+
+        let state = "vendor=abc".parse().unwrap();
+        let sc = SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, state);
+        let cx = Context::new().with_remote_span_context(sc);
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+        assert_eq!(headers["tracestate"], "vendor=abc");
     }
 
     #[test]
