@@ -59,6 +59,40 @@ pub(crate) static HTTP_CLIENT_REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|
     )
 });
 
+/// `http_server_requests_seconds{method, route, status}`, for a server that serves requests
+/// outside [`ServerLayer`](crate::http::ServerLayer) (msa-gateway's own HTTP/1.1 loop) and
+/// must still count them where every msa server does. Label its `method` with
+/// [`method_label`].
+pub fn http_server_requests() -> &'static HistogramVec {
+    &HTTP_SERVER_REQUESTS
+}
+
+/// A request method as a metric label: the methods of RFC 9110 and PATCH as themselves,
+/// any other as `OTHER`, so a client cannot add label values (and memory) at will.
+///
+/// ```
+/// use http::Method;
+/// use msa_core::metrics::method_label;
+///
+/// assert_eq!(method_label(&Method::PATCH), "PATCH");
+/// assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "OTHER");
+/// ```
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
 /// Renders every metric in [`registry()`] in the Prometheus text exposition format 0.0.4.
 pub fn render() -> String {
     use prometheus::Encoder as _;

@@ -24,6 +24,7 @@ pub mod config;
 mod filter;
 mod h1;
 mod http1;
+mod metrics;
 mod pool;
 mod proxy;
 mod rate_limit;

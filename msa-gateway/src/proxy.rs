@@ -1,7 +1,6 @@
 //! The proxy: find the route, apply its filters, send the request upstream on a pooled
 //! connection, and stream the answer back.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::Poll;
@@ -15,7 +14,6 @@ use http_body_util::{BodyExt, Limited};
 use msa_breaker::circuit_breaker::CircuitBreakerRegistry;
 use msa_discovery::balance::{Balancer, LoadBalancer, NoInstance};
 use msa_discovery::discovery::{EurekaDiscovery, RegistryDiscovery, StaticDiscovery};
-use prometheus::HistogramVec;
 use tower::ServiceExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -40,7 +38,7 @@ struct State {
     /// `server.max-connections-per-upstream`, shared out among the workers.
     max_connections_per_thread: usize,
     balancer: Option<Balancer>,
-    metrics: HistogramVec,
+    metrics: crate::metrics::Metrics,
     /// How `https://` upstreams are verified.
     tls: Arc<rustls::ClientConfig>,
     /// CircuitBreaker filters' breakers, by name, kept across reloads.
@@ -54,7 +52,6 @@ struct State {
 }
 
 thread_local! {
-    static HISTOGRAMS: std::cell::RefCell<LocalMetrics> = std::cell::RefCell::default();
     /// This thread's handle on the route table: (gateway, generation, table). The outer
     /// `Arc` is this thread's own, so the count a request takes is never written by
     /// another core; the shared inner one is cloned once per reload.
@@ -85,26 +82,6 @@ impl std::ops::Deref for ThreadTable {
 
     fn deref(&self) -> &RouteTable {
         &self.0
-    }
-}
-
-/// Per-thread histogram buffers, by (table generation, route slot, method, status).
-#[derive(Default)]
-struct LocalMetrics {
-    /// foldhash: hashed on every request, with keys no caller chooses freely.
-    children: HashMap<
-        (u64, usize, http::Method, u16),
-        prometheus::local::LocalHistogram,
-        foldhash::fast::RandomState,
-    >,
-    flushed: Option<Instant>,
-}
-
-impl LocalMetrics {
-    fn flush(&mut self) {
-        for child in self.children.values_mut() {
-            child.flush();
-        }
     }
 }
 
@@ -156,16 +133,6 @@ impl Gateway {
                 "lb:// needs a `discovery` section (registry, eureka or instances)",
             ));
         }
-        let metrics = msa_core::metrics::register_or_existing(
-            HistogramVec::new(
-                prometheus::HistogramOpts::new(
-                    "gateway_requests_seconds",
-                    "Requests through the gateway, by route, method and status.",
-                ),
-                &["route", "method", "status"],
-            )
-            .expect("valid metric"),
-        );
         Ok(Gateway {
             state: Arc::new(State {
                 table: RwLock::new(Arc::new(table)),
@@ -176,7 +143,7 @@ impl Gateway {
                     .div_ceil(config.server.workers())
                     .max(1),
                 balancer,
-                metrics,
+                metrics: crate::metrics::Metrics::new(),
                 tls,
                 breakers,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -294,47 +261,6 @@ impl Gateway {
             .clone()
     }
 
-    /// Records a request in this thread's buffer of the route's histogram; buffers reach
-    /// the shared histogram at most a second later (no atomic per request).
-    fn observe(
-        &self,
-        route: &Route,
-        generation: u64,
-        method: &http::Method,
-        status: StatusCode,
-        now: Instant,
-        seconds: f64,
-    ) {
-        HISTOGRAMS.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            let cache = &mut *cache;
-            let key = (generation, route.slot, method.clone(), status.as_u16());
-            // One lookup on the usual path; the label lookup only for a new combination.
-            if let Some(child) = cache.children.get(&key) {
-                child.observe(seconds);
-            } else {
-                if cache.children.len() > 4096 {
-                    cache.flush();
-                    cache.children.clear();
-                }
-                let child = self
-                    .state
-                    .metrics
-                    .with_label_values(&[route.id.as_str(), method.as_str(), status.as_str()])
-                    .local();
-                child.observe(seconds);
-                cache.children.insert(key, child);
-            }
-            if cache
-                .flushed
-                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-            {
-                cache.flush();
-                cache.flushed = Some(now);
-            }
-        });
-    }
-
     /// The current routes, cached per thread until a reload changes the generation.
     fn current_table(&self) -> Arc<ThreadTable> {
         let generation = self
@@ -406,10 +332,10 @@ impl Gateway {
         }
         let started = Instant::now();
         let Some(path) = normalize(path) else {
-            return Reply::Http(climbs_above_root());
+            return Reply::Http(unrouted(&raw.method, climbs_above_root(), started));
         };
         if let Some(refused) = self.oversized(raw.head().fields().map(|(_, n, v)| (n, v))) {
-            return Reply::Http(refused);
+            return Reply::Http(unrouted(&raw.method, refused, started));
         }
         // As `HeaderValue::to_str` reads it: visible ASCII only.
         let host_header = raw
@@ -433,7 +359,8 @@ impl Gateway {
             table.find(&mut info, &mut vars)
         };
         let Some(route) = route else {
-            return Reply::Http(no_route(&raw.method, &path));
+            let answer = no_route(&raw.method, &path);
+            return Reply::Http(unrouted(&raw.method, answer, started));
         };
         if !route.raw {
             // Served the general way, with the header map its filters need.
@@ -445,13 +372,17 @@ impl Gateway {
                 vars,
                 host_header: host_header.map(str::to_owned),
             };
+            let method = raw.method.clone();
             return match raw.into_request() {
                 Ok(request) => {
                     let (parts, body) = request.into_parts();
                     // Boxed: the raw path's future stays small.
                     Reply::Http(Box::pin(self.serve(matched, parts, body, remote, 0)).await)
                 }
-                Err(reason) => Reply::Http(error_response(StatusCode::BAD_REQUEST, reason)),
+                Err(reason) => {
+                    let refused = error_response(StatusCode::BAD_REQUEST, reason);
+                    Reply::Http(unrouted(&method, refused, started))
+                }
             };
         }
         let method = raw.method.clone();
@@ -514,10 +445,15 @@ impl Gateway {
     /// Serves a request from the gateway's own loop the general way, as an
     /// `http::Request`.
     async fn dispatch_parsed(&self, raw: RawRequest, remote: SocketAddr) -> Reply {
+        let started = Instant::now();
+        let method = raw.method.clone();
         match raw.into_request() {
             // Boxed: the raw path's future stays small.
             Ok(request) => Reply::Http(Box::pin(self.dispatch(request, remote, 0)).await),
-            Err(reason) => Reply::Http(error_response(StatusCode::BAD_REQUEST, reason)),
+            Err(reason) => {
+                let refused = error_response(StatusCode::BAD_REQUEST, reason);
+                Reply::Http(unrouted(&method, refused, started))
+            }
         }
     }
 }
@@ -652,7 +588,7 @@ impl Gateway {
     ) {
         let now = Instant::now();
         let elapsed = now.duration_since(started);
-        self.observe(
+        self.state.metrics.observe_route(
             route,
             generation,
             method,
@@ -677,13 +613,13 @@ impl Gateway {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let Some(path) = normalize(parts.uri.path()) else {
-            return climbs_above_root();
+            return unrouted(&parts.method, climbs_above_root(), started);
         };
         let fields = parts.headers.iter();
         if let Some(refused) =
             self.oversized(fields.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
         {
-            return refused;
+            return unrouted(&parts.method, refused, started);
         }
         let host_header = host(&parts);
         let host_only = host_header.as_deref().map(strip_port);
@@ -702,7 +638,8 @@ impl Gateway {
             table.find(&mut info, &mut vars)
         };
         let Some(route) = route else {
-            return no_route(&parts.method, &path);
+            let answer = no_route(&parts.method, &path);
+            return unrouted(&parts.method, answer, started);
         };
         let matched = Matched {
             slot: route.slot,
@@ -1080,9 +1017,13 @@ impl Gateway {
     }
 
     /// The actuator with `/actuator/gateway` (routes, refresh) added: what
-    /// [`Server`](crate::Server) answers under `/actuator`.
+    /// [`Server`](crate::Server) answers under `/actuator`, traced and counted in
+    /// `http_server_requests_seconds` by msa-core's server layer.
     pub fn admin_router(&self, actuator: msa_core::actuator::Actuator) -> axum::Router {
-        actuator.router().merge(crate::admin::router(self.clone()))
+        actuator
+            .router()
+            .merge(crate::admin::router(self.clone()))
+            .layer(msa_core::http::ServerLayer::new())
     }
 
     /// The gateway as one axum router (the admin router, and every other path proxied),
@@ -1179,6 +1120,12 @@ fn trace_context(head: &RawHead) -> HeaderMap {
         }
     }
     carrier
+}
+
+/// `answer`, counted as an answer no route gave.
+fn unrouted(method: &http::Method, answer: Response<Body>, started: Instant) -> Response<Body> {
+    crate::metrics::observe_unrouted(method, answer.status(), started);
+    answer
 }
 
 /// 400 for a path whose `..` segments climb above the root.

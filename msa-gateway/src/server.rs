@@ -185,6 +185,8 @@ async fn worker(
     let max_head = (2 * gateway.max_header_size()).max(64 * 1024);
     // Every connection task holds a sender; when all are gone, every connection is closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
+    // On this worker's thread: its metrics buffers reach the scrape when it is idle too.
+    let flusher = tokio::spawn(crate::metrics::flush_every_second());
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -221,6 +223,8 @@ async fn worker(
     drop(listener);
     drop(open);
     let _ = tokio::time::timeout(Duration::from_secs(30), all_closed.recv()).await;
+    flusher.abort();
+    crate::metrics::flush_thread();
 }
 
 /// Serves the rest of a connection the gateway's own loop handed over, on hyper.

@@ -70,7 +70,7 @@ impl Middleware for TraceMiddleware {
             .as_ref()
             .map_or(ERROR_STATUS_LABEL, http::StatusCode::as_str);
         HTTP_CLIENT_REQUESTS
-            .with_label_values(&[method.as_str(), &host, status])
+            .with_label_values(&[crate::metrics::method_label(&method), &host, status])
             .observe(seconds(start.elapsed()));
         result
     }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 
 use crate::http::{ERROR_STATUS_LABEL, record_error, record_status, seconds};
-use crate::metrics::HTTP_CLIENT_REQUESTS;
+use crate::metrics::{HTTP_CLIENT_REQUESTS, method_label};
 
 pin_project! {
     /// Completes the client span and records the request's duration.
@@ -70,7 +70,7 @@ where
             .map_or(ERROR_STATUS_LABEL, StatusCode::as_str);
         let host = this.authority.as_ref().map_or("", Authority::host);
         HTTP_CLIENT_REQUESTS
-            .with_label_values(&[this.method.as_str(), host, status])
+            .with_label_values(&[method_label(this.method), host, status])
             .observe(seconds(this.start.elapsed()));
         Poll::Ready(result)
     }

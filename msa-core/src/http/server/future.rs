@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 
 use crate::http::{ERROR_STATUS_LABEL, record_error, record_status, seconds};
-use crate::metrics::HTTP_SERVER_REQUESTS;
+use crate::metrics::{HTTP_SERVER_REQUESTS, method_label};
 
 pin_project! {
     /// Completes the request's span and records its duration when the response is ready.
@@ -75,7 +75,7 @@ where
             .as_ref()
             .map_or(ERROR_STATUS_LABEL, StatusCode::as_str);
         HTTP_SERVER_REQUESTS
-            .with_label_values(&[this.method.as_str(), route, status])
+            .with_label_values(&[method_label(this.method), route, status])
             .observe(elapsed);
         Poll::Ready(result)
     }

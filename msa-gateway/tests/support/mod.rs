@@ -1,0 +1,196 @@
+//! What the gateway's tests share: an echoing upstream and the msa-gateway binary started
+//! on a file.
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+/// An upstream that echoes what it got as JSON, with a few special paths.
+pub(crate) async fn upstream(name: &'static str) -> SocketAddr {
+    async fn echo(name: &'static str, request: Request) -> impl IntoResponse {
+        let headers: serde_json::Map<String, Value> = request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        axum::Json(json!({
+            "upstream": name,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }))
+    }
+    let app = Router::new()
+        .route(
+            "/status/{code}",
+            get(
+                |axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                    StatusCode::from_u16(code).unwrap()
+                },
+            ),
+        )
+        .route(
+            "/dup",
+            get(|| async {
+                let mut headers = HeaderMap::new();
+                headers.append("access-control-allow-origin", "*".parse().unwrap());
+                headers.append(
+                    "access-control-allow-origin",
+                    "https://a.example".parse().unwrap(),
+                );
+                headers.insert("x-internal", "secret".parse().unwrap());
+                (headers, "dup")
+            }),
+        )
+        .route("/fail-times/{key}/{n}", get(fail_times).post(fail_times))
+        .route(
+            "/redirect",
+            get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [("location", "http://internal.example:9000/next?x=1")],
+                )
+            }),
+        )
+        .fallback(move |request: Request| async move {
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().map(str::to_owned);
+            let mut answer = echo(name, request).await.into_response();
+            let extra = json!({"path": path, "query": query});
+            answer
+                .headers_mut()
+                .insert("x-echo-path", path.parse().unwrap());
+            let _ = extra;
+            answer
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// 500 for the first `n` calls with this key, then the body echoed.
+async fn fail_times(
+    axum::extract::Path((key, n)): axum::extract::Path<(String, usize)>,
+    body: String,
+) -> (StatusCode, String) {
+    static CALLS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+    let mut calls = CALLS.lock().unwrap();
+    let count = match calls.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, count)) => {
+            *count += 1;
+            *count
+        }
+        None => {
+            calls.push((key, 1));
+            1
+        }
+    };
+    if count <= n {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failure {count}"),
+        )
+    } else {
+        (StatusCode::OK, format!("ok after {n}: {body}"))
+    }
+}
+
+pub(crate) struct GatewayProcess {
+    child: Child,
+    pub(crate) base: String,
+    pub(crate) file: tempfile::NamedTempFile,
+}
+
+impl GatewayProcess {
+    pub(crate) async fn start(yaml: &str) -> Self {
+        let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::fs::write(file.path(), yaml).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
+            .arg("--config")
+            .arg(file.path())
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gateway = GatewayProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            file,
+        };
+        for _ in 0..200 {
+            if reqwest::get(gateway.url("/actuator/health")).await.is_ok() {
+                return gateway;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        drop(gateway); // kills the process
+        panic!("msa-gateway did not start");
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET `path`, redirects not followed.
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).send().await.unwrap()
+    }
+
+    /// POST /actuator/gateway/refresh.
+    pub(crate) async fn refresh(&self) -> reqwest::Response {
+        client()
+            .post(self.url("/actuator/gateway/refresh"))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A GET sent as written, without a client's normalization; the answer's head.
+pub(crate) async fn raw(gateway: &GatewayProcess, target: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.split("\r\n\r\n").next().unwrap_or("").to_owned()
+}
+
+pub(crate) async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.unwrap()
+}
