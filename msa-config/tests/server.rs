@@ -363,3 +363,46 @@ async fn cipher_values_round_trip_and_bad_ones_are_never_served_as_cipher_text()
         .unwrap();
     assert_eq!(response.status(), 404);
 }
+
+/// A script that writes a file and then asks for it gets what it wrote, every time: the
+/// kernel's change queue is read before each answer (as Spring's native backend reads
+/// the files per request).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_is_served_by_the_next_request() {
+    let repo = repository();
+    let addr = serve(ConfigServer::new(DirRepository::open(repo.path()).unwrap())).await;
+    for n in 0..50 {
+        // New files, edits in place, and a file moved into place, as editors and
+        // deployment tools write them.
+        match n % 3 {
+            0 => write(repo.path(), "orders.yml", &format!("level: {n}\n")),
+            1 => std::fs::write(repo.path().join("orders.yml"), format!("level: {n}\n")).unwrap(),
+            _ => {
+                let staged = repo.path().join(".orders.yml.tmp");
+                std::fs::write(&staged, format!("level: {n}\n")).unwrap();
+                std::fs::rename(&staged, repo.path().join("orders.yml")).unwrap();
+            }
+        }
+        let env = environment(addr, "/orders/default").await;
+        assert_eq!(env.property_sources[0].source["level"], n, "write {n}");
+    }
+    // Files in a directory made after the server started (`teams/shipping` as an
+    // application name), then a second write there once the directory is watched.
+    for n in 0..2 {
+        write(
+            repo.path(),
+            "teams/shipping.yml",
+            &format!("level: shipping-{n}\n"),
+        );
+        let env = environment(addr, "/teams(_)shipping/default").await;
+        assert_eq!(
+            env.property_sources[0].source["level"],
+            format!("shipping-{n}")
+        );
+    }
+    // A file removed is no longer served.
+    std::fs::remove_file(repo.path().join("orders.yml")).unwrap();
+    let env = environment(addr, "/orders/default").await;
+    assert_ne!(env.property_sources[0].name, "orders.yml");
+}

@@ -84,9 +84,10 @@ impl Changes {
 }
 
 impl Repository {
-    fn snapshot(&self, label: Option<&str>) -> Result<Arc<repository::Snapshot>, LabelError> {
+    /// The files as they are now (a directory's changes read first).
+    async fn snapshot(&self, label: Option<&str>) -> Result<Arc<repository::Snapshot>, LabelError> {
         match self {
-            Repository::Dir(dir) => Ok(dir.snapshot()),
+            Repository::Dir(dir) => Ok(dir.current().await),
             Repository::Git(git) => git.snapshot(label),
         }
     }
@@ -154,23 +155,25 @@ impl ConfigServer {
         let actuator = Actuator::new("msa-config-server")
             .version(env!("CARGO_PKG_VERSION"))
             .health_indicator("repository", move || {
-                let health = match repository.snapshot(None) {
-                    Ok(snapshot) => {
-                        // Broken files only affect the applications that read them.
-                        let broken: Vec<String> = snapshot
-                            .files
-                            .values()
-                            .filter_map(|f| f.as_ref().err().map(ToString::to_string))
-                            .collect();
-                        Health::up()
-                            .with_detail("location", snapshot.location.clone())
-                            .with_detail("version", snapshot.version.clone())
-                            .with_detail("files", snapshot.files.len())
-                            .with_detail("broken", broken)
+                let repository = repository.clone();
+                async move {
+                    match repository.snapshot(None).await {
+                        Ok(snapshot) => {
+                            // Broken files only affect the applications that read them.
+                            let broken: Vec<String> = snapshot
+                                .files
+                                .values()
+                                .filter_map(|f| f.as_ref().err().map(ToString::to_string))
+                                .collect();
+                            Health::up()
+                                .with_detail("location", snapshot.location.clone())
+                                .with_detail("version", snapshot.version.clone())
+                                .with_detail("files", snapshot.files.len())
+                                .with_detail("broken", broken)
+                        }
+                        Err(error) => Health::down().with_detail("error", error.to_string()),
                     }
-                    Err(error) => Health::down().with_detail("error", error.to_string()),
-                };
-                async move { health }
+                }
             });
         let credentials = self.credentials.clone();
         let api = Router::new()
@@ -263,14 +266,14 @@ fn environment_response(env: &Environment) -> Response {
 }
 
 impl ConfigServer {
-    fn environment(
+    async fn environment(
         &self,
         application: &str,
         profiles: &str,
         label: Option<&str>,
     ) -> Result<Environment, Failure> {
         let label = label.map(unescape);
-        let snapshot = self.repository.snapshot(label.as_deref())?;
+        let snapshot = self.repository.snapshot(label.as_deref()).await?;
         let mut env = environment::resolve(
             &snapshot,
             &unescape(application),
@@ -288,7 +291,10 @@ async fn environment_with_label(
     State(server): State<ConfigServer>,
     Path((application, profiles, label)): Path<(String, String, String)>,
 ) -> Response {
-    match server.environment(&application, &profiles, Some(&label)) {
+    match server
+        .environment(&application, &profiles, Some(&label))
+        .await
+    {
         Ok(env) => environment_response(&env),
         Err(failure) => failed(failure),
     }
@@ -320,7 +326,7 @@ async fn one_segment(
     Path(file): Path<String>,
     Query(query): Query<FlatQuery>,
 ) -> Response {
-    flat(&server, None, &file, query)
+    flat(&server, None, &file, query).await
 }
 
 async fn two_segments(
@@ -329,15 +335,20 @@ async fn two_segments(
     Query(query): Query<FlatQuery>,
 ) -> Response {
     if flat_format(&second).is_some() {
-        return flat(&server, Some(&first), &second, query);
+        return flat(&server, Some(&first), &second, query).await;
     }
-    match server.environment(&first, &second, None) {
+    match server.environment(&first, &second, None).await {
         Ok(env) => environment_response(&env),
         Err(failure) => failed(failure),
     }
 }
 
-fn flat(server: &ConfigServer, label: Option<&str>, file: &str, query: FlatQuery) -> Response {
+async fn flat(
+    server: &ConfigServer,
+    label: Option<&str>,
+    file: &str,
+    query: FlatQuery,
+) -> Response {
     let Some((stem, kind)) = flat_format(file) else {
         return (
             StatusCode::NOT_FOUND,
@@ -347,7 +358,7 @@ fn flat(server: &ConfigServer, label: Option<&str>, file: &str, query: FlatQuery
     };
     // `order-service-dev`: the application is everything before the last `-`.
     let (application, profiles) = stem.rsplit_once('-').unwrap_or((stem, "default"));
-    let env = match server.environment(application, profiles, label) {
+    let env = match server.environment(application, profiles, label).await {
         Ok(env) => env,
         Err(failure) => return failed(failure),
     };
@@ -416,7 +427,10 @@ async fn watch_environment(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         changes.mark_unchanged();
-        let env = match server.environment(&application, &profiles, label.as_deref()) {
+        let env = match server
+            .environment(&application, &profiles, label.as_deref())
+            .await
+        {
             Ok(env) => env,
             Err(failure) => return failed(failure),
         };
