@@ -125,7 +125,7 @@ impl Dnsmasq {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("dnsmasq starts (Debian's dnsmasq-base; .ci/run installs it)");
+            .expect("dnsmasq starts (Debian's dnsmasq-base; `cargo xtask test` installs it)");
         Dnsmasq {
             child,
             port,
@@ -167,7 +167,7 @@ fn dnsmasq() -> &'static str {
     ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
         .into_iter()
         .find(|path| std::path::Path::new(path).exists())
-        .expect("dnsmasq is installed (Debian's dnsmasq-base; .ci/run installs it)")
+        .expect("dnsmasq is installed (Debian's dnsmasq-base; `cargo xtask test` installs it)")
 }
 
 fn free_udp_port() -> u16 {

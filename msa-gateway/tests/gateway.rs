@@ -1043,7 +1043,7 @@ async fn replicas_share_rate_limits_through_redis() {
         ])
         .stdout(Stdio::null())
         .spawn()
-        .expect("redis-server starts (Debian's redis-server; .ci/run installs it)");
+        .expect("redis-server starts (Debian's redis-server; `cargo xtask test` installs it)");
     struct Kill<'a>(&'a mut Child);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
