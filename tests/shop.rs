@@ -380,3 +380,53 @@ async fn instances_killed_or_stopped_under_load_fail_no_order() {
     let stock = get_json(&http, &format!("{}/stock/widget", inventory_2.url)).await;
     assert_eq!(stock["available"], 1000 - 160);
 }
+
+/// An instance killed while its callers hold idle keep-alive connections to it costs no
+/// caller an error: the gateway (to `orders`) and the orders service's client (to
+/// `inventory`) notice the closed connections, and send what could not reach the dead
+/// instance to a live one, POSTs with their bodies included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_instances_killed_cost_no_caller_an_error() {
+    let _serial = SERIAL.lock().await;
+    let base = base();
+    let mut inventory_1 = base.service("inventory", "inventory-1");
+    let _inventory_2 = base.service("inventory", "inventory-2");
+    let _payments = base.service("payments", "payments");
+    let mut orders_1 = base.service("orders", "orders-1");
+    let _orders_2 = base.service("orders", "orders-2");
+    base.wait_registered("inventory", 2).await;
+    base.wait_registered("orders", 2).await;
+    base.wait_registered("payments", 1).await;
+    let gateway = base.gateway();
+    let http = reqwest::Client::new();
+    let api = format!("{}/api", gateway.url);
+
+    // Every caller holds connections to both instances of what it calls.
+    for _ in 0..20 {
+        let (status, answer) = order(&http, &api, "widget", 1).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let orders_1_served = orders_1.logs().matches("order confirmed").count();
+    let inventory_1_served = inventory_1.logs().matches("stock reserved").count();
+    assert!(
+        orders_1_served > 0 && inventory_1_served > 0,
+        "both instances took orders"
+    );
+
+    // SIGKILL while idle: no deregistration, and the registry still lists them.
+    orders_1.kill();
+    inventory_1.kill();
+    for n in 0..30 {
+        let (status, answer) = order(&http, &api, "widget", 1).await;
+        assert_eq!(status, 201, "order {n}: {answer}");
+        assert_eq!(answer["status"], "CONFIRMED", "order {n}: {answer}");
+    }
+    for n in 0..10 {
+        let stock = http
+            .get(format!("{api}/stock/widget"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stock.status(), 200, "stock read {n}");
+    }
+}

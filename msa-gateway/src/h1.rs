@@ -79,13 +79,23 @@ impl Conn {
     }
 
     /// Whether an idle connection may carry another request: nothing unasked is buffered,
-    /// and, once it has been idle for [`PROBE_AFTER`], the upstream has neither closed it
-    /// nor sent anything since (one `recvfrom`). A connection the upstream closed within
-    /// that time fails its next request before any answer, and [`send`] gives a bodiless
-    /// request back to be sent on another connection.
-    pub(crate) fn is_reusable(&self) -> bool {
+    /// and the upstream has neither closed it nor sent anything since.
+    ///
+    /// For a request that cannot be sent again (`strict`: it carries a body), the socket
+    /// itself is asked (one `recvfrom`), so a close the kernel has received counts even
+    /// before the reactor has reported it. Otherwise the check costs no system call while
+    /// the connection has been idle less than [`PROBE_AFTER`] (only the reactor's word
+    /// after that): a connection the upstream closed meanwhile fails the request before
+    /// any answer, and [`send`] gives the bodiless request back to be sent on another
+    /// connection.
+    pub(crate) fn is_reusable(&self, strict: bool) -> bool {
         if !self.buf.is_empty() {
             return false;
+        }
+        if strict {
+            let mut probe = [std::mem::MaybeUninit::uninit()];
+            let peeked = socket2::SockRef::from(&self.io).peek(&mut probe);
+            return matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         }
         if self
             .idle_since

@@ -60,10 +60,12 @@ enum Idle {
 }
 
 impl Idle {
-    /// Whether it may carry a request: not closed by the upstream meanwhile.
-    fn is_reusable(&self) -> bool {
+    /// Whether it may carry a request: not closed by the upstream meanwhile (`strict`: as
+    /// the socket says now, for a request that cannot be sent twice; see
+    /// [`crate::h1::Conn::is_reusable`]).
+    fn is_reusable(&self, strict: bool) -> bool {
         match self {
-            Idle::Lean(conn) => conn.is_reusable(),
+            Idle::Lean(conn) => conn.is_reusable(strict),
             Idle::Hyper(sender) => sender.is_ready() && !sender.is_closed(),
         }
     }
@@ -139,7 +141,7 @@ enum Acquired {
     Wait(oneshot::Receiver<Handoff>),
 }
 
-fn acquire(key: &str, max_connections: usize) -> Acquired {
+fn acquire(key: &str, max_connections: usize, strict: bool) -> Acquired {
     POOLS.with(|pools| {
         let mut pools = pools.borrow_mut();
         let upstream = match pools.get_mut(key) {
@@ -147,7 +149,7 @@ fn acquire(key: &str, max_connections: usize) -> Acquired {
             None => pools.entry(key.into()).or_default(),
         };
         while let Some((conn, slot)) = upstream.idle.pop() {
-            if conn.is_reusable() {
+            if conn.is_reusable(strict) {
                 return Acquired::Idle(conn, slot);
             }
             // Closed while idle: its place is free again (counted down here, as the
@@ -264,6 +266,9 @@ pub(crate) async fn send(
         return Box::pin(send_h2(request, connect_timeout)).await;
     }
     let secure = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    // Cheap to keep (shared bytes): a request that cannot reach this upstream is given
+    // back as it came, for the balancer to send elsewhere.
+    let absolute = request.uri().clone();
     let mut parts = std::mem::take(request.uri_mut()).into_parts();
     let authority = parts
         .authority
@@ -279,12 +284,16 @@ pub(crate) async fn send(
         Some(path_and_query) => Uri::from(path_and_query),
         None => Uri::from_static("/"),
     };
-    if !request.headers().contains_key(HOST) {
+    let host_added = !request.headers().contains_key(HOST);
+    if host_added {
         request
             .headers_mut()
             .insert(HOST, HeaderValue::from_str(authority.as_str())?);
     }
     let authority = authority.as_str();
+    // A request with a body cannot be sent twice: an idle connection is checked with the
+    // socket itself before it carries one.
+    let strict = !http_body::Body::is_end_stream(request.body());
     if request.headers().contains_key(http::header::UPGRADE) {
         // The connection will belong to the upgraded protocol: one of its own, on hyper.
         let mut sender = Box::pin(open_hyper(authority, secure, connect_timeout, tls)).await?;
@@ -299,7 +308,19 @@ pub(crate) async fn send(
         max_connections,
     };
     loop {
-        let (conn, slot, fresh) = destination.checkout().await?;
+        let (conn, slot, fresh) = match destination.checkout(strict).await {
+            Ok(checked_out) => checked_out,
+            Err(error) => {
+                // Nothing of it was written: back as it came, with the error.
+                *request.uri_mut() = absolute;
+                if host_added {
+                    request.headers_mut().remove(HOST);
+                }
+                return Err(Box::new(msa_discovery::balance::Unsent::new(
+                    request, error,
+                )));
+            }
+        };
         match conn {
             Idle::Lean(conn) => {
                 let release = move |conn| give_back(Idle::Lean(conn), slot);
@@ -347,7 +368,8 @@ pub(crate) async fn send_raw(
         max_connections,
     };
     loop {
-        let (conn, slot, fresh) = destination.checkout().await?;
+        let strict = !request.body.is_empty();
+        let (conn, slot, fresh) = destination.checkout(strict).await?;
         let Idle::Lean(conn) = conn else {
             return Err("a plain upstream's pool holds a TLS connection".into());
         };
@@ -376,14 +398,16 @@ struct Destination<'a> {
 
 impl Destination<'_> {
     /// A connection to send on: an idle one that is still open, or a new one (`true`),
-    /// waiting for a place when `max_connections` are open.
-    async fn checkout(&self) -> Result<(Idle, Slot, bool), BoxError> {
+    /// waiting for a place when `max_connections` are open. `strict` for a request that
+    /// cannot be sent again: an idle connection's socket is asked whether the upstream
+    /// closed it.
+    async fn checkout(&self, strict: bool) -> Result<(Idle, Slot, bool), BoxError> {
         loop {
-            let acquired = match acquire(self.key, self.max_connections) {
+            let acquired = match acquire(self.key, self.max_connections, strict) {
                 Acquired::Wait(handoff) => match handoff.await {
                     // Closed while it was being handed over: its slot drops (the place
                     // goes on), and another try.
-                    Ok(Handoff::Conn(conn, _)) if !conn.is_reusable() => continue,
+                    Ok(Handoff::Conn(conn, _)) if !conn.is_reusable(strict) => continue,
                     Ok(Handoff::Conn(conn, slot)) => Acquired::Idle(conn, slot),
                     Ok(Handoff::Open(slot)) => Acquired::Open(slot),
                     Err(_) => return Err("the connection pool was dropped".into()),

@@ -10,7 +10,7 @@ use msa_core::{BoxError, ServiceInstance};
 use tower::{Layer, Service, ServiceExt};
 
 use super::replay::replay_request;
-use super::{Balancer, BalancerConfig, NoInstance, ReplayBody};
+use super::{Balancer, BalancerConfig, NoInstance, ReplayBody, Unsent};
 
 /// Balances requests to `http://<service-name>/...` over the service's instances; see the
 /// [module docs](super).
@@ -153,11 +153,19 @@ where
                     }
                 },
                 is_connect_box,
+                unsent::<B>,
             )
             .await
             .map_err(BoxError::from)
         })
     }
+}
+
+/// The request an [`Unsent`] error hands back.
+fn unsent<B: 'static>(error: BoxError) -> Result<http::Request<B>, BoxError> {
+    error
+        .downcast::<Unsent<B>>()
+        .map(|unsent| unsent.into_request())
 }
 
 /// A request the balancer can send: its sticky key, and a copy for another attempt.
@@ -204,13 +212,15 @@ impl<E: Into<BoxError>> From<Failed<E>> for BoxError {
 
 /// Sends `request` to an instance of `service` chosen by `balancer`, with `send`, and
 /// reports the outcome; a connection failure (as `is_connect` tells) is tried again on
-/// other instances.
+/// other instances, with a copy of the request made beforehand or, where there is none,
+/// the request the error hands back (`recover`, see [`Unsent`]).
 pub(crate) async fn send_balanced<Q, P, E, F, Fut>(
     balancer: &Balancer,
     service: &str,
     mut request: Q,
     mut send: F,
     is_connect: fn(&E) -> bool,
+    recover: fn(E) -> Result<Q, E>,
 ) -> Result<P, Failed<E>>
 where
     Q: Attempt,
@@ -230,11 +240,8 @@ where
             Err(_) if tried.is_empty() && balancer.discovered(service).await => continue,
             Err(none) => return Err(Failed::NoInstance(none)),
         };
-        let replay = if tried.len() < retries && pick.alternatives() > tried.len() {
-            request.replay()
-        } else {
-            None
-        };
+        let another = tried.len() < retries && pick.alternatives() > tried.len();
+        let replay = if another { request.replay() } else { None };
         match send(pick.instance(), request).await {
             Ok(answer) => {
                 if answer.is_server_error() {
@@ -247,15 +254,16 @@ where
             Err(error) => {
                 let id = pick.instance().id.clone();
                 pick.failure();
-                match replay {
-                    Some(next) if is_connect(&error) => {
-                        tracing::debug!(%service, instance = %id, %error,
-                            "connection failed; trying another instance");
-                        tried.push(id);
-                        request = next;
-                    }
-                    _ => return Err(Failed::Send(error)),
+                if !another || !is_connect(&error) {
+                    return Err(Failed::Send(error));
                 }
+                tracing::debug!(%service, instance = %id, %error,
+                    "connection failed; trying another instance");
+                request = match replay {
+                    Some(next) => next,
+                    None => recover(error).map_err(Failed::Send)?,
+                };
+                tried.push(id);
             }
         }
     }

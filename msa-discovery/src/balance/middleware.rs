@@ -89,6 +89,7 @@ impl Middleware for LoadBalancerMiddleware {
                 }
             },
             is_connect,
+            Err,
         )
         .await;
         result.map_err(|failed| match failed {

@@ -58,7 +58,7 @@ pub use self::layer::{LoadBalancer, LoadBalancerLayer, ResponseFuture};
 #[cfg(feature = "reqwest-middleware")]
 pub use self::middleware::LoadBalancerMiddleware;
 pub use self::per_endpoint::EndpointBalancer;
-pub use self::replay::ReplayBody;
+pub use self::replay::{ReplayBody, Unsent};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -118,6 +118,7 @@ where
                     async move { client.oneshot(request).await.map_err(Into::into) }
                 },
                 is_connect_box,
+                Err,
             )
             .await
             .map_err(BoxError::from)

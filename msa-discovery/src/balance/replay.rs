@@ -86,3 +86,63 @@ pub(crate) fn replay_request<B: ReplayBody>(
     *copy.extensions_mut() = request.extensions().clone();
     Some(copy)
 }
+
+/// An error that hands back a request its service never sent: the connection failed
+/// before any byte of it was written. The [`LoadBalancer`](super::LoadBalancer) then
+/// sends the request itself to another instance, whatever its body (a streaming body
+/// has not been read), where otherwise only a [`ReplayBody`] copy could go.
+///
+/// A service under the balancer returns it (boxed) instead of its connection error; its
+/// `source` is that error, so whatever reads the error chain still finds the cause.
+///
+/// ```
+/// use http::Request;
+/// use msa_discovery::balance::Unsent;
+///
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// let error = Unsent::new(Request::new("order"), refused);
+/// assert_eq!(error.to_string(), "connection refused");
+/// assert_eq!(*error.into_request().body(), "order");
+/// ```
+pub struct Unsent<B> {
+    /// Only ever taken whole; the mutex makes the error `Sync` for a body that is not.
+    request: std::sync::Mutex<http::Request<B>>,
+    error: msa_core::BoxError,
+}
+
+impl<B> Unsent<B> {
+    /// `request`, which was not sent because of `error`.
+    pub fn new(request: http::Request<B>, error: impl Into<msa_core::BoxError>) -> Self {
+        Unsent {
+            request: std::sync::Mutex::new(request),
+            error: error.into(),
+        }
+    }
+
+    /// The request, as it was given.
+    pub fn into_request(self) -> http::Request<B> {
+        self.request
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<B> std::fmt::Debug for Unsent<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsent")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> std::fmt::Display for Unsent<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<B> std::error::Error for Unsent<B> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
