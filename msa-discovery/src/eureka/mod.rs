@@ -224,6 +224,22 @@ pub enum InvalidInstance {
         /// The path's application, upper-cased.
         path: String,
     },
+    /// A part of the registration is larger than the registry takes.
+    #[error("{what} is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// What is too large (`metadata`, `instanceId`).
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The registry's limit.
+        limit: usize,
+    },
+    /// The registry holds as many instances as it is allowed to.
+    #[error("the registry holds {limit} instances, its limit")]
+    Full {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl InstanceInfo {

@@ -99,7 +99,13 @@ fn xml_error(position: u64, error: impl std::fmt::Display) -> XmlError {
     XmlError(format!("malformed XML at byte {position}: {error}"))
 }
 
-/// Parses XML into Eureka's JSON shape: `{"<root>": ...}`.
+/// The deepest nesting of elements read: Eureka's documents go five deep
+/// (`applications/application/instance/metadata/key`). A body nested deeper is refused
+/// as it is read, before it can build a value whose drop recurses as deep.
+pub const MAX_DEPTH: usize = 32;
+
+/// Parses XML into Eureka's JSON shape: `{"<root>": ...}`; elements nested deeper than
+/// [`MAX_DEPTH`] are an error.
 pub fn to_json(text: &str) -> Result<Value, XmlError> {
     let mut reader = Reader::from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
@@ -108,7 +114,15 @@ pub fn to_json(text: &str) -> Result<Value, XmlError> {
         let position = reader.buffer_position();
         let event = reader.read_event().map_err(|e| xml_error(position, e))?;
         match event {
-            Event::Start(start) => stack.push(frame(&start, position)?),
+            Event::Start(start) => {
+                if stack.len() == MAX_DEPTH {
+                    return Err(xml_error(
+                        position,
+                        format!("elements nest deeper than {MAX_DEPTH}"),
+                    ));
+                }
+                stack.push(frame(&start, position)?);
+            }
             Event::Empty(start) => {
                 stack.push(frame(&start, position)?);
                 close(&mut stack, &mut root);

@@ -5,4 +5,4 @@ mod server;
 mod store;
 
 pub use self::server::{MAX_WATCH, RegistryServer, SWEEP_INTERVAL};
-pub use self::store::{NotFound, Store, StoreConfig};
+pub use self::store::{MetadataError, NotFound, Store, StoreConfig};

@@ -42,7 +42,7 @@ use msa_core::InstanceStatus;
 use msa_core::actuator::{Actuator, Health};
 use msa_core::http::{Authorization, ServerLayer};
 
-use super::store::{NotFound, Store};
+use super::store::{MetadataError, NotFound, Store};
 use crate::eureka::{
     Application, ApplicationEnvelope, Applications, ApplicationsEnvelope, InstanceEnvelope, xml,
 };
@@ -334,7 +334,8 @@ async fn set_metadata(
     let entries: Vec<(String, String)> = query.into_iter().collect();
     match server.store.set_metadata(&app, &id, &entries) {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(error) => not_found(error),
+        Err(MetadataError::NotFound(error)) => not_found(error),
+        Err(too_large) => bad_request(too_large),
     }
 }
 

@@ -16,6 +16,22 @@ use crate::eureka::{
     apps_hashcode,
 };
 
+/// Why metadata was not set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// No such instance.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// The instance's metadata would be larger than the registry takes.
+    #[error("the metadata would be {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// What it would be.
+        size: usize,
+        /// [`StoreConfig::max_metadata_bytes`].
+        limit: usize,
+    },
+}
+
 /// The registry's settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {
@@ -30,6 +46,19 @@ pub struct StoreConfig {
     pub renewal_percent_threshold: f64,
     /// How long changes stay in the delta: 3 minutes, as Eureka.
     pub delta_retention: Duration,
+    /// The most changes the delta keeps, however recent: 16,384. A client whose delta
+    /// misses some finds the hash code does not reconcile and fetches everything.
+    pub max_delta: usize,
+    /// The longest lease (and renewal interval) an instance gets, whatever it declares:
+    /// 1 hour.
+    pub max_lease: Duration,
+    /// The most instances the registry holds: 20,000. Past it, a new instance's
+    /// registration is refused (400, with the reason).
+    pub max_instances: usize,
+    /// The most bytes of metadata (keys and values) one instance may carry: 16 KiB.
+    pub max_metadata_bytes: usize,
+    /// The longest instance id, application name, host name or address: 256 bytes.
+    pub max_field_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -40,6 +69,11 @@ impl Default for StoreConfig {
             self_preservation: true,
             renewal_percent_threshold: 0.85,
             delta_retention: Duration::from_secs(180),
+            max_delta: 16_384,
+            max_lease: Duration::from_secs(3600),
+            max_instances: 20_000,
+            max_metadata_bytes: 16 * 1024,
+            max_field_bytes: 256,
         }
     }
 }
@@ -65,8 +99,11 @@ struct Lease {
 
 impl Lease {
     fn expired(&self, now: Instant) -> bool {
-        // At last renewal + duration: not Eureka's doubled expiry.
-        now >= self.last_renewal + self.duration
+        // At last renewal + duration: not Eureka's doubled expiry. (Leases are clamped to
+        // `max_lease` when registered; an instant past the clock's range never expires.)
+        self.last_renewal
+            .checked_add(self.duration)
+            .is_some_and(|expiry| now >= expiry)
     }
 }
 
@@ -77,9 +114,15 @@ struct State {
     /// Renewals of the last minute, for self-preservation.
     renewals: Renewals,
     preserving: bool,
-    /// The registry version of each application's last change (the native watch's index).
+    /// The registry version of each application's last change (the native watch's index):
+    /// every registered application's, and those of at most [`GONE_KEPT`] gone ones.
     modified: BTreeMap<String, u64>,
 }
+
+/// How many applications with no instances left keep their last change's version (a
+/// watcher of one that comes back sees its index move on); past it, the oldest are
+/// forgotten, so names that come and go cannot grow the map.
+const GONE_KEPT: usize = 1024;
 
 /// The registry's instances, shared by the HTTP handlers and the eviction sweep.
 #[derive(Clone, Debug)]
@@ -104,6 +147,22 @@ impl WeakStore {
             config: Arc::clone(&self.config),
             version: Arc::clone(&self.version),
         })
+    }
+}
+
+/// Forgets the oldest versions of applications that have no instances, down to half of
+/// [`GONE_KEPT`].
+fn forget_gone(state: &mut State) {
+    let mut gone: Vec<(u64, String)> = state
+        .modified
+        .iter()
+        .filter(|(app, _)| !state.apps.contains_key(*app))
+        .map(|(app, version)| (*version, app.clone()))
+        .collect();
+    gone.sort_unstable();
+    let excess = gone.len().saturating_sub(GONE_KEPT / 2);
+    for (_, app) in gone.into_iter().take(excess) {
+        state.modified.remove(&app);
     }
 }
 
@@ -227,15 +286,63 @@ impl Store {
     fn changed(&self, state: &mut State, mut info: InstanceInfo, action: ActionType, now: Instant) {
         info.action_type = Some(action);
         state.modified.insert(info.app.clone(), self.version() + 1);
+        if state.modified.len() > state.apps.len() + GONE_KEPT {
+            forget_gone(state);
+        }
         state.changes.push_back((now, info));
-        while state
-            .changes
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > self.config.delta_retention)
+        while state.changes.len() > self.config.max_delta
+            || state
+                .changes
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > self.config.delta_retention)
         {
             state.changes.pop_front();
         }
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Refuses a registration past the registry's limits: field and metadata sizes, and
+    /// (for an instance not registered yet) the instance count.
+    fn check_limits(
+        &self,
+        state: &State,
+        app: &str,
+        info: &InstanceInfo,
+    ) -> Result<(), InvalidInstance> {
+        let config = &self.config;
+        for (what, value) in [
+            ("instanceId", &info.instance_id),
+            ("app", &info.app),
+            ("hostName", &info.host_name),
+            ("ipAddr", &info.ip_addr),
+        ] {
+            if value.len() > config.max_field_bytes {
+                return Err(InvalidInstance::TooLarge {
+                    what,
+                    size: value.len(),
+                    limit: config.max_field_bytes,
+                });
+            }
+        }
+        let metadata: usize = info.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if metadata > config.max_metadata_bytes {
+            return Err(InvalidInstance::TooLarge {
+                what: "metadata",
+                size: metadata,
+                limit: config.max_metadata_bytes,
+            });
+        }
+        let known = state
+            .apps
+            .get(app)
+            .is_some_and(|instances| instances.contains_key(&info.instance_id));
+        let count: usize = state.apps.values().map(BTreeMap::len).sum();
+        if !known && count >= config.max_instances {
+            return Err(InvalidInstance::Full {
+                limit: config.max_instances,
+            });
+        }
+        Ok(())
     }
 
     /// Registers (or re-registers) an instance of `app`.
@@ -246,10 +353,15 @@ impl Store {
         let now = Instant::now();
         let stamp = millis_now();
         let lease = info.lease_info.clone().unwrap_or_default();
-        let duration = secs(lease.duration_in_secs).unwrap_or(self.config.default_lease);
-        let renewal_interval =
-            secs(lease.renewal_interval_in_secs).unwrap_or(self.config.default_renewal_interval);
+        let max = self.config.max_lease;
+        let duration = secs(lease.duration_in_secs)
+            .unwrap_or(self.config.default_lease)
+            .min(max);
+        let renewal_interval = secs(lease.renewal_interval_in_secs)
+            .unwrap_or(self.config.default_renewal_interval)
+            .min(max);
         let mut state = self.write();
+        self.check_limits(&state, &app, &info)?;
         let instances = state.apps.entry(app).or_default();
         let existing = instances.remove(&info.instance_id);
         // An operator's override survives a re-registration, as in Eureka.
@@ -370,10 +482,23 @@ impl Store {
         id: &str,
         f: impl FnOnce(&mut InstanceInfo),
     ) -> Result<(), NotFound> {
+        self.try_modify(app, id, |info| {
+            f(info);
+            Ok::<(), NotFound>(())
+        })
+    }
+
+    /// [`modify`](Self::modify) with a change that may refuse (and then changes nothing).
+    fn try_modify<E: From<NotFound>>(
+        &self,
+        app: &str,
+        id: &str,
+        f: impl FnOnce(&mut InstanceInfo) -> Result<(), E>,
+    ) -> Result<(), E> {
         let now = Instant::now();
         let mut state = self.write();
         let lease = Self::lease_mut(&mut state, app, id)?;
-        f(&mut lease.info);
+        f(&mut lease.info)?;
         lease.info.last_updated_timestamp = FlexU64(millis_now());
         let info = lease.info.clone();
         self.changed(&mut state, info, ActionType::Modified, now);
@@ -409,17 +534,24 @@ impl Store {
         self.modify(app, id, |info| info.status = status)
     }
 
-    /// Adds or replaces metadata entries.
+    /// Adds or replaces metadata entries; none of them when the instance's metadata would
+    /// grow past [`StoreConfig::max_metadata_bytes`].
     pub fn set_metadata(
         &self,
         app: &str,
         id: &str,
         entries: &[(String, String)],
-    ) -> Result<(), NotFound> {
-        self.modify(app, id, |info| {
-            for (key, value) in entries {
-                info.metadata.insert(key.clone(), value.clone());
+    ) -> Result<(), MetadataError> {
+        let limit = self.config.max_metadata_bytes;
+        self.try_modify(app, id, |info| {
+            let mut merged = info.metadata.clone();
+            merged.extend(entries.iter().cloned());
+            let size: usize = merged.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if size > limit {
+                return Err(MetadataError::TooLarge { size, limit });
             }
+            info.metadata = merged;
+            Ok(())
         })
     }
 
