@@ -331,6 +331,9 @@ impl Gateway {
             return self.dispatch_parsed(raw, remote).await;
         }
         let started = Instant::now();
+        if let Some(refused) = firewall(path) {
+            return Reply::Http(unrouted(&raw.method, refused, started));
+        }
         let Some(path) = normalize(path) else {
             return Reply::Http(unrouted(&raw.method, climbs_above_root(), started));
         };
@@ -612,6 +615,9 @@ impl Gateway {
     ) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
+        if let Some(refused) = firewall(parts.uri.path()) {
+            return unrouted(&parts.method, refused, started);
+        }
         let Some(path) = normalize(parts.uri.path()) else {
             return unrouted(&parts.method, climbs_above_root(), started);
         };
@@ -719,7 +725,12 @@ impl Gateway {
         remote: SocketAddr,
         forwards: u8,
     ) -> Response<Body> {
-        let mut ex = Exchange::new(path, parts.uri.query(), parts.headers, vars, remote);
+        // Hop-by-hop fields go before the filters run: a client's `Connection: X-Name`
+        // cannot remove a header a filter adds.
+        let websocket = is_websocket(&parts.headers);
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        let mut ex = Exchange::new(path, parts.uri.query(), headers, vars, remote);
         for filter in &route.filters {
             if let Err(response) = filter.request(&mut ex) {
                 return self.respond(route, &ex, host_header.as_deref(), *response);
@@ -789,9 +800,8 @@ impl Gateway {
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         let mut headers = std::mem::take(&mut ex.headers);
-        // A WebSocket handshake keeps its Upgrade and Connection headers; the two upgraded
-        // connections are then joined byte for byte.
-        let websocket = is_websocket(&headers);
+        // A WebSocket handshake keeps its Upgrade and Connection headers (written again
+        // below); the two upgraded connections are then joined byte for byte.
         strip_hop_by_hop(&mut headers);
         if websocket {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -1128,6 +1138,28 @@ fn unrouted(method: &http::Method, answer: Response<Body>, started: Instant) -> 
     answer
 }
 
+/// 400 for a path that holds an encoded `/`, `\` or NUL, or a raw `\`, as Spring
+/// Security's StrictHttpFirewall refuses them: decoded into a capture and written into
+/// another path, they could leave the route's template (`..%2F..%2Fadmin`), and upstreams
+/// differ on what they mean. (Encoded dots are dot segments where a whole segment is one,
+/// resolved by `normalize`; a capture that decodes to one is refused where it would be
+/// written into a path, see `filter::substitute_path`.)
+fn firewall(path: &str) -> Option<Response<Body>> {
+    let bytes = path.as_bytes();
+    let reason = bytes.iter().enumerate().find_map(|(at, &b)| match b {
+        b'\\' => Some("a backslash"),
+        b'%' => match bytes.get(at + 1..at + 3) {
+            Some([b'2', b'f' | b'F']) => Some("an encoded slash (%2F)"),
+            Some([b'5', b'c' | b'C']) => Some("an encoded backslash (%5C)"),
+            Some([b'0', b'0']) => Some("an encoded NUL (%00)"),
+            _ => None,
+        },
+        _ => None,
+    })?;
+    let message = format!("the path holds {reason}, which the gateway refuses");
+    Some(error_response(StatusCode::BAD_REQUEST, &message))
+}
+
 /// 400 for a path whose `..` segments climb above the root.
 fn climbs_above_root() -> Response<Body> {
     error_response(StatusCode::BAD_REQUEST, "the path climbs above the root")
@@ -1445,8 +1477,15 @@ fn forwarded_element<'a>(
     }
     value.extend_from_slice(b";proto=http");
     if let Some(host) = host {
+        // A quoted-string (RFC 7239, RFC 9110 §5.6.4): a client's `"` or `\` cannot end
+        // it and add parameters of its own.
         value.extend_from_slice(b";host=\"");
-        value.extend_from_slice(host.as_bytes());
+        for &b in host.as_bytes() {
+            if b == b'"' || b == b'\\' {
+                value.push(b'\\');
+            }
+            value.push(b);
+        }
         value.push(b'"');
     }
 }

@@ -149,7 +149,7 @@ impl Pattern {
                 if let Some(name) = name {
                     // Past the last part, the offset is beyond the body: the rest is empty.
                     let rest = body.get(offset..).unwrap_or("");
-                    vars.push((name.clone(), format!("{sep}{rest}")));
+                    vars.push((name.clone(), decode(&format!("{sep}{rest}"))));
                 }
                 return true;
             }
@@ -234,7 +234,8 @@ fn mixed(part: &str) -> Result<Segment, String> {
     Ok(Segment::Mixed(regex, names))
 }
 
-/// Percent-decodes a captured segment (invalid sequences stay as they are).
+/// Percent-decodes a capture (invalid sequences stay as they are). A capture written into a
+/// path is encoded again (see `filter::substitute_path`).
 fn decode(text: &str) -> String {
     if !text.contains('%') {
         return text.to_owned();

@@ -1,0 +1,144 @@
+//! msa-gateway against hostile clients: paths that try to leave their route's template,
+//! hop-by-hop fields that try to remove what a filter adds, and Host values that try to
+//! add parameters to `Forwarded`. Each request is one an unauthenticated client can send.
+
+mod support;
+
+use support::{GatewayProcess, client, json_of, raw, upstream};
+
+fn routes(a: std::net::SocketAddr) -> String {
+    format!(
+        "
+routes:
+  - id: items
+    uri: http://{a}
+    predicates:
+      - Path=/items/{{id}}
+    filters:
+      - SetPath=/catalog/items/{{id}}
+  - id: files
+    uri: http://{a}
+    predicates:
+      - Path=/files/{{*rest}}
+    filters:
+      - SetPath=/store{{rest}}
+  - id: docs
+    uri: http://{a}
+    predicates:
+      - Path=/docs/{{name}}.txt
+    filters:
+      - SetPath=/d/{{name}}
+  - id: headers
+    uri: http://{a}
+    predicates:
+      - Path=/headers/**
+    filters:
+      - AddRequestHeader=X-Route, headers
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_slashes_dots_and_backslashes_never_reach_a_template() {
+    let a = upstream("a").await;
+    let gateway = GatewayProcess::start(&routes(a)).await;
+    for path in [
+        "/items/..%2F..%2Fadmin",
+        "/items/..%2f..%2fadmin",
+        "/items/a%5C..%5Cadmin",
+        "/items/a%00b",
+        "/items/a\\..\\admin",
+        "/files/a/..%2F..%2Fadmin",
+    ] {
+        // Sent as written: a client library would normalise some of these.
+        let head = raw(&gateway, path).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{path}: {head}");
+    }
+    // Encoded dots that make a whole segment are a dot segment, resolved before matching:
+    // `/items/..` is `/`, which no route serves.
+    for path in ["/items/%2E%2E", "/items/%2e%2e", "/items/x/%2e%2e"] {
+        let head = raw(&gateway, path).await;
+        assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
+    }
+    // Inside a segment they are captured, and refused where the capture would be a
+    // path's dot segment.
+    let head = raw(&gateway, "/docs/%2e%2e.txt").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let head = raw(&gateway, "/docs/readme.txt").await;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("x-echo-path: /d/readme"),
+        "{head}"
+    );
+
+    let body = client()
+        .get(gateway.url("/items/..%2F..%2Fadmin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 400);
+    assert!(
+        body.text()
+            .await
+            .unwrap()
+            .contains("an encoded slash (%2F)"),
+        "the answer says why"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_stays_inside_its_segment_when_written_into_a_path() {
+    let a = upstream("a").await;
+    let gateway = GatewayProcess::start(&routes(a)).await;
+    // `%3F` decoded into the capture must not start a query upstream, nor `%23` a
+    // fragment; `%25` must not be decoded twice.
+    let response = gateway.get("/items/a%3Fadmin=1").await;
+    assert_eq!(
+        response.headers()["x-echo-path"],
+        "/catalog/items/a%3Fadmin=1"
+    );
+    let response = gateway.get("/items/100%25").await;
+    assert_eq!(response.headers()["x-echo-path"], "/catalog/items/100%25");
+    let response = gateway.get("/items/a%20b").await;
+    assert_eq!(response.headers()["x-echo-path"], "/catalog/items/a%20b");
+    // A multi-segment capture keeps its slashes, and its encodings.
+    let response = gateway.get("/files/x/y%3Fz").await;
+    assert_eq!(response.headers()["x-echo-path"], "/store/x/y%3Fz");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_connection_header_cannot_remove_what_a_filter_adds() {
+    let a = upstream("a").await;
+    let gateway = GatewayProcess::start(&routes(a)).await;
+    let response = client()
+        .get(gateway.url("/headers/x"))
+        .header("connection", "x-route, x-extra")
+        .header("x-extra", "hop")
+        .send()
+        .await
+        .unwrap();
+    let echo = json_of(response).await;
+    assert_eq!(echo["headers"]["x-route"], "headers", "{echo}");
+    assert_eq!(echo["headers"].get("x-extra"), None, "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_quotes_adds_no_forwarded_parameters() {
+    let a = upstream("a").await;
+    let gateway = GatewayProcess::start(&routes(a)).await;
+    // Both ways through the gateway: as the lines came (items), and as a header map
+    // (headers, which has a filter that needs one).
+    for path in ["/items/1", "/headers/x"] {
+        let response = client()
+            .get(gateway.url(path))
+            .header("host", r#"shop.example";for=10.0.0.1;by="x"#)
+            .send()
+            .await
+            .unwrap();
+        let echo = json_of(response).await;
+        let forwarded = echo["headers"]["forwarded"].as_str().unwrap();
+        assert!(
+            forwarded.ends_with(r#";host="shop.example\";for=10.0.0.1;by=\"x""#),
+            "{path}: {forwarded}"
+        );
+    }
+}
