@@ -15,7 +15,8 @@ use http::{HeaderMap, HeaderName};
 
 use crate::config::Args;
 
-/// Buckets kept before idle ones (full again) are dropped.
+/// The most buckets a route keeps (about 4 MB): past it, buckets that are full again are
+/// dropped, and if that is not enough, the quarter nearest to full (the least state lost).
 const MAX_KEYS: usize = 100_000;
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -45,7 +46,11 @@ pub(crate) struct RateLimit {
     interval: u64,
     key: KeyResolver,
     route_bucket: AtomicU64,
-    buckets: DashMap<Box<str>, AtomicU64>,
+    /// By a keyed hash of the key (SipHash with this process's random keys): eight bytes
+    /// a bucket however long the key a client sends, and no key it can choose to share
+    /// another's bucket.
+    buckets: DashMap<u64, AtomicU64>,
+    hasher: std::hash::RandomState,
     #[cfg(feature = "redis")]
     redis: Option<redis_bucket::RedisBuckets>,
 }
@@ -132,6 +137,7 @@ impl RateLimit {
             key,
             route_bucket: AtomicU64::new(0),
             buckets: DashMap::new(),
+            hasher: std::hash::RandomState::new(),
         })
     }
 
@@ -214,19 +220,40 @@ impl RateLimit {
     }
 
     fn keyed(&self, key: &str, now: u64) -> Decision {
-        if let Some(bucket) = self.buckets.get(key) {
+        use std::hash::BuildHasher as _;
+        let key = self.hasher.hash_one(key);
+        if let Some(bucket) = self.buckets.get(&key) {
             return self.take(&bucket, now);
         }
         if self.buckets.len() >= MAX_KEYS {
-            // Full buckets hold nothing worth keeping.
-            self.buckets
-                .retain(|_, tat| tat.load(Ordering::Relaxed) > now);
+            self.evict(now);
         }
-        let bucket = self
-            .buckets
-            .entry(key.into())
-            .or_insert_with(|| AtomicU64::new(0));
+        let bucket = self.buckets.entry(key).or_insert_with(|| AtomicU64::new(0));
         self.take(&bucket, now)
+    }
+
+    /// Makes room: drops the buckets that are full again (they hold nothing a fresh one
+    /// would not), then, if that was not a quarter of them, the quarter nearest to full.
+    fn evict(&self, now: u64) {
+        self.buckets
+            .retain(|_, full_at| full_at.load(Ordering::Relaxed) > now);
+        if self.buckets.len() < MAX_KEYS / 4 * 3 {
+            return;
+        }
+        let mut full_at: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|bucket| bucket.value().load(Ordering::Relaxed))
+            .collect();
+        let mut quarter = full_at.len() / 4;
+        let (_, cut, _) = full_at.select_nth_unstable(quarter);
+        let cut = *cut;
+        // A quarter exactly, however many share the cut.
+        self.buckets.retain(|_, full_at| {
+            let drop = quarter > 0 && full_at.load(Ordering::Relaxed) <= cut;
+            quarter -= usize::from(drop);
+            !drop
+        });
     }
 
     /// GCRA: `full_at` is when the bucket will be full again. Taking `n` tokens moves it
@@ -383,6 +410,22 @@ mod tests {
         let decision = limit.take(&bucket, later);
         assert!(decision.allowed);
         assert_eq!(decision.remaining, 19);
+    }
+
+    #[test]
+    fn distinct_keys_cannot_grow_the_buckets_past_the_bound() {
+        let limit = limiter("RequestRateLimiter=1, 10, 1, header:X-Key");
+        let t = 7_000_000_000;
+        // Each key takes a token, so no bucket is full again: only the bound evicts, a
+        // quarter at a time.
+        for n in 0..MAX_KEYS + MAX_KEYS / 2 {
+            assert!(limit.keyed(&format!("key-{n}"), t).allowed);
+        }
+        let kept = limit.buckets.len();
+        assert!((MAX_KEYS / 2..=MAX_KEYS).contains(&kept), "{kept}");
+        // A key seen last is still limited: its bucket survived the eviction.
+        let last = format!("key-{}", MAX_KEYS + MAX_KEYS / 2 - 1);
+        assert_eq!(limit.keyed(&last, t).remaining, 8);
     }
 
     #[test]

@@ -142,3 +142,49 @@ async fn a_host_with_quotes_adds_no_forwarded_parameters() {
         );
     }
 }
+
+/// 30,000 clients, each with its own 2 KB rate-limit key: the gateway's memory stays flat
+/// (buckets are kept by a hash of the key, and their number is bounded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_rate_limit_keys_leave_memory_flat() {
+    let a = upstream("a").await;
+    let yaml = format!(
+        "routes:\n  - id: limited\n    uri: http://{a}\n    predicates: [ 'Path=/limited/**' ]\n    filters: [ 'RequestRateLimiter=10, 20, 1, header:X-Key' ]\n"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let http = client();
+    // Warm up the connections and the allocator first.
+    for n in 0..200 {
+        let key = format!("warm-{n:0>2043}");
+        let answer = http
+            .get(gateway.url("/limited/x"))
+            .header("x-key", key)
+            .send();
+        assert_eq!(answer.await.unwrap().status(), 200);
+    }
+    let before = gateway.rss();
+    let mut senders = Vec::new();
+    for task in 0..8 {
+        let http = http.clone();
+        let url = gateway.url("/limited/x");
+        senders.push(tokio::spawn(async move {
+            for n in (task..30_000).step_by(8) {
+                let key = format!("{n:0>2048}");
+                let answer = http.get(&url).header("x-key", key).send().await.unwrap();
+                assert_eq!(answer.status(), 200);
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let after = gateway.rss();
+    let growth = after.saturating_sub(before);
+    println!(
+        "30,000 distinct 2 KB keys: RSS {:.1} MB -> {:.1} MB (+{:.1} MB)",
+        before as f64 / 1e6,
+        after as f64 / 1e6,
+        growth as f64 / 1e6
+    );
+    assert!(growth < 48_000_000, "grew {growth} bytes");
+}
