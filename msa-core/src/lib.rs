@@ -39,6 +39,7 @@ pub mod actuator;
 pub mod duration;
 pub mod http;
 mod instance;
+pub mod management;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,4 +1,6 @@
-//! `/actuator/gateway`: the routes as the gateway runs them, and a refresh.
+//! `/actuator/gateway`: the routes as the gateway runs them, and a refresh. Both are
+//! guarded by the gateway's management settings, and the routes are listed with their
+//! secrets masked (`******`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,26 +14,28 @@ use crate::proxy::Gateway;
 use crate::route::Route;
 
 pub(crate) fn router(gateway: Gateway) -> axum::Router {
-    axum::Router::new()
+    let management = gateway.management();
+    let routes = axum::Router::new()
         .route("/actuator/gateway/routes", get(routes))
         .route("/actuator/gateway/routes/{id}", get(route))
         .route("/actuator/gateway/refresh", post(refresh))
-        .with_state(gateway)
+        .with_state(gateway);
+    management.guard(routes)
 }
 
 fn definition(d: &Definition) -> Value {
-    json!(format!("{d}"))
+    json!(format!("{}", d.masked()))
 }
 
 fn describe(route: &Route) -> Value {
     let def = &route.definition;
     json!({
         "route_id": route.id,
-        "uri": def.uri,
+        "uri": crate::config::mask_url(&def.uri),
         "order": route.order,
         "predicates": def.predicates.iter().map(definition).collect::<Vec<_>>(),
         "filters": def.filters.iter().map(definition).collect::<Vec<_>>(),
-        "metadata": def.metadata,
+        "metadata": crate::config::masked_map(&def.metadata),
     })
 }
 

@@ -105,7 +105,7 @@ impl Metrics {
                     local.children.clear();
                 }
                 let (outcome, name) = spring_status(status);
-                let uri = route_uri(&route.definition.uri);
+                let uri = crate::config::mask_url(&route.definition.uri);
                 let child = Children {
                     route: self
                         .routes
@@ -174,18 +174,6 @@ pub(crate) fn observe_unrouted(method: &Method, status: StatusCode, started: Ins
             status.as_str(),
         ])
         .observe(started.elapsed().as_secs_f64());
-}
-
-/// A route's URI as a label: as written, less any user information (`user:password@`).
-fn route_uri(uri: &str) -> std::borrow::Cow<'_, str> {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.into();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]).into(),
-        None => uri.into(),
-    }
 }
 
 /// Spring's `outcome` (the status's series) and `status` (`HttpStatus`'s name) for a
@@ -289,15 +277,5 @@ mod tests {
         );
         let odd = StatusCode::from_u16(299).unwrap();
         assert_eq!(spring_status(odd), ("CUSTOM", "299".into()));
-    }
-
-    #[test]
-    fn route_uris_lose_their_user_information() {
-        assert_eq!(route_uri("lb://orders"), "lb://orders");
-        assert_eq!(
-            route_uri("http://user:secret@up:8080/x?a=b@c"),
-            "http://up:8080/x?a=b@c"
-        );
-        assert_eq!(route_uri("forward:/local"), "forward:/local");
     }
 }

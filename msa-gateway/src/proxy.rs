@@ -49,6 +49,8 @@ struct State {
     generation: std::sync::atomic::AtomicU64,
     /// The file routes are reloaded from.
     file: Mutex<Option<std::path::PathBuf>>,
+    /// Who may list and refresh the routes.
+    management: Mutex<msa_core::management::Management>,
 }
 
 thread_local! {
@@ -133,6 +135,8 @@ impl Gateway {
                 "lb:// needs a `discovery` section (registry, eureka or instances)",
             ));
         }
+        let management = msa_core::management::Management::from_settings(config.server.bind, None)
+            .map_err(|e| config.source.error("", e))?;
         Ok(Gateway {
             state: Arc::new(State {
                 table: RwLock::new(Arc::new(table)),
@@ -149,6 +153,7 @@ impl Gateway {
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 file: Mutex::default(),
+                management: Mutex::new(management),
             }),
         })
     }
@@ -167,6 +172,27 @@ impl Gateway {
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(count)
+    }
+
+    /// Who may call `/actuator/gateway/*` (the routes reveal filter settings; refresh
+    /// changes them): by default, a token from `MSA_MANAGEMENT_TOKEN` if set, else only a
+    /// listener bound to a loopback address, judged by the file's `server.bind`. Set it
+    /// for the address the gateway is served on, before [`admin_router`](Self::admin_router).
+    pub fn with_management(self, management: msa_core::management::Management) -> Self {
+        *self
+            .state
+            .management
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = management;
+        self
+    }
+
+    pub(crate) fn management(&self) -> msa_core::management::Management {
+        self.state
+            .management
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Remembers the file [`reload_file`](Self::reload_file) reads.

@@ -188,3 +188,83 @@ async fn distinct_rate_limit_keys_leave_memory_flat() {
     );
     assert!(growth < 48_000_000, "grew {growth} bytes");
 }
+
+/// The route listing reveals filter settings and refresh changes the routes: on a public
+/// listener they need the management token, and the listing never shows a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_listings_and_refresh_are_guarded_and_secrets_masked() {
+    let a = upstream("a").await;
+    let yaml = format!(
+        "
+routes:
+  - id: partners
+    uri: http://user:hunter2@{a}
+    predicates: [ 'Path=/partners/**' ]
+    filters:
+      - ApiKey=k-partner-a-3f9c, k-partner-b-77d1
+      - name: JwtAuth
+        args: {{ hs256-secret: 0123456789abcdef0123456789abcdef }}
+"
+    );
+    // Bound to every address, no token: 403 with the reason, even from this host.
+    let exposed = GatewayProcess::start_with(&yaml, "0.0.0.0", &[]).await;
+    for (method, path) in [
+        ("GET", "/actuator/gateway/routes"),
+        ("GET", "/actuator/gateway/routes/partners"),
+        ("POST", "/actuator/gateway/refresh"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let answer = client()
+            .request(method, exposed.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 403, "{path}");
+        assert!(answer.text().await.unwrap().contains("management token"));
+    }
+    assert_eq!(exposed.get("/actuator/health").await.status(), 200);
+
+    // With a token: 401 without it, the listing with it, and no secret in it.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    let guarded = GatewayProcess::start_with(
+        &yaml,
+        "0.0.0.0",
+        &["--management-token-file", token_file.to_str().unwrap()],
+    )
+    .await;
+    let routes = guarded.url("/actuator/gateway/routes");
+    assert_eq!(client().get(&routes).send().await.unwrap().status(), 401);
+    let wrong = client()
+        .get(&routes)
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let listing = client()
+        .get(&routes)
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+    let text = listing.text().await.unwrap();
+    for secret in [
+        "hunter2",
+        "k-partner-a-3f9c",
+        "k-partner-b-77d1",
+        "0123456789abcdef",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(text.contains("******"), "{text}");
+    let refresh = client()
+        .post(guarded.url("/actuator/gateway/refresh"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 200);
+}

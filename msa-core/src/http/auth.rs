@@ -24,6 +24,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 #[derive(Clone)]
 pub struct Authorization {
     expected: Arc<[u8]>,
+    /// Also allowed: HTTP Basic with any user and this password (see
+    /// [`Authorization::token`]).
+    basic_password: Option<Arc<[u8]>>,
     challenge: HeaderValue,
 }
 
@@ -39,6 +42,7 @@ impl Authorization {
     fn new(expected: String, challenge: String) -> Self {
         Authorization {
             expected: expected.into_bytes().into(),
+            basic_password: None,
             // A realm with characters a header cannot hold loses its realm, not its check.
             challenge: HeaderValue::try_from(challenge)
                 .unwrap_or_else(|_| HeaderValue::from_static("Basic")),
@@ -59,16 +63,51 @@ impl Authorization {
         )
     }
 
+    /// A token, sent as a bearer token or as the password of HTTP Basic (any user name), as
+    /// Spring's Eureka clients send credentials from a `defaultZone` URL.
+    ///
+    /// ```
+    /// use msa_core::http::Authorization;
+    ///
+    /// let auth = Authorization::token("s3cret", "msa-registry");
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("authorization", "Bearer s3cret".parse().unwrap());
+    /// assert!(auth.allows(&headers));
+    /// // user:s3cret
+    /// headers.insert("authorization", "Basic dXNlcjpzM2NyZXQ=".parse().unwrap());
+    /// assert!(auth.allows(&headers));
+    /// // user:wrong
+    /// headers.insert("authorization", "Basic dXNlcjp3cm9uZw==".parse().unwrap());
+    /// assert!(!auth.allows(&headers));
+    /// ```
+    pub fn token(token: &str, realm: &str) -> Self {
+        let mut auth = Self::bearer(token, realm);
+        auth.basic_password = Some(token.as_bytes().into());
+        auth
+    }
+
     /// Whether `headers` carry the expected `Authorization`.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         headers.get(AUTHORIZATION).is_some_and(|given| {
             let given = given.as_bytes();
-            given.len() == self.expected.len()
-                && given
-                    .iter()
-                    .zip(self.expected.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
+            if same(given, &self.expected) {
+                return true;
+            }
+            let Some(password) = &self.basic_password else {
+                return false;
+            };
+            let Some(encoded) = given.strip_prefix(b"Basic ") else {
+                return false;
+            };
+            let Ok(decoded) =
+                base64::engine::general_purpose::STANDARD.decode(encoded.trim_ascii())
+            else {
+                return false;
+            };
+            decoded
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|colon| same(&decoded[colon + 1..], password))
         })
     }
 
@@ -81,4 +120,14 @@ impl Authorization {
         )
             .into_response()
     }
+}
+
+/// Whether two byte strings are equal, in time that depends on their lengths only.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }

@@ -1,4 +1,5 @@
-//! `msa-gateway --config FILE.yaml [--bind ADDR]`: the API gateway.
+//! `msa-gateway --config FILE.yaml [--bind ADDR] [--management-token-file PATH]`: the API
+//! gateway.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use msa_core::actuator::Actuator;
+use msa_core::management::Management;
 use msa_core::shutdown::{self, Shutdown};
 use msa_core::telemetry::Telemetry;
 use msa_gateway::{Gateway, GatewayConfig, Server};
@@ -26,6 +28,11 @@ struct Args {
     /// Where to listen (overrides the file's server.bind).
     #[arg(long, value_name = "ADDR")]
     bind: Option<String>,
+    /// A file holding the management token that `/actuator/gateway/*` requires as
+    /// `Authorization: Bearer TOKEN` (else MSA_MANAGEMENT_TOKEN; with neither, those
+    /// endpoints answer only on a loopback bind).
+    #[arg(long, value_name = "PATH")]
+    management_token_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -39,15 +46,17 @@ async fn run(args: Args) -> Result<(), String> {
     let _telemetry = Telemetry::new("msa-gateway")
         .init()
         .map_err(|e| e.to_string())?;
-    let gateway = Gateway::new(&config)
-        .map_err(|e| e.to_string())?
-        .with_file(&args.config);
-    tracing::info!(routes = config.routes.len(), file = %args.config.display(), "routes loaded");
-    gateway.watch_file(Duration::from_millis(500));
     let bind: SocketAddr = match args.bind {
         Some(bind) => bind.parse().map_err(|e| format!("--bind {bind}: {e}"))?,
         None => config.server.bind,
     };
+    let management = Management::from_settings(bind, args.management_token_file.as_deref())?;
+    let gateway = Gateway::new(&config)
+        .map_err(|e| e.to_string())?
+        .with_file(&args.config)
+        .with_management(management);
+    tracing::info!(routes = config.routes.len(), file = %args.config.display(), "routes loaded");
+    gateway.watch_file(Duration::from_millis(500));
     let actuator = Actuator::new("msa-gateway").version(env!("CARGO_PKG_VERSION"));
     let admin = gateway.admin_router(actuator);
     let workers = config.server.workers();

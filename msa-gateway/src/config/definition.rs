@@ -82,6 +82,88 @@ impl Definition {
     }
 }
 
+/// What stands for a secret wherever configuration is listed.
+pub const MASK: &str = "******";
+
+/// Filters whose positional arguments are secrets (`ApiKey=key-1, key-2`).
+const SECRET_POSITIONAL: &[&str] = &["ApiKey", "JwtAuth"];
+
+impl Definition {
+    /// This definition with its secrets shown as [`MASK`]: every positional argument of
+    /// `ApiKey` and `JwtAuth`; named arguments called `keys`, `key` or holding `secret`,
+    /// `password`, `token` or `credential` in their names; the password of any URL.
+    pub fn masked(&self) -> Definition {
+        let secret_positional = SECRET_POSITIONAL.contains(&self.name.as_str());
+        let positional = self
+            .args
+            .positional
+            .iter()
+            .map(|value| match secret_positional {
+                true => MASK.to_owned(),
+                false => mask_url(value),
+            })
+            .collect();
+        let named = self
+            .args
+            .named
+            .iter()
+            .map(|(name, value)| (name.clone(), mask_named(name, value)))
+            .collect();
+        Definition {
+            name: self.name.clone(),
+            args: Args { positional, named },
+        }
+    }
+}
+
+/// Whether an argument called `name` holds a secret.
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "keys" | "key" | "api-key" | "apikey")
+        || ["secret", "password", "token", "credential"]
+            .iter()
+            .any(|word| name.contains(word))
+}
+
+/// Named values (a route's metadata) with their secrets masked, as [`Definition::masked`]
+/// masks arguments.
+pub(crate) fn masked_map(map: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    map.iter()
+        .map(|(name, value)| (name.clone(), mask_named(name, value)))
+        .collect()
+}
+
+fn mask_named(name: &str, value: &Value) -> Value {
+    match value {
+        _ if secret_name(name) => Value::String(MASK.to_owned()),
+        Value::String(text) => Value::String(mask_url(text)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| mask_named("", v)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), mask_named(k, v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `text` with the password of a URL in it masked (`redis://user:******@host`); anything
+/// else as it is.
+pub fn mask_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_owned();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:{MASK}"),
+        None => MASK.to_owned(),
+    };
+    format!("{scheme}://{user}{}", &rest[at..])
+}
+
 impl std::fmt::Display for Definition {
     /// The shortcut form (`Name=a, b`), or `Name` with its named arguments.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,5 +299,48 @@ mod tests {
                 .contains("unknown key `arg`")
         );
         assert!(Definition::from_value(&json!(3)).is_err());
+    }
+
+    fn shown(definition: &str) -> String {
+        Definition::shortcut(definition)
+            .unwrap()
+            .masked()
+            .to_string()
+    }
+
+    #[test]
+    fn secrets_are_masked_wherever_a_definition_is_shown() {
+        assert_eq!(
+            shown("ApiKey=k-partner-a, k-partner-b"),
+            "ApiKey=******, ******"
+        );
+        assert_eq!(shown("StripPrefix=1"), "StripPrefix=1");
+        let full = Definition::from_value(&serde_json::json!({
+            "name": "RequestRateLimiter",
+            "args": {
+                "replenishRate": 10,
+                "keyResolver": "header:X-User",
+                "redis-url": "redis://app:hunter2@redis:6379/0",
+                "hs256-secret": "0123456789abcdef0123456789abcdef",
+                "nested": {"client-secret": "x", "plain": "y"}
+            }
+        }))
+        .unwrap();
+        let text = full.masked().to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("0123456789"),
+            "{text}"
+        );
+        assert!(text.contains("redis://app:******@redis:6379/0"), "{text}");
+        assert!(text.contains(r#""keyResolver":"header:X-User""#), "{text}");
+        assert!(text.contains(r#""plain":"y""#), "{text}");
+    }
+
+    #[test]
+    fn urls_lose_only_their_password() {
+        assert_eq!(mask_url("lb://orders"), "lb://orders");
+        assert_eq!(mask_url("http://up:8080/x?a=b@c"), "http://up:8080/x?a=b@c");
+        assert_eq!(mask_url("https://u:p@up/x"), "https://u:******@up/x");
+        assert_eq!(mask_url("https://token@up/x"), "https://******@up/x");
     }
 }

@@ -23,7 +23,8 @@
 mod definition;
 mod yaml;
 
-pub use self::definition::{Args, Definition};
+pub(crate) use self::definition::masked_map;
+pub use self::definition::{Args, Definition, MASK, mask_url};
 
 use std::fmt;
 use std::net::SocketAddr;

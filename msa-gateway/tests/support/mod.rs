@@ -115,6 +115,11 @@ pub(crate) struct GatewayProcess {
 
 impl GatewayProcess {
     pub(crate) async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, "127.0.0.1", &[]).await
+    }
+
+    /// Started on `ip` (reached through 127.0.0.1) with more arguments.
+    pub(crate) async fn start_with(yaml: &str, ip: &str, args: &[&str]) -> Self {
         let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::fs::write(file.path(), yaml).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -125,7 +130,9 @@ impl GatewayProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
             .arg("--config")
             .arg(file.path())
-            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--bind", &format!("{ip}:{port}")])
+            .args(args)
+            .env_remove("MSA_MANAGEMENT_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
