@@ -288,6 +288,18 @@ async fn a_token_guards_writes_and_reads_stay_open() {
             .await,
         401
     );
+    // As Spring's Eureka client sends it from `http://eureka:s3cret@host:8761/eureka`:
+    // Basic with the token as the password.
+    let http = reqwest::Client::new();
+    let renew = |password: &'static str| {
+        http.put(format!(
+            "http://{addr}/eureka/apps/ORDERS/host:orders:8081?status=UP"
+        ))
+        .basic_auth("eureka", Some(password))
+        .send()
+    };
+    assert_eq!(renew("wrong").await.unwrap().status(), 401);
+    assert_eq!(renew("s3cret").await.unwrap().status(), 200);
 
     let health: Value = reqwest::get(format!("http://{addr}/actuator/health"))
         .await

@@ -7,6 +7,9 @@ use msa_core::shutdown::{self, Shutdown};
 use msa_core::telemetry::Telemetry;
 use msa_discovery::registry::{RegistryServer, Store, StoreConfig};
 
+/// The environment variable the registry's token may come from.
+const TOKEN_ENV: &str = "MSA_REGISTRY_TOKEN";
+
 /// A Eureka-compatible service registry: Spring's Eureka clients and msa's discovery
 /// client register, renew and read here.
 #[derive(Debug, Parser)]
@@ -15,10 +18,14 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8761")]
     bind: String,
-    /// Require `Authorization: Bearer TOKEN` on registrations, heartbeats, cancellations
-    /// and status changes; reads stay open.
-    #[arg(long, value_name = "TOKEN")]
+    /// Require `Authorization: Bearer TOKEN` (or HTTP Basic with TOKEN as the password) on
+    /// registrations, heartbeats, cancellations and status changes; reads stay open. Better
+    /// kept out of the command line: --token-file or MSA_REGISTRY_TOKEN.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     token: Option<String>,
+    /// Read the token from this file (trimmed).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
     /// Evict expired leases even when many lapse at once.
     #[arg(long)]
     no_self_preservation: bool,
@@ -34,15 +41,28 @@ async fn run(args: Args) -> Result<(), String> {
         .version(env!("CARGO_PKG_VERSION"))
         .init()
         .map_err(|e| e.to_string())?;
-    if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        return Err("--token must not be empty".into());
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("--token-file {}: {e}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => std::env::var(TOKEN_ENV).ok(),
+    };
+    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(
+            "the registry token (--token, --token-file or MSA_REGISTRY_TOKEN) must not be empty"
+                .into(),
+        );
     }
     let store = Store::new(StoreConfig {
         self_preservation: !args.no_self_preservation,
         ..StoreConfig::default()
     });
     let mut server = RegistryServer::new(store);
-    if let Some(token) = args.token {
+    if let Some(token) = token {
         server = server.token(&token);
     }
     server.spawn_sweeper();

@@ -18,7 +18,8 @@
 //! restart) is answered at once, as Consul does.
 //!
 //! With a token, registration, heartbeats, cancellation and status and metadata changes
-//! need `Authorization: Bearer TOKEN`; reads stay open.
+//! need `Authorization: Bearer TOKEN`, or HTTP Basic with the token as its password (as
+//! Spring's Eureka clients send credentials); reads stay open.
 //!
 //! Answers are XML unless the `Accept` header contains `json` (a client that sends none,
 //! like py-eureka-client, gets XML, as from Eureka); registrations are read as XML or JSON
@@ -63,9 +64,11 @@ impl RegistryServer {
         RegistryServer { store, token: None }
     }
 
-    /// Requires `Authorization: Bearer <token>` on every write.
+    /// Requires the token on every write: as `Authorization: Bearer <token>`, or as the
+    /// password of HTTP Basic (any user), which Spring's Eureka clients send from a
+    /// `defaultZone` of `http://user:token@host:8761/eureka`.
     pub fn token(mut self, token: &str) -> Self {
-        self.token = Some(Authorization::bearer(token, "msa-registry"));
+        self.token = Some(Authorization::token(token, "msa-registry"));
         self
     }
 
