@@ -32,6 +32,9 @@ pub enum Error {
     /// The server task panicked or was cancelled.
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The management token could not be read (`MSA_MANAGEMENT_TOKEN` set but empty).
+    #[error("management: {0}")]
+    Management(String),
     /// Configuration could not be read from the config server (or its cached copy).
     #[cfg(feature = "config")]
     #[error("config: {0}")]
@@ -196,11 +199,14 @@ impl App {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::Serve)?;
+        // `/actuator/refresh`: the token from MSA_MANAGEMENT_TOKEN, or only on loopback.
+        let management = msa_core::management::Management::from_settings(local_addr, None)
+            .map_err(Error::Management)?;
 
         let availability = self.actuator.availability();
         let app = self
             .router
-            .merge(self.actuator.router())
+            .merge(self.actuator.management(management).router())
             .layer(ServerLayer::new());
 
         let shutdown = self.shutdown;

@@ -34,7 +34,9 @@
 //! ```
 
 pub use msa_core as core;
-pub use msa_core::{InstanceStatus, ServiceInstance, actuator, http, shutdown, telemetry};
+pub use msa_core::{
+    InstanceStatus, ServiceInstance, actuator, http, management, shutdown, telemetry,
+};
 
 #[cfg(feature = "breaker")]
 pub use msa_breaker as breaker;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use msa::actuator::Actuator;
 use msa::config::server::{ConfigServer, DirRepository};
 use msa::discovery::registry::{RegistryServer, Store, StoreConfig};
+use msa::management::Management;
 use msa::shutdown::Shutdown;
 use msa::telemetry::Telemetry;
 use msa_gateway::{Gateway, GatewayConfig, Server};
@@ -54,12 +55,13 @@ pub(crate) async fn config_server(args: ServerArgs) -> Result<(), BoxError> {
     let dir = args.source.clone().ok_or("--source DIR is required")?;
     let repository =
         DirRepository::open(&dir).map_err(|e| format!("--source {}: {e}", dir.display()))?;
-    serve(
-        "msa-config-server",
-        &args,
-        ConfigServer::new(repository).router(),
-    )
-    .await
+    let bind = args
+        .bind
+        .parse()
+        .map_err(|e| format!("--bind {}: {e}", args.bind))?;
+    let management = Management::from_settings(bind, None)?;
+    let server = ConfigServer::new(repository).management(management);
+    serve("msa-config-server", &args, server.router()).await
 }
 
 /// msa-gateway with a routes file, reloaded when it changes.
@@ -76,6 +78,7 @@ pub(crate) async fn gateway(args: ServerArgs) -> Result<(), BoxError> {
         .bind
         .parse()
         .map_err(|e| format!("--bind {}: {e}", args.bind))?;
+    let gateway = gateway.with_management(Management::from_settings(bind, None)?);
     let admin = gateway.admin_router(Actuator::new("msa-gateway"));
     let server = Server::start(gateway, admin, bind, config.server.workers())
         .map_err(|e| format!("msa-gateway: cannot listen on {bind}: {e}"))?;

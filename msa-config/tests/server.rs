@@ -46,6 +46,11 @@ fn repository() -> tempfile::TempDir {
     dir
 }
 
+/// Management settings for a server on 127.0.0.1 without a token.
+fn loopback() -> msa_core::management::Management {
+    msa_core::management::Management::none("127.0.0.1:8888".parse().unwrap())
+}
+
 async fn serve(server: ConfigServer) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -293,6 +298,7 @@ async fn cipher_values_round_trip_and_bad_ones_are_never_served_as_cipher_text()
 
     let repo = repository();
     let keyed = ConfigServer::new(DirRepository::open(repo.path()).unwrap())
+        .management(loopback())
         .cipher(Cipher::new(b"test key material, not for production").unwrap());
     let addr = serve(keyed).await;
     let client = reqwest::Client::new();
@@ -347,7 +353,9 @@ async fn cipher_values_round_trip_and_bad_ones_are_never_served_as_cipher_text()
     assert!(!source.contains_key("api.key"));
 
     // Without a key: no cipher text leaks, and /encrypt says why it cannot.
-    let keyless = serve(ConfigServer::new(DirRepository::open(repo.path()).unwrap())).await;
+    let keyless =
+        ConfigServer::new(DirRepository::open(repo.path()).unwrap()).management(loopback());
+    let keyless = serve(keyless).await;
     let env = environment(keyless, "/payments/default").await;
     let text = serde_json::to_string(&env).unwrap();
     assert!(!text.contains(&sealed), "cipher text served: {text}");

@@ -40,6 +40,11 @@ struct Args {
     /// The Basic auth password.
     #[arg(long, requires = "user")]
     password: Option<String>,
+    /// A file holding the management token that /encrypt, /decrypt and /actuator/refresh
+    /// require as `Authorization: Bearer TOKEN` (else MSA_MANAGEMENT_TOKEN; with neither,
+    /// they answer only on a loopback bind, or to the --user credentials).
+    #[arg(long, value_name = "PATH")]
+    management_token_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -75,6 +80,14 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("--encrypt-key-file {}: {e}", path.display()))?;
         server = server.cipher(cipher);
     }
+    let bind: std::net::SocketAddr = args
+        .bind
+        .parse()
+        .map_err(|e| format!("--bind {}: {e}", args.bind))?;
+    server = server.management(msa_core::management::Management::from_settings(
+        bind,
+        args.management_token_file.as_deref(),
+    )?);
     if let (Some(user), Some(password)) = (&args.user, &args.password) {
         server = server.basic_auth(user, password);
     }

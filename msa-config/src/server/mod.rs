@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use msa_core::actuator::{Actuator, Health};
 use msa_core::http::{Authorization, ServerLayer};
+use msa_core::management::Management;
 use serde::Deserialize;
 
 use self::format::ParseError;
@@ -124,6 +125,7 @@ pub struct ConfigServer {
     repository: Repository,
     credentials: Option<Authorization>,
     cipher: Option<Cipher>,
+    management: Option<Management>,
 }
 
 impl ConfigServer {
@@ -133,7 +135,18 @@ impl ConfigServer {
             repository: repository.into(),
             credentials: None,
             cipher: None,
+            management: None,
         }
+    }
+
+    /// Who may call `/encrypt`, `/decrypt` and `/actuator/refresh` (the first two turn the
+    /// server into an encryption and decryption oracle): the management token, or, with
+    /// none, callers of a loopback listener; with [`basic_auth`](Self::basic_auth), those
+    /// credentials too. Without this, `/encrypt` and `/decrypt` answer 403 to anyone
+    /// without the Basic credentials.
+    pub fn management(mut self, management: Management) -> Self {
+        self.management = Some(management);
+        self
     }
 
     /// Decrypts `{cipher}` values with `cipher`, and serves `/encrypt` and `/decrypt`.
@@ -143,7 +156,7 @@ impl ConfigServer {
     }
 
     /// Requires HTTP Basic auth with these credentials on every endpoint but
-    /// `/actuator/health`.
+    /// `/actuator/health` and `/actuator/info` (the actuator's others included).
     pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
         self.credentials = Some(Authorization::basic(user, password, "msa-config-server"));
         self
@@ -176,6 +189,28 @@ impl ConfigServer {
                 }
             });
         let credentials = self.credentials.clone();
+        let management = self.management.clone();
+        let actuator = match &management {
+            Some(management) => actuator.management(management.clone()),
+            None => actuator,
+        };
+        let oracle = Router::new()
+            .route("/encrypt", axum::routing::post(encrypt))
+            .route("/decrypt", axum::routing::post(decrypt))
+            .with_state(self.clone())
+            .route_layer(middleware::from_fn({
+                let credentials = credentials.clone();
+                move |req: Request, next: Next| {
+                    let allowed =
+                        oracle_allowed(credentials.as_ref(), management.as_ref(), req.headers());
+                    async move {
+                        match allowed {
+                            Ok(()) => next.run(req).await,
+                            Err(refused) => refused,
+                        }
+                    }
+                }
+            }));
         let api = Router::new()
             .route("/{file}", get(one_segment))
             .route("/{first}/{second}", get(two_segments))
@@ -184,18 +219,23 @@ impl ConfigServer {
                 get(environment_with_label),
             )
             .route("/_msa/watch/{application}/{profiles}", get(watch))
-            .route("/encrypt", axum::routing::post(encrypt))
-            .route("/decrypt", axum::routing::post(decrypt))
             .route(
                 "/_msa/watch/{application}/{profiles}/{label}",
                 get(watch_with_label),
             )
             .with_state(self);
+        let api = api.merge(actuator.router());
         let api = match credentials {
             Some(auth) => api.layer(middleware::from_fn(move |req: Request, next: Next| {
                 let auth = auth.clone();
                 async move {
-                    if auth.allows(req.headers()) {
+                    // Probes and the info page stay open; everything else, the actuator's
+                    // metrics and refresh included, needs the credentials.
+                    let path = req.uri().path();
+                    let open = path == "/actuator/health"
+                        || path.starts_with("/actuator/health/")
+                        || path == "/actuator/info";
+                    if open || auth.allows(req.headers()) {
                         next.run(req).await
                     } else {
                         auth.challenge()
@@ -204,7 +244,35 @@ impl ConfigServer {
             })),
             None => api,
         };
-        api.merge(actuator.router()).layer(ServerLayer::new())
+        api.merge(oracle).layer(ServerLayer::new())
+    }
+}
+
+/// Whether `/encrypt` and `/decrypt` may be called: with the Basic credentials where the
+/// server has them, else as the management settings allow; 403 with no settings at all.
+#[allow(clippy::result_large_err)]
+fn oracle_allowed(
+    credentials: Option<&Authorization>,
+    management: Option<&Management>,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    if credentials.is_some_and(|c| c.allows(headers)) {
+        return Ok(());
+    }
+    match (management, credentials) {
+        (Some(management), _) => management
+            .check(headers)
+            .or_else(|refused| match credentials {
+                Some(credentials) => Err(credentials.challenge()),
+                None => Err(refused),
+            }),
+        (None, Some(credentials)) => Err(credentials.challenge()),
+        (None, None) => Err((
+            StatusCode::FORBIDDEN,
+            "/encrypt and /decrypt need management settings (--management-token-file, or a \
+             loopback --bind) or --user and --password",
+        )
+            .into_response()),
     }
 }
 

@@ -67,6 +67,7 @@ pub struct Actuator {
     refresh: Vec<(String, Arc<dyn RefreshHook>)>,
     availability: Availability,
     health_timeout: Duration,
+    management: Option<crate::management::Management>,
 }
 
 impl fmt::Debug for Actuator {
@@ -99,6 +100,7 @@ impl Actuator {
             refresh: Vec::new(),
             availability: Availability::default(),
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            management: None,
         }
     }
 
@@ -155,6 +157,14 @@ impl Actuator {
         self
     }
 
+    /// Guards `POST /actuator/refresh` with the management token, or serves it only on a
+    /// loopback listener (see [`Management`](crate::management::Management)). Without
+    /// this, refresh is served to any caller.
+    pub fn management(mut self, management: crate::management::Management) -> Self {
+        self.management = Some(management);
+        self
+    }
+
     /// Adds a hook that `POST /actuator/refresh` runs, in the order added.
     pub fn on_refresh(mut self, name: impl Into<String>, hook: impl RefreshHook) -> Self {
         self.refresh.push((name.into(), Arc::new(hook)));
@@ -184,6 +194,11 @@ impl Actuator {
             availability: self.availability,
             health_timeout: self.health_timeout,
         });
+        let refresh = Router::new().route("/actuator/refresh", post(refresh));
+        let refresh = match &self.management {
+            Some(management) => management.guard(refresh),
+            None => refresh,
+        };
         Router::new()
             .route("/actuator", get(links))
             .route("/actuator/health", get(health))
@@ -192,7 +207,7 @@ impl Actuator {
             .route("/actuator/health/{component}", get(component))
             .route("/actuator/info", get(info_endpoint))
             .route("/actuator/prometheus", get(prometheus))
-            .route("/actuator/refresh", post(refresh))
+            .merge(refresh)
             .with_state(state)
     }
 }
