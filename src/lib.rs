@@ -77,6 +77,8 @@ pub mod guide {
     pub mod reference {}
     #[doc = include_str!("../docs/servers.md")]
     pub mod servers {}
+    #[doc = include_str!("../docs/security.md")]
+    pub mod security {}
     #[doc = include_str!("../docs/scaling.md")]
     pub mod scaling {}
     #[doc = include_str!("../docs/migration.md")]
