@@ -134,6 +134,15 @@ struct Base {
     data: String,
 }
 
+/// The services of [`Base::pairs`].
+struct Pairs {
+    inventory_1: Process,
+    inventory_2: Process,
+    _payments: Process,
+    orders_1: Process,
+    _orders_2: Process,
+}
+
 fn base() -> Base {
     let dir = tempfile::tempdir().unwrap();
     let config_dir = config_copy(dir.path());
@@ -188,6 +197,21 @@ impl Base {
             ],
             self.dir.path(),
         )
+    }
+
+    /// Two inventory and two orders instances and payments, all registered.
+    async fn pairs(&self) -> Pairs {
+        let pairs = Pairs {
+            inventory_1: self.service("inventory", "inventory-1"),
+            inventory_2: self.service("inventory", "inventory-2"),
+            _payments: self.service("payments", "payments"),
+            orders_1: self.service("orders", "orders-1"),
+            _orders_2: self.service("orders", "orders-2"),
+        };
+        self.wait_registered("inventory", 2).await;
+        self.wait_registered("orders", 2).await;
+        self.wait_registered("payments", 1).await;
+        pairs
     }
 
     async fn wait_registered(&self, service: &str, count: usize) {
@@ -322,14 +346,14 @@ async fn a_service_starts_on_its_cached_config_when_the_config_server_is_down() 
 async fn instances_killed_or_stopped_under_load_fail_no_order() {
     let _serial = SERIAL.lock().await;
     let base = base();
-    let mut inventory_1 = base.service("inventory", "inventory-1");
-    let inventory_2 = base.service("inventory", "inventory-2");
-    let _payments = base.service("payments", "payments");
-    let mut orders_1 = base.service("orders", "orders-1");
-    let _orders_2 = base.service("orders", "orders-2");
-    base.wait_registered("inventory", 2).await;
-    base.wait_registered("orders", 2).await;
-    base.wait_registered("payments", 1).await;
+    // Every field bound: a process left out would be dropped, and killed, at once.
+    let Pairs {
+        mut inventory_1,
+        inventory_2,
+        _payments,
+        mut orders_1,
+        _orders_2,
+    } = base.pairs().await;
     let gateway = base.gateway();
 
     // Four clients ordering through the gateway, 40 orders each.
@@ -389,14 +413,13 @@ async fn instances_killed_or_stopped_under_load_fail_no_order() {
 async fn idle_instances_killed_cost_no_caller_an_error() {
     let _serial = SERIAL.lock().await;
     let base = base();
-    let mut inventory_1 = base.service("inventory", "inventory-1");
-    let _inventory_2 = base.service("inventory", "inventory-2");
-    let _payments = base.service("payments", "payments");
-    let mut orders_1 = base.service("orders", "orders-1");
-    let _orders_2 = base.service("orders", "orders-2");
-    base.wait_registered("inventory", 2).await;
-    base.wait_registered("orders", 2).await;
-    base.wait_registered("payments", 1).await;
+    let Pairs {
+        mut inventory_1,
+        inventory_2: _inventory_2,
+        _payments,
+        mut orders_1,
+        _orders_2,
+    } = base.pairs().await;
     let gateway = base.gateway();
     let http = reqwest::Client::new();
     let api = format!("{}/api", gateway.url);

@@ -262,9 +262,9 @@ fn oracle_allowed(
     match (management, credentials) {
         (Some(management), _) => management
             .check(headers)
-            .or_else(|refused| match credentials {
-                Some(credentials) => Err(credentials.challenge()),
-                None => Err(refused),
+            .map_err(|refused| match credentials {
+                Some(credentials) => credentials.challenge(),
+                None => refused,
             }),
         (None, Some(credentials)) => Err(credentials.challenge()),
         (None, None) => Err((
