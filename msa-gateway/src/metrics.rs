@@ -6,8 +6,8 @@
 //! request refused before matching).
 //!
 //! A proxied request is counted in per-thread buffers of both histograms, found with one
-//! hash lookup and flushed to the shared ones at most a second later (by the next request,
-//! or by each server worker's ticker when it is quiet): no atomic write per request.
+//! hash lookup and flushed to the shared ones at most a second later by the next request,
+//! and by every worker when a scrape asks: no atomic write per request.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -137,15 +137,53 @@ impl Metrics {
     }
 }
 
-/// Flushes this thread's buffers now and then every second, until the task is dropped: a
-/// worker that goes quiet has every request it served on the next scrape.
-pub(crate) async fn flush_every_second() {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        flush_thread();
+/// Asks every worker to flush, for a scrape.
+static FLUSH: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Workers that flushed since a scrape asked, and the wake-up of the scrape that waits.
+static FLUSHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static ALL_FLUSHED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Workers running [`flush_when_asked`].
+static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Flushes this thread's buffers whenever a scrape asks, until the task is dropped: a
+/// worker that goes quiet still has every request it served on the next scrape. (A timer
+/// would cost every request a clock read when the worker parks.)
+pub(crate) async fn flush_when_asked() {
+    use std::sync::atomic::Ordering;
+    struct Registered;
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            WORKERS.fetch_sub(1, Ordering::AcqRel);
+        }
     }
+    WORKERS.fetch_add(1, Ordering::AcqRel);
+    let _registered = Registered;
+    loop {
+        FLUSH.notified().await;
+        flush_thread();
+        FLUSHED.fetch_add(1, Ordering::AcqRel);
+        ALL_FLUSHED.notify_waiters();
+    }
+}
+
+/// Has every worker flush its buffers, waiting up to 100 ms for them (called before a
+/// scrape renders; the worker serving it flushes while this waits).
+pub(crate) async fn flush_all() {
+    use std::sync::atomic::Ordering;
+    flush_thread();
+    let workers = WORKERS.load(Ordering::Acquire);
+    let start = FLUSHED.load(Ordering::Acquire);
+    FLUSH.notify_waiters();
+    let _ = tokio::time::timeout(Duration::from_millis(100), async {
+        loop {
+            let done = ALL_FLUSHED.notified();
+            if FLUSHED.load(Ordering::Acquire).wrapping_sub(start) >= workers {
+                return;
+            }
+            done.await;
+        }
+    })
+    .await;
 }
 
 /// Flushes this thread's buffers to the shared histograms.

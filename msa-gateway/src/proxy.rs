@@ -1056,9 +1056,19 @@ impl Gateway {
     /// [`Server`](crate::Server) answers under `/actuator`, traced and counted in
     /// `http_server_requests_seconds` by msa-core's server layer.
     pub fn admin_router(&self, actuator: msa_core::actuator::Actuator) -> axum::Router {
+        // Every worker's per-thread counts reach a scrape.
+        let flush = axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                if request.uri().path() == "/actuator/prometheus" {
+                    crate::metrics::flush_all().await;
+                }
+                next.run(request).await
+            },
+        );
         actuator
             .router()
             .merge(crate::admin::router(self.clone()))
+            .layer(flush)
             .layer(msa_core::http::ServerLayer::new())
     }
 
@@ -1172,16 +1182,23 @@ fn unrouted(method: &http::Method, answer: Response<Body>, started: Instant) -> 
 /// written into a path, see `filter::substitute_path`.)
 fn firewall(path: &str) -> Option<Response<Body>> {
     let bytes = path.as_bytes();
-    let reason = bytes.iter().enumerate().find_map(|(at, &b)| match b {
-        b'\\' => Some("a backslash"),
-        b'%' => match bytes.get(at + 1..at + 3) {
-            Some([b'2', b'f' | b'F']) => Some("an encoded slash (%2F)"),
-            Some([b'5', b'c' | b'C']) => Some("an encoded backslash (%5C)"),
-            Some([b'0', b'0']) => Some("an encoded NUL (%00)"),
+    // On every request, and paths are short: a plain loop (memchr's set-up costs more than
+    // it saves here, ~300 instructions a request under callgrind).
+    let first = bytes.iter().position(|&b| b == b'%' || b == b'\\')?;
+    let reason = bytes
+        .iter()
+        .enumerate()
+        .skip(first)
+        .find_map(|(at, &b)| match b {
+            b'\\' => Some("a backslash"),
+            b'%' => match bytes.get(at + 1..at + 3) {
+                Some([b'2', b'f' | b'F']) => Some("an encoded slash (%2F)"),
+                Some([b'5', b'c' | b'C']) => Some("an encoded backslash (%5C)"),
+                Some([b'0', b'0']) => Some("an encoded NUL (%00)"),
+                _ => None,
+            },
             _ => None,
-        },
-        _ => None,
-    })?;
+        })?;
     let message = format!("the path holds {reason}, which the gateway refuses");
     Some(error_response(StatusCode::BAD_REQUEST, &message))
 }
@@ -1506,11 +1523,15 @@ fn forwarded_element<'a>(
         // A quoted-string (RFC 7239, RFC 9110 §5.6.4): a client's `"` or `\` cannot end
         // it and add parameters of its own.
         value.extend_from_slice(b";host=\"");
-        for &b in host.as_bytes() {
-            if b == b'"' || b == b'\\' {
-                value.push(b'\\');
+        if !host.bytes().any(|b| b == b'"' || b == b'\\') {
+            value.extend_from_slice(host.as_bytes());
+        } else {
+            for &b in host.as_bytes() {
+                if b == b'"' || b == b'\\' {
+                    value.push(b'\\');
+                }
+                value.push(b);
             }
-            value.push(b);
         }
         value.push(b'"');
     }

@@ -186,7 +186,7 @@ async fn worker(
     // Every connection task holds a sender; when all are gone, every connection is closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     // On this worker's thread: its metrics buffers reach the scrape when it is idle too.
-    let flusher = tokio::spawn(crate::metrics::flush_every_second());
+    let flusher = tokio::spawn(crate::metrics::flush_when_asked());
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
