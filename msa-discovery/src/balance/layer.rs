@@ -257,12 +257,14 @@ where
                 if !another || !is_connect(&error) {
                     return Err(Failed::Send(error));
                 }
-                tracing::debug!(%service, instance = %id, %error,
-                    "connection failed; trying another instance");
+                // Said once the request is in hand: one that cannot be had again fails here.
+                let reason = error.to_string();
                 request = match replay {
                     Some(next) => next,
                     None => recover(error).map_err(Failed::Send)?,
                 };
+                tracing::debug!(%service, instance = %id, error = %reason,
+                    "connection failed; trying another instance");
                 tried.push(id);
             }
         }
