@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use msa_core::actuator::{Actuator, Availability};
 use msa_core::http::ServerLayer;
+use msa_core::listener::{Limits, Listeners};
 use msa_core::shutdown::Shutdown;
 use msa_core::telemetry::{Telemetry, TelemetryError, TelemetryGuard};
 use tokio::net::TcpListener;
@@ -58,6 +59,8 @@ pub struct App {
     name: String,
     version: Option<String>,
     bind: String,
+    management_bind: Option<String>,
+    limits: Limits,
     router: Router,
     actuator: Actuator,
     shutdown: Shutdown,
@@ -110,6 +113,8 @@ impl App {
             name,
             version: None,
             bind: "127.0.0.1:8080".to_owned(),
+            management_bind: None,
+            limits: Limits::default(),
             router: Router::new(),
             shutdown: Shutdown::new(),
             signals: true,
@@ -163,6 +168,22 @@ impl App {
         self
     }
 
+    /// Serves the actuator's endpoints on a listener of their own at `addr` (Spring Boot's
+    /// `management.server.port`): all of them there, and only the probes
+    /// (`/actuator/health…`, `/actuator/info`) on the main listener. A registered instance
+    /// then carries `management.port` in its metadata.
+    pub fn management_bind(mut self, addr: impl Into<String>) -> Self {
+        self.management_bind = Some(addr.into());
+        self
+    }
+
+    /// The bounds both listeners apply: header-read and idle timeouts, the connection cap
+    /// (see [`Limits`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The app's routes; merged with any given before.
     pub fn router(mut self, router: Router) -> Self {
         self.router = self.router.merge(router);
@@ -199,9 +220,28 @@ impl App {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::Serve)?;
-        // `/actuator/refresh`: the token from MSA_MANAGEMENT_TOKEN, or only on loopback.
-        let management = msa_core::management::Management::from_settings(local_addr, None)
-            .map_err(Error::Management)?;
+        let management_listener = match &self.management_bind {
+            Some(bind) => Some(
+                TcpListener::bind(bind)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: bind.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let management_addr = match &management_listener {
+            Some(listener) => Some(listener.local_addr().map_err(Error::Serve)?),
+            None => None,
+        };
+        // `/actuator/refresh`: the token from MSA_MANAGEMENT_TOKEN, or only on a loopback
+        // management listener (the main one when there is no other).
+        let management = msa_core::management::Management::from_settings(
+            management_addr.unwrap_or(local_addr),
+            None,
+        )
+        .map_err(Error::Management)?;
 
         let availability = self.actuator.availability();
         let app = self
@@ -211,8 +251,7 @@ impl App {
 
         let shutdown = self.shutdown;
         // Readiness goes down first, before any hook the app added.
-        let ready = availability.clone();
-        shutdown.before_drain_first("readiness", move || async move { ready.set_ready(false) });
+        shutdown.unready_first(availability.clone());
         if let Some(guard) = guard {
             shutdown.after_drain("telemetry", move || flush(guard));
         }
@@ -222,13 +261,24 @@ impl App {
         #[cfg(feature = "discovery")]
         if let Some(registry) = &self.registry {
             let version = self.version.as_deref();
-            registry.register(&self.name, version, &self.registered, local_addr, &shutdown);
+            let management_port = management_addr.map(|addr| addr.port());
+            registry.register(
+                &self.name,
+                version,
+                &self.registered,
+                (local_addr, management_port),
+                &shutdown,
+            );
         }
-        tracing::info!(app = %self.name, addr = %local_addr, "started");
+        tracing::info!(app = %self.name, addr = %local_addr, management = ?management_addr, "started");
         let server = shutdown.clone();
-        let task = tokio::spawn(async move { server.serve(listener, app).await });
+        let listeners = Listeners::new(listener, app)
+            .management(management_listener)
+            .limits(self.limits);
+        let task = tokio::spawn(async move { server.serve_with(listeners).await });
         Ok(Running {
             local_addr,
+            management_addr,
             shutdown,
             availability,
             task,
@@ -250,6 +300,7 @@ async fn flush(guard: TelemetryGuard) {
 #[derive(Debug)]
 pub struct Running {
     local_addr: SocketAddr,
+    management_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     availability: Availability,
     task: JoinHandle<std::io::Result<()>>,
@@ -259,6 +310,12 @@ impl Running {
     /// The address the app listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the management listener, if the app has one
+    /// ([`App::management_bind`]).
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
     }
 
     /// The app's shutdown coordinator.
@@ -290,7 +347,7 @@ impl Registry {
         name: &str,
         version: Option<&str>,
         registered: &Registered,
-        addr: SocketAddr,
+        (addr, management_port): (SocketAddr, Option<u16>),
         shutdown: &Shutdown,
     ) -> msa_discovery::registration::Registration {
         use msa_core::ServiceInstance;
@@ -306,6 +363,11 @@ impl Registry {
         }
         if let Some(version) = version {
             instance = instance.with_metadata("version", version);
+        }
+        if let Some(port) = management_port {
+            // Spring Cloud's key, which Spring Boot Admin and Prometheus' Eureka discovery
+            // read to find the actuator.
+            instance = instance.with_metadata("management.port", port.to_string());
         }
         let mut registration = Registration::new(format!("{}/eureka", self.url), instance);
         if let Some((renewal, lease)) = registered.lease {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use git2::{Oid, Repository, Signature};
-use msa_config::server::{ConfigServer, Environment, GitRepository};
+use msa_config::server::{ConfigServer, Environment, GitOptions, GitRepository};
 
 /// Commits `files` (flat names) on `refname`, on top of `parent`.
 fn commit(repo: &Repository, refname: &str, parent: Option<Oid>, files: &[(&str, &str)]) -> Oid {
@@ -220,6 +220,104 @@ fn an_unreadable_repository_is_a_clear_error() {
     let error = GitRepository::open("/nonexistent/config-repo.git", None).unwrap_err();
     assert!(
         error.to_string().contains("cannot read the repository"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn revision_expressions_are_not_labels() {
+    let f = fixture();
+    let addr = serve(ConfigServer::new(
+        GitRepository::open(f.path.to_str().unwrap(), None).unwrap(),
+    ))
+    .await;
+    // Each names a commit to `git rev-parse`, and each would be one more commit to parse
+    // and cache: only branches, tags and commit ids are labels.
+    for expression in [
+        "main~1",
+        "main%5E",
+        "v1%5E%7Bcommit%7D",
+        "main@%7B0%7D",
+        ":(_)price",
+        "main..v1",
+        "HEAD",
+    ] {
+        let url = format!("http://{addr}/orders/default/{expression}");
+        let status = reqwest::get(&url).await.unwrap().status();
+        assert_eq!(status, 404, "{expression}");
+    }
+    let short = &f.first.to_string()[..7];
+    assert_eq!(price(addr, &format!("/orders/default/{short}")).await.0, 1);
+}
+
+/// A peer that accepts connections and never answers: a remote that hangs.
+async fn stalled_remote() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_hanging_remote_stalls_neither_requests_nor_health() {
+    let f = fixture();
+    let url = format!("file://{}", f.path.display());
+    let options = GitOptions {
+        refresh: Duration::from_millis(100),
+        timeout: Duration::from_secs(1),
+        ..GitOptions::default()
+    };
+    let repo = GitRepository::open_with(&url, options).unwrap();
+    // From now on the mirror fetches from a remote that never answers.
+    let stalled = stalled_remote().await;
+    Repository::open_bare(repo.mirror().unwrap())
+        .unwrap()
+        .remote_set_url("origin", &format!("http://{stalled}/config-repo.git"))
+        .unwrap();
+    let addr = serve(ConfigServer::new(repo)).await;
+    let started = tokio::time::Instant::now();
+    let mut failing = None;
+    while started.elapsed() < Duration::from_secs(3) || failing.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "health never said why"
+        );
+        // Served from the mirror while fetches hang, each well within the fetch timeout.
+        let served = tokio::time::timeout(Duration::from_secs(1), price(addr, "/orders/default"));
+        assert_eq!(served.await.expect("a request waited for the fetch").0, 3);
+        let health = tokio::time::timeout(
+            Duration::from_secs(1),
+            reqwest::get(format!("http://{addr}/actuator/health")),
+        );
+        let health = health.await.expect("health waited for the fetch").unwrap();
+        assert_eq!(health.status(), 200);
+        let health: serde_json::Value = health.json().await.unwrap();
+        failing = health["components"]["repository"]["details"]["refreshFailing"]
+            .as_str()
+            .map(str::to_owned);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failing.unwrap().contains("did not finish in 1s"));
+}
+
+#[test]
+fn a_first_fetch_that_hangs_fails_the_start_in_time() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stalled = rt.block_on(stalled_remote());
+    let _guard = rt.enter();
+    let options = GitOptions {
+        timeout: Duration::from_secs(1),
+        ..GitOptions::default()
+    };
+    let url = format!("http://{stalled}/never-{}.git", std::process::id());
+    let error = GitRepository::open_with(&url, options).unwrap_err();
+    assert!(
+        error.to_string().contains("did not finish in 1s"),
         "{error}"
     );
 }

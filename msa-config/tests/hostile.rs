@@ -107,3 +107,76 @@ async fn basic_credentials_cover_the_actuator_and_the_oracle() {
         .unwrap();
     assert_eq!(sealed.status(), 200);
 }
+
+#[path = "../../tests/support/listeners.rs"]
+mod listeners;
+
+/// An msa-config-server process over a directory, with the probes' limits and a
+/// management listener; killed on drop.
+struct ServerProcess {
+    child: std::process::Child,
+    main: SocketAddr,
+    management: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn start(more: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("application.yml"), "shared: true\n").unwrap();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (main, management) = (free(), free());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_msa-config-server"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--bind", &main.to_string()])
+            .args(["--management-bind", &management.to_string()])
+            .args(listeners::FLAGS)
+            .args(more)
+            .env_remove("MSA_MANAGEMENT_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        ServerProcess {
+            child,
+            main,
+            management,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_listener_bounds_slow_idle_and_surplus_connections() {
+    let server = ServerProcess::start(&[]);
+    listeners::the_listener_contract_holds(server.main, server.management).await;
+    // Configuration is served on the main listener only.
+    assert_eq!(
+        listeners::status(server.main, "/application/default").await,
+        200
+    );
+    assert_eq!(
+        listeners::status(server.management, "/application/default").await,
+        404
+    );
+}
+
+#[tokio::test]
+async fn readiness_goes_down_on_sigterm_before_the_server_drains() {
+    let server = ServerProcess::start(&["--shutdown-grace", "3s"]);
+    listeners::wait_until_listening(server.main).await;
+    listeners::readiness_goes_down_on_sigterm(server.child.id(), server.main).await;
+}

@@ -37,16 +37,26 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
     match Raw::deserialize(d)? {
         Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-        Raw::Text(text) => {
-            let text = text.trim();
-            if let Ok(ms) = text.parse::<u64>() {
-                return Ok(Duration::from_millis(ms));
-            }
-            humantime::parse_duration(text).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {text:?} ({e}): use a number of milliseconds or a value like 500ms, 30s, 2m"
-                ))
-            })
-        }
+        Raw::Text(text) => parse(&text).map_err(serde::de::Error::custom),
     }
+}
+
+/// Reads a duration from text: a number of milliseconds, or a value like `500ms`, `30s`,
+/// `1m 30s`. The error says which forms are accepted.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(msa_core::duration::parse("2m"), Ok(Duration::from_secs(120)));
+/// assert!(msa_core::duration::parse("soon").is_err());
+/// ```
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!(
+            "invalid duration {text:?} ({e}): use a number of milliseconds or a value like 500ms, 30s, 2m"
+        )
+    })
 }

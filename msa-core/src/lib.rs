@@ -11,6 +11,8 @@
 //!   tower layers that continue traces across services and feed request metrics.
 //! - [`actuator`]: `/actuator/health`, `/info`, `/prometheus` and `/refresh`.
 //! - [`shutdown`]: SIGINT/SIGTERM, ordered hooks, and draining of in-flight requests.
+//! - [`listener`]: every listener's limits (header-read and idle timeouts, a connection
+//!   cap, paced `accept()` retries) and the management listener.
 //!
 //! # Examples
 //!
@@ -36,9 +38,13 @@
 //! ```
 
 pub mod actuator;
+pub mod backoff;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod duration;
 pub mod http;
 mod instance;
+pub mod listener;
 pub mod management;
 pub mod metrics;
 pub mod shutdown;

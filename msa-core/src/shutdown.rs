@@ -40,6 +40,8 @@ use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::listener::{self, Acceptor, Listeners, Part};
+
 /// The longest drain by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest one hook may run by default.
@@ -59,6 +61,11 @@ struct Inner {
     after_drain: Mutex<Vec<Hook>>,
     drain_timeout: Mutex<Duration>,
     hook_timeout: Mutex<Duration>,
+    grace: Mutex<Duration>,
+    /// Set once the before-drain hooks have run and the grace has passed.
+    draining: watch::Sender<bool>,
+    /// Whether some caller of `draining` runs the hooks.
+    hooks_claimed: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Shutdown {
@@ -86,6 +93,9 @@ impl Shutdown {
                 after_drain: Mutex::default(),
                 drain_timeout: Mutex::new(DEFAULT_DRAIN_TIMEOUT),
                 hook_timeout: Mutex::new(DEFAULT_HOOK_TIMEOUT),
+                grace: Mutex::new(Duration::ZERO),
+                draining: watch::Sender::new(false),
+                hooks_claimed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -93,6 +103,21 @@ impl Shutdown {
     /// Sets the longest drain.
     pub fn set_drain_timeout(&self, timeout: Duration) {
         *lock(&self.inner.drain_timeout) = timeout;
+    }
+
+    /// After the before-drain hooks (readiness down, deregistration), keep serving for
+    /// `grace` before draining, so load balancers and callers' caches see the instance
+    /// leave first (Kubernetes' `preStop` sleep); none by default.
+    pub fn set_grace(&self, grace: Duration) {
+        *lock(&self.inner.grace) = grace;
+    }
+
+    /// Marks `availability` not ready as the first thing shutdown does, before every
+    /// other before-drain hook: readiness is `DOWN` while the process still serves.
+    pub fn unready_first(&self, availability: crate::actuator::Availability) {
+        self.before_drain_first("readiness", move || async move {
+            availability.set_ready(false);
+        });
     }
 
     /// Sets the longest one hook may run.
@@ -174,54 +199,88 @@ impl Shutdown {
         }
     }
 
+    /// Resolves when listeners should stop accepting: shutdown has been triggered, the
+    /// before-drain hooks have run (by the first caller) and the grace has passed. For
+    /// servers that drain on their own.
+    pub async fn draining(&self) {
+        use std::sync::atomic::Ordering;
+        self.triggered().await;
+        if self.inner.hooks_claimed.swap(true, Ordering::AcqRel) {
+            let mut draining = self.inner.draining.subscribe();
+            let _ = draining.wait_for(|d| *d).await;
+            return;
+        }
+        self.run_hooks(&self.inner.before_drain, "before-drain")
+            .await;
+        let grace = *lock(&self.inner.grace);
+        if !grace.is_zero() {
+            tracing::info!(?grace, "still serving, so callers see the instance leave");
+            tokio::time::sleep(grace).await;
+        }
+        self.inner.draining.send_replace(true);
+    }
+
     /// Serves `app` on `listener` until shutdown, then runs the sequence in the
     /// [module docs](self) and returns.
     ///
     /// The app is served with connect info, so handlers may extract
-    /// `ConnectInfo<SocketAddr>`.
+    /// `ConnectInfo<SocketAddr>`, and within the default
+    /// [`Limits`](crate::listener::Limits).
     pub async fn serve(&self, listener: TcpListener, app: Router) -> std::io::Result<()> {
-        let (drain_tx, mut drain_rx) = watch::channel(false);
-        let this = self.clone();
-        let stop_accepting = async move {
-            this.triggered().await;
-            this.run_hooks(&this.inner.before_drain, "before-drain")
-                .await;
-            drain_tx.send_replace(true);
-        };
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_accepting);
-        let drain_timeout = *lock(&self.inner.drain_timeout);
-        let deadline = async move {
-            let _ = drain_rx.wait_for(|d| *d).await;
-            tokio::time::sleep(drain_timeout).await;
-        };
-        let result = tokio::select! {
-            result = server.into_future() => result,
-            () = deadline => {
-                tracing::warn!(?drain_timeout, "in-flight requests did not finish in time; closing them");
-                Ok(())
+        self.serve_with(Listeners::new(listener, app)).await
+    }
+
+    /// Serves `listeners` (the app, and the actuator on a management listener of its own
+    /// if there is one) until shutdown, then runs the sequence in the [module docs](self)
+    /// and returns.
+    pub async fn serve_with(&self, listeners: Listeners) -> std::io::Result<()> {
+        let drain_rx = self.inner.draining.subscribe();
+        let stop_accepting = self.draining();
+        let Listeners {
+            main,
+            management,
+            app,
+            limits,
+        } = listeners;
+        let serving = async {
+            let accept = |listener| Acceptor::new(listener, limits.max_connections);
+            match management {
+                None => {
+                    listener::serve(accept(main), app, Part::All, limits, drain_rx.clone()).await
+                }
+                Some(management) => {
+                    let main = listener::serve(
+                        accept(main),
+                        app.clone(),
+                        Part::Main,
+                        limits,
+                        drain_rx.clone(),
+                    );
+                    let management = listener::serve(
+                        accept(management),
+                        app,
+                        Part::Management,
+                        limits,
+                        drain_rx.clone(),
+                    );
+                    tokio::join!(main, management);
+                }
             }
         };
+        let drain_timeout = *lock(&self.inner.drain_timeout);
+        let mut draining = drain_rx.clone();
+        let deadline = async move {
+            let _ = draining.wait_for(|d| *d).await;
+            tokio::time::sleep(drain_timeout).await;
+        };
+        tokio::select! {
+            _ = async { tokio::join!(serving, stop_accepting) } => {}
+            () = deadline => {
+                tracing::warn!(?drain_timeout, "in-flight requests did not finish in time; closing them");
+            }
+        }
         self.run_hooks(&self.inner.after_drain, "after-drain").await;
-        result
-    }
-}
-
-impl Shutdown {
-    /// A server binary's serving: binds `bind` (a failure reads `--bind ADDR: reason`),
-    /// logs `listening addr=...`, stops on SIGINT/SIGTERM, and serves `app` through the
-    /// sequence in the [module docs](self).
-    pub async fn serve_bind(&self, bind: &str, app: Router) -> Result<(), String> {
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|e| format!("--bind {bind}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, "listening");
-        self.listen_for_signals();
-        self.serve(listener, app).await.map_err(|e| e.to_string())
+        Ok(())
     }
 }
 
@@ -263,5 +322,3 @@ async fn signal() -> &'static str {
         () = term => "SIGTERM",
     }
 }
-
-use std::future::IntoFuture as _;

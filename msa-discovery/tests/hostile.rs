@@ -254,3 +254,33 @@ async fn a_made_up_method_is_counted_as_other() {
     assert!(!scrape.contains("BREW"), "{scrape}");
     assert!(scrape.contains(r#"method="OTHER""#), "{scrape}");
 }
+
+mod common;
+#[path = "../../tests/support/listeners.rs"]
+mod listeners;
+
+/// An msa-registry process with the probes' limits and a management listener; its
+/// main and management addresses.
+fn registry_with_limits(more: &[&str]) -> (common::Registry, SocketAddr, SocketAddr) {
+    let (port, management) = (common::free_port(), common::free_port());
+    let management_bind = format!("127.0.0.1:{management}");
+    let mut args = vec!["--management-bind", &management_bind];
+    args.extend(listeners::FLAGS);
+    args.extend(more);
+    let registry = common::Registry::start_with(port, &args);
+    let main = SocketAddr::from(([127, 0, 0, 1], port));
+    (registry, main, management_bind.parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_listener_bounds_slow_idle_and_surplus_connections() {
+    let (_registry, main, management) = registry_with_limits(&[]);
+    listeners::the_listener_contract_holds(main, management).await;
+}
+
+#[tokio::test]
+async fn readiness_goes_down_on_sigterm_before_the_registry_drains() {
+    let (registry, main, _) = registry_with_limits(&["--shutdown-grace", "3s"]);
+    listeners::wait_until_listening(main).await;
+    listeners::readiness_goes_down_on_sigterm(registry.pid(), main).await;
+}

@@ -17,7 +17,7 @@ use std::future::{Future, poll_fn};
 use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
@@ -169,14 +169,23 @@ enum Next {
     Closed,
 }
 
+/// What one connection may take.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    /// The longest request head (request line and headers); beyond it the answer is 431.
+    pub(crate) max_head: usize,
+    /// How long a request may take to arrive once its first byte has; past it, 408.
+    pub(crate) header_read: Duration,
+    /// How long the connection may wait for a request's first byte; past it, it is closed.
+    pub(crate) idle: Duration,
+}
+
 /// Serves HTTP/1.1 requests on `stream` with `handler` until the client closes, `stop`
-/// completes between two requests, or a request needs hyper.
-///
-/// `max_head` bounds a request's head (request line and headers); beyond it the answer is
-/// 431.
+/// completes between two requests, a request needs hyper, or a request does not arrive
+/// within `bounds`.
 pub(crate) async fn serve<H, F>(
     stream: TcpStream,
-    max_head: usize,
+    bounds: Bounds,
     handler: H,
     stop: impl Future<Output = ()>,
 ) -> End
@@ -187,7 +196,10 @@ where
     let mut connection = Connection {
         stream,
         pending: BytesMut::new(),
-        max_head,
+        max_head: bounds.max_head,
+        // Reset for every request: a later deadline only moves an atomic.
+        deadline: Box::pin(tokio::time::sleep(bounds.idle)),
+        bounds,
     };
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -247,13 +259,32 @@ struct Connection {
     /// unallocated.
     pending: BytesMut,
     max_head: usize,
+    bounds: Bounds,
+    /// When the request being waited for must have arrived.
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Connection {
-    /// Reads until a request is complete (or the connection ends, or needs hyper).
+    /// Reads until a request is complete (or the connection ends, or needs hyper, or the
+    /// request does not arrive in time).
     async fn next(&mut self) -> Next {
+        let now = tokio::time::Instant::now();
+        let mut arriving = !self.pending.is_empty();
+        let wait = if arriving {
+            self.bounds.header_read
+        } else {
+            self.bounds.idle
+        };
+        self.deadline.as_mut().reset(now + wait);
         loop {
             if !self.pending.is_empty() {
+                if !arriving {
+                    arriving = true;
+                    let deadline = tokio::time::Instant::now() + self.bounds.header_read;
+                    if deadline < self.deadline.deadline() {
+                        self.deadline.as_mut().reset(deadline);
+                    }
+                }
                 match parse(&self.pending, self.max_head) {
                     Parsed::Request(incoming, used) => {
                         self.pending.advance(used);
@@ -268,8 +299,21 @@ impl Connection {
                     Parsed::Reject(status, reason) => return Next::Reject(status, reason),
                 }
             }
-            if let Some(next) = poll_fn(|cx| self.poll_read(cx)).await {
-                return next;
+            let read = poll_fn(|cx| match self.poll_read(cx) {
+                Poll::Ready(next) => Poll::Ready(Some(next)),
+                Poll::Pending => self.deadline.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
+            match read {
+                Some(Some(next)) => return next,
+                Some(None) => {}
+                None if arriving => {
+                    return Next::Reject(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request did not arrive in time",
+                    );
+                }
+                None => return Next::Closed,
             }
         }
     }
@@ -744,6 +788,16 @@ mod tests {
 
     type Answer = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
+    /// Heads up to `max_head`, and the default timeouts (30 s for a request to arrive,
+    /// 60 s idle).
+    fn bounds(max_head: usize) -> Bounds {
+        Bounds {
+            max_head,
+            header_read: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+
     /// Answers with what it received: method, target, version and body.
     fn echo(request: RawRequest) -> Answer {
         Box::pin(async move {
@@ -793,7 +847,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            serve(stream, 1024, echo, std::future::pending()).await
+            serve(stream, bounds(1024), echo, std::future::pending()).await
         });
         (TcpStream::connect(addr).await.unwrap(), server)
     }
@@ -999,7 +1053,7 @@ mod tests {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            serve(stream, 1024, echo, async {
+            serve(stream, bounds(1024), echo, async {
                 let _ = stopped.await;
             })
             .await
@@ -1014,5 +1068,60 @@ mod tests {
             .await
             .expect("the idle connection closes once told to stop");
         assert!(matches!(end.unwrap(), End::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_stops_arriving_is_answered_408() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream, bounds(1024), echo, std::future::pending()).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        assert!(matches!(server.await.unwrap(), End::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_past_the_timeout_is_closed_and_not_before() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(stream, bounds(1024), echo, std::future::pending()).await
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..3 {
+            // 59 s of quiet, three times over: each request starts the wait afresh.
+            tokio::time::sleep(Duration::from_secs(59)).await;
+            client
+                .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut status = [0u8; 12];
+            client.read_exact(&mut status).await.unwrap();
+            assert_eq!(&status, b"HTTP/1.1 200");
+            let mut rest = [0u8; 1024];
+            let _ = client.read(&mut rest).await.unwrap();
+        }
+        let idle = tokio::time::Instant::now();
+        let mut after = Vec::new();
+        client.read_to_end(&mut after).await.unwrap();
+        assert!(after.is_empty(), "closed without an answer");
+        assert!(idle.elapsed() >= Duration::from_secs(60));
+        assert!(matches!(server.await.unwrap(), End::Closed));
     }
 }

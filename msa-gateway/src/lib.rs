@@ -35,4 +35,4 @@ mod wire;
 
 pub use self::config::{ConfigError, GatewayConfig};
 pub use self::proxy::Gateway;
-pub use self::server::Server;
+pub use self::server::{Options, Server};

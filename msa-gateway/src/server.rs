@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
+use msa_core::listener::{self, Acceptor, Limits, is_management_path};
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
@@ -29,6 +29,29 @@ pub struct Server {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// How a [`Server`] serves, besides where.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Worker threads, each with its own listener, runtime and upstream pool.
+    pub workers: usize,
+    /// Timeouts and the connection cap; the cap is shared out between the workers.
+    pub limits: Limits,
+    /// Whether the actuator has a management listener of its own: then only its probes
+    /// (`/actuator/health…`, `/actuator/info`) are answered here.
+    pub management_elsewhere: bool,
+}
+
+impl Options {
+    /// `workers` workers, default limits, the whole actuator on this listener.
+    pub fn new(workers: usize) -> Self {
+        Options {
+            workers,
+            limits: Limits::default(),
+            management_elsewhere: false,
+        }
+    }
+}
+
 impl Server {
     /// Binds `bind` once per worker (`SO_REUSEPORT`) and serves `gateway`, with `admin`
     /// (the actuator) answering under `/actuator`. Returns once every worker listens.
@@ -38,7 +61,17 @@ impl Server {
         bind: SocketAddr,
         workers: usize,
     ) -> std::io::Result<Server> {
-        let workers = workers.max(1);
+        Server::start_with(gateway, admin, bind, Options::new(workers))
+    }
+
+    /// As [`start`](Self::start), with `options`.
+    pub fn start_with(
+        gateway: Gateway,
+        admin: axum::Router,
+        bind: SocketAddr,
+        options: Options,
+    ) -> std::io::Result<Server> {
+        let workers = options.workers.max(1);
         let first = listener(bind)?;
         let addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -65,7 +98,7 @@ impl Server {
                             return;
                         }
                     };
-                    runtime.block_on(worker(gateway, admin, std_listener, stopped));
+                    runtime.block_on(worker(gateway, admin, std_listener, options, stopped));
                 })?;
             handles.push(handle);
         }
@@ -119,6 +152,8 @@ struct Handler {
     gateway: Gateway,
     admin: Arc<axum::Router>,
     remote: SocketAddr,
+    /// Whether only the actuator's probes are answered here.
+    probes_only: bool,
 }
 
 /// A request's future, on the heap: the connection's task stays small between requests.
@@ -149,7 +184,15 @@ impl Handler {
     }
 
     fn call_http(&self, request: Request<Body>) -> HttpAnswer<'_> {
-        if request.uri().path().starts_with("/actuator") {
+        let path = request.uri().path();
+        if self.probes_only && is_management_path(path) {
+            let elsewhere = crate::proxy::error_response(
+                StatusCode::NOT_FOUND,
+                "not found (served on the management listener)",
+            );
+            return Box::pin(std::future::ready(elsewhere));
+        }
+        if path.starts_with("/actuator") {
             let admin = (*self.admin).clone();
             Box::pin(async move {
                 match admin.oneshot(request).await {
@@ -167,6 +210,7 @@ async fn worker(
     gateway: Gateway,
     admin: Arc<axum::Router>,
     std_listener: std::net::TcpListener,
+    options: Options,
     mut stopped: watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(std_listener) {
@@ -176,26 +220,29 @@ async fn worker(
             return;
         }
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let limits = options.limits;
+    let mut acceptor = Acceptor::new(
+        listener,
+        limits.max_connections.div_ceil(options.workers.max(1)),
+    );
+    let mut builder = listener::builder();
     // Read buffers start at 8 KiB and may grow to this; hyper's default (~400 KiB) lets a
     // thousand idle keep-alive connections hold megabytes.
     builder.http1().max_buf_size(16 * 1024);
     let builder = Arc::new(builder);
-    // A request head may be twice the largest header allowed, and 64 KiB in any case.
-    let max_head = (2 * gateway.max_header_size()).max(64 * 1024);
+    let bounds = http1::Bounds {
+        // A request head may be twice the largest header allowed, and 64 KiB in any case.
+        max_head: (2 * gateway.max_header_size()).max(64 * 1024),
+        header_read: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
     // Every connection task holds a sender; when all are gone, every connection is closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     // On this worker's thread: its metrics buffers reach the scrape when it is idle too.
     let flusher = tokio::spawn(crate::metrics::flush_when_asked());
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::debug!(%error, "accept failed");
-                    continue;
-                }
-            },
+        let (stream, remote, permit) = tokio::select! {
+            accepted = acceptor.accept() => accepted,
             _ = stopped.wait_for(|stop| *stop) => break,
         };
         let _ = stream.set_nodelay(true);
@@ -203,24 +250,32 @@ async fn worker(
             gateway: gateway.clone(),
             admin: admin.clone(),
             remote,
+            probes_only: options.management_elsewhere,
         };
         let builder = builder.clone();
         let mut stopped = stopped.clone();
         let open = open.clone();
         tokio::spawn(async move {
-            let _open = open;
+            let (_open, _permit) = (open, permit);
             let stop = stopping(&mut stopped);
             let end = {
                 let handler = &handler;
-                http1::serve(stream, max_head, |request| handler.call(request), stop).await
+                http1::serve(stream, bounds, |request| handler.call(request), stop).await
             };
             if let End::HandOff(rewind) = end {
                 // Boxed: the rare path's state is not carried by every connection's task.
-                Box::pin(serve_with_hyper(rewind, handler, &builder, &mut stopped)).await;
+                Box::pin(serve_with_hyper(
+                    rewind,
+                    handler,
+                    &builder,
+                    limits,
+                    &mut stopped,
+                ))
+                .await;
             }
         });
     }
-    drop(listener);
+    drop(acceptor);
     drop(open);
     let _ = tokio::time::timeout(Duration::from_secs(30), all_closed.recv()).await;
     flusher.abort();
@@ -232,24 +287,14 @@ async fn serve_with_hyper(
     rewind: http1::Rewind,
     handler: Handler,
     builder: &auto::Builder<TokioExecutor>,
+    limits: Limits,
     stopped: &mut watch::Receiver<bool>,
 ) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let service = tower::service_fn(move |request: Request<Body>| {
         let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler.call_http(request.map(Body::new)).await) }
+        async move { Ok::<_, std::convert::Infallible>(handler.call_http(request).await) }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(rewind), service);
-    let mut connection = std::pin::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stopping(stopped) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "connection ended with an error");
-    }
+    listener::serve_connection(builder, rewind, service, limits, stopping(stopped)).await;
 }
 
 /// Completes once the server is told to stop.

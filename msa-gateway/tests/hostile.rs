@@ -268,3 +268,40 @@ routes:
         .unwrap();
     assert_eq!(refresh.status(), 200);
 }
+
+#[path = "../../tests/support/listeners.rs"]
+mod listeners;
+
+/// A gateway with one worker (so the connection cap is all its own), the probes' limits
+/// and a management listener; the gateway and its management address.
+async fn gateway_with_limits(more: &[&str]) -> (GatewayProcess, std::net::SocketAddr) {
+    let management = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let management_bind = management.to_string();
+    let mut args = vec!["--management-bind", &management_bind];
+    args.extend(listeners::FLAGS);
+    args.extend(more);
+    let yaml = "server:\n  workers: 1\nroutes: []\n";
+    let gateway = GatewayProcess::start_with(yaml, "127.0.0.1", &args).await;
+    (gateway, management)
+}
+
+#[tokio::test]
+async fn every_listener_bounds_slow_idle_and_surplus_connections() {
+    let (gateway, management) = gateway_with_limits(&[]).await;
+    listeners::the_listener_contract_holds(gateway.addr(), management).await;
+    // The routes listing is a management endpoint: only on its listener.
+    assert_eq!(gateway.get("/actuator/gateway/routes").await.status(), 404);
+    assert_eq!(
+        listeners::status(management, "/actuator/gateway/routes").await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn readiness_goes_down_on_sigterm_before_the_gateway_drains() {
+    let (gateway, _) = gateway_with_limits(&["--shutdown-grace", "3s"]).await;
+    listeners::readiness_goes_down_on_sigterm(gateway.pid(), gateway.addr()).await;
+}

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use msa_config::server::{Cipher, ConfigServer, DirRepository, GitRepository};
-use msa_core::shutdown::{self, Shutdown};
+use msa_config::server::{Cipher, ConfigServer, DirRepository, GitOptions, GitRepository};
+use msa_core::cli::ServerArgs;
+use msa_core::shutdown;
 use msa_core::telemetry::Telemetry;
 
 /// A Spring Cloud Config-compatible config server: serves a directory or a git repository of
@@ -31,6 +32,13 @@ struct Args {
     /// The label served when a request names none (git; main, then master).
     #[arg(long, value_name = "LABEL")]
     default_label: Option<String>,
+    /// How often a remote --git repository is fetched.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = msa_core::duration::parse)]
+    git_refresh_rate: std::time::Duration,
+    /// How long one fetch of a remote --git repository may take; the server keeps serving
+    /// what it has meanwhile (and fails to start if the first fetch takes longer).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = msa_core::duration::parse)]
+    git_timeout: std::time::Duration,
     /// Key material for `{cipher}` values and /encrypt, /decrypt.
     #[arg(long, value_name = "PATH")]
     encrypt_key_file: Option<PathBuf>,
@@ -40,11 +48,8 @@ struct Args {
     /// The Basic auth password.
     #[arg(long, requires = "user")]
     password: Option<String>,
-    /// A file holding the management token that /encrypt, /decrypt and /actuator/refresh
-    /// require as `Authorization: Bearer TOKEN` (else MSA_MANAGEMENT_TOKEN; with neither,
-    /// they answer only on a loopback bind, or to the --user credentials).
-    #[arg(long, value_name = "PATH")]
-    management_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
@@ -59,8 +64,13 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let (mut server, source) = match (&args.git, &args.dir) {
         (Some(git), _) => {
-            let repository = GitRepository::open(git, args.default_label.clone())
-                .map_err(|e| format!("--git {git}: {e}"))?;
+            let options = GitOptions {
+                default_label: args.default_label.clone(),
+                refresh: args.git_refresh_rate,
+                timeout: args.git_timeout,
+            };
+            let repository =
+                GitRepository::open_with(git, options).map_err(|e| format!("--git {git}: {e}"))?;
             (ConfigServer::new(repository), git.clone())
         }
         (None, Some(dir)) => {
@@ -80,19 +90,14 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("--encrypt-key-file {}: {e}", path.display()))?;
         server = server.cipher(cipher);
     }
-    let bind: std::net::SocketAddr = args
-        .bind
-        .parse()
-        .map_err(|e| format!("--bind {}: {e}", args.bind))?;
-    server = server.management(msa_core::management::Management::from_settings(
-        bind,
-        args.management_token_file.as_deref(),
-    )?);
     if let (Some(user), Some(password)) = (&args.user, &args.password) {
         server = server.basic_auth(user, password);
     }
     tracing::info!(repository = %source, "serving");
-    Shutdown::new()
-        .serve_bind(&args.bind, server.router())
+    let availability = server.availability();
+    args.server
+        .serve(&args.bind, availability, |management| {
+            server.management(management).router()
+        })
         .await
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use msa_core::BoxError;
 use msa_core::actuator::RefreshHook;
+use msa_core::backoff::Backoff;
 use tokio::sync::{broadcast, watch};
 
 use super::{ClientError, ConfigClient, ConfigServerSource, Fetched};
@@ -257,7 +258,7 @@ async fn follow<T>(inner: Weak<Inner<T>>)
 where
     T: serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut failing = false;
     loop {
         let Some(live) = inner.upgrade() else { return };
@@ -278,7 +279,7 @@ where
             Ok(Some(fetched)) => {
                 let Some(live) = inner.upgrade() else { return };
                 let _ = live.apply(fetched);
-                backoff = Duration::from_millis(250);
+                backoff.reset();
                 failing = false;
             }
             Err(reason) => {
@@ -286,8 +287,7 @@ where
                     tracing::warn!(%reason, "config server unreachable; keeping the current configuration");
                     failing = true;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.wait().await;
             }
         }
     }

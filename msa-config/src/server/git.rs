@@ -1,9 +1,14 @@
 //! The git backend: labels are branches, tags or commits; files are read from the commit,
 //! cached by commit, and refreshed when the repository's refs move, never per request.
+//!
+//! A remote is fetched into a mirror by a thread of its own, through its own handle on the
+//! mirror, so readers never wait for the network: while a fetch runs (or hangs), requests
+//! are served from what the mirror has. A fetch that takes longer than the timeout is
+//! given up on and reported by the health endpoint; the next starts when it has ended.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
@@ -15,10 +20,37 @@ use super::repository::Snapshot;
 
 /// How often a local repository's refs are checked.
 pub const LOCAL_REFRESH: Duration = Duration::from_millis(500);
-/// How often a remote repository is fetched.
+/// How often a remote repository is fetched, by default.
 pub const REMOTE_REFRESH: Duration = Duration::from_secs(5);
-/// Commits kept parsed.
-const CACHED_COMMITS: usize = 32;
+/// How long a fetch may take, by default (Spring's `spring.cloud.config.server.git.timeout`).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commits kept parsed: at most this many distinct commits are held in memory, whatever
+/// labels clients ask for.
+pub const CACHED_COMMITS: usize = 32;
+/// The longest label looked up.
+const MAX_LABEL: usize = 255;
+
+/// How a [`GitRepository`] is read and refreshed.
+#[derive(Clone, Debug)]
+pub struct GitOptions {
+    /// The label served when a request names none (else `main`, then `master`, then HEAD).
+    pub default_label: Option<String>,
+    /// How often a remote is fetched ([`REMOTE_REFRESH`] by default; a local repository's
+    /// refs are checked every [`LOCAL_REFRESH`]).
+    pub refresh: Duration,
+    /// How long one fetch may take ([`FETCH_TIMEOUT`] by default).
+    pub timeout: Duration,
+}
+
+impl Default for GitOptions {
+    fn default() -> Self {
+        GitOptions {
+            default_label: None,
+            refresh: REMOTE_REFRESH,
+            timeout: FETCH_TIMEOUT,
+        }
+    }
+}
 
 /// Why a label cannot be served.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,12 +70,16 @@ pub struct GitRepository {
 }
 
 struct Inner {
+    /// The readers' handle.
     repo: Mutex<Repository>,
     location: String,
     default_label: Option<String>,
-    remote: bool,
+    /// A remote's mirror, which only the fetching thread writes.
+    mirror: Option<PathBuf>,
     cache: Mutex<HashMap<Oid, Arc<Snapshot>>>,
     changes: watch::Sender<u64>,
+    /// Why the last refresh failed, if it did.
+    failing: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -85,111 +121,92 @@ impl GitRepository {
     /// once as a bare mirror and fetched every few seconds. Watches for changes from a
     /// background task (call inside a tokio runtime).
     pub fn open(spec: &str, default_label: Option<String>) -> Result<Self, LabelError> {
+        GitRepository::open_with(
+            spec,
+            GitOptions {
+                default_label,
+                ..GitOptions::default()
+            },
+        )
+    }
+
+    /// As [`open`](Self::open), with `options`. The first fetch of a remote must end within
+    /// the timeout, or opening fails.
+    pub fn open_with(spec: &str, options: GitOptions) -> Result<Self, LabelError> {
         let local = Path::new(spec);
-        let (repo, remote) = if local.exists() {
-            (Repository::open(local).map_err(git_error)?, false)
+        let (repo, mirror) = if local.exists() {
+            (Repository::open(local).map_err(git_error)?, None)
         } else {
             let dir = mirror_dir(spec);
-            let repo = match Repository::open_bare(&dir) {
-                Ok(repo) => repo,
+            if Repository::open_bare(&dir).is_err() {
+                std::fs::create_dir_all(&dir).map_err(|e| LabelError::Repository(e.to_string()))?;
+                let repo = Repository::init_bare(&dir).map_err(git_error)?;
+                repo.remote_with_fetch("origin", spec, "+refs/*:refs/*")
+                    .map_err(git_error)?;
+            }
+            let fetched = fetch_within(&dir, options.timeout);
+            match fetched.recv_timeout(options.timeout + Duration::from_secs(1)) {
+                Ok(result) => result?,
                 Err(_) => {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| LabelError::Repository(e.to_string()))?;
-                    let repo = Repository::init_bare(&dir).map_err(git_error)?;
-                    repo.remote_with_fetch("origin", spec, "+refs/*:refs/*")
-                        .map_err(git_error)?;
-                    repo
+                    return Err(LabelError::Repository(format!(
+                        "fetching {spec} did not finish in {:?}",
+                        options.timeout
+                    )));
                 }
-            };
-            fetch(&repo)?;
-            (repo, true)
+            }
+            (Repository::open_bare(&dir).map_err(git_error)?, Some(dir))
         };
-        let mut last = refs(&repo).map_err(git_error)?;
+        let last = refs(&repo).map_err(git_error)?;
         let inner = Arc::new(Inner {
             repo: Mutex::new(repo),
             location: spec.trim_end_matches('/').to_owned(),
-            default_label,
-            remote,
+            default_label: options.default_label.clone(),
+            mirror,
             cache: Mutex::default(),
             changes: watch::Sender::new(0),
+            failing: Mutex::default(),
         });
-        let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
-            let every = if remote {
-                REMOTE_REFRESH
-            } else {
-                LOCAL_REFRESH
-            };
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let checked = tokio::task::spawn_blocking(move || {
-                    let repo = inner.repo.lock().unwrap_or_else(PoisonError::into_inner);
-                    if inner.remote {
-                        fetch(&repo)?;
-                    }
-                    let now = refs(&repo).map_err(git_error)?;
-                    drop(repo);
-                    Ok::<_, LabelError>((inner, now))
-                })
-                .await;
-                match checked {
-                    Ok(Ok((inner, now))) if now != last => {
-                        tracing::info!(location = %inner.location, "config repository changed");
-                        last = now;
-                        inner.changes.send_modify(|generation| *generation += 1);
-                    }
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "cannot refresh the config repository; serving what it had")
-                    }
-                    _ => {}
-                }
-            }
-        });
+        tokio::spawn(follow(Arc::downgrade(&inner), last, options));
         Ok(GitRepository { inner })
     }
 
-    /// The commit `label` names (the default label when `None`).
+    /// Where a remote's mirror is kept (`None` for a local repository, read in place).
+    pub fn mirror(&self) -> Option<&Path> {
+        self.inner.mirror.as_deref()
+    }
+
+    /// Why the last refresh (fetch or ref check) failed, while it is failing.
+    pub fn failing(&self) -> Option<String> {
+        lock(&self.inner.failing).clone()
+    }
+
+    /// The commit `label` names (the default label when `None`): a branch, a tag, or a
+    /// commit id (at least 4 hex digits). Revision expressions (`HEAD~1`, `main^`,
+    /// `:/text`, `@{1}`) are not labels.
     fn resolve(&self, repo: &Repository, label: Option<&str>) -> Result<Oid, LabelError> {
-        let commit_of = |name: &str| -> Option<Oid> {
-            let object = repo.revparse_single(name).ok()?;
-            object.peel(ObjectType::Commit).ok().map(|c| c.id())
-        };
         match label.or(self.inner.default_label.as_deref()) {
-            Some(label) => commit_of(label).ok_or_else(|| LabelError::Unknown(label.to_owned())),
-            None => ["main", "master", "HEAD"]
+            Some(label) => {
+                commit_of(repo, label).ok_or_else(|| LabelError::Unknown(label.to_owned()))
+            }
+            None => ["main", "master"]
                 .into_iter()
-                .find_map(commit_of)
+                .find_map(|branch| commit_of(repo, branch))
+                .or_else(|| Some(repo.head().ok()?.peel_to_commit().ok()?.id()))
                 .ok_or_else(|| LabelError::Unknown("main".to_owned())),
         }
     }
 
-    /// The files at `label`.
+    /// The files at `label`. Reads the repository on this thread: from async code, call
+    /// it through `spawn_blocking`.
     pub fn snapshot(&self, label: Option<&str>) -> Result<Arc<Snapshot>, LabelError> {
-        let repo = self
-            .inner
-            .repo
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let repo = lock(&self.inner.repo);
         let oid = self.resolve(&repo, label)?;
-        if let Some(hit) = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&oid)
-        {
+        if let Some(hit) = lock(&self.inner.cache).get(&oid) {
             return Ok(Arc::clone(hit));
         }
         let snapshot = Arc::new(read_commit(&repo, oid, &self.inner.location).map_err(git_error)?);
         drop(repo);
-        let mut cache = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut cache = lock(&self.inner.cache);
         if cache.len() >= CACHED_COMMITS {
             cache.clear();
         }
@@ -208,11 +225,142 @@ impl GitRepository {
     }
 }
 
-fn fetch(repo: &Repository) -> Result<(), LabelError> {
-    let mut remote = repo.find_remote("origin").map_err(git_error)?;
-    remote
-        .fetch(&["+refs/*:refs/*"], None, None)
-        .map_err(git_error)
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The commit a branch, tag or commit id names.
+fn commit_of(repo: &Repository, label: &str) -> Option<Oid> {
+    if label.is_empty() || label.len() > MAX_LABEL {
+        return None;
+    }
+    if git2::Reference::is_valid_name(&format!("refs/heads/{label}")) {
+        for namespace in ["refs/heads/", "refs/tags/", "refs/remotes/origin/"] {
+            if let Ok(reference) = repo.find_reference(&format!("{namespace}{label}")) {
+                return reference.peel_to_commit().ok().map(|c| c.id());
+            }
+        }
+    }
+    if (4..=40).contains(&label.len()) && label.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Hex digits only: a commit id or an unambiguous prefix of one, nothing else.
+        let object = repo.revparse_single(label).ok()?;
+        return object.peel(ObjectType::Commit).ok().map(|c| c.id());
+    }
+    None
+}
+
+/// Fetches the mirror at `dir` on a thread of its own, through its own handle, giving up
+/// once `timeout` has passed (checked as data arrives); the result arrives on the channel.
+fn fetch_within(
+    dir: &Path,
+    timeout: Duration,
+) -> std::sync::mpsc::Receiver<Result<(), LabelError>> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let dir = dir.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("msa-config-fetch".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + timeout;
+            let fetched = (|| {
+                let repo = Repository::open_bare(&dir).map_err(git_error)?;
+                let mut remote = repo.find_remote("origin").map_err(git_error)?;
+                let mut callbacks = git2::RemoteCallbacks::new();
+                callbacks.transfer_progress(move |_| std::time::Instant::now() < deadline);
+                callbacks.sideband_progress(move |_| std::time::Instant::now() < deadline);
+                let mut options = git2::FetchOptions::new();
+                options.remote_callbacks(callbacks);
+                remote
+                    .fetch(&["+refs/*:refs/*"], Some(&mut options), None)
+                    .map_err(git_error)
+            })();
+            let _ = sender.send(fetched);
+        });
+    if let Err(error) = spawned {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let _ = sender.send(Err(LabelError::Repository(error.to_string())));
+        return receiver;
+    }
+    receiver
+}
+
+/// Refreshes until the repository is dropped: fetches a remote every `options.refresh`
+/// (one fetch at a time, each given up on after `options.timeout`) and announces moved
+/// refs.
+async fn follow(inner: Weak<Inner>, mut last: BTreeMap<String, Oid>, options: GitOptions) {
+    let Some(first) = inner.upgrade() else { return };
+    let (every, mirror) = match &first.mirror {
+        Some(mirror) => (options.refresh, Some(mirror.clone())),
+        None => (LOCAL_REFRESH, None),
+    };
+    drop(first);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A fetch given up on still runs; the next waits for it to end.
+    let mut running: Option<tokio::sync::oneshot::Receiver<()>> = None;
+    loop {
+        ticker.tick().await;
+        if inner.strong_count() == 0 {
+            return;
+        }
+        if let Some(mirror) = &mirror {
+            if let Some(previous) = &mut running
+                && matches!(
+                    previous.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                )
+            {
+                continue;
+            }
+            let fetched = fetch_within(mirror, options.timeout);
+            let (done, ended) = tokio::sync::oneshot::channel();
+            let waited = tokio::task::spawn_blocking(move || {
+                let result = fetched.recv();
+                let _ = done.send(());
+                result
+            });
+            running = Some(ended);
+            let outcome = match tokio::time::timeout(options.timeout, waited).await {
+                Ok(Ok(Ok(result))) => result,
+                Ok(_) => Err(LabelError::Repository("the fetch thread ended".into())),
+                Err(_) => Err(LabelError::Repository(format!(
+                    "fetching did not finish in {:?}",
+                    options.timeout
+                ))),
+            };
+            if let Err(error) = outcome {
+                let Some(inner) = inner.upgrade() else { return };
+                let mut failing = lock(&inner.failing);
+                if failing.is_none() {
+                    tracing::warn!(%error, "cannot refresh the config repository; serving what it had");
+                }
+                *failing = Some(error.to_string());
+                continue;
+            }
+        }
+        let Some(live) = inner.upgrade() else { return };
+        let checked = tokio::task::spawn_blocking(move || {
+            let now = refs(&lock(&live.repo)).map_err(git_error);
+            (live, now)
+        })
+        .await;
+        let Ok((live, now)) = checked else { continue };
+        match now {
+            Ok(now) => {
+                if lock(&live.failing).take().is_some() {
+                    tracing::info!(location = %live.location, "config repository reachable again");
+                }
+                if now != last {
+                    tracing::info!(location = %live.location, "config repository changed");
+                    last = now;
+                    live.changes.send_modify(|generation| *generation += 1);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the config repository's refs");
+                *lock(&live.failing) = Some(error.to_string());
+            }
+        }
+    }
 }
 
 /// Reads and parses the config files of commit `oid`.

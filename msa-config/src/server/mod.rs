@@ -21,7 +21,7 @@ pub mod repository;
 
 pub use self::cipher::Cipher;
 pub use self::environment::{Environment, PropertySource};
-pub use self::git::{GitRepository, LabelError};
+pub use self::git::{GitOptions, GitRepository, LabelError};
 pub use self::repository::DirRepository;
 
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use msa_core::actuator::{Actuator, Health};
+use msa_core::actuator::{Actuator, Availability, Health};
 use msa_core::http::{Authorization, ServerLayer};
 use msa_core::management::Management;
 use serde::Deserialize;
@@ -89,7 +89,21 @@ impl Repository {
     async fn snapshot(&self, label: Option<&str>) -> Result<Arc<repository::Snapshot>, LabelError> {
         match self {
             Repository::Dir(dir) => Ok(dir.current().await),
-            Repository::Git(git) => git.snapshot(label),
+            Repository::Git(git) => {
+                // A commit not yet parsed is read from disk: off the async workers.
+                let (git, label) = (git.clone(), label.map(str::to_owned));
+                tokio::task::spawn_blocking(move || git.snapshot(label.as_deref()))
+                    .await
+                    .map_err(|e| LabelError::Repository(e.to_string()))?
+            }
+        }
+    }
+
+    /// Why refreshing the repository fails, while it does.
+    fn failing(&self) -> Option<String> {
+        match self {
+            Repository::Dir(_) => None,
+            Repository::Git(git) => git.failing(),
         }
     }
 
@@ -126,6 +140,7 @@ pub struct ConfigServer {
     credentials: Option<Authorization>,
     cipher: Option<Cipher>,
     management: Option<Management>,
+    availability: Availability,
 }
 
 impl ConfigServer {
@@ -136,7 +151,13 @@ impl ConfigServer {
             credentials: None,
             cipher: None,
             management: None,
+            availability: Availability::default(),
         }
+    }
+
+    /// The server's liveness and readiness, as `/actuator/health` reports them.
+    pub fn availability(&self) -> Availability {
+        self.availability.clone()
     }
 
     /// Who may call `/encrypt`, `/decrypt` and `/actuator/refresh` (the first two turn the
@@ -167,6 +188,7 @@ impl ConfigServer {
         let repository = self.repository.clone();
         let actuator = Actuator::new("msa-config-server")
             .version(env!("CARGO_PKG_VERSION"))
+            .with_availability(self.availability.clone())
             .health_indicator("repository", move || {
                 let repository = repository.clone();
                 async move {
@@ -178,11 +200,16 @@ impl ConfigServer {
                                 .values()
                                 .filter_map(|f| f.as_ref().err().map(ToString::to_string))
                                 .collect();
-                            Health::up()
+                            let health = Health::up()
                                 .with_detail("location", snapshot.location.clone())
                                 .with_detail("version", snapshot.version.clone())
                                 .with_detail("files", snapshot.files.len())
-                                .with_detail("broken", broken)
+                                .with_detail("broken", broken);
+                            // Still serving what it has: UP, with the reason it is stale.
+                            match repository.failing() {
+                                Some(error) => health.with_detail("refreshFailing", error),
+                                None => health,
+                            }
                         }
                         Err(error) => Health::down().with_detail("error", error.to_string()),
                     }
@@ -270,7 +297,7 @@ fn oracle_allowed(
         (None, None) => Err((
             StatusCode::FORBIDDEN,
             "/encrypt and /decrypt need management settings (--management-token-file, or a \
-             loopback --bind) or --user and --password",
+             loopback --bind or --management-bind) or --user and --password",
         )
             .into_response()),
     }

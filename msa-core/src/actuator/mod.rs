@@ -171,6 +171,13 @@ impl Actuator {
         self
     }
 
+    /// Reports `availability` (shared with whoever changes it) as the application's own
+    /// liveness and readiness.
+    pub fn with_availability(mut self, availability: Availability) -> Self {
+        self.availability = availability;
+        self
+    }
+
     /// A handle on the application's own liveness and readiness.
     pub fn availability(&self) -> Availability {
         self.availability.clone()

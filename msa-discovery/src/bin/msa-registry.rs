@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use msa_core::shutdown::{self, Shutdown};
+use msa_core::cli::ServerArgs;
+use msa_core::shutdown;
 use msa_core::telemetry::Telemetry;
 use msa_discovery::registry::{RegistryServer, Store, StoreConfig};
 
@@ -29,6 +30,8 @@ struct Args {
     /// Evict expired leases even when many lapse at once.
     #[arg(long)]
     no_self_preservation: bool,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
@@ -67,7 +70,10 @@ async fn run(args: Args) -> Result<(), String> {
     }
     server.spawn_sweeper();
     tracing::info!(self_preservation = !args.no_self_preservation, "serving");
-    Shutdown::new()
-        .serve_bind(&args.bind, server.router())
+    let availability = server.availability();
+    args.server
+        .serve(&args.bind, availability, |management| {
+            server.management(management).router()
+        })
         .await
 }

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use msa_core::ServiceInstance;
+use msa_core::backoff::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -73,7 +74,7 @@ impl Discovery for RegistryDiscovery {
 
 async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::Sender<Instances>) {
     let mut index = 0u64;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut failing = false;
     // After a registry restart: the instances known before it, kept until this instant.
     let mut remembered: Option<(Instances, Instant)> = None;
@@ -105,7 +106,7 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
                     tracing::info!(%service, "registry reachable again");
                 }
                 failing = false;
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 if answer.index < index && !grace.is_zero() {
                     tracing::info!(%service, "registry restarted; keeping the instances known before for {grace:?}");
                     remembered = Some((sender.borrow().clone(), Instant::now() + grace));
@@ -139,8 +140,7 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
                     tracing::warn!(%service, %reason, "registry unreachable; keeping the last known instances");
                     failing = true;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         }
     }

@@ -40,8 +40,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use msa_core::InstanceStatus;
-use msa_core::actuator::{Actuator, Health};
+use msa_core::actuator::{Actuator, Availability, Health};
 use msa_core::http::{Authorization, ServerLayer};
+use msa_core::management::Management;
 
 use super::store::{MetadataError, NotFound, Store};
 use crate::eureka::{
@@ -56,12 +57,31 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub struct RegistryServer {
     store: Store,
     token: Option<Authorization>,
+    availability: Availability,
+    management: Option<Management>,
 }
 
 impl RegistryServer {
     /// A server over `store`.
     pub fn new(store: Store) -> Self {
-        RegistryServer { store, token: None }
+        RegistryServer {
+            store,
+            token: None,
+            availability: Availability::default(),
+            management: None,
+        }
+    }
+
+    /// Who may call `POST /actuator/refresh` (see
+    /// [`Management`](msa_core::management::Management)).
+    pub fn management(mut self, management: Management) -> Self {
+        self.management = Some(management);
+        self
+    }
+
+    /// The server's liveness and readiness, as `/actuator/health` reports them.
+    pub fn availability(&self) -> Availability {
+        self.availability.clone()
     }
 
     /// Requires the token on every write: as `Authorization: Bearer <token>`, or as the
@@ -92,6 +112,7 @@ impl RegistryServer {
         let store = self.store.clone();
         let actuator = Actuator::new("msa-registry")
             .version(env!("CARGO_PKG_VERSION"))
+            .with_availability(self.availability.clone())
             .health_indicator("registry", move || {
                 let apps = store.applications();
                 let instances: usize = apps.application.iter().map(|a| a.instance.len()).sum();
@@ -106,6 +127,10 @@ impl RegistryServer {
                         )
                 }
             });
+        let actuator = match self.management.clone() {
+            Some(management) => actuator.management(management),
+            None => actuator,
+        };
         let token = self.token.clone();
         let native = Router::new()
             .route("/msa/v1/services/{service}", get(watch_service))

@@ -27,6 +27,13 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -1,5 +1,5 @@
-//! `msa-gateway --config FILE.yaml [--bind ADDR] [--management-token-file PATH]`: the API
-//! gateway.
+//! `msa-gateway --config FILE.yaml [--bind ADDR] [--management-bind ADDR]
+//! [--management-token-file PATH]`: the API gateway.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use msa_core::actuator::Actuator;
-use msa_core::management::Management;
-use msa_core::shutdown::{self, Shutdown};
+use msa_core::cli::ServerArgs;
+use msa_core::listener::Listeners;
+use msa_core::shutdown;
 use msa_core::telemetry::Telemetry;
-use msa_gateway::{Gateway, GatewayConfig, Server};
+use msa_gateway::{Gateway, GatewayConfig, Options, Server};
 
 // A proxy allocates a little for every request; mimalloc's thread-local free lists serve
 // that with no contention between the worker threads (measured: bench/gateway-vs-nginx.sh).
@@ -28,11 +29,8 @@ struct Args {
     /// Where to listen (overrides the file's server.bind).
     #[arg(long, value_name = "ADDR")]
     bind: Option<String>,
-    /// A file holding the management token that `/actuator/gateway/*` requires as
-    /// `Authorization: Bearer TOKEN` (else MSA_MANAGEMENT_TOKEN; with neither, those
-    /// endpoints answer only on a loopback bind).
-    #[arg(long, value_name = "PATH")]
-    management_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
@@ -50,7 +48,12 @@ async fn run(args: Args) -> Result<(), String> {
         Some(bind) => bind.parse().map_err(|e| format!("--bind {bind}: {e}"))?,
         None => config.server.bind,
     };
-    let management = Management::from_settings(bind, args.management_token_file.as_deref())?;
+    let management_listener = args.server.bind_management().await?;
+    let served_on = match &management_listener {
+        Some(listener) => listener.local_addr().map_err(|e| e.to_string())?,
+        None => bind,
+    };
+    let management = args.server.management(served_on)?;
     let gateway = Gateway::new(&config)
         .map_err(|e| e.to_string())?
         .with_file(&args.config)
@@ -58,15 +61,30 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(routes = config.routes.len(), file = %args.config.display(), "routes loaded");
     gateway.watch_file(Duration::from_millis(500));
     let actuator = Actuator::new("msa-gateway").version(env!("CARGO_PKG_VERSION"));
+    let availability = actuator.availability();
     let admin = gateway.admin_router(actuator);
-    let workers = config.server.workers();
-    let server =
-        Server::start(gateway, admin, bind, workers).map_err(|e| format!("--bind {bind}: {e}"))?;
-    tracing::info!(addr = %server.local_addr(), workers, "listening");
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
-    shutdown.triggered().await;
+    let options = Options {
+        workers: config.server.workers(),
+        limits: args.server.limits(),
+        management_elsewhere: management_listener.is_some(),
+    };
+    let server = Server::start_with(gateway, admin.clone(), bind, options)
+        .map_err(|e| format!("--bind {bind}: {e}"))?;
+    tracing::info!(addr = %server.local_addr(), workers = options.workers, "listening");
+    let shutdown = args.server.shutdown(availability);
+    // The management listener's serving runs the before-drain hooks when it has one; the
+    // proxy stops accepting once they have run either way.
+    let management = management_listener.map(|listener| {
+        let listeners = Listeners::new(listener, admin).limits(options.limits);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { shutdown.serve_with(listeners).await })
+    });
+    shutdown.draining().await;
     tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(30)))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if let Some(management) = management {
+        let _ = management.await;
+    }
+    Ok(())
 }

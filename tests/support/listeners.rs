@@ -1,0 +1,228 @@
+//! Probes of the listener contract every msa server keeps (msa-core's `listener` module),
+//! shared by the tests of msa-registry, msa-config-server, msa-gateway and `msa::App`:
+//! each test starts its server with short limits and runs these against it over TCP.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The flags the probes expect a server to run with.
+pub const FLAGS: [&str; 6] = [
+    "--header-read-timeout",
+    "1s",
+    "--idle-timeout",
+    "2s",
+    "--max-connections",
+    "4",
+];
+/// `--header-read-timeout` in [`FLAGS`].
+pub const HEADER_READ: Duration = Duration::from_secs(1);
+/// `--idle-timeout` in [`FLAGS`].
+pub const IDLE: Duration = Duration::from_secs(2);
+/// `--max-connections` in [`FLAGS`] (for the gateway, one worker's share: run it with
+/// `workers: 1`).
+pub const MAX_CONNECTIONS: usize = 4;
+
+/// Reads until the server closes the connection (at most 10 s); what it sent.
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    match read.await {
+        Ok(_) => answer,
+        Err(_) => panic!("the server kept the connection open for 10 s"),
+    }
+}
+
+/// GET `path` on a connection of its own; the status line's code.
+pub async fn status(addr: SocketAddr, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"))
+}
+
+/// A client that sends half a request head and then nothing is cut off once the
+/// header-read timeout has passed, and not before.
+pub async fn a_head_that_stops_arriving_is_cut_off(addr: SocketAddr) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /actuator/health HTTP/1.1\r\nHost: pro")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut stream).await;
+    let waited = started.elapsed();
+    assert!(waited >= HEADER_READ, "cut off after {waited:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "a slow head got {text:?}"
+    );
+}
+
+/// A keep-alive connection with no request for the idle timeout is closed; one used
+/// more often than that is not.
+pub async fn an_idle_connection_is_closed(addr: SocketAddr) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..3 {
+        // Half the idle timeout between requests: the connection stays.
+        tokio::time::sleep(IDLE / 2).await;
+        stream
+            .write_all(b"GET /actuator/health HTTP/1.1\r\nHost: probe\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[..9], b"HTTP/1.1 ");
+        // The rest of the answer: small, and the server sends nothing after it.
+        let mut rest = [0u8; 4096];
+        let _ = stream.read(&mut rest).await.unwrap();
+    }
+    let idle = Instant::now();
+    let mut left = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    read.await.expect("the idle connection was never closed");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= IDLE - Duration::from_millis(300),
+        "closed after {waited:?}"
+    );
+}
+
+/// With the maximum of connections open, another is not served until one of them closes.
+pub async fn connections_past_the_cap_wait_for_one_to_close(addr: SocketAddr) {
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // A request answered proves the connection was accepted and is being served.
+        stream
+            .write_all(b"GET /actuator/health HTTP/1.1\r\nHost: probe\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        let mut rest = [0u8; 4096];
+        let _ = stream.read(&mut rest).await.unwrap();
+        held.push(stream);
+    }
+    let mut waiting = TcpStream::connect(addr).await.unwrap(); // the kernel's backlog
+    waiting
+        .write_all(b"GET /actuator/health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1];
+    let early = tokio::time::timeout(IDLE / 4, waiting.read(&mut first)).await;
+    assert!(early.is_err(), "a connection past the cap was served");
+    drop(held.pop());
+    let answer = until_closed(&mut waiting).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "once a slot was free: {text:?}"
+    );
+}
+
+/// With a management listener, the probes answer on both listeners and every other
+/// actuator endpoint only on the management one.
+pub async fn the_actuator_moves_to_the_management_listener(
+    main: SocketAddr,
+    management: SocketAddr,
+) {
+    for probe in [
+        "/actuator/health",
+        "/actuator/health/readiness",
+        "/actuator/info",
+    ] {
+        assert_eq!(
+            status(main, probe).await,
+            200,
+            "{probe} on the main listener"
+        );
+        assert_eq!(
+            status(management, probe).await,
+            200,
+            "{probe} on management"
+        );
+    }
+    assert_eq!(status(main, "/actuator/prometheus").await, 404);
+    assert_eq!(status(management, "/actuator/prometheus").await, 200);
+    assert_eq!(status(main, "/actuator").await, 404);
+    assert_eq!(status(management, "/actuator").await, 200);
+}
+
+/// After SIGTERM to `pid` (started with `--shutdown-grace 3s`), readiness answers 503
+/// while the process still serves, liveness stays 200, and the process exits after the
+/// grace.
+pub async fn readiness_goes_down_on_sigterm(pid: u32, addr: SocketAddr) {
+    assert_eq!(status(addr, "/actuator/health/readiness").await, 200);
+    let sent = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut readiness = 200;
+    while readiness == 200 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "readiness never went down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        readiness = status(addr, "/actuator/health/readiness").await;
+    }
+    assert_eq!(readiness, 503);
+    assert_eq!(status(addr, "/actuator/health/liveness").await, 200);
+    // Past the grace it drains and exits: connections are refused.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still listening long after the grace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sent.elapsed() >= Duration::from_secs(3),
+        "stopped before the grace ended"
+    );
+}
+
+/// Waits (up to 20 s) until `addr` accepts connections.
+pub async fn wait_until_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every probe but the shutdown one, against a server started with [`FLAGS`] and a
+/// management listener.
+pub async fn the_listener_contract_holds(main: SocketAddr, management: SocketAddr) {
+    wait_until_listening(main).await;
+    wait_until_listening(management).await;
+    tokio::join!(
+        a_head_that_stops_arriving_is_cut_off(main),
+        a_head_that_stops_arriving_is_cut_off(management),
+        an_idle_connection_is_closed(main),
+        the_actuator_moves_to_the_management_listener(main, management),
+    );
+    // Alone: it counts every open connection.
+    connections_past_the_cap_wait_for_one_to_close(main).await;
+}
