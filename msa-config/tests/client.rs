@@ -365,3 +365,59 @@ async fn against_a_server_without_the_watch_api_the_client_polls() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn the_cached_copy_is_private_follows_live_reloads_and_holds_no_secret() {
+    use msa_config::server::Cipher;
+    let dir = repo();
+    let cipher = Cipher::new(b"test key material, not for production").unwrap();
+    let sealed = cipher.encrypt("hunter2").unwrap();
+    let secrets = format!(
+        "db:\n  password: '{{cipher}}{sealed}'\nfeed:\n  url: http://bot:hunter2@feed.example\n  api-key: hunter2\n"
+    );
+    write(dir.path(), "orders-prod.yml", &secrets);
+    let server = ConfigServer::new(DirRepository::open(dir.path()).unwrap()).cipher(cipher);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, server.router()).await.unwrap() });
+
+    let cache = tempfile::tempdir().unwrap();
+    let cache_file = cache.path().join("orders.json");
+    let live = ConfigClient::new("orders")
+        .uri(format!("http://{addr}"))
+        .profiles("prod")
+        .cache_file(&cache_file)
+        .live(|server| config::Config::builder().add_source(server))
+        .await
+        .unwrap();
+    let first: std::sync::Arc<Settings> = live.get();
+    assert_eq!(first.shop.price, 5);
+
+    let text = std::fs::read_to_string(&cache_file).unwrap();
+    assert!(text.contains("shop.price"), "{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "a secret reached the disk: {text}"
+    );
+    assert!(!text.contains("db.password") && !text.contains("feed.api-key"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // A change the client follows is written to the copy as well.
+    write(dir.path(), "orders.yml", "shop:\n  price: 9\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&cache_file)
+        .unwrap()
+        .contains("\"shop.price\": 9")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy kept the old price"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -47,6 +47,7 @@ mod instance;
 pub mod listener;
 pub mod management;
 pub mod metrics;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wait;

@@ -278,7 +278,11 @@ where
             Ok(None) => {}
             Ok(Some(fetched)) => {
                 let Some(live) = inner.upgrade() else { return };
-                let _ = live.apply(fetched);
+                let environment = fetched.environment.clone();
+                if live.apply(fetched).is_ok() {
+                    // The last known good copy is the configuration in use.
+                    client.save(&environment).await;
+                }
                 backoff.reset();
                 failing = false;
             }

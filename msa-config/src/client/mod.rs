@@ -89,6 +89,7 @@ struct Settings {
     uris: Vec<String>,
     credentials: Option<(String, String)>,
     cache_file: Option<PathBuf>,
+    cache_secrets: bool,
     fail_fast: bool,
     attempts: u32,
     initial_interval: Duration,
@@ -119,6 +120,7 @@ impl ConfigClient {
                 uris: vec![DEFAULT_URI.into()],
                 credentials: None,
                 cache_file: None,
+                cache_secrets: false,
                 fail_fast: false,
                 attempts: 6,
                 initial_interval: Duration::from_secs(1),
@@ -169,11 +171,22 @@ impl ConfigClient {
         self.with(|s| s.credentials = Some(credentials))
     }
 
-    /// Keeps the last configuration fetched in this file, and uses it when no server
-    /// answers at start.
+    /// Keeps the last configuration fetched in this file (updated on every change the
+    /// client follows), and uses it when no server answers at start.
+    ///
+    /// The file is readable by its owner only (0600), and holds no secret unless
+    /// [`cache_secrets`](Self::cache_secrets) says so: values still sealed as
+    /// `{cipher}…` are kept as they are, while values under secret names (`password`,
+    /// `secret`, `token`, `key`, … see [`msa_core::secrets`]) and URLs with credentials
+    /// are left out, so an application started from the file runs without them.
     pub fn cache_file(self, path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         self.with(|s| s.cache_file = Some(path))
+    }
+
+    /// Whether the [`cache_file`](Self::cache_file) keeps secrets too (off by default).
+    pub fn cache_secrets(self, on: bool) -> Self {
+        self.with(|s| s.cache_secrets = on)
     }
 
     /// With fail-fast, start-up fails when no server answers (after retrying, and when
@@ -323,11 +336,17 @@ impl ConfigClient {
         ))
     }
 
-    async fn save(&self, environment: &Environment) {
+    /// Writes `environment` to the cache file, if there is one (see
+    /// [`cache_file`](Self::cache_file)).
+    pub(crate) async fn save(&self, environment: &Environment) {
         let Some(path) = &self.inner.cache_file else {
             return;
         };
-        let Ok(bytes) = serde_json::to_vec_pretty(environment) else {
+        let kept = match self.inner.cache_secrets {
+            true => environment.clone(),
+            false => without_secrets(environment),
+        };
+        let Ok(bytes) = serde_json::to_vec_pretty(&kept) else {
             return;
         };
         // Write then rename: a crash never leaves half a file.
@@ -336,7 +355,14 @@ impl ConfigClient {
             if let Some(dir) = path.parent() {
                 tokio::fs::create_dir_all(dir).await?;
             }
-            tokio::fs::write(&tmp, &bytes).await?;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            let mut options = tokio::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            options.mode(0o600);
+            let mut file = options.open(&tmp).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await?;
+            file.sync_all().await?;
             tokio::fs::rename(&tmp, path).await
         }
         .await;
@@ -430,6 +456,21 @@ impl ConfigClient {
     }
 }
 
+/// `environment` without its secrets: values under secret names and URLs with
+/// credentials left out; `{cipher}` values (still sealed) kept.
+fn without_secrets(environment: &Environment) -> Environment {
+    let mut kept = environment.clone();
+    for source in &mut kept.property_sources {
+        source.source.retain(|key, value| {
+            let text = value.as_str().unwrap_or_default();
+            text.starts_with(crate::server::CIPHER_PREFIX)
+                || !(msa_core::secrets::is_secret_name(key)
+                    || msa_core::secrets::has_url_credentials(text))
+        });
+    }
+    kept
+}
+
 async fn read_environment(response: reqwest::Response) -> Result<Fetched, String> {
     let status = response.status();
     if !status.is_success() {
@@ -506,5 +547,34 @@ impl config::Source for ConfigServerSource {
             .iter()
             .map(|(key, value)| (key.clone(), to_config_value(&self.origin, value)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::PropertySource;
+
+    #[test]
+    fn the_copy_keeps_sealed_values_and_leaves_out_open_secrets() {
+        let source: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"db.password": "{cipher}0123abcd", "db.user": "app",
+                "feed.token": "t0k3n", "feed.url": "https://bot:pw@feed", "price": 5}"#,
+        )
+        .unwrap();
+        let environment = Environment {
+            name: "orders".into(),
+            profiles: vec!["default".into()],
+            label: None,
+            version: None,
+            state: None,
+            property_sources: vec![PropertySource {
+                name: "orders.yml".into(),
+                source,
+            }],
+        };
+        let kept = without_secrets(&environment);
+        let keys: Vec<&String> = kept.property_sources[0].source.keys().collect();
+        assert_eq!(keys, ["db.password", "db.user", "price"]);
     }
 }

@@ -19,7 +19,7 @@ pub mod format;
 pub mod git;
 pub mod repository;
 
-pub use self::cipher::Cipher;
+pub use self::cipher::{Cipher, PREFIX as CIPHER_PREFIX};
 pub use self::environment::{Environment, PropertySource};
 pub use self::git::{GitOptions, GitRepository, LabelError};
 pub use self::repository::DirRepository;

@@ -82,8 +82,7 @@ impl Definition {
     }
 }
 
-/// What stands for a secret wherever configuration is listed.
-pub const MASK: &str = "******";
+pub use msa_core::secrets::{MASK, mask_url};
 
 /// Filters whose positional arguments are secrets (`ApiKey=key-1, key-2`).
 const SECRET_POSITIONAL: &[&str] = &["ApiKey", "JwtAuth"];
@@ -118,11 +117,7 @@ impl Definition {
 
 /// Whether an argument called `name` holds a secret.
 fn secret_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    matches!(name.as_str(), "keys" | "key" | "api-key" | "apikey")
-        || ["secret", "password", "token", "credential"]
-            .iter()
-            .any(|word| name.contains(word))
+    msa_core::secrets::is_secret_name(name)
 }
 
 /// Named values (a route's metadata) with their secrets masked, as [`Definition::masked`]
@@ -145,23 +140,6 @@ fn mask_named(name: &str, value: &Value) -> Value {
         ),
         other => other.clone(),
     }
-}
-
-/// `text` with the password of a URL in it masked (`redis://user:******@host`); anything
-/// else as it is.
-pub fn mask_url(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return text.to_owned();
-    };
-    let user = match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{user}:{MASK}"),
-        None => MASK.to_owned(),
-    };
-    format!("{scheme}://{user}{}", &rest[at..])
 }
 
 impl std::fmt::Display for Definition {
