@@ -1124,4 +1124,37 @@ mod tests {
         assert!(idle.elapsed() >= Duration::from_secs(60));
         assert!(matches!(server.await.unwrap(), End::Closed));
     }
+
+    proptest::proptest! {
+        /// Hostile heads: any bytes, and requests with bytes changed or inserted, parse as a
+        /// request, a partial one, a hand-off or a refusal, never a panic, and a request
+        /// never takes more bytes than there are.
+        /// Longer runs: `PROPTEST_CASES=100000 cargo test -p msa-gateway --lib hostile`.
+        #[test]
+        fn hostile_heads_parse_or_are_refused(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), proptest::prelude::any::<bool>()),
+                0..10,
+            ),
+            max_head in 16usize..4096,
+        ) {
+            let check = |buf: &[u8]| {
+                if let Parsed::Request(_, used) = parse(buf, max_head) {
+                    assert!(used <= buf.len());
+                }
+            };
+            check(&noise);
+            let mut request = b"POST /items/7?q=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, X-Name\r\n\r\nhello".to_vec();
+            for (at, byte, insert) in edits {
+                let at = at % (request.len() + 1);
+                if insert || at == request.len() {
+                    request.insert(at, byte);
+                } else {
+                    request[at] = byte;
+                }
+            }
+            check(&request);
+        }
+    }
 }

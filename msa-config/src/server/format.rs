@@ -79,6 +79,15 @@ pub fn parse_bytes(file: &str, format: Format, bytes: &[u8]) -> Result<Flat, Par
     }
 }
 
+/// The deepest a YAML line may be indented, in columns: it bounds block nesting, which
+/// the YAML parser follows by recursion.
+pub const MAX_YAML_INDENT: usize = 256;
+/// The largest list index a key may name when nested output (`.yml`, `.json`) is rebuilt
+/// from flattened keys; `a[99999999]` stays a plain name instead of a list that long.
+pub const MAX_LIST_INDEX: usize = 10_000;
+/// The most steps (`a.b[0]` has three) a key may have to appear in nested output.
+pub const MAX_KEY_STEPS: usize = 128;
+
 /// Parses `text` (the contents of `file`) and flattens it.
 pub fn parse(file: &str, format: Format, text: &str) -> Result<Flat, ParseError> {
     let error = |line, column, message: String| ParseError {
@@ -90,6 +99,16 @@ pub fn parse(file: &str, format: Format, text: &str) -> Result<Flat, ParseError>
     let mut flat = Flat::new();
     match format {
         Format::Yaml => {
+            for (number, line) in text.lines().enumerate() {
+                let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+                if indent > MAX_YAML_INDENT {
+                    return Err(error(
+                        Some(number + 1),
+                        Some(indent + 1),
+                        format!("indented more than {MAX_YAML_INDENT} columns: nested too deep"),
+                    ));
+                }
+            }
             let docs = YamlLoader::load_from_str(text).map_err(|e| {
                 error(
                     Some(e.marker().line()),
@@ -217,9 +236,9 @@ fn steps(key: &str) -> Vec<Step<'_>> {
             steps.push(Step::Name(name));
         }
         while let Some(end) = rest.find(']') {
-            match rest[1..end].parse() {
-                Ok(index) => steps.push(Step::Index(index)),
-                Err(_) => steps.push(Step::Name(&rest[..=end])),
+            match rest.get(1..end).unwrap_or_default().parse() {
+                Ok(index) if index <= MAX_LIST_INDEX => steps.push(Step::Index(index)),
+                _ => steps.push(Step::Name(&rest[..=end])),
             }
             rest = &rest[end + 1..];
         }
@@ -232,7 +251,12 @@ fn steps(key: &str) -> Vec<Step<'_>> {
 pub fn unflatten(flat: &[(String, Value)]) -> Value {
     let mut root = Value::Object(Map::new());
     for (key, value) in flat {
-        insert(&mut root, &steps(key), value.clone());
+        let steps = steps(key);
+        if steps.len() > MAX_KEY_STEPS {
+            tracing::warn!(%key, "a key deeper than {MAX_KEY_STEPS} steps is left out of nested output");
+            continue;
+        }
+        insert(&mut root, &steps, value.clone());
     }
     root
 }
@@ -391,5 +415,85 @@ mod tests {
         );
         let yaml = to_yaml(&flat);
         assert_eq!(parse("r.yml", Format::Yaml, &yaml).unwrap(), flat, "{yaml}");
+    }
+
+    mod fuzz {
+        //! Hostile files: any text in any format, keys built to reach the limits. Longer
+        //! runs: `PROPTEST_CASES=100000 cargo test -p msa-config --lib fuzz`.
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Keys made of names, dots and brackets, valid or not, up to the step limit and
+        /// past it, with indexes up to the list limit and past it.
+        fn key() -> impl Strategy<Value = String> {
+            let part = prop_oneof![
+                "[a-z]{1,3}",
+                Just(".".to_owned()),
+                Just("[".to_owned()),
+                Just("]".to_owned()),
+                (0usize..20).prop_map(|i| format!("[{i}]")),
+                (0usize..=2 * MAX_LIST_INDEX).prop_map(|i| format!("[{i}]")),
+                Just("[99999999999999999999]".to_owned()),
+            ];
+            prop_oneof![
+                proptest::collection::vec(part.clone(), 0..12).prop_map(|p| p.concat()),
+                (MAX_KEY_STEPS - 2..MAX_KEY_STEPS + 40).prop_map(|n| vec!["a"; n].join(".")),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_in_any_format_parses_or_is_an_error(text in "\\PC{0,400}") {
+                for format in [Format::Yaml, Format::Json, Format::Toml, Format::Properties] {
+                    let _ = parse("fuzz", format, &text);
+                }
+            }
+
+            #[test]
+            fn nesting_past_the_limits_is_an_error_not_a_crash(depth in 1usize..2_000, flow in 0usize..600) {
+                let mut yaml = String::new();
+                for level in 0..depth {
+                    yaml.push_str(&" ".repeat(level));
+                    yaml.push_str("a:\n");
+                }
+                yaml.push_str(&" ".repeat(depth));
+                yaml.push_str(&"[".repeat(flow));
+                yaml.push_str(&"]".repeat(flow));
+                yaml.push('\n');
+                let parsed = parse("deep.yml", Format::Yaml, &yaml);
+                if depth > MAX_YAML_INDENT {
+                    prop_assert!(parsed.is_err());
+                }
+                let json = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+                let _ = parse("deep.json", Format::Json, &format!("{{\"a\": {json}}}"));
+                let _ = parse("deep.toml", Format::Toml, &format!("a = {json}"));
+            }
+
+            #[test]
+            fn rebuilding_nested_output_stays_within_the_limits(
+                keys in proptest::collection::vec(key(), 0..24),
+            ) {
+                let flat: Flat = keys
+                    .into_iter()
+                    .map(|k| (k, serde_json::Value::from(1)))
+                    .collect();
+                let nested = unflatten(&flat);
+                // No list longer than the index limit allows, however large the index.
+                fn longest(value: &serde_json::Value) -> usize {
+                    match value {
+                        serde_json::Value::Array(items) => {
+                            items.iter().map(longest).max().unwrap_or(0).max(items.len())
+                        }
+                        serde_json::Value::Object(map) => map.values().map(longest).max().unwrap_or(0),
+                        _ => 0,
+                    }
+                }
+                prop_assert!(longest(&nested) <= MAX_LIST_INDEX + 1);
+                let _ = to_yaml(&flat);
+                let _ = to_properties(&flat);
+            }
+        }
     }
 }

@@ -248,3 +248,55 @@ fn reads_eureka_xml_as_py_eureka_client_sees_it() {
     assert!(xml::from_str::<ApplicationsEnvelope>("<applications><unclosed>").is_err());
     assert!(xml::from_str::<ApplicationsEnvelope>("").is_err());
 }
+
+/// `text` with `edits` applied: each replaces one byte (at a position taken modulo the
+/// length) with another, or inserts it.
+fn mutate(text: &str, edits: &[(usize, u8, bool)]) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for &(at, byte, insert) in edits {
+        let at = at % (bytes.len() + 1);
+        if insert || at == bytes.len() {
+            bytes.insert(at, byte);
+        } else {
+            bytes[at] = byte;
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+proptest! {
+    /// Hostile bodies: any text, and registrations with bytes changed, decode or are an
+    /// error, as JSON and as XML. Longer runs:
+    /// `PROPTEST_CASES=100000 cargo test -p msa-discovery --lib hostile`.
+    #[test]
+    fn hostile_bodies_decode_or_are_errors(
+        text in "\\PC{0,300}",
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<bool>()), 1..12),
+    ) {
+        let _ = serde_json::from_str::<InstanceEnvelope>(&text);
+        let _ = xml::from_str::<InstanceEnvelope>(&text);
+        let _ = xml::from_str::<ApplicationsEnvelope>(&text);
+        let body = java_client_body();
+        let json = mutate(&body.to_string(), &edits);
+        let _ = serde_json::from_str::<InstanceEnvelope>(&json);
+        let envelope: InstanceEnvelope = serde_json::from_value(body).unwrap();
+        let as_xml = mutate(&xml::to_string(&envelope).unwrap(), &edits);
+        let _ = xml::from_str::<InstanceEnvelope>(&as_xml);
+    }
+
+    /// Nesting far past the limit is an error, never a stack overflow.
+    #[test]
+    fn hostile_nesting_is_refused(depth in 1usize..60_000, json in any::<bool>()) {
+        if json {
+            let text = format!("{{\"instance\": {}{}}}", "[".repeat(depth), "]".repeat(depth));
+            prop_assert!(serde_json::from_str::<InstanceEnvelope>(&text).is_err());
+        } else {
+            let text = format!("<instance>{}{}</instance>", "<a>".repeat(depth), "</a>".repeat(depth));
+            let decoded = xml::from_str::<InstanceEnvelope>(&text);
+            prop_assert!(decoded.is_err());
+            if depth + 1 > xml::MAX_DEPTH {
+                prop_assert!(decoded.unwrap_err().to_string().contains("deeper"));
+            }
+        }
+    }
+}

@@ -717,4 +717,26 @@ mod tests {
         assert_eq!(status("NOT_FOUND").unwrap(), 404);
         assert_eq!(status("418").unwrap(), 418);
     }
+
+    proptest::proptest! {
+        /// Whatever a capture holds once decoded, written into a template it starts no query
+        /// or fragment and climbs no directory; a capture with no `/` (every `{name}`
+        /// capture: the firewall refuses encoded slashes) stays one segment.
+        #[test]
+        fn a_hostile_capture_stays_inside_its_segment(value in "\\PC{0,24}") {
+            let vars = vec![("id".to_owned(), value.clone())];
+            match substitute_path("/catalog/items/{id}/info", &vars) {
+                Ok(path) => {
+                    let inner = path
+                        .strip_prefix("/catalog/items/")
+                        .and_then(|rest| rest.strip_suffix("/info"))
+                        .expect("the template's own parts stay");
+                    proptest::prop_assert!(!inner.contains(['?', '#']), "{path}");
+                    proptest::prop_assert!(value.contains('/') || !inner.contains('/'), "{path}");
+                    proptest::prop_assert!(inner.split('/').all(|s| s != "." && s != ".."), "{path}");
+                }
+                Err(_) => proptest::prop_assert!(value.split('/').any(|s| s == "." || s == "..")),
+            }
+        }
+    }
 }

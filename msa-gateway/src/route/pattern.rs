@@ -344,4 +344,25 @@ mod tests {
         );
         assert!(Pattern::path("/**").unwrap().literal_prefix().is_empty());
     }
+
+    proptest::proptest! {
+        /// Hostile patterns and paths: any pattern compiles or is an error, and matching
+        /// any path against it ends without a panic; captures are parts of the path.
+        /// Longer runs: `PROPTEST_CASES=100000 cargo test -p msa-gateway --lib hostile`.
+        #[test]
+        fn hostile_patterns_and_paths_match_or_not(
+            pattern in "(/(\\{[a-z*]{0,3}\\}|\\*\\*|\\*|[a-z.%{}]{0,4})){0,6}",
+            path in "(/([a-z.%2Fe]{0,5}|\\.\\.)){0,8}",
+            long in 0usize..5_000,
+        ) {
+            if let Ok(compiled) = Pattern::path(&pattern) {
+                let mut vars = Vec::new();
+                let _ = compiled.matches(&path, &mut vars);
+                let deep = "/a".repeat(long);
+                vars.clear();
+                let _ = compiled.matches(&deep, &mut vars);
+            }
+            let _ = Pattern::host(&pattern);
+        }
+    }
 }
