@@ -15,9 +15,10 @@ use http::{HeaderMap, HeaderName};
 
 use crate::config::Args;
 
-/// The most buckets a route keeps (about 4 MB): past it, buckets that are full again are
-/// dropped, and if that is not enough, the quarter nearest to full (the least state lost).
-const MAX_KEYS: usize = 100_000;
+/// The most buckets a route keeps by default (about 4 MB; the filter's `max-keys`): past
+/// it, buckets that are full again are dropped, and if that is not enough, the quarter
+/// nearest to full (the least state lost).
+pub(crate) const MAX_KEYS: usize = 100_000;
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -45,6 +46,8 @@ pub(crate) struct RateLimit {
     /// Nanoseconds per token.
     interval: u64,
     key: KeyResolver,
+    /// The most buckets kept (`max-keys`).
+    max_keys: usize,
     route_bucket: AtomicU64,
     /// By a keyed hash of the key (SipHash with this process's random keys): eight bytes
     /// a bucket however long the key a client sends, and no key it can choose to share
@@ -117,6 +120,17 @@ impl RateLimit {
                 }
             },
         };
+        let max_keys = match args.text("max-keys", usize::MAX)? {
+            None => MAX_KEYS,
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(n) if n >= 4 => n,
+                _ => {
+                    return Err(format!(
+                        "max-keys {text:?} must be a whole number of at least 4"
+                    ));
+                }
+            },
+        };
         let redis_url = args.text("redis-url", usize::MAX)?;
         #[cfg(feature = "redis")]
         let redis = redis_url
@@ -135,6 +149,7 @@ impl RateLimit {
             requested_tokens,
             interval: (1_000_000_000 / replenish_rate).max(1),
             key,
+            max_keys,
             route_bucket: AtomicU64::new(0),
             buckets: DashMap::new(),
             hasher: std::hash::RandomState::new(),
@@ -225,7 +240,7 @@ impl RateLimit {
         if let Some(bucket) = self.buckets.get(&key) {
             return self.take(&bucket, now);
         }
-        if self.buckets.len() >= MAX_KEYS {
+        if self.buckets.len() >= self.max_keys {
             self.evict(now);
         }
         let bucket = self.buckets.entry(key).or_insert_with(|| AtomicU64::new(0));
@@ -237,7 +252,7 @@ impl RateLimit {
     fn evict(&self, now: u64) {
         self.buckets
             .retain(|_, full_at| full_at.load(Ordering::Relaxed) > now);
-        if self.buckets.len() < MAX_KEYS / 4 * 3 {
+        if self.buckets.len() < self.max_keys / 4 * 3 {
             return;
         }
         let mut full_at: Vec<u64> = self
@@ -410,6 +425,29 @@ mod tests {
         let decision = limit.take(&bucket, later);
         assert!(decision.allowed);
         assert_eq!(decision.remaining, 19);
+    }
+
+    #[test]
+    fn max_keys_sets_the_bound() {
+        let args = crate::config::Args::named(
+            serde_json::from_str(
+                r#"{"replenishRate": 1, "burstCapacity": 10, "keyResolver": "header:X-Key", "max-keys": 100}"#,
+            )
+            .unwrap(),
+        );
+        let limit = RateLimit::build(&args, "r").unwrap();
+        for n in 0..150 {
+            assert!(limit.keyed(&format!("key-{n}"), 7_000_000_000).allowed);
+        }
+        assert!(limit.buckets.len() <= 100, "{}", limit.buckets.len());
+        let zero = crate::config::Args::named(
+            serde_json::from_str(r#"{"replenishRate": 1, "max-keys": "none"}"#).unwrap(),
+        );
+        assert!(
+            RateLimit::build(&zero, "r")
+                .unwrap_err()
+                .contains("max-keys")
+        );
     }
 
     #[test]

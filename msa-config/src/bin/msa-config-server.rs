@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use msa_config::server::{Cipher, ConfigServer, DirRepository, GitOptions, GitRepository};
 use msa_core::cli::ServerArgs;
+use msa_core::secrets::mask_url;
 use msa_core::shutdown;
 use msa_core::telemetry::Telemetry;
 
@@ -69,9 +70,9 @@ async fn run(args: Args) -> Result<(), String> {
                 refresh: args.git_refresh_rate,
                 timeout: args.git_timeout,
             };
-            let repository =
-                GitRepository::open_with(git, options).map_err(|e| format!("--git {git}: {e}"))?;
-            (ConfigServer::new(repository), git.clone())
+            let repository = GitRepository::open_with(git, options)
+                .map_err(|e| format!("--git {}: {e}", mask_url(git)))?;
+            (ConfigServer::new(repository), mask_url(git))
         }
         (None, Some(dir)) => {
             if args.default_label.is_some() {

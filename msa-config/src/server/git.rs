@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use msa_core::secrets::mask_url;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -149,7 +150,8 @@ impl GitRepository {
                 Ok(result) => result?,
                 Err(_) => {
                     return Err(LabelError::Repository(format!(
-                        "fetching {spec} did not finish in {:?}",
+                        "fetching {} did not finish in {:?}",
+                        mask_url(spec),
                         options.timeout
                     )));
                 }
@@ -159,7 +161,8 @@ impl GitRepository {
         let last = refs(&repo).map_err(git_error)?;
         let inner = Arc::new(Inner {
             repo: Mutex::new(repo),
-            location: spec.trim_end_matches('/').to_owned(),
+            // Names property sources and shows in health: never with a password in it.
+            location: mask_url(spec.trim_end_matches('/')),
             default_label: options.default_label.clone(),
             mirror,
             cache: Mutex::default(),

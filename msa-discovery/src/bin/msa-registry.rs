@@ -30,6 +30,18 @@ struct Args {
     /// Evict expired leases even when many lapse at once.
     #[arg(long)]
     no_self_preservation: bool,
+    /// The longest lease (and renewal interval) an instance gets, whatever it declares.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = msa_core::duration::parse)]
+    max_lease: std::time::Duration,
+    /// The most instances held; past it, a new registration is refused (400).
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    max_instances: usize,
+    /// The most bytes of metadata (keys and values) one instance may carry.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    max_metadata_bytes: usize,
+    /// The longest instance id, application name, host name or address.
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    max_field_bytes: usize,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -62,6 +74,10 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let store = Store::new(StoreConfig {
         self_preservation: !args.no_self_preservation,
+        max_lease: args.max_lease,
+        max_instances: args.max_instances,
+        max_metadata_bytes: args.max_metadata_bytes,
+        max_field_bytes: args.max_field_bytes,
         ..StoreConfig::default()
     });
     let mut server = RegistryServer::new(store);
