@@ -284,7 +284,8 @@ proptest! {
         let _ = xml::from_str::<InstanceEnvelope>(&as_xml);
     }
 
-    /// Nesting far past the limit is an error, never a stack overflow.
+    /// Nesting far past the limit is an error, never a stack overflow (shallow nesting
+    /// may decode: unknown elements are ignored, as Eureka's own decoder does).
     #[test]
     fn hostile_nesting_is_refused(depth in 1usize..60_000, json in any::<bool>()) {
         if json {
@@ -293,7 +294,6 @@ proptest! {
         } else {
             let text = format!("<instance>{}{}</instance>", "<a>".repeat(depth), "</a>".repeat(depth));
             let decoded = xml::from_str::<InstanceEnvelope>(&text);
-            prop_assert!(decoded.is_err());
             if depth + 1 > xml::MAX_DEPTH {
                 prop_assert!(decoded.unwrap_err().to_string().contains("deeper"));
             }
