@@ -33,7 +33,8 @@ pub enum Error {
     /// The server task panicked or was cancelled.
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
-    /// The management token could not be read (`MSA_MANAGEMENT_TOKEN` set but empty).
+    /// The management settings are invalid (`MSA_MANAGEMENT_TOKEN` set but empty, a bad
+    /// `MANAGEMENT_SERVER_PORT` or `MANAGEMENT_SERVER_ADDRESS`).
     #[error("management: {0}")]
     Management(String),
     /// Configuration could not be read from the config server (or its cached copy).
@@ -172,6 +173,9 @@ impl App {
     /// `management.server.port`): all of them there, and only the probes
     /// (`/actuator/health…`, `/actuator/info`) on the main listener. A registered instance
     /// then carries `management.port` in its metadata.
+    ///
+    /// Without this, `MANAGEMENT_SERVER_PORT` (and `MANAGEMENT_SERVER_ADDRESS`, else the
+    /// main listener's address) in the environment choose it, as in Spring Boot.
     pub fn management_bind(mut self, addr: impl Into<String>) -> Self {
         self.management_bind = Some(addr.into());
         self
@@ -220,6 +224,14 @@ impl App {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::Serve)?;
+        if self.management_bind.is_none() {
+            self.management_bind = management_bind_from(
+                local_addr,
+                std::env::var("MANAGEMENT_SERVER_PORT").ok(),
+                std::env::var("MANAGEMENT_SERVER_ADDRESS").ok(),
+            )
+            .map_err(Error::Management)?;
+        }
         let management_listener = match &self.management_bind {
             Some(bind) => Some(
                 TcpListener::bind(bind)
@@ -289,6 +301,34 @@ impl App {
     pub async fn run(self) -> Result<(), Error> {
         self.start().await?.wait().await
     }
+}
+
+/// The management listener Spring Boot's `management.server.port` and `.address` ask for
+/// (from `MANAGEMENT_SERVER_PORT` and `MANAGEMENT_SERVER_ADDRESS`, as Spring's relaxed
+/// binding reads them): none without a port, or when it is the main listener's port; the
+/// main listener's address when no address is given.
+fn management_bind_from(
+    main: SocketAddr,
+    port: Option<String>,
+    address: Option<String>,
+) -> Result<Option<String>, String> {
+    let Some(port) = port else { return Ok(None) };
+    let port: u16 = port.trim().parse().map_err(|_| {
+        format!("MANAGEMENT_SERVER_PORT {port:?} is not a port number (0 to 65535)")
+    })?;
+    if port == main.port() && address.is_none() {
+        return Ok(None);
+    }
+    let ip = match address {
+        Some(address) => address
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| format!("MANAGEMENT_SERVER_ADDRESS {address:?} is not an IP address"))?,
+        None => main.ip(),
+    };
+    Ok(Some(SocketAddr::new(ip, port).to_string()))
 }
 
 async fn flush(guard: TelemetryGuard) {
@@ -519,5 +559,34 @@ impl App {
         self.actuator =
             std::mem::replace(&mut self.actuator, Actuator::new("")).on_refresh("config", hook);
         Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn springs_management_server_keys_choose_the_management_listener() {
+        let main: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let port = |p: &str| Some(p.to_owned());
+        assert_eq!(management_bind_from(main, None, None), Ok(None));
+        assert_eq!(
+            management_bind_from(main, port("8081"), None),
+            Ok(Some("0.0.0.0:8081".to_owned()))
+        );
+        assert_eq!(
+            management_bind_from(main, port("8081"), Some("127.0.0.1".into())),
+            Ok(Some("127.0.0.1:8081".to_owned()))
+        );
+        assert_eq!(
+            management_bind_from(main, port("9090"), Some("[::1]".into())),
+            Ok(Some("[::1]:9090".to_owned()))
+        );
+        assert_eq!(management_bind_from(main, port("8080"), None), Ok(None));
+        let bad = management_bind_from(main, port("80x"), None).unwrap_err();
+        assert!(bad.starts_with("MANAGEMENT_SERVER_PORT"), "{bad}");
+        let bad = management_bind_from(main, port("81"), Some("here".into())).unwrap_err();
+        assert!(bad.starts_with("MANAGEMENT_SERVER_ADDRESS"), "{bad}");
     }
 }

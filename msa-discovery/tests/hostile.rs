@@ -284,3 +284,71 @@ async fn readiness_goes_down_on_sigterm_before_the_registry_drains() {
     listeners::wait_until_listening(main).await;
     listeners::readiness_goes_down_on_sigterm(registry.pid(), main).await;
 }
+
+/// The resident memory of process `pid`, from `/proc`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn three_thousand_apps_registered_and_cancelled_leave_no_listing_and_little_memory() {
+    let port = common::free_port();
+    let registry = common::Registry::start(port);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    listeners::wait_until_listening(addr).await;
+    let http = reqwest::Client::new();
+    let churn = |range: std::ops::Range<usize>| {
+        let http = http.clone();
+        async move {
+            for n in range {
+                let app = format!("CHURN-{n}");
+                let (status, _) =
+                    register(addr, &app, instance(&app, "x").to_string(), false).await;
+                assert_eq!(status, 204);
+                let gone = http
+                    .delete(format!("http://{addr}/eureka/apps/{app}/x"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(gone.status(), 200);
+            }
+        }
+    };
+    churn(0..200).await; // warm up the connections and the allocator
+    let before = rss(registry.pid());
+    let tasks: Vec<_> = (0..4)
+        .map(|t| tokio::spawn(churn(200 + t * 700..200 + (t + 1) * 700)))
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = rss(registry.pid());
+    let listing: Value = http
+        .get(format!("http://{addr}/eureka/apps"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let apps = &listing["applications"]["application"];
+    assert!(
+        apps.as_array().is_none_or(|a| a.is_empty()),
+        "cancelled apps are listed: {apps}"
+    );
+    let growth = after.saturating_sub(before);
+    println!(
+        "3,000 apps registered and cancelled: RSS {:.1} MB -> {:.1} MB (+{:.1} MB)",
+        before as f64 / 1e6,
+        after as f64 / 1e6,
+        growth as f64 / 1e6
+    );
+    assert!(growth < 16_000_000, "grew {growth} bytes");
+}

@@ -197,7 +197,6 @@ where
         stream,
         pending: BytesMut::new(),
         max_head: bounds.max_head,
-        // Reset for every request: a later deadline only moves an atomic.
         deadline: Box::pin(tokio::time::sleep(bounds.idle)),
         bounds,
     };
@@ -260,7 +259,9 @@ struct Connection {
     pending: BytesMut,
     max_head: usize,
     bounds: Bounds,
-    /// When the request being waited for must have arrived.
+    /// A timer that fires no later than the request being waited for must have arrived:
+    /// it may be an earlier request's, and is moved on when it fires too soon (once an
+    /// idle period, rather than a timer reset for every request).
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -268,21 +269,26 @@ impl Connection {
     /// Reads until a request is complete (or the connection ends, or needs hyper, or the
     /// request does not arrive in time).
     async fn next(&mut self) -> Next {
-        let now = tokio::time::Instant::now();
         let mut arriving = !self.pending.is_empty();
         let wait = if arriving {
             self.bounds.header_read
         } else {
             self.bounds.idle
         };
-        self.deadline.as_mut().reset(now + wait);
+        let mut limit = tokio::time::Instant::now() + wait;
+        if limit < self.deadline.deadline() {
+            self.deadline.as_mut().reset(limit);
+        }
         loop {
             if !self.pending.is_empty() {
                 if !arriving {
                     arriving = true;
-                    let deadline = tokio::time::Instant::now() + self.bounds.header_read;
-                    if deadline < self.deadline.deadline() {
-                        self.deadline.as_mut().reset(deadline);
+                    let head = tokio::time::Instant::now() + self.bounds.header_read;
+                    if head < limit {
+                        limit = head;
+                        if head < self.deadline.deadline() {
+                            self.deadline.as_mut().reset(head);
+                        }
                     }
                 }
                 match parse(&self.pending, self.max_head) {
@@ -301,7 +307,16 @@ impl Connection {
             }
             let read = poll_fn(|cx| match self.poll_read(cx) {
                 Poll::Ready(next) => Poll::Ready(Some(next)),
-                Poll::Pending => self.deadline.as_mut().poll(cx).map(|()| None),
+                Poll::Pending => loop {
+                    match self.deadline.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) if tokio::time::Instant::now() >= limit => {
+                            return Poll::Ready(None);
+                        }
+                        // An earlier request's deadline: move it on, and wait again.
+                        Poll::Ready(()) => self.deadline.as_mut().reset(limit),
+                    }
+                },
             })
             .await;
             match read {
