@@ -352,3 +352,16 @@ async fn three_thousand_apps_registered_and_cancelled_leave_no_listing_and_littl
     );
     assert!(growth < 16_000_000, "grew {growth} bytes");
 }
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_registry_pauses_instead_of_spinning() {
+    let port = common::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = listeners::with_few_descriptors(env!("CARGO_BIN_EXE_msa-registry"))
+        .args(["--bind", &bind])
+        .spawn()
+        .unwrap();
+    listeners::out_of_descriptors_it_pauses(child.id(), bind.parse().unwrap()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

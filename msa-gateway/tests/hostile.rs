@@ -305,3 +305,22 @@ async fn readiness_goes_down_on_sigterm_before_the_gateway_drains() {
     let (gateway, _) = gateway_with_limits(&["--shutdown-grace", "3s"]).await;
     listeners::readiness_goes_down_on_sigterm(gateway.pid(), gateway.addr()).await;
 }
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_gateway_pauses_instead_of_spinning() {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), "server:\n  workers: 1\nroutes: []\n").unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = listeners::with_few_descriptors(env!("CARGO_BIN_EXE_msa-gateway"))
+        .arg("--config")
+        .arg(file.path())
+        .args(["--bind", &addr.to_string()])
+        .spawn()
+        .unwrap();
+    listeners::out_of_descriptors_it_pauses(child.id(), addr).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

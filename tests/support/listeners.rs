@@ -226,3 +226,68 @@ pub async fn the_listener_contract_holds(main: SocketAddr, management: SocketAdd
     // Alone: it counts every open connection.
     connections_past_the_cap_wait_for_one_to_close(main).await;
 }
+
+/// `binary` started through `sh` with 64 file descriptors at most (add its arguments);
+/// output discarded.
+pub fn with_few_descriptors(binary: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\"", binary])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// User and system CPU time of process `pid` so far, from `/proc`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name in parentheses: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// With its descriptors used up by idle connections (process `pid`, started through
+/// [`with_few_descriptors`]), a server retries `accept()` after pauses instead of at once,
+/// and serves again once they are closed.
+pub async fn out_of_descriptors_it_pauses(pid: u32, addr: SocketAddr) {
+    wait_until_listening(addr).await;
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // accept() now fails: EMFILE
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_ticks(pid) - before;
+    // Retrying at once burns the whole 2 s of a core (200 ticks at 100 Hz).
+    assert!(
+        used < 40,
+        "{used} ticks of CPU in 2 s with no descriptors left"
+    );
+    drop(held);
+    // With descriptors back it serves again, after at most its 1 s pause.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
+        {
+            let request =
+                b"GET /actuator/health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n";
+            if stream.write_all(request).await.is_ok() {
+                let mut answer = Vec::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer));
+                if read.await.is_ok() && answer.starts_with(b"HTTP/1.1 200") {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
