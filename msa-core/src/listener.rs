@@ -78,6 +78,9 @@ pub struct Acceptor {
     permits: Arc<Semaphore>,
     max_connections: usize,
     backoff: Backoff,
+    /// Whether the cap has been reported since it was last below it: once per time full,
+    /// not once per connection that waits.
+    reported_full: bool,
 }
 
 /// Held while an accepted connection is open; dropping it lets another in.
@@ -93,6 +96,7 @@ impl Acceptor {
             permits: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             backoff: Backoff::new(Duration::from_millis(5), Duration::from_secs(1)),
+            reported_full: false,
         }
     }
 
@@ -106,12 +110,17 @@ impl Acceptor {
     /// descriptors, no memory) is logged and retried after a pause that doubles up to 1 s.
     pub async fn accept(&mut self) -> (TcpStream, SocketAddr, ConnectionPermit) {
         let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                self.reported_full = false;
+                permit
+            }
             Err(_) => {
-                tracing::warn!(
-                    max_connections = self.max_connections,
-                    "connection limit reached; new connections wait until one closes"
-                );
+                if !std::mem::replace(&mut self.reported_full, true) {
+                    tracing::warn!(
+                        max_connections = self.max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
                 match self.permits.clone().acquire_owned().await {
                     Ok(permit) => permit,
                     // The semaphore is never closed.

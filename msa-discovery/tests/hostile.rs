@@ -285,17 +285,6 @@ async fn readiness_goes_down_on_sigterm_before_the_registry_drains() {
     listeners::readiness_goes_down_on_sigterm(registry.pid(), main).await;
 }
 
-/// The resident memory of process `pid`, from `/proc`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 #[tokio::test]
 async fn three_thousand_apps_registered_and_cancelled_leave_no_listing_and_little_memory() {
     let port = common::free_port();
@@ -321,14 +310,14 @@ async fn three_thousand_apps_registered_and_cancelled_leave_no_listing_and_littl
         }
     };
     churn(0..200).await; // warm up the connections and the allocator
-    let before = rss(registry.pid());
+    let before = listeners::rss(registry.pid());
     let tasks: Vec<_> = (0..4)
         .map(|t| tokio::spawn(churn(200 + t * 700..200 + (t + 1) * 700)))
         .collect();
     for task in tasks {
         task.await.unwrap();
     }
-    let after = rss(registry.pid());
+    let after = listeners::rss(registry.pid());
     let listing: Value = http
         .get(format!("http://{addr}/eureka/apps"))
         .header("accept", "application/json")

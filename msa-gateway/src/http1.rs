@@ -1087,13 +1087,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_that_stops_arriving_is_answered_408() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            serve(stream, bounds(1024), echo, std::future::pending()).await
-        });
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut client, server) = connect().await;
         let started = tokio::time::Instant::now();
         client
             .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n")
@@ -1112,13 +1106,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_idle_past_the_timeout_is_closed_and_not_before() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            serve(stream, bounds(1024), echo, std::future::pending()).await
-        });
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut client, server) = connect().await;
         for _ in 0..3 {
             // 59 s of quiet, three times over: each request starts the wait afresh.
             tokio::time::sleep(Duration::from_secs(59)).await;

@@ -269,8 +269,7 @@ routes:
     assert_eq!(refresh.status(), 200);
 }
 
-#[path = "../../tests/support/listeners.rs"]
-mod listeners;
+use support::listeners;
 
 /// A gateway with one worker (so the connection cap is all its own), the probes' limits
 /// and a management listener; the gateway and its management address.

@@ -49,6 +49,31 @@ pub async fn status(addr: SocketAddr, path: &str) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"))
 }
 
+/// Asks for `/actuator/health` on a kept-alive `stream`; the status line's first 12 bytes.
+/// The answer is small: one more read takes the rest of it.
+async fn ask_health(stream: &mut TcpStream) -> [u8; 12] {
+    stream
+        .write_all(b"GET /actuator/health HTTP/1.1\r\nHost: probe\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    let mut rest = [0u8; 4096];
+    let _ = stream.read(&mut rest).await.unwrap();
+    head
+}
+
+/// The resident memory of process `pid`, from `/proc`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
 /// A client that sends half a request head and then nothing is cut off once the
 /// header-read timeout has passed, and not before.
 pub async fn a_head_that_stops_arriving_is_cut_off(addr: SocketAddr) {
@@ -75,29 +100,15 @@ pub async fn an_idle_connection_is_closed(addr: SocketAddr) {
     for _ in 0..3 {
         // Half the idle timeout between requests: the connection stays.
         tokio::time::sleep(IDLE / 2).await;
-        stream
-            .write_all(b"GET /actuator/health HTTP/1.1\r\nHost: probe\r\n\r\n")
-            .await
-            .unwrap();
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.unwrap();
+        let head = ask_health(&mut stream).await;
         assert_eq!(&head[..9], b"HTTP/1.1 ");
-        // The rest of the answer: small, and the server sends nothing after it.
-        let mut rest = [0u8; 4096];
-        let _ = stream.read(&mut rest).await.unwrap();
     }
     let idle = Instant::now();
-    let mut left = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => left.extend_from_slice(&chunk[..n]),
-            }
-        }
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(1..) = stream.read(&mut chunk).await {}
     });
-    read.await.expect("the idle connection was never closed");
+    closed.await.expect("the idle connection was never closed");
     let waited = idle.elapsed();
     assert!(
         waited >= IDLE - Duration::from_millis(300),
@@ -111,14 +122,7 @@ pub async fn connections_past_the_cap_wait_for_one_to_close(addr: SocketAddr) {
     for _ in 0..MAX_CONNECTIONS {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         // A request answered proves the connection was accepted and is being served.
-        stream
-            .write_all(b"GET /actuator/health HTTP/1.1\r\nHost: probe\r\n\r\n")
-            .await
-            .unwrap();
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.unwrap();
-        let mut rest = [0u8; 4096];
-        let _ = stream.read(&mut rest).await.unwrap();
+        ask_health(&mut stream).await;
         held.push(stream);
     }
     let mut waiting = TcpStream::connect(addr).await.unwrap(); // the kernel's backlog

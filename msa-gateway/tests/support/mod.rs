@@ -14,6 +14,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
+#[path = "../../../tests/support/listeners.rs"]
+pub(crate) mod listeners;
+
 /// An upstream that echoes what it got as JSON, with a few special paths.
 pub(crate) async fn upstream(name: &'static str) -> SocketAddr {
     async fn echo(name: &'static str, request: Request) -> impl IntoResponse {
@@ -154,13 +157,7 @@ impl GatewayProcess {
 
     /// The resident memory of the gateway's process, from `/proc`, in bytes.
     pub(crate) fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kb * 1024
+        listeners::rss(self.child.id())
     }
 
     /// The process id.
