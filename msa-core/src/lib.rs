@@ -51,6 +51,7 @@ pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wait;
+pub mod yaml;
 
 pub use self::instance::{
     DEFAULT_WEIGHT, InstanceStatus, ParseStatusError, Scheme, ServiceInstance,

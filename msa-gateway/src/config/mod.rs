@@ -21,13 +21,14 @@
 //! is reported as one [`ConfigError`] naming the file, the line and the key.
 
 mod definition;
-mod yaml;
 
 pub(crate) use self::definition::masked_map;
 pub use self::definition::{Args, Definition, MASK, mask_url};
 
 use std::fmt;
 use std::net::SocketAddr;
+
+use msa_core::yaml;
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,5 +1,17 @@
-//! YAML to a JSON value, remembering the line each value starts on, so that errors found
-//! later (by serde or by validation) can name the line of the offending key.
+//! YAML to JSON values, remembering the line each value starts on, so that errors found
+//! later (by serde or by validation) can name the file, line and key.
+//!
+//! Plain scalars are read by YAML 1.2's core schema (`yes` stays a string), anchors and
+//! aliases are resolved, a duplicate key is an error, and block nesting is bounded
+//! ([`MAX_INDENT`]) so that hostile input cannot exhaust the parser's stack.
+//!
+//! # Examples
+//!
+//! ```
+//! let doc = msa_core::yaml::parse("server:\n  port: 8080\n").unwrap();
+//! assert_eq!(doc.value["server"]["port"], 8080);
+//! assert_eq!(doc.line("server.port"), Some(2));
+//! ```
 
 use std::collections::HashMap;
 
@@ -7,16 +19,21 @@ use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+/// The deepest a line may be indented, in columns: it bounds block nesting, which the YAML
+/// parser follows by recursion.
+pub const MAX_INDENT: usize = 256;
+
 /// A parsed document and the line (1-based) of each value, by path (`routes.0.uri`).
-#[derive(Debug, Default)]
-pub(crate) struct Document {
-    pub(crate) value: Value,
+#[derive(Debug, Default, Clone)]
+pub struct Document {
+    /// The document's content.
+    pub value: Value,
     lines: HashMap<String, usize>,
 }
 
 impl Document {
     /// The line of the value at `path`, or of its nearest ancestor that has one.
-    pub(crate) fn line(&self, path: &str) -> Option<usize> {
+    pub fn line(&self, path: &str) -> Option<usize> {
         let mut path = path;
         loop {
             if let Some(line) = self.lines.get(path) {
@@ -28,27 +45,55 @@ impl Document {
 }
 
 /// A syntax error: the message and 1-based line.
-#[derive(Debug)]
-pub(crate) struct SyntaxError {
-    pub(crate) line: usize,
-    pub(crate) message: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// The line (1-based).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
 }
 
-pub(crate) fn parse(text: &str) -> Result<Document, SyntaxError> {
+impl std::fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for SyntaxError {}
+
+/// Parses a single-document `text` (an empty text is `null`).
+pub fn parse(text: &str) -> Result<Document, SyntaxError> {
+    let mut documents = parse_documents(text)?;
+    if documents.len() > 1 {
+        return Err(SyntaxError {
+            line: documents[1].lines.get("").copied().unwrap_or(1),
+            message: "expected one document, found several (`---`)".into(),
+        });
+    }
+    Ok(documents.pop().unwrap_or_default())
+}
+
+/// Parses every document of `text` (separated by `---`), in order.
+pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    for (number, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        if indent > MAX_INDENT {
+            return Err(SyntaxError {
+                line: number + 1,
+                message: format!("indented more than {MAX_INDENT} columns: nested too deep"),
+            });
+        }
+    }
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| SyntaxError {
+    parser.load(&mut builder, true).map_err(|e| SyntaxError {
         line: e.marker().line(),
         message: e.info().to_owned(),
     })?;
     if let Some(message) = builder.error {
         return Err(message);
     }
-    let value = builder.root.unwrap_or(Value::Null);
-    Ok(Document {
-        value,
-        lines: builder.lines,
-    })
+    Ok(builder.documents)
 }
 
 enum Frame {
@@ -61,7 +106,7 @@ struct Builder {
     stack: Vec<Frame>,
     /// The path of each open frame's children.
     path: Vec<String>,
-    root: Option<Value>,
+    documents: Vec<Document>,
     lines: HashMap<String, usize>,
     anchors: HashMap<usize, Value>,
     error: Option<SyntaxError>,
@@ -90,7 +135,10 @@ impl Builder {
             self.anchors.insert(anchor, value.clone());
         }
         match self.stack.last_mut() {
-            None => self.root = Some(value),
+            None => self.documents.push(Document {
+                value,
+                lines: std::mem::take(&mut self.lines),
+            }),
             Some(Frame::Seq(items, _)) => items.push(value),
             Some(Frame::Map(map, key, _)) => match key.take() {
                 Some(key) => {
@@ -169,6 +217,11 @@ impl MarkedEventReceiver for Builder {
                     None => {}
                 }
             }
+            Event::DocumentStart => {
+                self.anchors.clear();
+                self.lines.clear();
+                self.lines.insert(String::new(), line);
+            }
             _ => {}
         }
     }
@@ -232,5 +285,23 @@ mod tests {
         let error = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(error.line, 3);
         assert!(error.message.contains("duplicate key \"a\""));
+    }
+
+    #[test]
+    fn documents_keep_their_own_lines() {
+        let docs = parse_documents("a: 1\n---\nb:\n  c: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].value["a"], 1);
+        assert_eq!(docs[1].line("b.c"), Some(4));
+        assert_eq!(docs[1].line("a"), None);
+        assert!(parse("a: 1\n---\nb: 2\n").is_err());
+        assert_eq!(parse("").unwrap().value, Value::Null);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep: String = (0..300).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let error = parse(&deep).unwrap_err();
+        assert!(error.message.contains("nested too deep"), "{error}");
     }
 }
