@@ -48,6 +48,7 @@ pub mod listener;
 pub mod management;
 pub mod metrics;
 pub mod secrets;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wait;

@@ -300,7 +300,9 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_before_parsing() {
-        let deep: String = (0..300).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let deep: String = (0..300)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
         let error = parse(&deep).unwrap_err();
         assert!(error.message.contains("nested too deep"), "{error}");
     }
