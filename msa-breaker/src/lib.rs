@@ -28,7 +28,7 @@ pub mod fallback;
 pub mod middleware;
 pub mod rate_limit;
 pub mod retry;
-mod section;
+pub mod section;
 pub mod stack;
 pub mod timeout;
 
@@ -36,5 +36,5 @@ pub use self::box_errors::BoxErrors;
 pub use self::classify::{AnyResponse, Classify, ClassifyFn, HttpStatus, Outcome, classify_fn};
 pub use self::clock::ClockSource;
 pub use self::deferred::ResponseFuture as DeferredFuture;
-pub use self::section::{BASE_CONFIG, DEFAULT_CONFIG, Section, SectionError};
+pub use self::section::{BASE_CONFIG, DEFAULT_CONFIG, RESILIENCE4J_ONLY, Section, SectionError};
 pub use msa_core::BoxError;
