@@ -9,6 +9,7 @@
 //!   watch, any Eureka server, static lists, DNS.
 //! - [`balance`]: the load balancer, a tower layer (and reqwest middleware) that sends
 //!   `http://<service>/...` to a live instance.
+//! - [`service_url`]: registry URLs as Spring writes them (`defaultZone`), with failover.
 //! - [`eureka`]: Eureka's wire model, with the quirks real clients depend on.
 //!
 //! The instance model they share is [`msa_core::ServiceInstance`]. The guide's chapter
@@ -19,5 +20,6 @@ pub mod discovery;
 pub mod eureka;
 pub mod registration;
 pub mod registry;
+pub mod service_url;
 
 pub use msa_core::{InstanceStatus, ServiceInstance};

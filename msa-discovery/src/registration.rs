@@ -31,6 +31,7 @@ use msa_core::{InstanceStatus, ServiceInstance};
 use reqwest::StatusCode;
 
 use crate::eureka::{InstanceEnvelope, InstanceInfo};
+use crate::service_url::ServiceUrls;
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,7 @@ pub struct Registration {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
-    base: String,
+    urls: ServiceUrls,
     token: Option<String>,
     info: Mutex<InstanceInfo>,
     renewal: Duration,
@@ -73,8 +74,15 @@ struct Inner {
 }
 
 impl Registration {
-    /// A registration of `instance` with the registry at `base` (`http://host:8761/eureka`).
-    pub fn new(base: impl Into<String>, instance: ServiceInstance) -> Self {
+    /// A registration of `instance` with the registry at `base`: a URL in any form Spring
+    /// users write (`http://host:8761`, `http://host:8761/eureka/`), or several separated by
+    /// commas, tried in turn when one is unreachable (see [`ServiceUrls`]).
+    pub fn new(base: impl AsRef<str>, instance: ServiceInstance) -> Self {
+        Self::with_urls(ServiceUrls::lenient(base.as_ref()), instance)
+    }
+
+    /// A registration of `instance` with the registries `urls`.
+    pub fn with_urls(urls: ServiceUrls, instance: ServiceInstance) -> Self {
         let renewal = Duration::from_secs(10);
         let info = InstanceInfo::from_service_instance(&instance, renewal.as_secs(), 30);
         Registration {
@@ -83,7 +91,7 @@ impl Registration {
                     .timeout(Duration::from_secs(5))
                     .build()
                     .unwrap_or_default(),
-                base: base.into().trim_end_matches('/').to_owned(),
+                urls,
                 token: None,
                 info: Mutex::new(info),
                 renewal,
@@ -136,62 +144,64 @@ impl Registration {
             .clone()
     }
 
-    fn url(&self, suffix: &str) -> String {
-        let info = self.info();
-        format!("{}/apps/{}{suffix}", self.inner.base, info.app)
-    }
-
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let request = self
-            .inner
-            .http
-            .request(method, url)
-            .header("accept", "application/json");
-        match &self.inner.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
+    /// Sends `method` to `apps/{app}{suffix}` at the current registry, moving on to the
+    /// next one (once round the list) while they are unreachable or answer 5xx.
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
-        url: String,
+        method: reqwest::Method,
+        suffix: &str,
+        body: Option<&InstanceEnvelope>,
     ) -> Result<StatusCode, RegistrationError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|source| RegistrationError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status();
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            return Ok(status);
+        let app = self.info().app;
+        let urls = &self.inner.urls;
+        let mut last = None;
+        for _ in 0..urls.len() {
+            let which = urls.current();
+            let url = format!("{}/apps/{app}{suffix}", urls.eureka());
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), &url)
+                .header("accept", "application/json");
+            if let Some(token) = &self.inner.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let error = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    if status.is_success() || status == StatusCode::NOT_FOUND {
+                        return Ok(status);
+                    }
+                    let body = response.text().await.unwrap_or_default();
+                    let error = RegistrationError::Refused { url, status, body };
+                    if !status.is_server_error() {
+                        return Err(error);
+                    }
+                    error
+                }
+                Err(source) => RegistrationError::Unreachable { url, source },
+            };
+            urls.failed(which);
+            last = Some(error);
         }
-        let body = response.text().await.unwrap_or_default();
-        Err(RegistrationError::Refused { url, status, body })
+        Err(last.unwrap_or_else(|| unreachable!("a parsed list has a URL")))
     }
 
     /// Registers (or registers again).
     pub async fn register(&self) -> Result<(), RegistrationError> {
-        let url = self.url("");
         let body = InstanceEnvelope {
             instance: self.info(),
         };
-        match self
-            .send(
-                self.request(reqwest::Method::POST, &url).json(&body),
-                url.clone(),
-            )
-            .await?
-        {
+        match self.send(reqwest::Method::POST, "", Some(&body)).await? {
             status if status.is_success() => {
                 tracing::info!(app = %body.instance.app, id = %body.instance.instance_id, "registered");
                 Ok(())
             }
             status => Err(RegistrationError::Refused {
-                url,
+                url: format!("{}/apps/{}", self.inner.urls.eureka(), body.instance.app),
                 status,
                 body: String::new(),
             }),
@@ -202,13 +212,11 @@ impl Registration {
     pub async fn renew(&self) -> Result<(), RegistrationError> {
         let info = self.info();
         // As Spring's Eureka client writes it.
-        let url = self.url(&format!(
+        let suffix = format!(
             "/{}?status={}&lastDirtyTimestamp={}",
             info.instance_id, info.status, info.last_dirty_timestamp.0
-        ));
-        let status = self
-            .send(self.request(reqwest::Method::PUT, &url), url)
-            .await?;
+        );
+        let status = self.send(reqwest::Method::PUT, &suffix, None).await?;
         if status == StatusCode::NOT_FOUND {
             tracing::info!(id = %info.instance_id, "the registry does not know this instance; registering again");
             return self.register().await;
@@ -229,9 +237,8 @@ impl Registration {
     /// Removes the instance from the registry.
     pub async fn deregister(&self) -> Result<(), RegistrationError> {
         let info = self.info();
-        let url = self.url(&format!("/{}", info.instance_id));
-        self.send(self.request(reqwest::Method::DELETE, &url), url)
-            .await?;
+        let suffix = format!("/{}", info.instance_id);
+        self.send(reqwest::Method::DELETE, &suffix, None).await?;
         tracing::info!(app = %info.app, id = %info.instance_id, "deregistered");
         Ok(())
     }

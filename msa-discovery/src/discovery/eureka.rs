@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use super::{Discovery, Instances};
 use crate::eureka::{ActionType, Applications, ApplicationsEnvelope, InstanceInfo, apps_hashcode};
+use crate::service_url::ServiceUrls;
 
 /// Follows a Eureka server (Spring's, or msa-registry) the way Eureka's own client does:
 /// one full fetch of `/apps/`, then `/apps/delta` every interval (the paths as Spring's
@@ -37,7 +38,7 @@ pub struct EurekaDiscovery {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
-    base: String,
+    urls: ServiceUrls,
     interval: Duration,
     services: Mutex<BTreeMap<String, watch::Sender<Instances>>>,
     /// Wakes the fetcher when a service is first watched, so it publishes at once.
@@ -46,14 +47,26 @@ struct Inner {
 }
 
 impl EurekaDiscovery {
-    /// Discovery through the Eureka server at `base` (`http://host:8761/eureka`). Call
-    /// inside a tokio runtime: the fetcher runs as a task until this and every receiver are
-    /// dropped.
-    pub fn new(base: impl Into<String>) -> Self {
+    /// Discovery through the Eureka server at `base`, in any form Spring users write it
+    /// (`http://host:8761/eureka/`, `http://host:8761`), or several comma-separated, tried in
+    /// turn (see [`ServiceUrls`]). Call inside a tokio runtime: the fetcher runs as a task
+    /// until this and every receiver are dropped.
+    pub fn new(base: impl AsRef<str>) -> Self {
+        Self::with_urls(ServiceUrls::lenient(base.as_ref()))
+    }
+
+    /// Discovery through the Eureka servers `urls`.
+    pub fn with_urls(urls: ServiceUrls) -> Self {
+        Self::with_client(urls, reqwest::Client::new())
+    }
+
+    /// Discovery through the Eureka servers `urls`, calling them with `http` (TLS roots,
+    /// client certificates, proxies).
+    pub fn with_client(urls: ServiceUrls, http: reqwest::Client) -> Self {
         EurekaDiscovery {
             inner: Arc::new(Inner {
-                http: reqwest::Client::new(),
-                base: base.into().trim_end_matches('/').to_owned(),
+                http,
+                urls,
                 interval: Duration::from_secs(5),
                 services: Mutex::default(),
                 wake: tokio::sync::Notify::new(),
@@ -129,7 +142,7 @@ async fn fetch(inner: Weak<Inner>) {
         match (&outcome, &local) {
             (Ok(()), Some(copy)) => {
                 if failing {
-                    tracing::info!(base = %live.base, "Eureka server reachable again");
+                    tracing::info!(base = %live.urls.eureka(), "Eureka server reachable again");
                 }
                 failing = false;
                 publish(&live, copy);
@@ -138,7 +151,7 @@ async fn fetch(inner: Weak<Inner>) {
             (Ok(()), None) => continue,
             (Err(reason), _) => {
                 if !failing {
-                    tracing::warn!(base = %live.base, %reason, "Eureka server unreachable; keeping the last known instances");
+                    tracing::warn!(%reason, "Eureka server unreachable; keeping the last known instances");
                     failing = true;
                 }
             }
@@ -151,11 +164,22 @@ async fn fetch(inner: Weak<Inner>) {
     }
 }
 
+/// Fetches `path` from the current server; a failure moves on to the next one.
 async fn get(inner: &Inner, path: &str) -> Result<Applications, String> {
-    let url = format!("{}/{path}", inner.base);
+    let which = inner.urls.current();
+    let result = get_from(inner, &format!("{}/{path}", inner.urls.eureka())).await;
+    if result.is_err() {
+        inner.urls.failed(which);
+    }
+    result
+}
+
+async fn get_from(inner: &Inner, target: &str) -> Result<Applications, String> {
+    // Messages name the URL without its credentials.
+    let url = msa_core::secrets::mask_url(target);
     let response = inner
         .http
-        .get(&url)
+        .get(target)
         .header(http::header::ACCEPT, "application/json")
         .timeout(Duration::from_secs(10))
         .send()

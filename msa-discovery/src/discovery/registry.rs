@@ -6,11 +6,16 @@ use msa_core::backoff::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Discovery, Instances, Watches};
+use super::{Discovery, EurekaDiscovery, Instances, Watches};
+use crate::service_url::ServiceUrls;
 
 /// Follows msa-registry's native watch (`/msa/v1/services/{service}`): one long-poll per
 /// service in use, answered within milliseconds of a change. While the registry is
 /// unreachable, the last known instances stay and the poll retries with backoff.
+///
+/// A server without the watch (Spring's Eureka server answers it 404) is followed through
+/// its Eureka API instead, with [`EurekaDiscovery`]'s delta polling: one setting works
+/// with either registry.
 ///
 /// A registry that restarted (its index went back) knows nothing until instances renew
 /// and find they must register again, which takes up to one renewal interval. For a
@@ -24,10 +29,12 @@ pub struct RegistryDiscovery {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
-    base: String,
+    urls: ServiceUrls,
     wait: Duration,
     restart_grace: Duration,
     services: Watches,
+    /// Spring's Eureka server has no watch: its delta, once a service's watch found so.
+    eureka: std::sync::OnceLock<EurekaDiscovery>,
 }
 
 #[derive(serde::Deserialize)]
@@ -37,17 +44,31 @@ struct Answer {
 }
 
 impl RegistryDiscovery {
-    /// Discovery through the registry at `base` (`http://127.0.0.1:8761`). Call inside a
-    /// tokio runtime: the watches run as tasks, one per service, until this and every
-    /// receiver are dropped.
-    pub fn new(base: impl Into<String>) -> Self {
+    /// Discovery through the registry at `base`, in any form Spring users write it
+    /// (`http://127.0.0.1:8761`, `http://127.0.0.1:8761/eureka/`), or several
+    /// comma-separated, tried in turn (see [`ServiceUrls`]). Call inside a tokio runtime:
+    /// the watches run as tasks, one per service, until this and every receiver are
+    /// dropped.
+    pub fn new(base: impl AsRef<str>) -> Self {
+        Self::with_urls(ServiceUrls::lenient(base.as_ref()))
+    }
+
+    /// Discovery through the registries `urls`.
+    pub fn with_urls(urls: ServiceUrls) -> Self {
+        Self::with_client(urls, reqwest::Client::new())
+    }
+
+    /// Discovery through the registries `urls`, calling them with `http` (TLS roots,
+    /// client certificates, proxies).
+    pub fn with_client(urls: ServiceUrls, http: reqwest::Client) -> Self {
         RegistryDiscovery {
             inner: Arc::new(Inner {
-                http: reqwest::Client::new(),
-                base: base.into().trim_end_matches('/').to_owned(),
+                http,
+                urls,
                 wait: Duration::from_secs(30),
                 restart_grace: Duration::from_secs(30),
                 services: Watches::default(),
+                eureka: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -86,20 +107,38 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
             wait = wait.min(until.saturating_duration_since(Instant::now()));
         }
         let grace = live.restart_grace;
+        let which = live.urls.current();
         let url = format!(
             "{}/msa/v1/services/{service}?index={index}&wait={}ms",
-            live.base,
+            live.urls.root(),
             wait.as_millis()
         );
         let request = live.http.get(url).timeout(wait + Duration::from_secs(10));
+        let urls = live.urls.clone();
         drop(live);
         let answer = match request.send().await {
             Ok(response) if response.status().is_success() => {
                 response.json::<Answer>().await.map_err(|e| e.to_string())
             }
+            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+                // Not msa-registry: follow its Eureka API from now on.
+                let Some(live) = inner.upgrade() else { return };
+                tracing::info!(%service, "the registry has no watch API; following its Eureka delta");
+                let eureka = live
+                    .eureka
+                    .get_or_init(|| {
+                        EurekaDiscovery::with_client(live.urls.clone(), live.http.clone())
+                    })
+                    .clone();
+                drop(live);
+                return forward(eureka.watch(&service), sender).await;
+            }
             Ok(response) => Err(format!("registry answered {}", response.status())),
             Err(error) => Err(error.to_string()),
         };
+        if answer.is_err() {
+            urls.failed(which);
+        }
         match answer {
             Ok(answer) => {
                 if failing {
@@ -142,6 +181,18 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
                 }
                 backoff.wait().await;
             }
+        }
+    }
+}
+
+/// Forwards another backend's lists until either side is dropped.
+async fn forward(mut from: watch::Receiver<Instances>, to: watch::Sender<Instances>) {
+    loop {
+        let now = from.borrow_and_update().clone();
+        to.send_replace(now);
+        tokio::select! {
+            changed = from.changed() => if changed.is_err() { return },
+            () = to.closed() => return,
         }
     }
 }
