@@ -63,6 +63,46 @@ pub struct ServerArgs {
     /// load balancers see it first).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::duration::parse)]
     pub shutdown_grace: Duration,
+
+    /// TLS on the main listener.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS on a server's main listener, as Spring Boot's `server.ssl.*` PEM settings.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (Spring: `server.ssl.certificate`).
+    #[arg(long, value_name = "PEM", requires = "ssl_certificate_private_key")]
+    pub ssl_certificate: Option<PathBuf>,
+    /// The certificate's PEM private key (Spring: `server.ssl.certificate-private-key`).
+    #[arg(long, value_name = "PEM", requires = "ssl_certificate")]
+    pub ssl_certificate_private_key: Option<PathBuf>,
+    /// PEM file of the CAs whose client certificates are accepted (Spring:
+    /// `server.ssl.trust-certificate`).
+    #[arg(long, value_name = "PEM")]
+    pub ssl_trust_certificate: Option<PathBuf>,
+    /// Ask clients for certificates: none, want or need (Spring: `server.ssl.client-auth`).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub ssl_client_auth: crate::tls::ClientAuth,
+}
+
+impl TlsArgs {
+    /// These flags as [`ServerTls`](crate::tls::ServerTls) settings.
+    pub fn server_tls(&self) -> crate::tls::ServerTls {
+        crate::tls::ServerTls {
+            enabled: None,
+            certificate: self.ssl_certificate.clone(),
+            certificate_private_key: self.ssl_certificate_private_key.clone(),
+            trust_certificate: self.ssl_trust_certificate.iter().cloned().collect(),
+            client_auth: self.ssl_client_auth,
+        }
+    }
+
+    /// The rustls configuration the flags ask for, or `None` without `--ssl-certificate`.
+    pub fn config(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        self.server_tls().config().map_err(|e| e.to_string())
+    }
 }
 
 impl ServerArgs {
@@ -129,7 +169,8 @@ impl ServerArgs {
         tracing::info!(%addr, "listening");
         let listeners = Listeners::new(main, app)
             .management(management)
-            .limits(self.limits());
+            .limits(self.limits())
+            .tls(self.tls.config()?);
         self.shutdown(availability)
             .serve_with(listeners)
             .await

@@ -51,6 +51,7 @@ pub mod secrets;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod wait;
 pub mod yaml;
 

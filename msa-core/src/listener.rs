@@ -173,6 +173,8 @@ pub struct Listeners {
     pub(crate) management: Option<TcpListener>,
     pub(crate) app: Router,
     pub(crate) limits: Limits,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) management_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Listeners {
@@ -183,7 +185,23 @@ impl Listeners {
             management: None,
             app,
             limits: Limits::default(),
+            tls: None,
+            management_tls: None,
         }
+    }
+
+    /// Serves the main listener over TLS (see [`ServerTls`](crate::tls::ServerTls)): the
+    /// handshake must finish within the header-read timeout, and HTTP/2 is chosen by ALPN.
+    /// A client's certificates reach handlers as [`PeerCertificates`].
+    pub fn tls(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = config;
+        self
+    }
+
+    /// Serves the management listener over TLS (Spring Boot's `management.server.ssl`).
+    pub fn management_tls(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.management_tls = config;
+        self
     }
 
     /// Serves the actuator's endpoints on `listener` (all of them) and only the probes of
@@ -228,8 +246,10 @@ pub(crate) async fn serve(
     app: Router,
     part: Part,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let builder = Arc::new(builder());
     // Every connection's task holds a sender: when all are gone, all are closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
@@ -238,19 +258,43 @@ pub(crate) async fn serve(
             accepted = acceptor.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let service = Connected {
+        let mut service = Connected {
             app: app.clone(),
             part,
             remote,
+            peer: None,
         };
         let builder = builder.clone();
         let mut stop = stop.clone();
         let open = open.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let (_open, _permit) = (open, permit);
             let stopping = async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
+            let Some(tls) = tls else {
+                return serve_connection(&builder, stream, service, limits, stopping).await;
+            };
+            // The handshake is bounded like a request head: a client that opens and stays
+            // silent holds a connection for no longer.
+            let stream =
+                match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            service.peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|certificates| PeerCertificates(certificates.to_vec().into()));
             serve_connection(&builder, stream, service, limits, stopping).await;
         });
     }
@@ -330,7 +374,13 @@ struct Connected {
     app: Router,
     part: Part,
     remote: SocketAddr,
+    peer: Option<PeerCertificates>,
 }
+
+/// The certificate chain a client presented over TLS (leaf first), in each request's
+/// extensions when the listener asks for client certificates.
+#[derive(Clone, Debug)]
+pub struct PeerCertificates(pub Arc<[rustls::pki_types::CertificateDer<'static>]>);
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
@@ -354,6 +404,9 @@ impl tower::Service<Request<Body>> for Connected {
             )));
         }
         request.extensions_mut().insert(ConnectInfo(self.remote));
+        if let Some(peer) = &self.peer {
+            request.extensions_mut().insert(peer.clone());
+        }
         Box::pin(self.app.clone().oneshot(request))
     }
 }

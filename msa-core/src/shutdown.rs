@@ -241,12 +241,15 @@ impl Shutdown {
             management,
             app,
             limits,
+            tls,
+            management_tls,
         } = listeners;
         let serving = async {
             let accept = |listener| Acceptor::new(listener, limits.max_connections);
             match management {
                 None => {
-                    listener::serve(accept(main), app, Part::All, limits, drain_rx.clone()).await
+                    listener::serve(accept(main), app, Part::All, limits, tls, drain_rx.clone())
+                        .await
                 }
                 Some(management) => {
                     let main = listener::serve(
@@ -254,6 +257,7 @@ impl Shutdown {
                         app.clone(),
                         Part::Main,
                         limits,
+                        tls,
                         drain_rx.clone(),
                     );
                     let management = listener::serve(
@@ -261,6 +265,7 @@ impl Shutdown {
                         app,
                         Part::Management,
                         limits,
+                        management_tls,
                         drain_rx.clone(),
                     );
                     tokio::join!(main, management);

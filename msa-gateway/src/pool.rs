@@ -207,36 +207,19 @@ impl tower::Service<Request<Body>> for PoolClient {
     }
 }
 
-/// The TLS settings for `https://` upstreams: the public web's roots (webpki-roots), and
-/// the certificates in `ca_file` (PEM) too, if given.
+/// The TLS settings for `https://` upstreams: the public web's and the system's roots, and
+/// the certificates in `ca_file` (PEM) too, if given (msa_core's one TLS configuration).
+/// No ALPN: the pool chooses HTTP/2 itself.
 pub(crate) fn tls_config(
     ca_file: Option<&std::path::Path>,
 ) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut tls = msa_core::tls::ClientTls::default();
     if let Some(file) = ca_file {
-        let certificates =
-            CertificateDer::pem_file_iter(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let mut added = 0;
-        for certificate in certificates {
-            let certificate = certificate.map_err(|e| format!("{}: {e}", file.display()))?;
-            roots
-                .add(certificate)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("{}: no certificates in it", file.display()));
-        }
+        tls = tls.trust_certificate(file);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    let mut config = tls.config().map_err(|e| e.to_string())?;
+    config.alpn_protocols.clear();
+    Ok(config)
 }
 
 /// Whether a request is gRPC (which needs HTTP/2 and its `te: trailers`).

@@ -1113,7 +1113,7 @@ async fn https_upstreams_are_verified() {
     std::fs::write(ca_file.path(), ca.pem()).unwrap();
 
     // An https upstream.
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = msa_core::tls::provider();
     let server_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -40,6 +40,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    if args.server.tls.ssl_certificate.is_some() {
+        return Err(
+            "--ssl-certificate: msa-gateway does not terminate TLS yet; \
+             put a TLS proxy or load balancer in front of it"
+                .into(),
+        );
+    }
     let config = GatewayConfig::load(&args.config).map_err(|e| e.to_string())?;
     let _telemetry = Telemetry::new("msa-gateway")
         .init()
