@@ -60,3 +60,41 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         )
     })
 }
+
+/// `Option<Duration>` in config files: absent or `null` is `None`. Use with
+/// `#[serde(default, with = "msa_core::duration::option")]`.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Settings {
+///     #[serde(default, with = "msa_core::duration::option")]
+///     timeout: Option<Duration>,
+/// }
+///
+/// let settings: Settings = serde_json::from_str(r#"{"timeout": "2s"}"#).unwrap();
+/// assert_eq!(settings.timeout, Some(Duration::from_secs(2)));
+/// let settings: Settings = serde_json::from_str("{}").unwrap();
+/// assert_eq!(settings.timeout, None);
+/// ```
+pub mod option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a duration as humantime text, or nothing.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads an optional duration as [`deserialize`](super::deserialize) does.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))
+    }
+}

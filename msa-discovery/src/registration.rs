@@ -108,6 +108,14 @@ impl Registration {
             .expect("configure a Registration before cloning or starting it")
     }
 
+    /// Calls the registry with `http` (TLS roots, client certificates, proxies), as
+    /// [`msa_core::tls::ClientTls`] builds it. Give it a request timeout: registry calls
+    /// should not hang.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.configure().http = http;
+        self
+    }
+
     /// Sends `Authorization: Bearer TOKEN` (msa-registry's `--token`).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.configure().token = Some(token.into());

@@ -2,7 +2,7 @@
 //! binary (speaking Eureka's REST API), and dnsmasq serving A and SRV records.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 use hickory_resolver::Resolver;
@@ -90,92 +90,21 @@ async fn eureka_discovery_follows_the_delta() {
     assert!(eureka.instances("payments").is_empty());
 }
 
-/// A dnsmasq process answering for `*.test` from a hosts file and SRV records.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-    hosts: tempfile::NamedTempFile,
-}
+#[path = "../../tests/support/dnsmasq.rs"]
+mod dnsmasq;
+use dnsmasq::Dnsmasq;
 
-impl Dnsmasq {
-    fn start(hosts: &str, srv: &[&str]) -> Self {
-        let port = free_udp_port();
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), hosts).unwrap();
-        let mut command = Command::new(dnsmasq());
-        command.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file=",
-            "--user=root",
-            // Authoritative for .test, as a cluster's DNS is for its zone: unknown names
-            // get NXDOMAIN (without this, dnsmasq answers REFUSED, a server error).
-            "--local=/test/",
-        ]);
-        command.arg(format!("--port={port}"));
-        command.arg(format!("--addn-hosts={}", file.path().display()));
-        for record in srv {
-            command.arg(format!("--srv-host={record}"));
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts (Debian's dnsmasq-base; `cargo xtask test` installs it)");
-        Dnsmasq {
-            child,
-            port,
-            hosts: file,
-        }
-    }
-
-    /// Replaces the hosts file and tells dnsmasq to read it again.
-    fn set_hosts(&self, hosts: &str) {
-        std::fs::write(self.hosts.path(), hosts).unwrap();
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn resolver(&self) -> hickory_resolver::TokioResolver {
-        let mut udp = ConnectionConfig::udp();
-        udp.port = self.port;
-        let server = NameServerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), true, vec![udp]);
-        Resolver::builder_with_config(
-            ResolverConfig::from_name_servers(vec![server]),
-            TokioRuntimeProvider::default(),
-        )
-        .build()
-        .unwrap()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dnsmasq() -> &'static str {
-    ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
-        .expect("dnsmasq is installed (Debian's dnsmasq-base; `cargo xtask test` installs it)")
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A resolver that asks `dns` only.
+fn resolver(dns: &Dnsmasq) -> hickory_resolver::TokioResolver {
+    let mut udp = ConnectionConfig::udp();
+    udp.port = dns.port;
+    let server = NameServerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), true, vec![udp]);
+    Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![server]),
+        TokioRuntimeProvider::default(),
+    )
+    .build()
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +117,7 @@ async fn dns_discovery_reads_address_and_srv_records() {
             "_http._tcp.payments.test,pay-backup.test,9000,1,10",
         ],
     );
-    let discovery = DnsDiscovery::with_resolver(dns.resolver())
+    let discovery = DnsDiscovery::with_resolver(resolver(&dns))
         .service("orders", DnsQuery::address("orders.test.", 8080))
         .service("payments", DnsQuery::srv("_http._tcp.payments.test."))
         .interval(Duration::from_millis(100));

@@ -13,9 +13,7 @@ use tokio::sync::{broadcast, watch};
 use super::{ClientError, ConfigClient, ConfigServerSource, Fetched};
 use crate::server::Environment;
 
-type Build = dyn Fn(ConfigServerSource) -> config::ConfigBuilder<config::builder::DefaultState>
-    + Send
-    + Sync;
+type Build<T> = dyn Fn(&ConfigServerSource) -> Result<T, String> + Send + Sync;
 type Validate<T> = dyn Fn(&T) -> Result<(), String> + Send + Sync;
 
 /// A change that was applied: the keys whose values changed, and the new version.
@@ -71,7 +69,7 @@ struct Inner<T> {
     value: watch::Sender<Arc<T>>,
     changes: broadcast::Sender<Changed>,
     rejections: broadcast::Sender<Rejected>,
-    build: Box<Build>,
+    build: Box<Build<T>>,
     validate: Box<Validate<T>>,
     state: Mutex<Seen>,
 }
@@ -84,22 +82,21 @@ struct Seen {
     applied: Vec<(String, serde_json::Value)>,
 }
 
-/// Builds, deserializes and validates the configuration for `environment`.
-fn evaluate<T: serde::de::DeserializeOwned>(
-    build: &Build,
+/// Builds and validates the configuration for `environment`.
+fn evaluate<T>(
+    build: &Build<T>,
     validate: &Validate<T>,
     environment: Option<Environment>,
 ) -> Result<(T, ConfigServerSource), String> {
     let source = ConfigServerSource::new(environment);
-    let config = build(source.clone()).build().map_err(|e| e.to_string())?;
-    let value: T = config.try_deserialize().map_err(|e| e.to_string())?;
+    let value = build(&source)?;
     validate(&value)?;
     Ok((value, source))
 }
 
 impl<T> Inner<T>
 where
-    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    T: Send + Sync + 'static,
 {
     /// Applies `fetched`; returns the changed keys, or why it was rejected.
     fn apply(&self, fetched: Fetched) -> Result<Vec<String>, String> {
@@ -175,7 +172,7 @@ fn diff(old: &[(String, serde_json::Value)], new: &[(String, serde_json::Value)]
 
 impl<T> LiveConfig<T>
 where
-    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    T: Send + Sync + 'static,
 {
     pub(super) async fn start<F, V>(
         client: ConfigClient,
@@ -183,13 +180,10 @@ where
         validate: V,
     ) -> Result<Self, ClientError>
     where
-        F: Fn(ConfigServerSource) -> config::ConfigBuilder<config::builder::DefaultState>
-            + Send
-            + Sync
-            + 'static,
+        F: Fn(&ConfigServerSource) -> Result<T, String> + Send + Sync + 'static,
         V: Fn(&T) -> Result<(), String> + Send + Sync + 'static,
     {
-        let build: Box<Build> = Box::new(build);
+        let build: Box<Build<T>> = Box::new(build);
         let validate: Box<Validate<T>> = Box::new(validate);
         let initial = client.initial().await?;
         let environment = initial.as_ref().map(|f| f.environment.clone());
@@ -256,7 +250,7 @@ where
 /// Follows the server until the last [`LiveConfig`] is dropped.
 async fn follow<T>(inner: Weak<Inner<T>>)
 where
-    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    T: Send + Sync + 'static,
 {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut failing = false;

@@ -134,6 +134,13 @@ impl ConfigClient {
         }
     }
 
+    /// Calls the server with `http` (TLS roots, client certificates, proxies), as
+    /// [`msa_core::tls::ClientTls`] builds it.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
     fn with(mut self, f: impl FnOnce(&mut Settings)) -> Self {
         f(Arc::make_mut(&mut self.inner));
         self
@@ -434,6 +441,16 @@ impl ConfigClient {
             + Sync
             + 'static,
     {
+        LiveConfig::start(self.clone(), with_config_crate(build), |_| Ok(())).await
+    }
+
+    /// A live configuration whose value `build` makes from the server's source (a
+    /// `config` builder, msa's settings, or anything else): an error rejects that version.
+    pub async fn live_with<T, F>(&self, build: F) -> Result<LiveConfig<T>, ClientError>
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&ConfigServerSource) -> Result<T, String> + Send + Sync + 'static,
+    {
         LiveConfig::start(self.clone(), build, |_| Ok(())).await
     }
 
@@ -452,7 +469,21 @@ impl ConfigClient {
             + 'static,
         V: Fn(&T) -> Result<(), String> + Send + Sync + 'static,
     {
-        LiveConfig::start(self.clone(), build, validate).await
+        LiveConfig::start(self.clone(), with_config_crate(build), validate).await
+    }
+}
+
+/// A `config` builder function as a build of `T`.
+fn with_config_crate<T, F>(build: F) -> impl Fn(&ConfigServerSource) -> Result<T, String>
+where
+    T: serde::de::DeserializeOwned,
+    F: Fn(ConfigServerSource) -> config::ConfigBuilder<config::builder::DefaultState>,
+{
+    move |source| {
+        build(source.clone())
+            .build()
+            .and_then(|config| config.try_deserialize())
+            .map_err(|e| e.to_string())
     }
 }
 

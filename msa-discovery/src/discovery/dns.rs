@@ -88,6 +88,31 @@ impl DnsDiscovery {
         ))
     }
 
+    /// Discovery through the name servers at `servers` (UDP, then TCP for long answers),
+    /// instead of the system's.
+    pub fn with_nameservers(
+        servers: &[std::net::SocketAddr],
+    ) -> Result<Self, hickory_resolver::net::NetError> {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        use hickory_resolver::net::runtime::TokioRuntimeProvider;
+        let servers = servers
+            .iter()
+            .map(|server| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = server.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = server.port();
+                NameServerConfig::new(server.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let resolver = hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+        .build()?;
+        Ok(Self::with_resolver(resolver))
+    }
+
     /// Discovery through this resolver.
     pub fn with_resolver(resolver: TokioResolver) -> Self {
         DnsDiscovery {

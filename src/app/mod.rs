@@ -1,0 +1,1009 @@
+//! `App`: the service bootstrap, configured like a Spring Boot application.
+
+#[cfg(feature = "discovery")]
+mod address;
+#[cfg(feature = "discovery")]
+mod discovery;
+mod keys;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+#[cfg(feature = "discovery")]
+use std::sync::Arc;
+use std::sync::OnceLock;
+#[cfg(any(feature = "discovery", feature = "config"))]
+use std::time::Duration;
+
+use axum::Router;
+use msa_core::actuator::{Actuator, Availability};
+use msa_core::http::ServerLayer;
+use msa_core::listener::{Limits, Listeners};
+use msa_core::management::Management;
+#[cfg(feature = "config")]
+use msa_core::settings::Layer;
+use msa_core::settings::{Load, Settings, SettingsError};
+use msa_core::shutdown::Shutdown;
+use msa_core::telemetry::{Telemetry, TelemetryError, TelemetryGuard};
+use msa_core::tls::{ClientTls, ServerTls, TlsError};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use self::keys::Msa;
+
+/// Why an [`App`] could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Logging or tracing could not be set up.
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] TelemetryError),
+    /// A setting does not read: the file and line (or environment variable) and the key.
+    #[error("settings: {0}")]
+    Settings(#[from] SettingsError),
+    /// A TLS file (certificate, key, CA) cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The discovery settings cannot be used.
+    #[error("discovery: {0}")]
+    Discovery(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The server task panicked or was cancelled.
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The management settings are invalid (an empty token, a bad
+    /// `management.server.port` or `.address`).
+    #[error("management: {0}")]
+    Management(String),
+    /// Configuration could not be read from the config server (or its cached copy).
+    #[cfg(feature = "config")]
+    #[error("config: {0}")]
+    Config(#[from] msa_config::client::ClientError),
+}
+
+/// A service's `main()` in one expression, configured like a Spring Boot application.
+///
+/// # Settings
+///
+/// An app reads [`Settings`] as Spring Boot does: `application.yml` and
+/// `application-{profile}.yml` in the working directory and `config/`, the profiles in
+/// `MSA_PROFILES_ACTIVE` or `SPRING_PROFILES_ACTIVE` (or `spring.profiles.active`),
+/// environment variables with relaxed binding (`SERVER_PORT` is `server.port`), and a
+/// config server through `spring.config.import: "optional:configserver:http://…"`. Every
+/// builder method sets a key (its docs name it); code wins over the environment, the
+/// environment over the config server, the config server over files. The keys, with their
+/// Spring equivalents, are listed in the guide's configuration reference. Spring keys
+/// msa does not implement are accepted with one warning naming them; a mistake under
+/// `msa.*` fails start-up naming the file, line and key.
+///
+/// # Starting
+///
+/// [`App::start`] (or [`App::run`]):
+///
+/// 1. reads the settings (and the config server's properties) and initialises
+///    [`Telemetry`] for the app's name, with `logging.level.*` as the log filter unless
+///    `RUST_LOG` is set (and unless the process already has a global subscriber);
+/// 2. merges the app's router with the [`Actuator`] endpoints and wraps both in
+///    [`ServerLayer`], so every request is traced and counted;
+/// 3. serves on `server.address:server.port` (HTTPS with `server.ssl.*`), registers with
+///    the registry of `eureka.client.service-url.defaultZone`, and runs until
+///    SIGINT/SIGTERM (or [`Running::shutdown`]); then marks readiness down, deregisters,
+///    runs the shutdown hooks, drains in-flight requests and flushes telemetry.
+///
+/// # Examples
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+///
+/// # #[tokio::main] async fn main() -> Result<(), msa::Error> {
+/// // application.yml: spring.application.name, server.port, eureka.client.service-url...
+/// msa::App::from_settings()
+///     .router(Router::new().route("/hello", get(|| async { "hello" })))
+///     .run()
+///     .await
+/// # }
+/// ```
+#[must_use = "an App does nothing until started"]
+pub struct App {
+    name: String,
+    version: Option<String>,
+    load: Load,
+    /// Values set by builder methods, as keys.
+    code: Vec<(String, Value)>,
+    /// The files, environment and code, read once per change of `load` or `code`.
+    local: OnceLock<Result<Settings, SettingsError>>,
+    limits: Option<Limits>,
+    server_tls: Option<ServerTls>,
+    client_tls: Option<ClientTls>,
+    router: Router,
+    actuator: Actuator,
+    shutdown: Shutdown,
+    signals: bool,
+    telemetry: Option<Option<TelemetryGuard>>,
+    #[cfg(feature = "discovery")]
+    discovery: Option<discovery::Shared>,
+    #[cfg(feature = "discovery")]
+    balancer: OnceLock<Result<Option<msa_discovery::balance::Balancer>, String>>,
+    #[cfg(feature = "discovery")]
+    lease: Option<(Duration, Duration)>,
+    #[cfg(feature = "config")]
+    config: Option<msa_config::client::ConfigClient>,
+    #[cfg(feature = "breaker")]
+    breakers: Option<msa_breaker::circuit_breaker::CircuitBreakerRegistry>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("actuator", &self.actuator)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key of the application's name.
+const NAME: &str = "spring.application.name";
+
+impl App {
+    /// An app called `name` (`spring.application.name`, set in code), with settings from
+    /// the working directory and the environment.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let mut app = App::blank(name.clone(), Load::default());
+        app.code.push((NAME.to_owned(), Value::String(name)));
+        app
+    }
+
+    /// An app named by its settings' `spring.application.name` (as a Spring Boot
+    /// application is); `application` when they do not name it.
+    pub fn from_settings() -> Self {
+        Self::from_load(Load::default())
+    }
+
+    /// An app named by the settings that `load` reads (other directories, an
+    /// environment given in code, fixed profiles).
+    pub fn from_load(load: Load) -> Self {
+        let name = Settings::load(load.clone())
+            .ok()
+            .and_then(|settings| settings.get_string(NAME))
+            .unwrap_or_else(|| "application".to_owned());
+        App::blank(name, load)
+    }
+
+    fn blank(name: String, load: Load) -> Self {
+        App {
+            actuator: Actuator::new(name.clone()),
+            name,
+            version: None,
+            load,
+            code: Vec::new(),
+            local: OnceLock::new(),
+            limits: None,
+            server_tls: None,
+            client_tls: None,
+            router: Router::new(),
+            shutdown: Shutdown::new(),
+            signals: true,
+            telemetry: None,
+            #[cfg(feature = "discovery")]
+            discovery: None,
+            #[cfg(feature = "discovery")]
+            balancer: OnceLock::new(),
+            #[cfg(feature = "discovery")]
+            lease: None,
+            #[cfg(feature = "config")]
+            config: None,
+            #[cfg(feature = "breaker")]
+            breakers: None,
+        }
+    }
+
+    /// The app's name: its service name in the registry and its application name at the
+    /// config server.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets `key` in code, above every other source (what the builder methods do).
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.code.push((key.to_owned(), value.into()));
+        self.changed();
+        self
+    }
+
+    /// Reads settings as `load` says (directories, environment, profiles) instead of from
+    /// the working directory and the process's environment.
+    pub fn load(mut self, load: Load) -> Self {
+        self.load = load;
+        self.changed();
+        self
+    }
+
+    /// The active profiles, instead of `MSA_PROFILES_ACTIVE`, `SPRING_PROFILES_ACTIVE` or
+    /// `spring.profiles.active`.
+    pub fn profiles(mut self, profiles: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.load.profiles = Some(profiles.into_iter().map(Into::into).collect());
+        self.changed();
+        self
+    }
+
+    /// Forgets what was derived from the settings, after a builder changed them.
+    fn changed(&mut self) {
+        self.local = OnceLock::new();
+        #[cfg(feature = "discovery")]
+        {
+            self.balancer = OnceLock::new();
+        }
+    }
+
+    /// The files, environment and code values (not yet the config server's).
+    fn local(&self) -> Result<&Settings, Error> {
+        self.local
+            .get_or_init(|| {
+                let mut settings = Settings::load(self.load.clone())?;
+                for (key, value) in &self.code {
+                    settings.set(key, value.clone());
+                }
+                Ok(settings)
+            })
+            .as_ref()
+            .map_err(|e| Error::Settings(e.clone()))
+    }
+
+    /// The app's settings as they stand: files, environment and code (the config server's
+    /// properties join them when the app starts).
+    pub fn settings(&self) -> Result<Settings, Error> {
+        self.local().cloned()
+    }
+
+    /// Sets up logging and tracing once (the first of [`start`](Self::start) and the
+    /// config calls does it), unless the process already has a global subscriber.
+    fn init_telemetry(&mut self) -> Result<(), Error> {
+        if self.telemetry.is_some() {
+            return Ok(());
+        }
+        let mut telemetry = Telemetry::new(self.name.clone());
+        if let Some(version) = &self.version {
+            telemetry = telemetry.version(version.clone());
+        }
+        if std::env::var_os(msa_core::telemetry::RUST_LOG).is_none()
+            && let Some(filter) = log_filter(self.local()?)
+        {
+            telemetry = telemetry.filter(filter);
+        }
+        self.telemetry = Some(match telemetry.init() {
+            Ok(guard) => Some(guard),
+            Err(TelemetryError::AlreadyInitialized) => None,
+            Err(error) => return Err(error.into()),
+        });
+        Ok(())
+    }
+
+    /// The app's version, for `/actuator/info`, the `service.version` resource attribute
+    /// and the registered instance's `version` metadata.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        let version = version.into();
+        self.actuator = self.actuator.version(version.clone());
+        self.version = Some(version);
+        self
+    }
+
+    /// The listen address, `host:port` (keys `server.address` and `server.port`; port 0
+    /// picks a free port). Default `127.0.0.1:8080`: bind `0.0.0.0` to be reachable from
+    /// other machines.
+    pub fn bind(self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        match split_host_port(&addr) {
+            Some((host, port)) => self
+                .set("server.address", host)
+                .set("server.port", Value::from(port)),
+            // Reported when the app starts, naming the value.
+            None => self.set("server.address", addr),
+        }
+    }
+
+    /// Serves the actuator's endpoints on a listener of their own at `addr` (keys
+    /// `management.server.address` and `management.server.port`): all of them there, and
+    /// only the probes (`/actuator/health…`, `/actuator/info`) on the main listener. A
+    /// registered instance then carries `management.port` in its metadata.
+    pub fn management_bind(self, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
+        match split_host_port(&addr) {
+            Some((host, port)) => self
+                .set("management.server.address", host)
+                .set("management.server.port", Value::from(port)),
+            None => self.set("management.server.address", addr),
+        }
+    }
+
+    /// The bounds both listeners apply: header-read and idle timeouts, the connection cap
+    /// (keys `msa.server.header-read-timeout`, `.idle-timeout`, `.max-connections`).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Serves HTTPS (keys `server.ssl.certificate`, `server.ssl.certificate-private-key`,
+    /// `server.ssl.trust-certificate`, `server.ssl.client-auth`).
+    pub fn server_tls(mut self, tls: ServerTls) -> Self {
+        self.server_tls = Some(tls);
+        self
+    }
+
+    /// What the app's clients trust and present (keys `msa.client.ssl.*`): every client
+    /// the app makes — [`client`](Self::client), registration, discovery and the config
+    /// client — uses it.
+    pub fn client_tls(mut self, tls: ClientTls) -> Self {
+        self.client_tls = Some(tls);
+        #[cfg(feature = "discovery")]
+        {
+            self.balancer = OnceLock::new();
+        }
+        self
+    }
+
+    /// The app's routes; merged with any given before.
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = self.router.merge(router);
+        self
+    }
+
+    /// Customises the actuator endpoints (health indicators, info entries, refresh hooks).
+    pub fn actuator(mut self, f: impl FnOnce(Actuator) -> Actuator) -> Self {
+        self.actuator = f(self.actuator);
+        self
+    }
+
+    /// The shutdown coordinator, to add hooks before the app starts.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Whether SIGINT/SIGTERM stop the app (on by default). Turn it off when something
+    /// else owns the process's signals.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    /// The client TLS settings: code, else `msa.client.ssl`.
+    fn client_tls_settings(&self, msa: Option<&Msa>) -> ClientTls {
+        if let Some(tls) = &self.client_tls {
+            return tls.clone();
+        }
+        msa.and_then(|m| m.client.ssl.clone()).unwrap_or_default()
+    }
+
+    /// `msa.*`, checked.
+    #[cfg(any(feature = "discovery", feature = "config"))]
+    fn msa(&self) -> Result<Msa, Error> {
+        Ok(self.local()?.bind("msa")?)
+    }
+
+    /// A reqwest client with the app's TLS and `timeout`.
+    #[cfg(any(feature = "discovery", feature = "config"))]
+    fn http(&self, timeout: Duration) -> Result<reqwest::Client, Error> {
+        let msa = self.msa()?;
+        let builder = self.client_tls_settings(Some(&msa)).reqwest_builder()?;
+        builder
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Discovery(format!("cannot build an HTTP client: {e}")))
+    }
+
+    /// Binds and starts serving in the background.
+    pub async fn start(mut self) -> Result<Running, Error> {
+        self.local()?;
+        self.init_telemetry()?;
+        let guard = self.telemetry.take().flatten();
+
+        #[cfg(feature = "config")]
+        let settings = self.imported().await?;
+        #[cfg(not(feature = "config"))]
+        let settings = self.local()?.clone();
+        let msa = keys::check(&settings)?;
+
+        let server = ServerKeys::read(&settings)?;
+        let bind = server.bind.clone();
+        let listener = TcpListener::bind(&bind)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(Error::Serve)?;
+        let management_bind = match server.management_port {
+            // The main listener's port: one listener, as in Spring Boot.
+            Some(port) if port == local_addr.port() && server.management_address.is_none() => None,
+            Some(port) => Some(SocketAddr::new(
+                server.management_address.unwrap_or(local_addr.ip()),
+                port,
+            )),
+            None => None,
+        };
+        let management_listener = match management_bind {
+            Some(bind) => Some(
+                TcpListener::bind(bind)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: bind.to_string(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let management_addr = match &management_listener {
+            Some(listener) => Some(listener.local_addr().map_err(Error::Serve)?),
+            None => None,
+        };
+        // Management endpoints: the token from `msa.management.token`
+        // (`MSA_MANAGEMENT_TOKEN`), or only on a loopback management listener (the main one
+        // when there is no other).
+        let served_on = management_addr.unwrap_or(local_addr);
+        let management = match &msa.management.token {
+            Some(token) if token.trim().is_empty() => {
+                return Err(Error::Management(
+                    "msa.management.token (MSA_MANAGEMENT_TOKEN) is set but empty".into(),
+                ));
+            }
+            Some(token) => Management::token(served_on, token.trim()),
+            None => Management::none(served_on),
+        };
+        let tls = match &self.server_tls {
+            Some(tls) => tls.clone(),
+            None => settings.bind::<ServerTls>("server.ssl")?,
+        };
+        let tls_config = tls.config()?;
+        // A bad client CA file fails the start, not the first call.
+        let client_tls = self.client_tls_settings(Some(&msa));
+        client_tls.config()?;
+
+        let availability = self.actuator.availability();
+        let app = self
+            .router
+            .merge(self.actuator.management(management).router())
+            .layer(ServerLayer::new());
+
+        let shutdown = self.shutdown.clone();
+        // Readiness goes down first, before any hook the app added.
+        shutdown.unready_first(availability.clone());
+        if let Some(grace) = msa.server.shutdown_grace {
+            shutdown.set_grace(grace);
+        }
+        if let Some(guard) = guard {
+            shutdown.after_drain("telemetry", move || flush(guard));
+        }
+        if self.signals {
+            shutdown.listen_for_signals();
+        }
+        #[cfg(feature = "discovery")]
+        {
+            let http = client_tls
+                .reqwest_builder()?
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| Error::Discovery(e.to_string()))?;
+            let registered = discovery::Registered {
+                name: &self.name,
+                version: self.version.as_deref(),
+                addr: local_addr,
+                management_port: management_addr.map(|addr| addr.port()),
+                tls: tls_config.is_some(),
+                lease: self.lease,
+            };
+            discovery::register(&settings, registered, http, &shutdown)?;
+        }
+        let scheme = if tls_config.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(app = %self.name, addr = %local_addr, %scheme, management = ?management_addr, "started");
+        let limits = self.limits.unwrap_or_else(|| server.limits(&msa));
+        let serving = shutdown.clone();
+        let listeners = Listeners::new(listener, app)
+            .management(management_listener)
+            .limits(limits)
+            .tls(tls_config);
+        let task = tokio::spawn(async move { serving.serve_with(listeners).await });
+        Ok(Running {
+            local_addr,
+            management_addr,
+            shutdown,
+            availability,
+            task,
+        })
+    }
+
+    /// Starts the app and waits until it has shut down.
+    pub async fn run(self) -> Result<(), Error> {
+        self.start().await?.wait().await
+    }
+}
+
+/// `host:port` split (`[::1]:80` too); `None` when it is not that.
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
+}
+
+/// The listener settings: `server.*`, `management.server.*`.
+#[derive(Debug)]
+struct ServerKeys {
+    bind: String,
+    management_port: Option<u16>,
+    management_address: Option<IpAddr>,
+}
+
+impl ServerKeys {
+    fn read(settings: &Settings) -> Result<ServerKeys, Error> {
+        let address: String = settings
+            .bind::<Option<String>>("server.address")?
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        let port: u16 = settings.bind::<Option<u16>>("server.port")?.unwrap_or(8080);
+        let ip = |key: &str, text: &str| {
+            text.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    let origin = settings
+                        .origin(key)
+                        .map(|o| format!("{o}: "))
+                        .unwrap_or_default();
+                    Error::Management(format!("{origin}{key}: {text:?} is not an IP address"))
+                })
+        };
+        let address = ip("server.address", &address)?;
+        let management_port = settings.bind::<Option<u16>>("management.server.port")?;
+        let management_address = settings
+            .bind::<Option<String>>("management.server.address")?
+            .map(|text| ip("management.server.address", &text))
+            .transpose()?;
+        Ok(ServerKeys {
+            bind: SocketAddr::new(address, port).to_string(),
+            management_port,
+            management_address,
+        })
+    }
+
+    fn limits(&self, msa: &Msa) -> Limits {
+        let defaults = Limits::default();
+        Limits {
+            header_read_timeout: msa
+                .server
+                .header_read_timeout
+                .unwrap_or(defaults.header_read_timeout),
+            idle_timeout: msa.server.idle_timeout.unwrap_or(defaults.idle_timeout),
+            max_connections: msa
+                .server
+                .max_connections
+                .unwrap_or(defaults.max_connections),
+        }
+    }
+}
+
+/// `logging.level.*` as a log filter: `root` is the default level, every other key a
+/// target (`logging.level.msa_discovery: debug`; dots read as `::`).
+fn log_filter(settings: &Settings) -> Option<String> {
+    let level = |text: &str| match text.trim().to_ascii_lowercase().as_str() {
+        "fatal" => "error".to_owned(),
+        other => other.to_owned(),
+    };
+    let mut directives = Vec::new();
+    if let Some(root) = settings.get_string("logging.level.root") {
+        directives.push(level(&root));
+    }
+    for (key, _) in settings.keys("logging.level") {
+        let target = key["logging.level.".len().min(key.len())..].to_owned();
+        if target.eq_ignore_ascii_case("root") || target.is_empty() {
+            continue;
+        }
+        if let Some(value) = settings.get_string(&key) {
+            directives.push(format!("{}={}", target.replace('.', "::"), level(&value)));
+        }
+    }
+    (!directives.is_empty()).then(|| directives.join(","))
+}
+
+async fn flush(guard: TelemetryGuard) {
+    // Flushing blocks on the exporter's HTTP calls: keep it off the async workers.
+    let _ = tokio::task::spawn_blocking(move || guard.shutdown()).await;
+}
+
+/// A started [`App`].
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    management_addr: Option<SocketAddr>,
+    shutdown: Shutdown,
+    availability: Availability,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// The address the app listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the management listener, if the app has one
+    /// ([`App::management_bind`]).
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
+    }
+
+    /// The app's shutdown coordinator.
+    pub fn shutdown_handle(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// The app's liveness and readiness.
+    pub fn availability(&self) -> &Availability {
+        &self.availability
+    }
+
+    /// Starts shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Waits until the app has shut down.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.task.await?.map_err(Error::Serve)
+    }
+}
+
+/// Discovery: register with a registry and call other services by name.
+#[cfg(feature = "discovery")]
+impl App {
+    /// Registers the app with the registry at `url` once it listens, renews its lease
+    /// while it runs and deregisters when it stops; and discovers other services through
+    /// it for [`client`](Self::client) and [`balancer`](Self::balancer), so a call to
+    /// `http://inventory/...` goes to an `UP` instance of `inventory`
+    /// (key `eureka.client.service-url.defaultZone`).
+    ///
+    /// `url` is written as Spring users write it — `http://host:8761`,
+    /// `http://host:8761/eureka/` — or several, comma-separated, tried in turn. With
+    /// msa-registry, callers follow its watch and hear of changes within milliseconds; with
+    /// a Eureka server without the watch (Spring's), they follow its delta.
+    pub fn registry(self, url: impl Into<String>) -> Self {
+        self.set("eureka.client.service-url.defaultZone", url.into())
+    }
+
+    /// Finds other services' instances through `discovery` instead of the backend the
+    /// settings choose (`msa.discovery.type`).
+    pub fn discovery(mut self, discovery: impl msa_discovery::discovery::Discovery) -> Self {
+        self.discovery = Some(discovery::Shared(Arc::new(discovery)));
+        self.balancer = OnceLock::new();
+        self
+    }
+
+    /// The host other services reach this app at (key `eureka.instance.hostname`; by
+    /// default the bound address, or when bound to all interfaces the first non-loopback
+    /// interface address).
+    pub fn advertise(self, host: impl Into<String>) -> Self {
+        self.set("eureka.instance.hostname", host.into())
+    }
+
+    /// The zone the instance registers in (key `eureka.instance.metadata-map.zone`); its
+    /// balancer prefers instances of the same zone.
+    pub fn zone(self, zone: impl Into<String>) -> Self {
+        self.set("eureka.instance.metadata-map.zone", zone.into())
+    }
+
+    /// How often the lease is renewed and how long it lasts unrenewed (keys
+    /// `eureka.instance.lease-renewal-interval-in-seconds` and
+    /// `…lease-expiration-duration-in-seconds`; default 10 s and 30 s).
+    pub fn lease(mut self, renewal: Duration, lease: Duration) -> Self {
+        self.lease = Some((renewal, lease));
+        self
+    }
+
+    /// The load balancer over the discovered instances (`msa.loadbalancer.*`), to wrap
+    /// hyper or tonic clients in; `None` without discovery. Discovery settings are read
+    /// from files, the environment and code.
+    pub fn balancer(&self) -> Option<msa_discovery::balance::Balancer> {
+        let made = self.balancer.get_or_init(|| {
+            let settings = self.local().map_err(|e| e.to_string())?;
+            let msa = self.msa().map_err(|e| e.to_string())?;
+            let backend = match &self.discovery {
+                Some(backend) => Some(backend.clone()),
+                None => {
+                    let http = self
+                        .http(Duration::from_secs(40))
+                        .map_err(|e| e.to_string())?;
+                    discovery::backend(settings, &msa, http).map_err(|e| e.to_string())?
+                }
+            };
+            let Some(backend) = backend else {
+                return Ok(None);
+            };
+            let mut config: msa_discovery::balance::BalancerConfig = settings
+                .bind::<Option<_>>("msa.loadbalancer")
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            if config.zone.is_none() {
+                config.zone = discovery::own_zone(settings);
+            }
+            Ok(Some(msa_discovery::balance::Balancer::new(backend, config)))
+        });
+        match made {
+            Ok(balancer) => balancer.clone(),
+            Err(reason) => {
+                tracing::error!(%reason, "no discovery: the settings do not read");
+                None
+            }
+        }
+    }
+
+    /// An HTTP client for calls to other services: it continues the current trace
+    /// (`traceparent`) and records client spans and metrics; with the `breaker` feature
+    /// it guards each service with a circuit breaker (see
+    /// [`circuit_breakers`](Self::circuit_breakers)); and with discovery it balances
+    /// `http://<service>/...` over the service's instances, retrying refused connections
+    /// on another one. TLS as [`client_tls`](Self::client_tls) says; calls time out after
+    /// `msa.client.timeout` (10 s). Build it once and clone it: clones share their
+    /// connections.
+    pub fn client(&self) -> reqwest_middleware::ClientWithMiddleware {
+        let timeout = self
+            .msa()
+            .ok()
+            .and_then(|m| m.client.timeout)
+            .unwrap_or(Duration::from_secs(10));
+        let http = self.http(timeout).unwrap_or_else(|error| {
+            // `start` fails on the same error, naming it.
+            tracing::error!(%error, "the client's settings do not read; using defaults");
+            reqwest::Client::new()
+        });
+        let builder = reqwest_middleware::ClientBuilder::new(http)
+            .with(msa_core::http::TraceMiddleware::new());
+        #[cfg(feature = "breaker")]
+        let builder = builder.with(msa_breaker::middleware::CircuitBreakerMiddleware::new(
+            self.breakers.clone().unwrap_or_else(|| {
+                msa_breaker::circuit_breaker::CircuitBreakerRegistry::new(Default::default())
+                    .unwrap_or_else(|_| unreachable!("the default section is valid"))
+            }),
+        ));
+        let builder = match self.balancer() {
+            Some(balancer) => builder.with(msa_discovery::balance::LoadBalancerMiddleware::new(
+                balancer,
+            )),
+            None => builder,
+        };
+        builder.build()
+    }
+}
+
+/// Resilience: the breakers [`App::client`] guards calls with.
+#[cfg(feature = "breaker")]
+impl App {
+    /// The circuit breakers for [`client`](Self::client)'s calls, one per service name
+    /// (default: Resilience4j's defaults for every service).
+    pub fn circuit_breakers(
+        mut self,
+        registry: msa_breaker::circuit_breaker::CircuitBreakerRegistry,
+    ) -> Self {
+        self.breakers = Some(registry);
+        self
+    }
+}
+
+/// Central configuration: read from a config server, kept live.
+#[cfg(feature = "config")]
+impl App {
+    /// Reads the app's configuration from the config server at `uri` (msa-config-server
+    /// or Spring Cloud Config Server; key `msa.config.uri`, or
+    /// `spring.config.import: "configserver:<uri>"`).
+    pub fn config_server(self, uri: impl Into<String>) -> Self {
+        self.set("msa.config.uri", uri.into())
+    }
+
+    /// Reads the app's configuration with `client` (profiles, label, credentials, a
+    /// last-known-good cache file, fail-fast), instead of one made from the settings.
+    pub fn config_client(mut self, client: msa_config::client::ConfigClient) -> Self {
+        self.config = Some(client);
+        self
+    }
+
+    /// The config client the settings describe, if they ask for a config server.
+    fn config_import(&self) -> Result<Option<msa_config::client::ConfigClient>, Error> {
+        if let Some(client) = &self.config {
+            return Ok(Some(client.clone()));
+        }
+        let settings = self.local()?;
+        let msa = self.msa()?;
+        config_import(settings, &msa.config, &self.name, |timeout| {
+            self.http(timeout)
+        })
+    }
+
+    /// The settings with the config server's properties, when the settings ask for one.
+    async fn imported(&mut self) -> Result<Settings, Error> {
+        let mut settings = self.local()?.clone();
+        if let Some(client) = self.config_import()?
+            && let Some(fetched) = client.initial().await?
+        {
+            settings.add_properties(Layer::Remote, "configserver", fetched.environment.merged());
+        }
+        Ok(settings)
+    }
+
+    /// The app's settings as a live `T` (bound from the root: `T`'s fields are top-level
+    /// keys): files, the config server's properties and the environment with relaxed
+    /// binding (`ORDERS_MAX_QUANTITY` is `orders.max-quantity`), rebuilt within
+    /// milliseconds of a change at the server, and again on `POST /actuator/refresh`. A
+    /// change that does not bind to `T` is logged and the last good value kept.
+    ///
+    /// The config server is the one the settings import (`spring.config.import`,
+    /// `msa.config.uri`) or [`config_server`](Self::config_server) names; without one,
+    /// Spring's default `http://localhost:8888` is asked.
+    pub async fn live_config<T>(&mut self) -> Result<msa_config::client::LiveConfig<T>, Error>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.init_telemetry()?;
+        let client = match self.config_import()? {
+            Some(client) => client,
+            None => {
+                let client = msa_config::client::ConfigClient::new(self.name.clone())
+                    .http_client(self.http(Duration::from_secs(60))?);
+                self.config = Some(client.clone());
+                client
+            }
+        };
+        let base = self.local()?.clone();
+        let live = client
+            .live_with(move |server| {
+                let mut settings = base.clone();
+                settings.add_properties(
+                    Layer::Remote,
+                    "configserver",
+                    server.properties().iter().cloned(),
+                );
+                settings.bind::<T>("").map_err(|e| e.to_string())
+            })
+            .await?;
+        let hook = live.refresh_hook();
+        self.actuator =
+            std::mem::replace(&mut self.actuator, Actuator::new("")).on_refresh("config", hook);
+        Ok(live)
+    }
+}
+
+/// The config client `spring.config.import` (or `msa.config.uri`) asks for: the server's
+/// URI, the application name, the active profiles and label, credentials, fail-fast (an
+/// import without `optional:`), and the cache file.
+#[cfg(feature = "config")]
+fn config_import(
+    settings: &Settings,
+    keys: &keys::ConfigKeys,
+    name: &str,
+    http: impl Fn(Duration) -> Result<reqwest::Client, Error>,
+) -> Result<Option<msa_config::client::ConfigClient>, Error> {
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(default, rename_all = "kebab-case")]
+    struct Spring {
+        enabled: Option<bool>,
+        uri: Option<String>,
+        label: Option<String>,
+        profile: Option<String>,
+        name: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+        fail_fast: Option<bool>,
+    }
+    let spring: Spring = settings.bind("spring.cloud.config")?;
+    if keys.enabled.or(spring.enabled) == Some(false) {
+        return Ok(None);
+    }
+    let imports: Vec<String> = settings
+        .bind::<Option<Vec<String>>>("spring.config.import")?
+        .unwrap_or_default();
+    let mut from_import: Option<(Option<String>, bool)> = None;
+    for import in &imports {
+        let (optional, location) = match import.strip_prefix("optional:") {
+            Some(rest) => (true, rest),
+            None => (false, import.as_str()),
+        };
+        match location.strip_prefix("configserver:") {
+            Some(uri) => {
+                let uri = (!uri.trim().is_empty()).then(|| uri.trim().to_owned());
+                from_import = Some((uri, !optional));
+            }
+            None => {
+                return Err(Error::Settings(SettingsError {
+                    key: "spring.config.import".into(),
+                    origin: settings.origin("spring.config.import"),
+                    message: format!("{import:?}: msa imports `configserver:` locations only"),
+                }));
+            }
+        }
+    }
+    let uri = keys
+        .uri
+        .clone()
+        .or_else(|| from_import.as_ref().and_then(|(uri, _)| uri.clone()))
+        .or(spring.uri.clone());
+    let wanted = from_import.is_some() || keys.uri.is_some();
+    if !wanted {
+        return Ok(None);
+    }
+    let uri = uri.unwrap_or_else(|| msa_config::client::DEFAULT_URI.to_owned());
+    let fail_fast = keys
+        .fail_fast
+        .or(spring.fail_fast)
+        .unwrap_or(from_import.is_some_and(|(_, required)| required));
+    let profiles = keys.profile.clone().or(spring.profile).unwrap_or_else(|| {
+        match settings.active_profiles() {
+            [] => "default".to_owned(),
+            active => active.join(","),
+        }
+    });
+    let application = keys.name.clone().or(spring.name).unwrap_or(name.to_owned());
+    let mut client = msa_config::client::ConfigClient::new(application)
+        .uris(uri.split(',').map(str::trim).filter(|u| !u.is_empty()))
+        .profiles(profiles)
+        .fail_fast(fail_fast)
+        .http_client(http(Duration::from_secs(60))?);
+    if let Some(label) = keys.label.clone().or(spring.label) {
+        client = client.label(label);
+    }
+    if let (Some(user), Some(password)) = (
+        keys.username.clone().or(spring.username),
+        keys.password.clone().or(spring.password),
+    ) {
+        client = client.basic_auth(user, password);
+    }
+    if let Some(file) = &keys.cache_file {
+        client = client.cache_file(file.clone());
+    }
+    Ok(Some(client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_split_as_written() {
+        assert_eq!(split_host_port("0.0.0.0:80"), Some(("0.0.0.0".into(), 80)));
+        assert_eq!(split_host_port("[::1]:9090"), Some(("::1".into(), 9090)));
+        assert_eq!(split_host_port("nope"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+    }
+
+    #[test]
+    fn logging_levels_become_the_log_filter() {
+        let mut settings = Settings::new();
+        settings
+            .add_yaml(
+                "application.yml",
+                "logging:\n  level:\n    root: WARN\n    msa_discovery: DEBUG\n    tower_http.trace: fatal\n",
+            )
+            .unwrap();
+        assert_eq!(
+            log_filter(&settings).as_deref(),
+            Some("warn,msa_discovery=debug,tower_http::trace=error")
+        );
+        assert_eq!(log_filter(&Settings::new()), None);
+    }
+}
