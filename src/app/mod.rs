@@ -778,10 +778,9 @@ impl App {
             .with(msa_core::http::TraceMiddleware::new());
         #[cfg(feature = "breaker")]
         let builder = builder.with(msa_breaker::middleware::CircuitBreakerMiddleware::new(
-            self.breakers.clone().unwrap_or_else(|| {
-                msa_breaker::circuit_breaker::CircuitBreakerRegistry::new(Default::default())
-                    .unwrap_or_else(|_| unreachable!("the default section is valid"))
-            }),
+            self.breakers
+                .clone()
+                .unwrap_or_else(|| self.breakers_from_settings()),
         ));
         let builder = match self.balancer() {
             Some(balancer) => builder.with(msa_discovery::balance::LoadBalancerMiddleware::new(
@@ -796,8 +795,34 @@ impl App {
 /// Resilience: the breakers [`App::client`] guards calls with.
 #[cfg(feature = "breaker")]
 impl App {
+    /// The breakers `resilience4j.circuitbreaker` describes (Resilience4j's keys, as Spring
+    /// writes them); its defaults when it is absent or does not read (logged).
+    fn breakers_from_settings(&self) -> msa_breaker::circuit_breaker::CircuitBreakerRegistry {
+        use msa_breaker::circuit_breaker::CircuitBreakerRegistry;
+        let section = self
+            .local()
+            .and_then(
+                |s| Ok(s.bind::<Option<msa_breaker::Section>>("resilience4j.circuitbreaker")?),
+            )
+            .map(Option::unwrap_or_default);
+        match section.map(CircuitBreakerRegistry::new) {
+            Ok(Ok(registry)) => registry,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "resilience4j.circuitbreaker does not read; using Resilience4j's defaults");
+                CircuitBreakerRegistry::new(Default::default())
+                    .unwrap_or_else(|_| unreachable!("the default section is valid"))
+            }
+            Err(error) => {
+                tracing::error!(%error, "the settings do not read; using Resilience4j's defaults");
+                CircuitBreakerRegistry::new(Default::default())
+                    .unwrap_or_else(|_| unreachable!("the default section is valid"))
+            }
+        }
+    }
+
     /// The circuit breakers for [`client`](Self::client)'s calls, one per service name
-    /// (default: Resilience4j's defaults for every service).
+    /// (default: `resilience4j.circuitbreaker` from the settings, else Resilience4j's
+    /// defaults for every service).
     pub fn circuit_breakers(
         mut self,
         registry: msa_breaker::circuit_breaker::CircuitBreakerRegistry,
