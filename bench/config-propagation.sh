@@ -10,7 +10,7 @@ clients="${1:-100}"
 changes="${2:-10}"
 . bench/lib.sh
 
-cargo build --release -q -p msa-config --bin msa-config-server --example propagation
+cargo build --profile dist -q -p msa-config --bin msa-config-server --example propagation
 repo="$work/repo"
 mkdir -p "$repo"
 printf 'shared: true\n' > "$repo/application.yml"

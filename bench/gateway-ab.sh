@@ -13,7 +13,7 @@ rounds="${4:-4}"
 . bench/lib.sh
 
 need wrk
-cargo build --release -q -p msa-gateway --example upstream
+cargo build --profile dist -q -p msa-gateway --example upstream
 up_port="$(free_port)"; a_port="$(free_port)"; b_port="$(free_port)"
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &
 pids+=($!)

@@ -12,7 +12,7 @@ gateway="${1:-}"
 requests="${2:-10000}"
 
 need valgrind
-cargo build --release -q -p msa-gateway --bin msa-gateway --example upstream
+cargo build --profile dist -q -p msa-gateway --bin msa-gateway --example upstream
 gateway="${gateway:-$bin/msa-gateway}"
 up_port="$(free_port)"; gw_port="$(free_port)"
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &

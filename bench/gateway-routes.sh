@@ -12,7 +12,7 @@ rounds="${2:-3}"
 . bench/lib.sh
 
 need wrk
-cargo build --release -q -p msa-gateway --bin msa-gateway --example upstream
+cargo build --profile dist -q -p msa-gateway --bin msa-gateway --example upstream
 
 up_port="$(free_port)"
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &

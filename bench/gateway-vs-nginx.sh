@@ -14,7 +14,7 @@ connections="${3:-64}"
 
 need wrk nginx
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-cargo build --release -q -p msa-gateway --bin msa-gateway --example upstream
+cargo build --profile dist -q -p msa-gateway --bin msa-gateway --example upstream
 nginx_stop() { kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; }
 trap 'nginx_stop; cleanup' EXIT
 

@@ -12,7 +12,7 @@ seconds="${2:-20}"
 rounds="${3:-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
 
-cargo build --release -q -p msa-discovery --example lb_tail
+cargo build --profile dist -q -p msa-discovery --example lb_tail
 echo "10 upstreams, $rate req/s, $seconds s per run, $rounds rounds ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
 echo
-"$CARGO_TARGET_DIR/release/examples/lb_tail" --rate "$rate" --seconds "$seconds" --rounds "$rounds"
+"$CARGO_TARGET_DIR/dist/examples/lb_tail" --rate "$rate" --seconds "$seconds" --rounds "$rounds"

@@ -1,7 +1,7 @@
 # Shared by the bench/ scripts: source it after `cd` to the project root.
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/msa-target}"
-bin="$CARGO_TARGET_DIR/release"
+bin="$CARGO_TARGET_DIR/dist"
 work="$(mktemp -d)"
 pids=()
 

@@ -12,7 +12,7 @@ rounds="${2:-10}"
 lease="${3:-3}"
 . bench/lib.sh
 
-cargo build --release -q -p msa-discovery --bin msa-registry --example propagation
+cargo build --profile dist -q -p msa-discovery --bin msa-registry --example propagation
 start_server msa-registry
 
 echo "msa-registry on $addr, $clients clients, $rounds rounds ($(machine))"

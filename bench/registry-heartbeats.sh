@@ -12,7 +12,7 @@ seconds="${2:-10}"
 . bench/lib.sh
 
 need wrk
-cargo build --release -q -p msa-discovery --bin msa-registry --example register_many
+cargo build --profile dist -q -p msa-discovery --bin msa-registry --example register_many
 out="$work/wrk.out"
 start_server msa-registry
 "$bin/examples/register_many" --registry "http://$addr" --count "$instances" >/dev/null

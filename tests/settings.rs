@@ -14,6 +14,7 @@ mod tls;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -229,61 +230,46 @@ async fn a_typo_under_msa_fails_naming_file_line_and_key() {
     );
 }
 
-/// A config server over a git repository whose `release` branch has a `dev` profile file.
-async fn config_server(dir: &Path) -> SocketAddr {
-    use git2::{Repository, Signature};
-    let path = dir.join("config-repo");
-    let repo = Repository::init_bare(&path).unwrap();
-    repo.set_head("refs/heads/main").unwrap();
-    let signature = Signature::now("msa tests", "tests@msa.invalid").unwrap();
-    let commit = |branch: &str, files: &[(&str, String)]| {
-        let mut tree = repo.treebuilder(None).unwrap();
-        for (name, text) in files {
-            let blob = repo.blob(text.as_bytes()).unwrap();
-            tree.insert(name, blob, 0o100644).unwrap();
-        }
-        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
-        repo.commit(Some(branch), &signature, &signature, "config", &tree, &[])
-            .unwrap();
-    };
-    commit(
-        "refs/heads/main",
-        &[("orders.yml", "orders:\n  currency: EUR\n".into())],
+/// msa-config-server over a directory with `orders.yml` and `orders-dev.yml` (which sets
+/// `server.port`); the paths it is asked for are recorded, to see the label sent.
+async fn config_server(dir: &Path, port: u16) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let repo = dir.join("config-repo");
+    write(&repo, "orders.yml", "orders:\n  currency: GBP\n");
+    write(
+        &repo,
+        "orders-dev.yml",
+        &format!("server:\n  port: {port}\norders:\n  greeting: dev\n"),
     );
-    let port = free_port();
-    commit(
-        "refs/heads/release",
-        &[
-            ("orders.yml", "orders:\n  currency: GBP\n".into()),
-            (
-                "orders-dev.yml",
-                format!("server:\n  port: {port}\norders:\n  greeting: dev on release\n"),
-            ),
-        ],
+    let server = msa_config::server::ConfigServer::new(
+        msa_config::server::DirRepository::open(&repo).unwrap(),
     );
-    let git = msa_config::server::GitRepository::open_with(
-        path.to_str().unwrap(),
-        msa_config::server::GitOptions::default(),
-    )
-    .unwrap();
-    let server = msa_config::server::ConfigServer::new(git);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let recorded = asked.clone();
+    let router = server.router().layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            recorded
+                .lock()
+                .unwrap()
+                .push(request.uri().path().to_owned());
+            next.run(request)
+        },
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, server.router()).await.unwrap() });
-    // The test reads the port back from the server's answer.
-    let _ = port;
-    addr
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (addr, asked)
 }
 
 #[tokio::test]
 async fn the_config_server_import_sends_the_active_profiles_and_label() {
     let dir = tempfile::tempdir().unwrap();
-    let server = config_server(dir.path()).await;
+    let port = free_port();
+    let (server, asked) = config_server(dir.path(), port).await;
     write(
         dir.path(),
         "application.yml",
         &format!(
-            "spring:\n  application:\n    name: orders\n  config:\n    import: \"optional:configserver:http://{server}\"\n  cloud:\n    config:\n      label: release\nserver:\n  port: 0\norders:\n  currency: USD\n  greeting: local\n"
+            "spring:\n  application:\n    name: orders\n  config:\n    import: \"optional:configserver:http://{server}\"\n  cloud:\n    config:\n      label: release/2.0\nserver:\n  port: 0\norders:\n  currency: USD\n  greeting: local\n"
         ),
     );
     let mut app = msa::App::from_load(load(dir.path(), &[("MSA_PROFILES_ACTIVE", "dev")]))
@@ -305,12 +291,21 @@ async fn the_config_server_import_sends_the_active_profiles_and_label() {
         root.orders,
         Orders {
             currency: "GBP".into(),
-            greeting: "dev on release".into()
+            greeting: "dev".into()
         },
-        "the release label's files, with the dev profile's over the default"
+        "the server's files, the dev profile's over the default, over the local file"
     );
-    // The server's `server.port` (orders-dev.yml on release) is where the app listens.
-    let port = root.server["port"];
+    assert_eq!(root.server["port"], port);
+    // Asked for the app, its active profile and the label (`/` in a label is `(_)`).
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/orders/dev/release(_)2.0"),
+        "{asked:?}"
+    );
+    // The server's `server.port` (orders-dev.yml) is where the app listens.
     let running = app.start().await.unwrap();
     assert_eq!(running.local_addr().port(), port);
     running.shutdown().await.unwrap();

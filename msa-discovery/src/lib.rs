@@ -1,7 +1,7 @@
 //! Service discovery for msa: the Eureka-compatible registry server (`msa-registry`), the
 //! discovery client, and the client-side load balancer.
 //!
-//! - [`registry`]: the registry's state ([`registry::Store`]) and its HTTP API
+//! - [`registry`] (feature `server`): the registry's state ([`registry::Store`]) and its HTTP API
 //!   ([`registry::RegistryServer`]): Eureka's REST API in JSON and XML, and a native
 //!   watch that answers within milliseconds of a change.
 //! - [`registration`]: keeps a running service registered, and deregisters it on shutdown.
@@ -19,6 +19,7 @@ pub mod balance;
 pub mod discovery;
 pub mod eureka;
 pub mod registration;
+#[cfg(feature = "server")]
 pub mod registry;
 pub mod service_url;
 

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 /// The prefix of encrypted values.
-pub const PREFIX: &str = "{cipher}";
+pub const PREFIX: &str = super::CIPHER_PREFIX;
 const VERSION: u8 = 1;
 const NONCE: usize = 12;
 

@@ -5,10 +5,16 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+#[cfg(feature = "server")]
 use sha2::{Digest, Sha256};
 
-use super::format::{EXTENSIONS, Flat, ParseError};
+#[cfg(feature = "server")]
+use super::format::{EXTENSIONS, ParseError};
+#[cfg(feature = "server")]
 use super::repository::Snapshot;
+
+/// A flattened property list: `key.path[0]` → scalar, in order.
+pub type Flat = Vec<(String, Value)>;
 
 /// The shared application name: `application.yml` applies to every application.
 pub const SHARED: &str = "application";
@@ -60,6 +66,7 @@ pub fn base_names(application: &str, profiles: &[String]) -> Vec<String> {
 }
 
 /// The environment of `application` with `profiles`, or the first broken file it reads.
+#[cfg(feature = "server")]
 pub fn resolve(
     snapshot: &Snapshot,
     application: &str,
@@ -93,6 +100,7 @@ pub fn resolve(
 impl Environment {
     /// A hash of the property sources alone: it changes when what this application sees
     /// changes, and not when some other file does. Served as the `ETag`.
+    #[cfg(feature = "server")]
     pub fn content_version(&self) -> String {
         let mut hash = Sha256::new();
         for source in &self.property_sources {

@@ -30,7 +30,7 @@ pub const EXTENSIONS: [(&str, Format); 5] = [
 ];
 
 /// A flattened property source: `key.path[0]` → scalar, in file order.
-pub type Flat = Vec<(String, Value)>;
+pub use super::environment::Flat;
 
 /// A file that does not parse: where and why.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use msa_core::secrets::mask_url;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::LabelError;
 use super::format::{self, EXTENSIONS};
 use super::repository::Snapshot;
 
@@ -51,17 +52,6 @@ impl Default for GitOptions {
             timeout: FETCH_TIMEOUT,
         }
     }
-}
-
-/// Why a label cannot be served.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum LabelError {
-    /// No branch, tag or commit has this name.
-    #[error("no label {0:?}: not a branch, tag or commit of the repository")]
-    Unknown(String),
-    /// The repository could not be read.
-    #[error("cannot read the repository: {0}")]
-    Repository(String),
 }
 
 /// A git repository served by label.
