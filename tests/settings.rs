@@ -8,6 +8,8 @@
 
 #[path = "support/dnsmasq.rs"]
 mod dnsmasq;
+#[path = "support/registry.rs"]
+mod registry;
 #[path = "support/tls.rs"]
 mod tls;
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use msa::core::settings::Load;
-use msa_discovery::registry::{RegistryServer, Store, StoreConfig};
+use registry::{registered, serve_registry};
 use serde_json::Value;
 
 /// Settings read from `dir` (and `dir/config`) with exactly this environment.
@@ -47,58 +49,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// An in-process msa-registry; with `watch` false, its native watch answers 404, as a
-/// Spring Eureka server's does.
-async fn registry(watch: bool) -> SocketAddr {
-    let server = RegistryServer::new(Store::new(StoreConfig::default()));
-    let mut router = server.router();
-    if !watch {
-        router = router.layer(axum::middleware::from_fn(
-            |request: axum::extract::Request, next: axum::middleware::Next| async move {
-                if request.uri().path().starts_with("/msa/") {
-                    return axum::http::StatusCode::NOT_FOUND.into_response();
-                }
-                next.run(request).await
-            },
-        ));
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
-}
-
-use axum::response::IntoResponse;
-
-/// The instances the registry at `addr` lists for `app`, once there are `count`.
-async fn registered(addr: SocketAddr, app: &str, count: usize) -> Vec<Value> {
-    let url = format!("http://{addr}/eureka/apps/{app}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = reqwest::Client::new()
-            .get(&url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap();
-        if answer.status() == 200 {
-            let body: Value = answer.json().await.unwrap();
-            let list = body["application"]["instance"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if list.len() >= count {
-                return list;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{app} never registered {count}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Calls `url` through `client` until it answers `expected` (discovery takes a moment).
@@ -372,7 +322,7 @@ async fn a_spring_application_yml_with_camel_case_resilience4j_keys_guards_calls
 async fn discovery_through_a_eureka_server_with_failover_and_spring_urls() {
     // A Eureka server without msa's watch (as Spring's is), behind a registry URL that is
     // down: registration and discovery both move on to the second.
-    let eureka = registry(false).await;
+    let eureka = serve_registry(false).await;
     let down = free_port();
     let zone = format!("http://127.0.0.1:{down}/eureka/,http://{eureka}/eureka/");
 
@@ -455,7 +405,7 @@ async fn dns_and_a_static_list_from_settings() {
 
 #[tokio::test]
 async fn the_advertised_address_is_an_interface_address_or_the_configured_one() {
-    let registry = registry(true).await;
+    let registry = serve_registry(true).await;
     let expected = if_addrs::get_if_addrs()
         .unwrap()
         .into_iter()

@@ -110,6 +110,8 @@ async fn basic_credentials_cover_the_actuator_and_the_oracle() {
 
 #[path = "../../tests/support/listeners.rs"]
 mod listeners;
+#[path = "../../tests/support/tls.rs"]
+mod tls;
 
 /// An msa-config-server process over a directory, with the probes' limits and a
 /// management listener; killed on drop.
@@ -179,4 +181,13 @@ async fn readiness_goes_down_on_sigterm_before_the_server_drains() {
     let server = ServerProcess::start(&["--shutdown-grace", "3s"]);
     listeners::wait_until_listening(server.main).await;
     listeners::readiness_goes_down_on_sigterm(server.child.id(), server.main).await;
+}
+
+#[tokio::test]
+async fn the_ssl_flags_serve_https() {
+    let ca = tls::TestCa::new();
+    let flags = tls::server_flags(&ca);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = ServerProcess::start(&flags);
+    tls::serves_https_only(server.main, &ca, "/application/default").await;
 }

@@ -792,6 +792,20 @@ impl<'a> Node<'a> {
         error
     }
 
+    /// Visits `entries` as a map; an error names this node unless a deeper one did.
+    fn visit_entries<'de, V: Visitor<'de>>(
+        &self,
+        entries: Vec<(String, Node<'a>)>,
+        visitor: V,
+    ) -> Result<V::Value, SettingsError> {
+        visitor
+            .visit_map(Entries {
+                entries: entries.into_iter(),
+                next: None,
+            })
+            .map_err(|e| self.locate(e))
+    }
+
     /// The scalar, converted to what a typed request needs.
     fn typed(&self, want: Want) -> Result<Value, SettingsError> {
         let Some((value, _)) = self.scalar() else {
@@ -967,14 +981,8 @@ impl<'de> de::Deserializer<'de> for Node<'_> {
                 };
                 (name, self.child(seg))
             })
-            .collect::<Vec<_>>();
-        let located = self.clone();
-        visitor
-            .visit_map(Entries {
-                entries: entries.into_iter(),
-                next: None,
-            })
-            .map_err(|e| located.locate(e))
+            .collect();
+        self.visit_entries(entries, visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -1003,13 +1011,7 @@ impl<'de> de::Deserializer<'de> for Node<'_> {
                 entries.push((name.clone(), self.child(seg)));
             }
         }
-        let located = self.clone();
-        visitor
-            .visit_map(Entries {
-                entries: entries.into_iter(),
-                next: None,
-            })
-            .map_err(|e| located.locate(e))
+        self.visit_entries(entries, visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(

@@ -278,6 +278,18 @@ async fn every_listener_bounds_slow_idle_and_surplus_connections() {
     listeners::the_listener_contract_holds(main, management).await;
 }
 
+#[path = "../../tests/support/tls.rs"]
+mod tls;
+
+#[tokio::test]
+async fn the_ssl_flags_serve_https() {
+    let ca = tls::TestCa::new();
+    let flags = tls::server_flags(&ca);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (_registry, main, _) = registry_with_limits(&flags);
+    tls::serves_https_only(main, &ca, "/eureka/apps").await;
+}
+
 #[tokio::test]
 async fn readiness_goes_down_on_sigterm_before_the_registry_drains() {
     let (registry, main, _) = registry_with_limits(&["--shutdown-grace", "3s"]);

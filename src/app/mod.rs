@@ -303,13 +303,17 @@ impl App {
     /// picks a free port). Default `127.0.0.1:8080`: bind `0.0.0.0` to be reachable from
     /// other machines.
     pub fn bind(self, addr: impl Into<String>) -> Self {
-        let addr = addr.into();
+        self.set_addr("server", addr.into())
+    }
+
+    /// Sets `{prefix}.address` and `{prefix}.port` from `host:port`; text that is not one
+    /// goes to `.address`, to be reported when the app starts.
+    fn set_addr(self, prefix: &str, addr: String) -> Self {
         match split_host_port(&addr) {
             Some((host, port)) => self
-                .set("server.address", host)
-                .set("server.port", Value::from(port)),
-            // Reported when the app starts, naming the value.
-            None => self.set("server.address", addr),
+                .set(&format!("{prefix}.address"), host)
+                .set(&format!("{prefix}.port"), Value::from(port)),
+            None => self.set(&format!("{prefix}.address"), addr),
         }
     }
 
@@ -318,13 +322,7 @@ impl App {
     /// only the probes (`/actuator/health…`, `/actuator/info`) on the main listener. A
     /// registered instance then carries `management.port` in its metadata.
     pub fn management_bind(self, addr: impl Into<String>) -> Self {
-        let addr = addr.into();
-        match split_host_port(&addr) {
-            Some((host, port)) => self
-                .set("management.server.address", host)
-                .set("management.server.port", Value::from(port)),
-            None => self.set("management.server.address", addr),
-        }
+        self.set_addr("management.server", addr.into())
     }
 
     /// The bounds both listeners apply: header-read and idle timeouts, the connection cap
@@ -867,7 +865,8 @@ impl App {
         if let Some(client) = self.config_import()?
             && let Some(fetched) = client.initial().await?
         {
-            settings.add_properties(Layer::Remote, "configserver", fetched.environment.merged());
+            let origin = format!("config server {}", fetched.environment.name);
+            settings.add_properties(Layer::Remote, &origin, fetched.environment.merged());
         }
         Ok(settings)
     }
@@ -901,7 +900,7 @@ impl App {
                 let mut settings = base.clone();
                 settings.add_properties(
                     Layer::Remote,
-                    "configserver",
+                    server.origin(),
                     server.properties().iter().cloned(),
                 );
                 settings.bind::<T>("").map_err(|e| e.to_string())

@@ -70,3 +70,42 @@ fn authority() -> (String, Issuer<'static, KeyPair>) {
     let certificate = params.self_signed(&key).unwrap();
     (certificate.pem(), Issuer::new(params, key))
 }
+
+/// The flags that make an msa server serve HTTPS with this CA's server certificate.
+pub fn server_flags(ca: &TestCa) -> Vec<String> {
+    vec![
+        "--ssl-certificate".into(),
+        ca.server_certificate.display().to_string(),
+        "--ssl-certificate-private-key".into(),
+        ca.server_key.display().to_string(),
+    ]
+}
+
+/// Checks that the server at `addr` answers `path` over HTTPS (with a certificate this CA
+/// signed, over HTTP/2 by ALPN), and not over plain HTTP; waits up to 10 s for it to start.
+pub async fn serves_https_only(addr: std::net::SocketAddr, ca: &TestCa, path: &str) {
+    let client = msa_core::tls::ClientTls::default()
+        .trust_certificate(&ca.ca)
+        .reqwest_builder()
+        .unwrap()
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}{path}", addr.port());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let response = loop {
+        match client.get(&url).send().await {
+            Ok(response) => break response,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "{url}: {error:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(response.status(), 200, "{url}");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let plain = format!("http://127.0.0.1:{}{path}", addr.port());
+    assert!(
+        reqwest::get(&plain).await.is_err(),
+        "{plain} answered in plain HTTP"
+    );
+}

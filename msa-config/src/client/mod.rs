@@ -336,7 +336,7 @@ impl ConfigClient {
     }
 
     /// Fetches (see [`initial`](Self::initial)) and returns the configuration as a
-    /// `config::Source`.
+    /// `config::Source` (with feature `config`) or as flattened properties.
     pub async fn source(&self) -> Result<ConfigServerSource, ClientError> {
         Ok(ConfigServerSource::new(
             self.initial().await?.map(|f| f.environment),
@@ -432,7 +432,8 @@ impl ConfigClient {
     }
 
     /// A live, typed configuration; see [`LiveConfig`]. `build` layers the server's
-    /// source with any others; the value must deserialize into `T`.
+    /// source with any others; the value must deserialize into `T` (feature `config`).
+    #[cfg(feature = "config")]
     pub async fn live<T, F>(&self, build: F) -> Result<LiveConfig<T>, ClientError>
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -455,7 +456,8 @@ impl ConfigClient {
     }
 
     /// Like [`live`](Self::live), with `validate` run on every new value: a value it
-    /// rejects is logged and the previous one kept.
+    /// rejects is logged and the previous one kept (feature `config`).
+    #[cfg(feature = "config")]
     pub async fn live_validated<T, F, V>(
         &self,
         build: F,
@@ -474,6 +476,7 @@ impl ConfigClient {
 }
 
 /// A `config` builder function as a build of `T`.
+#[cfg(feature = "config")]
 fn with_config_crate<T, F>(build: F) -> impl Fn(&ConfigServerSource) -> Result<T, String>
 where
     T: serde::de::DeserializeOwned,
@@ -548,8 +551,14 @@ impl ConfigServerSource {
     pub fn properties(&self) -> &[(String, serde_json::Value)] {
         &self.flat
     }
+
+    /// Where the properties come from (`config server orders`), for messages.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
 }
 
+#[cfg(feature = "config")]
 fn to_config_value(origin: &String, value: &serde_json::Value) -> config::Value {
     use config::ValueKind;
     let kind = match value {
@@ -567,6 +576,7 @@ fn to_config_value(origin: &String, value: &serde_json::Value) -> config::Value 
     config::Value::new(Some(origin), kind)
 }
 
+#[cfg(feature = "config")]
 impl config::Source for ConfigServerSource {
     fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
         Box::new(self.clone())
