@@ -340,6 +340,29 @@ fn a_bad_file_stops_start_up_with_file_line_and_key() {
     assert_eq!(stderr, expected);
 }
 
+#[test]
+fn tls_termination_is_refused_with_the_reason_rather_than_ignored() {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), "routes: []\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
+        .arg("--config")
+        .arg(file.path())
+        .args([
+            "--ssl-certificate",
+            "cert.pem",
+            "--ssl-certificate-private-key",
+            "key.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("msa-gateway: --ssl-certificate: msa-gateway does not terminate TLS"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_and_the_circuit_breaker_with_its_fallback() {
     let a = upstream("a").await;
