@@ -12,7 +12,12 @@
 //! - [`actuator`]: `/actuator/health`, `/info`, `/prometheus` and `/refresh`.
 //! - [`shutdown`]: SIGINT/SIGTERM, ordered hooks, and draining of in-flight requests.
 //! - [`listener`]: every listener's limits (header-read and idle timeouts, a connection
-//!   cap, paced `accept()` retries) and the management listener.
+//!   cap, paced `accept()` retries), TLS, and the management listener.
+//! - [`settings`]: configuration as Spring Boot reads it (`application.yml`, profiles,
+//!   relaxed environment binding, layers), bound to serde types with errors naming file,
+//!   line and key; [`yaml`] keeps the line of every value.
+//! - [`tls`]: rustls for every client (public, system and private roots) and server (PEM
+//!   certificates, client-certificate checks).
 //!
 //! # Examples
 //!
