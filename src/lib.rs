@@ -5,9 +5,12 @@
 //! This facade re-exports the crates a service needs and offers [`App`], the bootstrap that
 //! wires them together in `main()`: telemetry, actuator and graceful shutdown always;
 //! registration, discovery and a balanced, breaker-guarded client with
-//! [`App::registry`]; live configuration from a config server with [`App::live_config`].
-//! Features `breaker`, `discovery` and `config` are on by default; `gateway` (or `full`)
-//! adds the gateway library.
+//! [`App::registry`]; live configuration from a config server with [`App::live_config`];
+//! all of it configured like Spring Boot, from `application.yml`, profiles and the
+//! environment.
+//! Features `breaker`, `discovery` and `config` are on by default; `dns` adds discovery
+//! from DNS records (Kubernetes headless services), `gateway` the gateway library, `full`
+//! both. A service links the clients only: the servers' code stays out of its build.
 //!
 //! | crate | feature | what it brings |
 //! |---|---|---|

@@ -6,6 +6,7 @@
 
 #![cfg(all(feature = "discovery", feature = "config", feature = "breaker"))]
 
+#[cfg(feature = "dns")]
 #[path = "support/dnsmasq.rs"]
 mod dnsmasq;
 #[path = "support/registry.rs"]
@@ -363,7 +364,7 @@ async fn discovery_through_a_eureka_server_with_failover_and_spring_urls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dns_and_a_static_list_from_settings() {
+async fn a_static_list_from_settings() {
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = target.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(target, hello("found")).await.unwrap() });
@@ -379,6 +380,15 @@ async fn dns_and_a_static_list_from_settings() {
     );
     let app = msa::App::new("orders").load(load(dir.path(), &[]));
     answers(&app.client(), "http://inventory/hello", "found").await;
+}
+
+#[cfg(feature = "dns")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_discovery_from_settings() {
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = target.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(target, hello("found")).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
 
     // DNS: A records of a name, as a Kubernetes headless service has.
     let dns = dnsmasq::Dnsmasq::start("127.0.0.1 inventory.shop.test\n", &[]);

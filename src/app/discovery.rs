@@ -10,9 +10,10 @@ use msa_core::settings::Settings;
 use msa_core::shutdown::Shutdown;
 use msa_core::{Scheme, ServiceInstance};
 use msa_discovery::discovery::{
-    Discovery, DnsDiscovery, DnsQuery, EurekaDiscovery, Instances, RegistryDiscovery,
-    StaticDiscovery,
+    Discovery, EurekaDiscovery, Instances, RegistryDiscovery, StaticDiscovery,
 };
+#[cfg(feature = "dns")]
+use msa_discovery::discovery::{DnsDiscovery, DnsQuery};
 use msa_discovery::registration::Registration;
 use msa_discovery::service_url::ServiceUrls;
 use serde::Deserialize;
@@ -97,7 +98,14 @@ pub(crate) fn backend(
             Arc::new(eureka)
         }
         DiscoveryKind::Static => Arc::new(static_instances(settings, simple)?),
+        #[cfg(feature = "dns")]
         DiscoveryKind::Dns => Arc::new(dns(msa)?),
+        #[cfg(not(feature = "dns"))]
+        DiscoveryKind::Dns => {
+            return Err(Error::Discovery(
+                "msa.discovery.type: dns needs msa's `dns` feature".into(),
+            ));
+        }
     };
     Ok(Some(Shared(backend)))
 }
@@ -153,6 +161,7 @@ fn static_instances(settings: &Settings, key: &str) -> Result<StaticDiscovery, E
 }
 
 /// DNS discovery from `msa.discovery.dns`.
+#[cfg(feature = "dns")]
 fn dns(msa: &Msa) -> Result<DnsDiscovery, Error> {
     let keys = &msa.discovery.dns;
     let mut dns = if keys.nameservers.is_empty() {

@@ -8,15 +8,18 @@
 //! - [`StaticDiscovery`]: instances from configuration.
 //! - [`RegistryDiscovery`]: follows msa-registry's native watch.
 //! - [`EurekaDiscovery`]: polls any Eureka server's delta, as Eureka's own client does.
-//! - [`DnsDiscovery`]: A/AAAA or SRV records, for Kubernetes headless services.
+//! - `DnsDiscovery` (feature `dns`): A/AAAA or SRV records, for Kubernetes headless
+//!   services.
 //!
 //! A new backend (etcd, Consul) implements [`Discovery::watch`]: keep one
 //! `watch::Sender` per service and send each new list.
 
+#[cfg(feature = "dns")]
 mod dns;
 mod eureka;
 mod registry;
 
+#[cfg(feature = "dns")]
 pub use self::dns::{DnsDiscovery, DnsQuery};
 pub use self::eureka::EurekaDiscovery;
 pub use self::registry::RegistryDiscovery;
