@@ -144,6 +144,19 @@ async fn profile_files_and_relaxed_environment_variables_configure_the_app() {
     let running = code.start().await.unwrap();
     assert_ne!(running.local_addr().port(), port);
     running.shutdown().await.unwrap();
+
+    // server.address takes a host name too, as Spring's does.
+    let by_name = msa::App::new("orders")
+        .load(load(&dir.path().join("none"), &[]))
+        .bind("localhost:0")
+        .management_bind("localhost:0")
+        .handle_signals(false)
+        .start()
+        .await
+        .unwrap();
+    assert!(by_name.local_addr().ip().is_loopback());
+    assert!(by_name.management_addr().unwrap().ip().is_loopback());
+    by_name.shutdown().await.unwrap();
 }
 
 #[tokio::test]

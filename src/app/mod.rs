@@ -421,23 +421,18 @@ impl App {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::Serve)?;
-        let management_bind = match server.management_port {
+        let management_bind = match (server.management_port, &server.management_address) {
             // The main listener's port: one listener, as in Spring Boot.
-            Some(port) if port == local_addr.port() && server.management_address.is_none() => None,
-            Some(port) => Some(SocketAddr::new(
-                server.management_address.unwrap_or(local_addr.ip()),
-                port,
-            )),
-            None => None,
+            (Some(port), None) if port == local_addr.port() => None,
+            (Some(port), Some(host)) => Some(host_port(host, port)),
+            (Some(port), None) => Some(SocketAddr::new(local_addr.ip(), port).to_string()),
+            (None, _) => None,
         };
         let management_listener = match management_bind {
             Some(bind) => Some(
-                TcpListener::bind(bind)
+                TcpListener::bind(&bind)
                     .await
-                    .map_err(|source| Error::Bind {
-                        addr: bind.to_string(),
-                        source,
-                    })?,
+                    .map_err(|source| Error::Bind { addr: bind, source })?,
             ),
             None => None,
         };
@@ -547,7 +542,17 @@ fn split_host_port(addr: &str) -> Option<(String, u16)> {
 struct ServerKeys {
     bind: String,
     management_port: Option<u16>,
-    management_address: Option<IpAddr>,
+    management_address: Option<String>,
+}
+
+/// `host:port` to bind: an IP address (IPv6 in brackets) or a host name, as Spring's
+/// `server.address` takes either.
+fn host_port(host: &str, port: u16) -> String {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+        Err(_) => format!("{host}:{port}"),
+    }
 }
 
 impl ServerKeys {
@@ -556,27 +561,10 @@ impl ServerKeys {
             .bind::<Option<String>>("server.address")?
             .unwrap_or_else(|| "127.0.0.1".to_owned());
         let port: u16 = settings.bind::<Option<u16>>("server.port")?.unwrap_or(8080);
-        let ip = |key: &str, text: &str| {
-            text.trim()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .map_err(|_| {
-                    let origin = settings
-                        .origin(key)
-                        .map(|o| format!("{o}: "))
-                        .unwrap_or_default();
-                    Error::Management(format!("{origin}{key}: {text:?} is not an IP address"))
-                })
-        };
-        let address = ip("server.address", &address)?;
         let management_port = settings.bind::<Option<u16>>("management.server.port")?;
-        let management_address = settings
-            .bind::<Option<String>>("management.server.address")?
-            .map(|text| ip("management.server.address", &text))
-            .transpose()?;
+        let management_address = settings.bind::<Option<String>>("management.server.address")?;
         Ok(ServerKeys {
-            bind: SocketAddr::new(address, port).to_string(),
+            bind: host_port(&address, port),
             management_port,
             management_address,
         })
@@ -1006,6 +994,14 @@ fn config_import(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_to_bind_are_ips_or_host_names() {
+        assert_eq!(host_port("0.0.0.0", 80), "0.0.0.0:80");
+        assert_eq!(host_port("[::1]", 80), "[::1]:80");
+        assert_eq!(host_port("::1", 80), "[::1]:80");
+        assert_eq!(host_port("localhost", 80), "localhost:80");
+    }
 
     #[test]
     fn host_and_port_split_as_written() {
