@@ -146,19 +146,22 @@ enum Seg {
 impl Seg {
     fn matches(&self, other: &Seg) -> bool {
         match (self, other) {
-            (Seg::Name(a), Seg::Name(b)) => uniform(a) == uniform(b),
+            (Seg::Name(a), Seg::Name(b)) => same_name(a, b),
             (Seg::Index(a), Seg::Index(b)) => a == b,
             _ => false,
         }
     }
 }
 
-/// A name's comparable form: lower case, without `-` and `_`.
-fn uniform(name: &str) -> String {
-    name.chars()
-        .filter(|c| *c != '-' && *c != '_')
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+/// Whether two names are one key: compared without case, `-` or `_` (and without
+/// allocating: binding compares every key it looks at).
+fn same_name(a: &str, b: &str) -> bool {
+    fn relaxed(name: &str) -> impl Iterator<Item = char> + '_ {
+        name.chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+    }
+    relaxed(a).eq(relaxed(b))
 }
 
 /// `a.b[0].c` as segments; `None` for an empty segment or a bad index.
@@ -372,7 +375,11 @@ impl Default for Load {
     fn default() -> Self {
         Load {
             dirs: vec![PathBuf::from("."), PathBuf::from("config")],
-            env: std::env::vars().collect(),
+            // `vars()` panics on a variable that is not UTF-8; such a variable cannot name
+            // or hold a setting, so it is left out.
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
             profiles: None,
         }
     }
@@ -615,7 +622,15 @@ impl Settings {
             settings: self,
             path,
         };
-        T::deserialize(node.clone()).map_err(|e| node.locate(e))
+        T::deserialize(node.clone()).map_err(|e| {
+            let mut error = node.locate(e);
+            // serde's messages quote the value; a secret's stays out of logs and errors.
+            if crate::secrets::is_secret_name(&error.key) {
+                error.message =
+                    "does not read as the type expected (the value is not shown: a secret)".into();
+            }
+            error
+        })
     }
 
     /// Every key set in files, config server sources and code (not the environment) at
@@ -1002,7 +1017,7 @@ impl<'de> de::Deserializer<'de> for Node<'_> {
         }
         for seg in self.children() {
             if let Seg::Name(name) = &seg
-                && !fields.iter().any(|f| uniform(f) == uniform(name))
+                && !fields.iter().any(|f| same_name(f, name))
                 && self.settings.sources.iter().any(|s| {
                     matches!(s.data, Data::Entries(_))
                         && s.under(&self.child(seg.clone()).path).is_some()
@@ -1222,6 +1237,18 @@ mod tests {
                 .starts_with("environment variable ORDERS_MAX_QUANTITY: orders.max-quantity:"),
             "{e}"
         );
+
+        // A secret's value never appears in the message.
+        let mut s = Settings::new();
+        s.add_environment(env(&[("DB_PASSWORD", "hunter2")]));
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Db {
+            password: u32,
+        }
+        let e = s.bind::<Db>("db").unwrap_err();
+        assert_eq!(e.key, "db.password");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
 
         let e = Settings::new().add_yaml("a.yml", "a: [\n").unwrap_err();
         assert!(e.to_string().starts_with("a.yml:"), "{e}");

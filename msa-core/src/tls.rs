@@ -52,6 +52,14 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// The system's CA certificates, read once per process (a directory of hundreds of files;
+/// every client an app builds would read it again). Unreadable ones are skipped, as
+/// browsers do; the rest count.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static NATIVE: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    NATIVE.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
 /// Reads every certificate in a PEM file; none is an error.
 pub fn read_certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certificates = CertificateDer::pem_file_iter(file)
@@ -130,9 +138,7 @@ impl ClientTls {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
         if self.native_roots {
-            // Unreadable system certificates are skipped, as browsers do; the rest count.
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
+            roots.add_parsable_certificates(native_roots().iter().cloned());
         }
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()

@@ -177,6 +177,8 @@ impl Registration {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            // Errors name the URL without its credentials (a defaultZone may carry them).
+            let shown = msa_core::secrets::mask_url(&url);
             let error = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
@@ -184,13 +186,20 @@ impl Registration {
                         return Ok(status);
                     }
                     let body = response.text().await.unwrap_or_default();
-                    let error = RegistrationError::Refused { url, status, body };
+                    let error = RegistrationError::Refused {
+                        url: shown,
+                        status,
+                        body,
+                    };
                     if !status.is_server_error() {
                         return Err(error);
                     }
                     error
                 }
-                Err(source) => RegistrationError::Unreachable { url, source },
+                Err(source) => RegistrationError::Unreachable {
+                    url: shown,
+                    source: source.without_url(),
+                },
             };
             urls.failed(which);
             last = Some(error);
@@ -209,7 +218,11 @@ impl Registration {
                 Ok(())
             }
             status => Err(RegistrationError::Refused {
-                url: format!("{}/apps/{}", self.inner.urls.eureka(), body.instance.app),
+                url: msa_core::secrets::mask_url(&format!(
+                    "{}/apps/{}",
+                    self.inner.urls.eureka(),
+                    body.instance.app
+                )),
                 status,
                 body: String::new(),
             }),

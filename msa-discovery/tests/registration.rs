@@ -109,3 +109,20 @@ async fn discovery_follows_the_registry_and_keeps_the_last_list_while_it_is_down
         }
     }
 }
+
+#[tokio::test]
+async fn a_registry_urls_password_stays_out_of_errors() {
+    // Spring's defaultZone often carries credentials: none of the URLs answers here.
+    let (a, b) = (free_port(), free_port());
+    let zone = format!(
+        "http://eureka:s3cret@127.0.0.1:{a}/eureka/,http://eureka:s3cret@127.0.0.1:{b}/eureka/"
+    );
+    let registration = Registration::new(zone, ServiceInstance::new("orders", "127.0.0.1", 8081));
+    let error = registration.register().await.unwrap_err();
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains(&format!("127.0.0.1:{b}")),
+        "the last URL tried is named: {shown}"
+    );
+}

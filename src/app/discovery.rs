@@ -128,7 +128,7 @@ fn static_instances(settings: &Settings, key: &str) -> Result<StaticDiscovery, E
             let bad = |reason: &str| {
                 Error::Discovery(format!(
                     "{key}.{service}[{i}].uri {:?}: {reason}",
-                    simple.uri
+                    msa_core::secrets::mask_url(&simple.uri)
                 ))
             };
             let uri: http::Uri = simple.uri.parse().map_err(|_| bad("not a URI"))?;

@@ -119,7 +119,6 @@ pub(crate) struct ManagementKeys {
 const IMPLEMENTED: &[&str] = &[
     "spring.application.name",
     "spring.profiles.active",
-    "spring.profiles",
     "spring.config.import",
     "spring.config.activate.on-profile",
     "spring.cloud.config.uri",
@@ -159,6 +158,10 @@ const IMPLEMENTED: &[&str] = &[
     "resilience4j",
 ];
 
+/// Spring keys msa implements as they are, not with what is below them (Spring's older
+/// on-profile key; `spring.profiles.include` is not implemented).
+const IMPLEMENTED_EXACTLY: &[&str] = &["spring.profiles"];
+
 /// The roots under which unknown keys are Spring's (reported), not the application's own.
 const SPRING_ROOTS: &[&str] = &["spring", "server", "management", "eureka", "logging"];
 
@@ -182,14 +185,15 @@ pub(crate) fn check(settings: &Settings) -> Result<Msa, SettingsError> {
 
 /// The Spring keys set that msa does not implement, with where each was set.
 pub(crate) fn unimplemented(settings: &Settings) -> Vec<(String, Origin)> {
+    let subtrees: Vec<String> = IMPLEMENTED.iter().map(|k| relaxed(k)).collect();
+    let exact: Vec<String> = IMPLEMENTED_EXACTLY.iter().map(|k| relaxed(k)).collect();
     let covered = |key: &str| {
         let key = relaxed(key);
-        IMPLEMENTED.iter().any(|prefix| {
-            let prefix = relaxed(prefix);
-            key == prefix
-                || key.starts_with(&format!("{prefix}."))
-                || key.starts_with(&format!("{prefix}["))
-        })
+        exact.contains(&key)
+            || subtrees.iter().any(|prefix| {
+                key.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
     };
     SPRING_ROOTS
         .iter()
@@ -216,16 +220,21 @@ mod tests {
         settings
             .add_yaml(
                 "application.yml",
-                "spring:\n  application:\n    name: orders\n  jpa:\n    open-in-view: false\nserver:\n  port: 8081\n  compression:\n    enabled: true\neureka:\n  client:\n    serviceUrl:\n      defaultZone: http://h/eureka/\norders:\n  max: 1\nmsa:\n  discovery:\n    type: eureka\n",
+                "spring:\n  application:\n    name: orders\n  profiles:\n    include: extra\n  jpa:\n    open-in-view: false\nserver:\n  port: 8081\n  compression:\n    enabled: true\neureka:\n  client:\n    serviceUrl:\n      defaultZone: http://h/eureka/\norders:\n  max: 1\nmsa:\n  discovery:\n    type: eureka\n",
             )
             .unwrap();
         let keys: Vec<String> = unimplemented(&settings)
             .into_iter()
             .map(|(k, _)| k)
             .collect();
+        // `spring.profiles.include` is not `spring.profiles` (the older on-profile key).
         assert_eq!(
             keys,
-            ["spring.jpa.open-in-view", "server.compression.enabled"]
+            [
+                "spring.profiles.include",
+                "spring.jpa.open-in-view",
+                "server.compression.enabled"
+            ]
         );
         let msa = check(&settings).unwrap();
         assert_eq!(msa.discovery.kind, Some(DiscoveryKind::Eureka));

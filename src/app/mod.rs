@@ -174,11 +174,17 @@ impl App {
     /// An app named by the settings that `load` reads (other directories, an
     /// environment given in code, fixed profiles).
     pub fn from_load(load: Load) -> Self {
-        let name = Settings::load(load.clone())
+        let loaded = Settings::load(load.clone());
+        let name = loaded
+            .as_ref()
             .ok()
             .and_then(|settings| settings.get_string(NAME))
             .unwrap_or_else(|| "application".to_owned());
-        App::blank(name, load)
+        let app = App::blank(name, load);
+        // No code values yet: what was read is the app's settings (an error is reported
+        // when the app starts).
+        let _ = app.local.set(loaded);
+        app
     }
 
     fn blank(name: String, load: Load) -> Self {
@@ -389,11 +395,10 @@ impl App {
         Ok(self.local()?.bind("msa")?)
     }
 
-    /// A reqwest client with the app's TLS and `timeout`.
+    /// A reqwest client with the app's TLS (`msa`'s, unless set in code) and `timeout`.
     #[cfg(any(feature = "discovery", feature = "config"))]
-    fn http(&self, timeout: Duration) -> Result<reqwest::Client, Error> {
-        let msa = self.msa()?;
-        let builder = self.client_tls_settings(Some(&msa)).reqwest_builder()?;
+    fn http(&self, msa: &Msa, timeout: Duration) -> Result<reqwest::Client, Error> {
+        let builder = self.client_tls_settings(Some(msa)).reqwest_builder()?;
         builder
             .timeout(timeout)
             .build()
@@ -598,8 +603,11 @@ fn log_filter(settings: &Settings) -> Option<String> {
         directives.push(level(&root));
     }
     for (key, _) in settings.keys("logging.level") {
-        let target = key["logging.level.".len().min(key.len())..].to_owned();
-        if target.eq_ignore_ascii_case("root") || target.is_empty() {
+        // After `logging.level.`, however it is spelled (the key compares relaxed).
+        let Some(target) = key.splitn(3, '.').nth(2) else {
+            continue;
+        };
+        if target.eq_ignore_ascii_case("root") {
             continue;
         }
         if let Some(value) = settings.get_string(&key) {
@@ -715,7 +723,7 @@ impl App {
                 Some(backend) => Some(backend.clone()),
                 None => {
                     let http = self
-                        .http(Duration::from_secs(40))
+                        .http(&msa, Duration::from_secs(40))
                         .map_err(|e| e.to_string())?;
                     discovery::backend(settings, &msa, http).map_err(|e| e.to_string())?
                 }
@@ -750,16 +758,17 @@ impl App {
     /// `msa.client.timeout` (10 s). Build it once and clone it: clones share their
     /// connections.
     pub fn client(&self) -> reqwest_middleware::ClientWithMiddleware {
-        let timeout = self
+        let http = self
             .msa()
-            .ok()
-            .and_then(|m| m.client.timeout)
-            .unwrap_or(Duration::from_secs(10));
-        let http = self.http(timeout).unwrap_or_else(|error| {
-            // `start` fails on the same error, naming it.
-            tracing::error!(%error, "the client's settings do not read; using defaults");
-            reqwest::Client::new()
-        });
+            .and_then(|msa| {
+                let timeout = msa.client.timeout.unwrap_or(Duration::from_secs(10));
+                self.http(&msa, timeout)
+            })
+            .unwrap_or_else(|error| {
+                // `start` fails on the same error, naming it.
+                tracing::error!(%error, "the client's settings do not read; using defaults");
+                reqwest::Client::new()
+            });
         let builder = reqwest_middleware::ClientBuilder::new(http)
             .with(msa_core::http::TraceMiddleware::new());
         #[cfg(feature = "breaker")]
@@ -843,7 +852,7 @@ impl App {
         let settings = self.local()?;
         let msa = self.msa()?;
         config_import(settings, &msa.config, &self.name, |timeout| {
-            self.http(timeout)
+            self.http(&msa, timeout)
         })
     }
 
@@ -877,7 +886,7 @@ impl App {
             Some(client) => client,
             None => {
                 let client = msa_config::client::ConfigClient::new(self.name.clone())
-                    .http_client(self.http(Duration::from_secs(60))?);
+                    .http_client(self.http(&self.msa()?, Duration::from_secs(60))?);
                 self.config = Some(client.clone());
                 client
             }
@@ -1017,12 +1026,12 @@ mod tests {
         settings
             .add_yaml(
                 "application.yml",
-                "logging:\n  level:\n    root: WARN\n    msa_discovery: DEBUG\n    tower_http.trace: fatal\n",
+                "logging:\n  level:\n    root: WARN\n    msa_discovery: DEBUG\n    tower_http.trace: fatal\nlog_ging.Level.ä: info\n",
             )
             .unwrap();
         assert_eq!(
             log_filter(&settings).as_deref(),
-            Some("warn,msa_discovery=debug,tower_http::trace=error")
+            Some("warn,msa_discovery=debug,tower_http::trace=error,ä=info")
         );
         assert_eq!(log_filter(&Settings::new()), None);
     }

@@ -184,11 +184,14 @@ async fn get_from(inner: &Inner, target: &str) -> Result<Applications, String> {
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", e.without_url()))?;
     if !response.status().is_success() {
         return Err(format!("{url} answered {}", response.status()));
     }
-    let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("{url}: {}", e.without_url()))?;
     serde_json::from_slice::<ApplicationsEnvelope>(&body)
         .map(|envelope| envelope.applications)
         .map_err(|e| format!("{url}: not a Eureka applications document: {e}"))

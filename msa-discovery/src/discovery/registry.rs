@@ -117,9 +117,10 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
         let urls = live.urls.clone();
         drop(live);
         let answer = match request.send().await {
-            Ok(response) if response.status().is_success() => {
-                response.json::<Answer>().await.map_err(|e| e.to_string())
-            }
+            Ok(response) if response.status().is_success() => response
+                .json::<Answer>()
+                .await
+                .map_err(|e| e.without_url().to_string()),
             Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
                 // Not msa-registry: follow its Eureka API from now on.
                 let Some(live) = inner.upgrade() else { return };
@@ -134,7 +135,8 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
                 return forward(eureka.watch(&service), sender).await;
             }
             Ok(response) => Err(format!("registry answered {}", response.status())),
-            Err(error) => Err(error.to_string()),
+            // Without the URL: a registry URL may carry credentials.
+            Err(error) => Err(error.without_url().to_string()),
         };
         if answer.is_err() {
             urls.failed(which);
