@@ -280,16 +280,21 @@ async fn the_config_server_import_sends_the_active_profiles_and_label() {
         dir.path(),
         "application.yml",
         &format!(
-            "spring.config.import: configserver:http://127.0.0.1:{down}\nspring.cloud.config.fail-fast: true\nserver.port: 0\n"
+            "spring.config.import: configserver:http://127.0.0.1:{down}\nspring.cloud.config.fail-fast: true\nspring.cloud.config.retry:\n  max-attempts: 2\n  initialInterval: 10\nserver.port: 0\n"
         ),
     );
     let app = msa::App::new("orders")
         .load(load(dir.path(), &[]))
         .handle_signals(false);
-    let _ = tokio::time::timeout(Duration::from_secs(60), app.start())
+    // Spring's retry keys: two attempts 10 ms apart, then the start fails.
+    let error = tokio::time::timeout(Duration::from_secs(60), app.start())
         .await
         .expect("fail-fast gives up")
         .unwrap_err();
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{down}")),
+        "{error}"
+    );
 }
 
 #[tokio::test]

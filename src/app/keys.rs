@@ -129,6 +129,7 @@ const IMPLEMENTED: &[&str] = &[
     "spring.cloud.config.password",
     "spring.cloud.config.fail-fast",
     "spring.cloud.config.enabled",
+    "spring.cloud.config.retry",
     "spring.cloud.discovery.client.simple.instances",
     "spring.cloud.inetutils.preferred-networks",
     "spring.cloud.inetutils.ignored-interfaces",

@@ -931,6 +931,29 @@ fn config_import(
         username: Option<String>,
         password: Option<String>,
         fail_fast: Option<bool>,
+        retry: Option<Retry>,
+    }
+    /// Spring's `spring.cloud.config.retry.*` (its defaults: 6 attempts from 1 s, ×1.1, at
+    /// most 2 s).
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(default, rename_all = "kebab-case")]
+    struct Retry {
+        max_attempts: u32,
+        #[serde(with = "msa_core::duration")]
+        initial_interval: Duration,
+        multiplier: f64,
+        #[serde(with = "msa_core::duration")]
+        max_interval: Duration,
+    }
+    impl Default for Retry {
+        fn default() -> Self {
+            Retry {
+                max_attempts: 6,
+                initial_interval: Duration::from_secs(1),
+                multiplier: 1.1,
+                max_interval: Duration::from_secs(2),
+            }
+        }
     }
     let spring: Spring = settings.bind("spring.cloud.config")?;
     if keys.enabled.or(spring.enabled) == Some(false) {
@@ -996,6 +1019,14 @@ fn config_import(
     }
     if let Some(file) = &keys.cache_file {
         client = client.cache_file(file.clone());
+    }
+    if let Some(retry) = spring.retry {
+        client = client.retry(
+            retry.max_attempts,
+            retry.initial_interval,
+            retry.multiplier,
+            retry.max_interval,
+        );
     }
     Ok(Some(client))
 }
