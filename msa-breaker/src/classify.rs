@@ -67,19 +67,32 @@ pub struct HttpStatus;
 impl<B> Classify<http::Response<B>> for HttpStatus {
     fn classify(&self, result: Result<&http::Response<B>, &BoxError>) -> Outcome {
         match result {
-            Ok(response) if response.status().is_server_error() => Outcome::Failure,
-            Ok(response) if response.status() == http::StatusCode::TOO_MANY_REQUESTS => {
-                Outcome::Failure
-            }
-            Ok(response) if response.status().is_client_error() => Outcome::Ignored,
-            Ok(_) => Outcome::Success,
+            Ok(response) => HttpStatus::of(response.status()),
             Err(_) => Outcome::Failure,
         }
     }
 
     fn retry_after(&self, response: &http::Response<B>) -> Option<std::time::Duration> {
-        let value = response
-            .headers()
+        HttpStatus::retry_after_header(response.headers())
+    }
+}
+
+impl HttpStatus {
+    /// A response status's outcome: 5xx and 429 fail, other 4xx are ignored (the
+    /// caller's fault), the rest succeed.
+    pub fn of(status: http::StatusCode) -> Outcome {
+        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+            Outcome::Failure
+        } else if status.is_client_error() {
+            Outcome::Ignored
+        } else {
+            Outcome::Success
+        }
+    }
+
+    /// The wait a `Retry-After` header asks for (seconds or an HTTP date).
+    pub fn retry_after_header(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+        let value = headers
             .get(http::header::RETRY_AFTER)?
             .to_str()
             .ok()?

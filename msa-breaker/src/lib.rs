@@ -24,6 +24,7 @@ mod classify;
 mod clock;
 mod deferred;
 pub mod fallback;
+mod metrics;
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 pub mod rate_limit;

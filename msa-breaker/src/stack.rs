@@ -42,14 +42,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tower::Layer;
 use tower::util::Either;
 
 use crate::bulkhead::{Bulkhead, BulkheadConfig, BulkheadLayer};
-use crate::circuit_breaker::{CircuitBreakerLayer, CircuitBreakerRegistry, CircuitBreakerService};
+use crate::circuit_breaker::{
+    CircuitBreaker, CircuitBreakerLayer, CircuitBreakerRegistry, CircuitBreakerService,
+};
 use crate::rate_limit::{RateLimiter, RateLimiterConfig, RateLimiterLayer};
 use crate::retry::{CloneRequest, HttpReplay, RetryConfig, RetryLayer, RetryPolicy};
 use crate::timeout::{Timeout, TimeoutConfig, TimeoutLayer};
@@ -88,29 +90,39 @@ fn prefixed(module: &str, error: SectionError) -> SectionError {
     }
 }
 
-/// The stack's layers for one name, shared by every layer made for that name.
+/// The stack's layers for one name, shared by every layer made for that name, with the
+/// settings each was built from (so that an update keeps a layer whose settings did not
+/// change, and with it its budget, slots and permissions).
 #[derive(Clone)]
-struct Parts {
-    retry: Option<RetryLayer>,
-    breaker: Option<CircuitBreakerLayer>,
-    rate: Option<RateLimiterLayer>,
-    timeout: Option<TimeoutLayer>,
-    bulkhead: Option<BulkheadLayer>,
+pub(crate) struct Parts {
+    pub(crate) retry: Option<(RetryConfig, RetryLayer)>,
+    pub(crate) breaker: Option<CircuitBreaker>,
+    pub(crate) rate: Option<(RateLimiterConfig, RateLimiterLayer)>,
+    pub(crate) timeout: Option<(TimeoutConfig, TimeoutLayer)>,
+    pub(crate) bulkhead: Option<(BulkheadConfig, BulkheadLayer)>,
+}
+
+/// The settings and the stacks built so far.
+struct State {
+    config: Arc<ResilienceConfig>,
+    breakers: Option<CircuitBreakerRegistry>,
+    /// A registry given in code: kept across updates.
+    fixed_breakers: bool,
+    parts: BTreeMap<String, Parts>,
 }
 
 /// Builds resilience stacks by downstream name from one [`ResilienceConfig`]; see the
-/// [module docs](self) for the order.
+/// [module docs](self) for the order. Clones share their stacks; [`update`](Self::update)
+/// applies new settings to every stack, including those already built.
 #[derive(Clone)]
 pub struct Resilience {
-    config: Arc<ResilienceConfig>,
-    breakers: Option<CircuitBreakerRegistry>,
-    parts: Arc<Mutex<BTreeMap<String, Parts>>>,
+    state: Arc<RwLock<State>>,
 }
 
 impl fmt::Debug for Resilience {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resilience")
-            .field("config", &self.config)
+            .field("config", &self.read().config)
             .finish_non_exhaustive()
     }
 }
@@ -127,52 +139,47 @@ fn resolve<T: serde::de::DeserializeOwned>(
         .map_err(|e| prefixed(module, e))
 }
 
-impl Resilience {
-    /// Stacks for `config`; every instance it names must resolve and validate.
-    pub fn new(config: ResilienceConfig) -> Result<Self, SectionError> {
-        let breakers = config
-            .circuitbreaker
-            .clone()
-            .map(CircuitBreakerRegistry::new)
-            .transpose()
-            .map_err(|e| prefixed("circuitbreaker", e))?;
-        let resilience = Resilience {
-            config: Arc::new(config),
-            breakers,
-            parts: Arc::default(),
-        };
-        let names: Vec<String> = [
-            &resilience.config.retry,
-            &resilience.config.ratelimiter,
-            &resilience.config.timelimiter,
-            &resilience.config.bulkhead,
-        ]
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s.names().map(str::to_owned).collect::<Vec<_>>())
-        .chain([String::new()])
-        .collect();
-        for name in names {
-            resilience.build(&name)?;
-        }
-        Ok(resilience)
+/// `old`'s layer when its settings are `config`, else a new one from `make`.
+fn keep_or<C: PartialEq, L: Clone>(
+    old: Option<&(C, L)>,
+    config: Option<C>,
+    make: impl FnOnce(&C) -> Result<L, SectionError>,
+) -> Result<Option<(C, L)>, SectionError> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    if let Some((was, layer)) = old
+        && *was == config
+    {
+        return Ok(Some((config, layer.clone())));
     }
+    let layer = make(&config)?;
+    Ok(Some((config, layer)))
+}
 
-    /// The circuit breakers, to read their state or apply new settings.
-    pub fn breakers(&self) -> Option<&CircuitBreakerRegistry> {
-        self.breakers.as_ref()
-    }
-
-    fn build(&self, name: &str) -> Result<Parts, SectionError> {
+impl State {
+    /// `name`'s layers under the current settings, reusing `old`'s where they match.
+    fn build(&self, name: &str, old: Option<&Parts>) -> Result<Parts, SectionError> {
         let c = &self.config;
-        let retry = resolve::<RetryConfig>("retry", &c.retry, name)?
-            .map(|config| {
-                RetryLayer::try_new(config).map_err(|e| SectionError {
-                    path: format!("retry.instances.{name}.{}", e.key),
-                    reason: e.reason,
-                })
-            })
-            .transpose()?;
+        // Stacks are named after their downstream; the unnamed default stack is reported
+        // as `default`.
+        let label: Arc<str> = if name.is_empty() {
+            "default".into()
+        } else {
+            name.into()
+        };
+        let retry = keep_or(
+            old.and_then(|o| o.retry.as_ref()),
+            resolve::<RetryConfig>("retry", &c.retry, name)?,
+            |config| {
+                RetryLayer::try_new(config.clone())
+                    .map(|layer| layer.named(label.clone()))
+                    .map_err(|e| SectionError {
+                        path: format!("retry.instances.{name}.{}", e.key),
+                        reason: e.reason,
+                    })
+            },
+        )?;
         let breaker = self
             .breakers
             .as_ref()
@@ -181,27 +188,149 @@ impl Resilience {
                     .get(name)
                     .map_err(|e| prefixed("circuitbreaker", e))
             })
-            .transpose()?
-            .map(CircuitBreakerLayer::from_breaker);
+            .transpose()?;
         Ok(Parts {
             retry,
             breaker,
-            rate: resolve::<RateLimiterConfig>("ratelimiter", &c.ratelimiter, name)?
-                .map(RateLimiterLayer::new),
-            timeout: resolve::<TimeoutConfig>("timelimiter", &c.timelimiter, name)?
-                .map(TimeoutLayer::new),
-            bulkhead: resolve::<BulkheadConfig>("bulkhead", &c.bulkhead, name)?
-                .map(BulkheadLayer::new),
+            rate: keep_or(
+                old.and_then(|o| o.rate.as_ref()),
+                resolve::<RateLimiterConfig>("ratelimiter", &c.ratelimiter, name)?,
+                |config| Ok(RateLimiterLayer::new(config.clone()).named(label.clone())),
+            )?,
+            timeout: keep_or(
+                old.and_then(|o| o.timeout.as_ref()),
+                resolve::<TimeoutConfig>("timelimiter", &c.timelimiter, name)?,
+                |config| Ok(TimeoutLayer::new(config.clone()).named(label.clone())),
+            )?,
+            bulkhead: keep_or(
+                old.and_then(|o| o.bulkhead.as_ref()),
+                resolve::<BulkheadConfig>("bulkhead", &c.bulkhead, name)?,
+                |config| Ok(BulkheadLayer::new(config.clone()).named(label.clone())),
+            )?,
         })
     }
 
-    fn parts(&self, name: &str) -> Result<Parts, SectionError> {
-        let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = parts.get(name) {
+    /// Every name the settings give instances for, and the default.
+    fn names(&self) -> Vec<String> {
+        let c = &self.config;
+        [&c.retry, &c.ratelimiter, &c.timelimiter, &c.bulkhead]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.names().map(str::to_owned).collect::<Vec<_>>())
+            .chain([String::new()])
+            .collect()
+    }
+}
+
+impl Resilience {
+    /// Stacks for `config`; every instance it names must resolve and validate.
+    pub fn new(config: ResilienceConfig) -> Result<Self, SectionError> {
+        crate::metrics::name_errors();
+        let breakers = config
+            .circuitbreaker
+            .clone()
+            .map(CircuitBreakerRegistry::new)
+            .transpose()
+            .map_err(|e| prefixed("circuitbreaker", e))?;
+        let state = State {
+            config: Arc::new(config),
+            breakers,
+            fixed_breakers: false,
+            parts: BTreeMap::new(),
+        };
+        for name in state.names() {
+            state.build(&name, None)?;
+        }
+        Ok(Resilience {
+            state: Arc::new(RwLock::new(state)),
+        })
+    }
+
+    /// Guards every downstream with a breaker from `registry` (whatever
+    /// `circuitbreaker` says), now and after updates.
+    pub fn with_breakers(self, registry: CircuitBreakerRegistry) -> Self {
+        {
+            let mut state = self.write();
+            state.breakers = Some(registry);
+            state.fixed_breakers = true;
+            state.parts.clear();
+        }
+        self
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The circuit breakers, to read their state or apply new settings.
+    pub fn breakers(&self) -> Option<CircuitBreakerRegistry> {
+        self.read().breakers.clone()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<ResilienceConfig> {
+        self.read().config.clone()
+    }
+
+    /// Applies new settings to every stack, those already built included: a layer whose
+    /// settings did not change stays as it is (its budget, slots, permissions); breakers
+    /// keep their state and window ([`CircuitBreakerRegistry::update`]). Invalid settings
+    /// change nothing.
+    pub fn update(&self, config: ResilienceConfig) -> Result<(), SectionError> {
+        let mut state = self.write();
+        let mut next = State {
+            config: Arc::new(config),
+            breakers: state.breakers.clone(),
+            fixed_breakers: state.fixed_breakers,
+            parts: BTreeMap::new(),
+        };
+        if !next.fixed_breakers {
+            next.breakers = match (&next.config.circuitbreaker, &state.breakers) {
+                (None, _) => None,
+                (Some(section), None) => Some(
+                    CircuitBreakerRegistry::new(section.clone())
+                        .map_err(|e| prefixed("circuitbreaker", e))?,
+                ),
+                // Checked here; applied below, once everything else has been.
+                (Some(section), Some(registry)) => {
+                    CircuitBreakerRegistry::new(section.clone())
+                        .map_err(|e| prefixed("circuitbreaker", e))?;
+                    Some(registry.clone())
+                }
+            };
+        }
+        for name in next.names() {
+            next.build(&name, None)?;
+        }
+        for (name, old) in &state.parts {
+            let parts = next.build(name, Some(old))?;
+            next.parts.insert(name.clone(), parts);
+        }
+        if !next.fixed_breakers
+            && let (Some(section), Some(registry)) = (&next.config.circuitbreaker, &next.breakers)
+        {
+            registry
+                .update(section.clone())
+                .map_err(|e| prefixed("circuitbreaker", e))?;
+        }
+        *state = next;
+        Ok(())
+    }
+
+    pub(crate) fn parts(&self, name: &str) -> Result<Parts, SectionError> {
+        if let Some(existing) = self.read().parts.get(name) {
             return Ok(existing.clone());
         }
-        let built = self.build(name)?;
-        parts.insert(name.to_owned(), built.clone());
+        let mut state = self.write();
+        if let Some(existing) = state.parts.get(name) {
+            return Ok(existing.clone());
+        }
+        let built = state.build(name, None)?;
+        state.parts.insert(name.to_owned(), built.clone());
         Ok(built)
     }
 
@@ -223,8 +352,10 @@ impl Resilience {
         name: &str,
     ) -> Result<ResilienceLayer<HttpStatus, HttpReplay>, SectionError> {
         let parts = self.parts(name)?;
-        let any_method = resolve::<RetryConfig>("retry", &self.config.retry, name)?
-            .is_some_and(|c| c.retry_non_idempotent);
+        let any_method = parts
+            .retry
+            .as_ref()
+            .is_some_and(|(config, _)| config.retry_non_idempotent);
         Ok(ResilienceLayer {
             parts,
             classify: HttpStatus,
@@ -279,17 +410,19 @@ impl<S, C: Clone, R: Clone> Layer<S> for ResilienceLayer<C, R> {
     fn layer(&self, inner: S) -> Self::Service {
         let p = &self.parts;
         let s = match p.bulkhead.as_ref() {
-            Some(bulkhead) => Either::Left(bulkhead.layer(inner)),
+            Some((_, bulkhead)) => Either::Left(bulkhead.layer(inner)),
             None => Either::Right(BoxErrors(inner)),
         };
-        let s = either(p.timeout.as_ref(), s);
-        let s = either(p.rate.as_ref(), s);
-        let breaker = p.breaker.clone().map(|b| b.classify(self.classify.clone()));
+        let s = either(p.timeout.as_ref().map(|(_, l)| l), s);
+        let s = either(p.rate.as_ref().map(|(_, l)| l), s);
+        let breaker = p
+            .breaker
+            .map(|b| CircuitBreakerLayer::from_breaker(b).classify(self.classify.clone()));
         let s = either(breaker.as_ref(), s);
         let retry = p
             .retry
             .clone()
-            .map(|r| r.with(self.classify.clone(), self.replay.clone()));
+            .map(|(_, r)| r.with(self.classify.clone(), self.replay.clone()));
         either(retry.as_ref(), s)
     }
 }

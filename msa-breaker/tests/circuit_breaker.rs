@@ -452,14 +452,14 @@ async fn metrics_are_exposed_under_resilience4j_names() {
     let _ = h.call(Act::Ok).await;
     let text = msa_core::metrics::render();
     assert!(
-        text.contains(r#"resilience4j_circuitbreaker_state{name="metrics-test",state="OPEN"} 1"#),
+        text.contains(r#"resilience4j_circuitbreaker_state{name="metrics-test",state="open"} 1"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"resilience4j_circuitbreaker_state{name="metrics-test",state="CLOSED"} 0"#)
+        text.contains(r#"resilience4j_circuitbreaker_state{name="metrics-test",state="closed"} 0"#)
     );
     assert!(text.contains(
-        r#"resilience4j_circuitbreaker_calls_total{kind="failed",name="metrics-test"} 4"#
+        r#"resilience4j_circuitbreaker_calls_seconds_count{kind="failed",name="metrics-test"} 4"#
     ));
     assert!(text.contains(
         r#"resilience4j_circuitbreaker_not_permitted_calls_total{kind="not_permitted",name="metrics-test"} 1"#

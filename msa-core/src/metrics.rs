@@ -41,30 +41,115 @@ fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     register_or_existing(histogram)
 }
 
-/// `http_server_requests_seconds{method, route, status}`: duration of handled requests.
+/// `http_server_requests_seconds{method, uri, status, outcome, exception}`: duration of
+/// handled requests, with Micrometer's labels.
 pub(crate) static HTTP_SERVER_REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "http_server_requests_seconds",
-        "Duration of HTTP requests handled by this service, by method, route template and status.",
-        &["method", "route", "status"],
+        "Duration of HTTP requests handled by this service, by method, route template, status, outcome and exception.",
+        &["method", "uri", "status", "outcome", "exception"],
     )
 });
 
-/// `http_client_requests_seconds{method, host, status}`: duration of outgoing requests.
+/// `http_client_requests_seconds{method, uri, status, outcome, client_name, exception}`:
+/// duration of outgoing requests, with Micrometer's labels.
 pub(crate) static HTTP_CLIENT_REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|| {
     histogram(
         "http_client_requests_seconds",
-        "Duration of HTTP requests sent by this service, by method, target host and status.",
-        &["method", "host", "status"],
+        "Duration of HTTP requests sent by this service, by method, URI template, status, outcome, target and exception.",
+        &[
+            "method",
+            "uri",
+            "status",
+            "outcome",
+            "client_name",
+            "exception",
+        ],
     )
 });
 
-/// `http_server_requests_seconds{method, route, status}`, for a server that serves requests
-/// outside [`ServerLayer`](crate::http::ServerLayer) (msa-gateway's own HTTP/1.1 loop) and
-/// must still count them where every msa server does. Label its `method` with
-/// [`method_label`].
+/// `http_server_requests_seconds{method, uri, status, outcome, exception}`, for a server
+/// that serves requests outside [`ServerLayer`](crate::http::ServerLayer) (msa-gateway's
+/// own HTTP/1.1 loop) and must still count them where every msa server does. Label its
+/// `method` with [`method_label`] and its `outcome` with [`outcome`].
 pub fn http_server_requests() -> &'static HistogramVec {
     &HTTP_SERVER_REQUESTS
+}
+
+/// Micrometer's `outcome` label for a status: `INFORMATIONAL`, `SUCCESS`, `REDIRECTION`,
+/// `CLIENT_ERROR`, `SERVER_ERROR`, or `UNKNOWN` (no status, or one outside 100–599).
+///
+/// ```
+/// use http::StatusCode;
+/// use msa_core::metrics::outcome;
+///
+/// assert_eq!(outcome(Some(StatusCode::CREATED)), "SUCCESS");
+/// assert_eq!(outcome(Some(StatusCode::SERVICE_UNAVAILABLE)), "SERVER_ERROR");
+/// assert_eq!(outcome(None), "UNKNOWN");
+/// ```
+pub fn outcome(status: Option<http::StatusCode>) -> &'static str {
+    match status.map(|s| s.as_u16() / 100) {
+        Some(1) => "INFORMATIONAL",
+        Some(2) => "SUCCESS",
+        Some(3) => "REDIRECTION",
+        Some(4) => "CLIENT_ERROR",
+        Some(5) => "SERVER_ERROR",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The `uri` label of an outgoing request: the template set with [`UriTemplate`] (put it
+/// in the request's extensions), else `none`, as Spring Boot does when it has no template
+/// — paths are not labels, so ids in them cannot grow the series without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UriTemplate(pub &'static str);
+
+/// Names errors for the `exception` label (Micrometer puts the exception's class there):
+/// a crate whose errors reach msa's metrics registers its types once, by name.
+type Namer = fn(&(dyn std::error::Error + 'static)) -> Option<&'static str>;
+
+static NAMERS: std::sync::RwLock<Vec<Namer>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds a way to name errors in the `exception` label: `namer` returns a name for the
+/// errors it knows (typically by downcasting to its own types), `None` for others. The
+/// names msa's crates give are Resilience4j's and Java's where they have one
+/// (`CallNotPermittedException`, `TimeoutException`, `ConnectException`), so Spring
+/// dashboards group them alike.
+pub fn name_errors(namer: Namer) {
+    let mut namers = NAMERS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !namers
+        .iter()
+        .any(|known| std::ptr::fn_addr_eq(*known, namer))
+    {
+        namers.push(namer);
+    }
+}
+
+/// The `exception` label of an error: the first name a registered namer gives for it or
+/// for one of its sources, else what reqwest says of it (`TimeoutException`,
+/// `ConnectException`), else `IOException`.
+pub fn exception_name(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    let namers = NAMERS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(name) = namers.iter().find_map(|namer| namer(error)) {
+            return name;
+        }
+        if let Some(error) = error.downcast_ref::<reqwest::Error>() {
+            if error.is_timeout() {
+                return "TimeoutException";
+            }
+            if error.is_connect() {
+                return "ConnectException";
+            }
+        }
+        next = error.source();
+    }
+    "IOException"
 }
 
 /// A request method as a metric label: the methods of RFC 9110 and PATCH as themselves,
@@ -93,10 +178,41 @@ pub fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-/// Renders every metric in [`registry()`] in the Prometheus text exposition format 0.0.4.
+/// The `application` label every rendered series carries (Spring Boot's
+/// `management.metrics.tags.application`).
+static APPLICATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Labels every series [`render`] returns with `application="<name>"` (the first name set
+/// in the process stays: one process is one application). [`Telemetry`](crate::telemetry::Telemetry)
+/// sets it to the service's name.
+pub fn set_application(name: impl Into<String>) {
+    let _ = APPLICATION.set(name.into());
+}
+
+/// Renders every metric in [`registry()`] in the Prometheus text exposition format 0.0.4,
+/// each series labelled with the [application](set_application) (unless it has an
+/// `application` label of its own).
 pub fn render() -> String {
     use prometheus::Encoder as _;
-    let families = registry().gather();
+    let mut families = registry().gather();
+    if let Some(application) = APPLICATION.get() {
+        for family in &mut families {
+            for metric in family.mut_metric() {
+                let labels = metric.get_label();
+                if labels.iter().any(|l| l.name() == "application") {
+                    continue;
+                }
+                let mut pair = prometheus::proto::LabelPair::default();
+                pair.set_name("application".to_owned());
+                pair.set_value(application.clone());
+                // Label pairs are kept sorted by name, as the encoder expects.
+                let mut labels = labels.to_vec();
+                let at = labels.partition_point(|l| l.name() < "application");
+                labels.insert(at, pair);
+                metric.set_label(labels);
+            }
+        }
+    }
     let mut out = Vec::with_capacity(8 * 1024);
     // The text encoder only fails on a failing writer; a Vec never fails.
     let _ = prometheus::TextEncoder::new().encode(&families, &mut out);

@@ -101,6 +101,26 @@ impl fmt::Display for Origin {
     }
 }
 
+/// One source of [`Settings`] as `/actuator/env` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertySource {
+    /// The file, `environment`, the config server's source, or `code`.
+    pub name: String,
+    /// Its properties, secrets masked.
+    pub properties: Vec<Property>,
+}
+
+/// One property of a [`PropertySource`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Property {
+    /// The key as written (an environment variable's name for the environment).
+    pub key: String,
+    /// The value, or [`MASK`](crate::secrets::MASK) for a secret.
+    pub value: String,
+    /// Where it was set (`application.yml:4`).
+    pub origin: String,
+}
+
 /// A setting that does not read: the key, where it came from and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettingsError {
@@ -653,6 +673,54 @@ impl Settings {
             }
         }
         out.into_iter().map(|(k, o)| (key_of(&k), o)).collect()
+    }
+
+    /// Every source, highest precedence first, with its properties as written — secrets
+    /// masked ([`is_secret_name`](crate::secrets::is_secret_name), credentials in URLs):
+    /// what `/actuator/env` lists.
+    pub fn property_sources(&self) -> Vec<PropertySource> {
+        let shown = |key: &str, value: &Value| -> String {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            if crate::secrets::is_secret_name(key) {
+                crate::secrets::MASK.to_owned()
+            } else {
+                crate::secrets::mask_url(&text)
+            }
+        };
+        self.sources
+            .iter()
+            .map(|source| {
+                let properties = match &source.data {
+                    Data::Entries(entries) => entries
+                        .iter()
+                        .map(|e| {
+                            let key = key_of(&e.key);
+                            Property {
+                                value: shown(&key, &e.value),
+                                origin: source.origin(Some(e), None).to_string(),
+                                key,
+                            }
+                        })
+                        .collect(),
+                    Data::Environment(vars) => vars
+                        .iter()
+                        .map(|(name, value)| Property {
+                            key: name.clone(),
+                            value: shown(name, &Value::String(value.clone())),
+                            origin: format!("environment variable {name}"),
+                        })
+                        .collect(),
+                };
+                PropertySource {
+                    name: source.name.clone(),
+                    properties,
+                }
+            })
+            .collect()
     }
 
     /// The active profiles [`load`](Self::load) decided.

@@ -131,7 +131,7 @@ async fn prometheus_counts_exactly_the_requests_made_by_route_template() {
             .filter(|s| {
                 let labels = s.get_labelset().unwrap();
                 labels.get_label_value("method") == Some("GET")
-                    && labels.get_label_value("route") == Some(route)
+                    && labels.get_label_value("uri") == Some(route)
                     && labels.get_label_value("status") == Some(status)
             })
             .collect();
@@ -156,13 +156,14 @@ async fn prometheus_counts_exactly_the_requests_made_by_route_template() {
     };
     assert_eq!(count("/prom-test/items/{id}", "200"), 3);
     assert_eq!(count("/prom-test/fail", "500"), 2);
+    assert!(text.contains("outcome=\"SERVER_ERROR\",status=\"500\",uri=\"/prom-test/fail\""));
     assert_eq!(count("NOT_FOUND", "404"), 1);
     // Raw paths never become label values.
     assert!(!text.contains("/prom-test/items/1"));
     assert!(!text.contains("/prom-test/unrouted"));
     // The text's own _count line agrees.
     assert!(text.contains(
-        "http_server_requests_seconds_count{method=\"GET\",route=\"/prom-test/items/{id}\",status=\"200\"} 3"
+        "http_server_requests_seconds_count{exception=\"none\",method=\"GET\",outcome=\"SUCCESS\",status=\"200\",uri=\"/prom-test/items/{id}\"} 3"
     ));
     // Process metrics come with the registry.
     assert!(

@@ -1,9 +1,9 @@
 //! What the gateway counts per request: Spring Cloud Gateway's
 //! `spring_cloud_gateway_requests_seconds{routeId, routeUri, outcome, status,
 //! httpStatusCode, httpMethod}` for proxied requests, and msa's
-//! `http_server_requests_seconds{method, route, status}` for every answer the gateway
-//! gives (`route` is the route's id, `NOT_FOUND` when no route matched, `UNKNOWN` for a
-//! request refused before matching).
+//! `http_server_requests_seconds{method, uri, status, outcome, exception}` for every answer
+//! the gateway gives (`uri` is the route's id, `NOT_FOUND` when no route matched, `UNKNOWN`
+//! for a request refused before matching).
 //!
 //! A proxied request is counted in per-thread buffers of both histograms, found with one
 //! hash lookup and flushed to the shared ones at most a second later by the next request,
@@ -119,7 +119,13 @@ impl Metrics {
                         ])
                         .local(),
                     server: msa_core::metrics::http_server_requests()
-                        .with_label_values(&[method, route.id.as_str(), status.as_str()])
+                        .with_label_values(&[
+                            method,
+                            route.id.as_str(),
+                            status.as_str(),
+                            msa_core::metrics::outcome(Some(status)),
+                            "none",
+                        ])
                         .local(),
                 };
                 child.route.observe(seconds);
@@ -210,6 +216,8 @@ pub(crate) fn observe_unrouted(method: &Method, status: StatusCode, started: Ins
             msa_core::metrics::method_label(method),
             route,
             status.as_str(),
+            msa_core::metrics::outcome(Some(status)),
+            "none",
         ])
         .observe(started.elapsed().as_secs_f64());
 }

@@ -51,19 +51,29 @@ async fn every_answer_is_counted_with_springs_names() {
         ),
         (
             "http_server_requests_seconds",
-            vec![r#"method="POST""#, r#"route="orders""#, r#"status="200""#],
-            1.0,
-        ),
-        (
-            "http_server_requests_seconds",
-            vec![r#"method="GET""#, r#"route="NOT_FOUND""#, r#"status="404""#],
+            vec![
+                r#"method="POST""#,
+                r#"uri="orders""#,
+                r#"outcome="SUCCESS""#,
+                r#"status="200""#,
+            ],
             1.0,
         ),
         (
             "http_server_requests_seconds",
             vec![
                 r#"method="GET""#,
-                r#"route="/actuator/health""#,
+                r#"uri="NOT_FOUND""#,
+                r#"outcome="CLIENT_ERROR""#,
+                r#"status="404""#,
+            ],
+            1.0,
+        ),
+        (
+            "http_server_requests_seconds",
+            vec![
+                r#"method="GET""#,
+                r#"uri="/actuator/health""#,
                 r#"status="200""#,
             ],
             2.0,

@@ -31,6 +31,10 @@ impl Discovery for Shared {
     fn watch(&self, service: &str) -> watch::Receiver<Instances> {
         self.0.watch(service)
     }
+
+    fn knows(&self, service: &str) -> Option<bool> {
+        self.0.knows(service)
+    }
 }
 
 /// The registry URLs of `eureka.client.service-url` (`defaultZone`, else the first zone's).

@@ -3,6 +3,8 @@
 #[cfg(feature = "discovery")]
 mod address;
 #[cfg(feature = "discovery")]
+mod client;
+#[cfg(feature = "discovery")]
 mod discovery;
 mod keys;
 
@@ -140,6 +142,9 @@ pub struct App {
     config: Option<msa_config::client::ConfigClient>,
     #[cfg(feature = "breaker")]
     breakers: Option<msa_breaker::circuit_breaker::CircuitBreakerRegistry>,
+    /// What the app's clients share, once one has been made.
+    #[cfg(feature = "discovery")]
+    clients: OnceLock<client::Clients>,
 }
 
 impl fmt::Debug for App {
@@ -212,6 +217,8 @@ impl App {
             config: None,
             #[cfg(feature = "breaker")]
             breakers: None,
+            #[cfg(feature = "discovery")]
+            clients: OnceLock::new(),
         }
     }
 
@@ -250,6 +257,7 @@ impl App {
         #[cfg(feature = "discovery")]
         {
             self.balancer = OnceLock::new();
+            self.update_clients(None);
         }
     }
 
@@ -350,10 +358,7 @@ impl App {
     /// client — uses it.
     pub fn client_tls(mut self, tls: ClientTls) -> Self {
         self.client_tls = Some(tls);
-        #[cfg(feature = "discovery")]
-        {
-            self.balancer = OnceLock::new();
-        }
+        self.changed();
         self
     }
 
@@ -409,6 +414,7 @@ impl App {
     pub async fn start(mut self) -> Result<Running, Error> {
         self.local()?;
         self.init_telemetry()?;
+        msa_core::metrics::set_application(self.name.clone());
         let guard = self.telemetry.take().flatten();
 
         #[cfg(feature = "config")]
@@ -416,6 +422,12 @@ impl App {
         #[cfg(not(feature = "config"))]
         let settings = self.local()?.clone();
         let msa = keys::check(&settings)?;
+        #[cfg(feature = "breaker")]
+        checked_resilience(&settings)?;
+        #[cfg(feature = "discovery")]
+        self.update_clients(Some(&settings));
+        #[cfg(all(feature = "discovery", feature = "breaker", feature = "config"))]
+        self.follow_resilience().await?;
 
         let server = ServerKeys::read(&settings)?;
         let bind = server.bind.clone();
@@ -687,7 +699,7 @@ impl App {
     /// settings choose (`msa.discovery.type`).
     pub fn discovery(mut self, discovery: impl msa_discovery::discovery::Discovery) -> Self {
         self.discovery = Some(discovery::Shared(Arc::new(discovery)));
-        self.balancer = OnceLock::new();
+        self.changed();
         self
     }
 
@@ -749,17 +761,45 @@ impl App {
         }
     }
 
-    /// An HTTP client for calls to other services: it continues the current trace
-    /// (`traceparent`) and records client spans and metrics; with the `breaker` feature
-    /// it guards each service with a circuit breaker (see
-    /// [`circuit_breakers`](Self::circuit_breakers)); and with discovery it balances
-    /// `http://<service>/...` over the service's instances, retrying refused connections
-    /// on another one. TLS as [`client_tls`](Self::client_tls) says; calls time out after
-    /// `msa.client.timeout` (10 s). Build it once and clone it: clones share their
-    /// connections.
+    /// An HTTP client for calls to other services, as Spring's `@LoadBalanced` clients
+    /// with Resilience4j:
+    ///
+    /// - it continues the current trace (`traceparent`), records a client span and
+    ///   `http_client_requests_seconds`;
+    /// - `lb://<service>/...`, and `http://<service>/...` where `<service>` is a service
+    ///   discovery knows, go to one of the service's `UP` instances (the caller's zone
+    ///   first); every other URL (`https://api.example.com`) goes out as it is;
+    /// - each call passes through the Resilience4j stack that `resilience4j.*` names for its
+    ///   target (`resilience4j.retry.instances.payments`, ...; `configs.default`
+    ///   otherwise), in Spring's order **Retry → CircuitBreaker → RateLimiter → TimeLimiter
+    ///   → Bulkhead**: a circuit breaker always, the other layers when their section is set.
+    ///   A retry goes to another instance while one is left, within the retry budget.
+    ///   Settings follow the config server live (and `POST /actuator/refresh`).
+    ///
+    /// TLS as [`client_tls`](Self::client_tls) says; each attempt times out after
+    /// `msa.client.timeout` (10 s) at most. Every client an app makes, and every clone,
+    /// shares one connection pool, balancer and set of breakers; builder calls made after
+    /// this one apply to it too.
     pub fn client(&self) -> reqwest_middleware::ClientWithMiddleware {
-        let http = self
-            .msa()
+        self.clients().client()
+    }
+
+    /// The shared client parts, made from the settings the first time.
+    fn clients(&self) -> &client::Clients {
+        self.clients.get_or_init(|| {
+            let clients = client::Clients::new(
+                self.client_http(),
+                #[cfg(feature = "breaker")]
+                self.resilience(None),
+            );
+            clients.set_balancer(self.balancer());
+            clients
+        })
+    }
+
+    /// The pool the clients send through: the app's TLS, `msa.client.timeout`.
+    fn client_http(&self) -> reqwest::Client {
+        self.msa()
             .and_then(|msa| {
                 let timeout = msa.client.timeout.unwrap_or(Duration::from_secs(10));
                 self.http(&msa, timeout)
@@ -768,62 +808,102 @@ impl App {
                 // `start` fails on the same error, naming it.
                 tracing::error!(%error, "the client's settings do not read; using defaults");
                 reqwest::Client::new()
-            });
-        let builder = reqwest_middleware::ClientBuilder::new(http)
-            .with(msa_core::http::TraceMiddleware::new());
-        #[cfg(feature = "breaker")]
-        let builder = builder.with(msa_breaker::middleware::CircuitBreakerMiddleware::new(
-            self.breakers
-                .clone()
-                .unwrap_or_else(|| self.breakers_from_settings()),
-        ));
-        let builder = match self.balancer() {
-            Some(balancer) => builder.with(msa_discovery::balance::LoadBalancerMiddleware::new(
-                balancer,
-            )),
-            None => builder,
+            })
+    }
+
+    /// Brings the clients made so far up to date with the app's settings (`settings`,
+    /// else the local ones).
+    fn update_clients(&self, settings: Option<&Settings>) {
+        let Some(clients) = self.clients.get() else {
+            return;
         };
-        builder.build()
+        clients.set_http(self.client_http());
+        clients.set_balancer(self.balancer());
+        #[cfg(feature = "breaker")]
+        {
+            let fresh = self.resilience(settings);
+            if let Err(error) = clients.resilience.update((*fresh.config()).clone()) {
+                tracing::error!(%error, "resilience4j settings not applied");
+            }
+        }
+        #[cfg(not(feature = "breaker"))]
+        let _ = settings;
     }
 }
 
-/// Resilience: the breakers [`App::client`] guards calls with.
+/// Resilience: the stacks [`App::client`] guards calls with.
 #[cfg(feature = "breaker")]
 impl App {
-    /// The breakers `resilience4j.circuitbreaker` describes (Resilience4j's keys, as Spring
-    /// writes them); its defaults when it is absent or does not read (logged).
-    fn breakers_from_settings(&self) -> msa_breaker::circuit_breaker::CircuitBreakerRegistry {
-        use msa_breaker::circuit_breaker::CircuitBreakerRegistry;
-        let section = self
-            .local()
-            .and_then(
-                |s| Ok(s.bind::<Option<msa_breaker::Section>>("resilience4j.circuitbreaker")?),
-            )
-            .map(Option::unwrap_or_default);
-        match section.map(CircuitBreakerRegistry::new) {
-            Ok(Ok(registry)) => registry,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "resilience4j.circuitbreaker does not read; using Resilience4j's defaults");
-                CircuitBreakerRegistry::new(Default::default())
-                    .unwrap_or_else(|_| unreachable!("the default section is valid"))
-            }
-            Err(error) => {
-                tracing::error!(%error, "the settings do not read; using Resilience4j's defaults");
-                CircuitBreakerRegistry::new(Default::default())
-                    .unwrap_or_else(|_| unreachable!("the default section is valid"))
-            }
+    /// The stacks `resilience4j.*` describes (Resilience4j's keys, as Spring writes them),
+    /// with a circuit breaker for every target even when `resilience4j.circuitbreaker` is
+    /// absent; Resilience4j's defaults when they do not read (logged: `start` fails on it).
+    fn resilience(&self, settings: Option<&Settings>) -> msa_breaker::stack::Resilience {
+        use msa_breaker::stack::Resilience;
+        let read = || -> Result<Resilience, String> {
+            let local;
+            let settings = match settings {
+                Some(settings) => settings,
+                None => {
+                    local = self.local().map_err(|e| e.to_string())?;
+                    local
+                }
+            };
+            checked_resilience(settings).map_err(|e| e.to_string())
+        };
+        let resilience = read().unwrap_or_else(|error| {
+            tracing::error!(%error, "resilience4j settings do not read; using Resilience4j's defaults");
+            Resilience::new(resilience_defaults())
+                .unwrap_or_else(|_| unreachable!("the default sections are valid"))
+        });
+        match &self.breakers {
+            Some(registry) => resilience.with_breakers(registry.clone()),
+            None => resilience,
         }
     }
 
-    /// The circuit breakers for [`client`](Self::client)'s calls, one per service name
-    /// (default: `resilience4j.circuitbreaker` from the settings, else Resilience4j's
-    /// defaults for every service).
+    /// The circuit breakers for [`client`](Self::client)'s calls, one per target name,
+    /// instead of those `resilience4j.circuitbreaker` describes (also for clients made
+    /// before this call).
     pub fn circuit_breakers(
         mut self,
         registry: msa_breaker::circuit_breaker::CircuitBreakerRegistry,
     ) -> Self {
         self.breakers = Some(registry);
+        self.changed();
         self
+    }
+}
+
+/// `resilience4j.*` as the client stacks' settings: a circuit breaker for every target.
+#[cfg(feature = "breaker")]
+fn resilience_config(settings: &Settings) -> Result<msa_breaker::stack::ResilienceConfig, Error> {
+    let mut config: msa_breaker::stack::ResilienceConfig = settings
+        .bind::<Option<_>>("resilience4j")?
+        .unwrap_or_default();
+    config.circuitbreaker.get_or_insert_with(Default::default);
+    Ok(config)
+}
+
+/// The stacks `resilience4j.*` describes, every instance checked; an error names the key
+/// and where it was set.
+#[cfg(feature = "breaker")]
+fn checked_resilience(settings: &Settings) -> Result<msa_breaker::stack::Resilience, Error> {
+    let config = resilience_config(settings)?;
+    msa_breaker::stack::Resilience::new(config).map_err(|error| {
+        let key = format!("resilience4j.{}", error.path);
+        Error::Settings(SettingsError {
+            origin: settings.origin(&key),
+            key,
+            message: error.reason,
+        })
+    })
+}
+
+#[cfg(feature = "breaker")]
+fn resilience_defaults() -> msa_breaker::stack::ResilienceConfig {
+    msa_breaker::stack::ResilienceConfig {
+        circuitbreaker: Some(Default::default()),
+        ..Default::default()
     }
 }
 
@@ -866,6 +946,50 @@ impl App {
             settings.add_properties(Layer::Remote, &origin, fetched.environment.merged());
         }
         Ok(settings)
+    }
+
+    /// Keeps the clients' resilience stacks in step with the config server (and
+    /// `POST /actuator/refresh`), when the app has clients and a config server.
+    #[cfg(all(feature = "discovery", feature = "breaker"))]
+    async fn follow_resilience(&mut self) -> Result<(), Error> {
+        let (Some(clients), Some(client)) = (self.clients.get().cloned(), self.config_import()?)
+        else {
+            return Ok(());
+        };
+        let base = self.local()?.clone();
+        let live = client
+            .live_with(move |server| {
+                let mut settings = base.clone();
+                settings.add_properties(
+                    Layer::Remote,
+                    server.origin(),
+                    server.properties().iter().cloned(),
+                );
+                resilience_config(&settings).map_err(|e| e.to_string())
+            })
+            .await?;
+        let hook = live.refresh_hook();
+        self.actuator = std::mem::replace(&mut self.actuator, Actuator::new(""))
+            .on_refresh("resilience4j", hook);
+        let mut changes = live.subscribe();
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _live = live;
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = stop.triggered() => return,
+                }
+                let config = (**changes.borrow_and_update()).clone();
+                match clients.resilience.update(config) {
+                    Ok(()) => tracing::info!("resilience4j settings applied"),
+                    Err(error) => {
+                        tracing::error!(%error, "resilience4j settings rejected; the last good ones stay")
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// The app's settings as a live `T` (bound from the root: `T`'s fields are top-level

@@ -37,11 +37,12 @@ pub(super) fn register(inner: &'static Inner) {
 #[derive(Clone)]
 struct BreakerCollector {
     state: GaugeVec,
-    calls: CounterVec,
     not_permitted: CounterVec,
     failure_rate: GaugeVec,
     slow_call_rate: GaugeVec,
     buffered: GaugeVec,
+    max_buffered: GaugeVec,
+    slow: GaugeVec,
     descs: Vec<Desc>,
 }
 
@@ -58,11 +59,6 @@ impl BreakerCollector {
             "resilience4j_circuitbreaker_state",
             "The state of the circuit breaker: 1 for the current state, 0 for the others.",
             &["name", "state"],
-        );
-        let calls = counter(
-            "resilience4j_circuitbreaker_calls_total",
-            "Calls recorded by the circuit breaker, by outcome.",
-            &["name", "kind"],
         );
         let not_permitted = counter(
             "resilience4j_circuitbreaker_not_permitted_calls_total",
@@ -84,13 +80,24 @@ impl BreakerCollector {
             "Calls in the sliding window, by outcome.",
             &["name", "kind"],
         );
+        let max_buffered = gauge(
+            "resilience4j_circuitbreaker_max_buffered_calls",
+            "The most calls the sliding window holds.",
+            &["name"],
+        );
+        let slow = gauge(
+            "resilience4j_circuitbreaker_slow_calls",
+            "Slow calls in the sliding window, by outcome.",
+            &["name", "kind"],
+        );
         let descs = [
             state.desc(),
-            calls.desc(),
             not_permitted.desc(),
             failure_rate.desc(),
             slow_call_rate.desc(),
             buffered.desc(),
+            max_buffered.desc(),
+            slow.desc(),
         ]
         .into_iter()
         .flatten()
@@ -98,11 +105,12 @@ impl BreakerCollector {
         .collect();
         BreakerCollector {
             state,
-            calls,
             not_permitted,
             failure_rate,
             slow_call_rate,
             buffered,
+            max_buffered,
+            slow,
             descs,
         }
     }
@@ -128,19 +136,19 @@ impl Collector for BreakerCollector {
                 let value = if state == m.state { 1.0 } else { 0.0 };
                 fresh
                     .state
-                    .with_label_values(&[name, state.as_str()])
+                    .with_label_values(&[name, &state.as_str().to_ascii_lowercase()])
                     .set(value);
             }
-            for (kind, value) in [
-                ("successful", m.successful_calls),
-                ("failed", m.failed_calls),
-                ("ignored", m.ignored_calls),
-            ] {
-                fresh
-                    .calls
-                    .with_label_values(&[name, kind])
-                    .inc_by(value as f64);
-            }
+            fresh
+                .max_buffered
+                .with_label_values(&[name])
+                .set(f64::from(breaker.config().sliding_window_size));
+            // The window counts slow calls whatever their outcome: one series, under the
+            // kind dashboards sum first.
+            fresh
+                .slow
+                .with_label_values(&[name, "successful"])
+                .set(m.buffered_slow_calls as f64);
             fresh
                 .not_permitted
                 .with_label_values(&[name, "not_permitted"])
@@ -164,11 +172,12 @@ impl Collector for BreakerCollector {
         }
         [
             fresh.state.collect(),
-            fresh.calls.collect(),
             fresh.not_permitted.collect(),
             fresh.failure_rate.collect(),
             fresh.slow_call_rate.collect(),
             fresh.buffered.collect(),
+            fresh.max_buffered.collect(),
+            fresh.slow.collect(),
         ]
         .into_iter()
         .flatten()

@@ -83,6 +83,13 @@ impl Gcra {
     }
 
     /// Whether this state is no different from a fresh one at `now` (so it can be dropped).
+    /// Calls that may start at `now` without waiting.
+    pub(super) fn available(&self, rate: Rate, now: u64) -> i64 {
+        let tat = self.tat.load(Ordering::Acquire).max(now);
+        let room = (now + rate.tolerance + rate.interval).saturating_sub(tat);
+        (room / rate.interval) as i64
+    }
+
     pub(super) fn idle(&self, now: u64) -> bool {
         self.tat.load(Ordering::Acquire) <= now
     }

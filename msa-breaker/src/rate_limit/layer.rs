@@ -43,9 +43,24 @@ impl RateLimiterLayer {
             shared: Arc::new(Shared {
                 limits: limits(&config),
                 cells: Cells::One(Gcra::new()),
+                waiting: Default::default(),
             }),
             key: Unkeyed,
         }
+    }
+
+    /// Reports the limiter as `name` in `resilience4j_ratelimiter_available_permissions`
+    /// and `…_waiting_threads`.
+    pub fn named(self, name: impl Into<Arc<str>>) -> Self {
+        let shared: Arc<dyn crate::metrics::Permissions> = self.shared.clone();
+        crate::metrics::rate_limiter(name.into(), Arc::downgrade(&shared));
+        self
+    }
+
+    /// Waits for a permission for one call, for callers that drive calls themselves: at
+    /// once, after a wait within `timeout-duration`, else [`RateLimited`](super::error::RateLimited).
+    pub async fn acquire(&self) -> Result<(), super::error::RateLimited> {
+        self.shared.acquire().await
     }
 
     /// One rate per key: `key` picks it from the request (a client address, an API key, a
@@ -59,6 +74,7 @@ impl RateLimiterLayer {
             shared: Arc::new(Shared {
                 limits: limits(&config),
                 cells: Cells::Keyed(DashMap::new()),
+                waiting: Default::default(),
             }),
             key: KeyFn(key),
         }

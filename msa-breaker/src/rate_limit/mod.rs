@@ -89,6 +89,35 @@ const SWEEP_AT: usize = 4096;
 struct Shared<K> {
     limits: Limits,
     cells: Cells<K>,
+    waiting: crate::metrics::Waiting,
+}
+
+impl crate::metrics::Permissions for Shared<()> {
+    fn available(&self) -> i64 {
+        match &self.cells {
+            Cells::One(gcra) => gcra.available(self.limits.rate, self.limits.clock.now()),
+            Cells::Keyed(_) => 0,
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        self.waiting.get()
+    }
+}
+
+impl Shared<()> {
+    /// Waits for a permission as the layer would, for callers that drive calls themselves.
+    pub(super) async fn acquire(&self) -> Result<(), RateLimited> {
+        match self.decide(Some(())) {
+            Decision::Now => Ok(()),
+            Decision::Rejected { next_in } => Err(RateLimited::new(Duration::from_nanos(next_in))),
+            Decision::After(wait) => {
+                let _waiting = self.waiting.enter();
+                tokio::time::sleep(Duration::from_nanos(wait)).await;
+                Ok(())
+            }
+        }
+    }
 }
 
 impl<K: Hash + Eq> Shared<K> {

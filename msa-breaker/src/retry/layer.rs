@@ -57,6 +57,21 @@ impl RetryLayer {
     }
 }
 
+impl<C: Clone, R: Clone> RetryLayer<C, R> {
+    /// Counts the layer's calls under `name` in `resilience4j_retry_calls_total`.
+    pub fn named(self, name: impl Into<Arc<str>>) -> Self {
+        RetryLayer {
+            policy: self.policy.named(name.into()),
+        }
+    }
+
+    /// A policy for one call, for callers that drive attempts themselves
+    /// ([`RetryPolicy::next_wait`]); it shares this layer's budget.
+    pub fn policy(&self) -> RetryPolicy<C, R> {
+        self.policy.clone()
+    }
+}
+
 impl<C, R> RetryLayer<C, R> {
     /// Classifies results with `classify` and replays requests with `replay` instead.
     pub fn with<C2, R2>(self, classify: C2, replay: R2) -> RetryLayer<C2, R2> {

@@ -81,6 +81,8 @@ impl fmt::Debug for Shared {
 /// msa's retry policy for tower's `Retry`; see the [module docs](super).
 pub struct RetryPolicy<C, R> {
     shared: Arc<Shared>,
+    /// The `name` label of `resilience4j_retry_calls_total`; unnamed retries are not counted.
+    name: Option<Arc<str>>,
     classify: C,
     replay: R,
     /// Retries made for the current request.
@@ -93,6 +95,7 @@ impl<C: Clone, R: Clone> Clone for RetryPolicy<C, R> {
         // Each request starts with no retries and its own random stream.
         RetryPolicy {
             shared: Arc::clone(&self.shared),
+            name: self.name.clone(),
             classify: self.classify.clone(),
             replay: self.replay.clone(),
             retries: 0,
@@ -114,6 +117,7 @@ impl<C, R> RetryPolicy<C, R> {
     pub(super) fn new(shared: Arc<Shared>, classify: C, replay: R) -> Self {
         RetryPolicy {
             shared,
+            name: None,
             classify,
             replay,
             retries: 0,
@@ -126,7 +130,72 @@ impl<C, R> RetryPolicy<C, R> {
     }
 
     pub(super) fn with<C2, R2>(self, classify: C2, replay: R2) -> RetryPolicy<C2, R2> {
-        RetryPolicy::new(self.shared, classify, replay)
+        RetryPolicy {
+            name: self.name,
+            ..RetryPolicy::new(self.shared, classify, replay)
+        }
+    }
+
+    pub(super) fn named(mut self, name: Arc<str>) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// The retry's settings.
+    pub fn config(&self) -> &RetryConfig {
+        &self.shared.config
+    }
+
+    /// Judges one attempt of a call, for callers that drive attempts themselves (the
+    /// tower [`Policy`] does this after every attempt): how long to wait before the next
+    /// attempt, or `None` when the call is over — it did not fail, the breaker is open
+    /// (`circuit_open`), the request may not be sent twice (`replayable`), the attempts
+    /// or the budget are spent, or `retry_after` asks for more than `max-retry-after`.
+    /// Every call deposits in the budget once; every retry withdraws.
+    pub fn next_wait(
+        &mut self,
+        outcome: Outcome,
+        circuit_open: bool,
+        replayable: bool,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        let wait = self.decide(outcome, circuit_open, replayable, retry_after);
+        if wait.is_none()
+            && let Some(name) = &self.name
+        {
+            crate::metrics::retry_call(name, outcome != Outcome::Failure, self.retries);
+        }
+        wait
+    }
+
+    fn decide(
+        &mut self,
+        outcome: Outcome,
+        circuit_open: bool,
+        replayable: bool,
+        asked: Option<Duration>,
+    ) -> Option<Duration> {
+        if self.retries == 0 {
+            // Every request (not every retry) adds to the budget.
+            self.shared.budget.deposit();
+        }
+        if outcome != Outcome::Failure {
+            return None;
+        }
+        if circuit_open {
+            // The breaker stays open for its wait: trying again now only spends budget.
+            return None;
+        }
+        if self.retries + 1 >= self.shared.config.max_attempts || !replayable {
+            return None;
+        }
+        let wait = self.wait(self.retries + 1, asked)?;
+        if !self.shared.budget.withdraw() {
+            tracing::warn!("retry budget exhausted: not retrying");
+            return None;
+        }
+        self.retries += 1;
+        Some(wait)
     }
 
     fn wait(&mut self, retry: u32, asked: Option<Duration>) -> Option<Duration> {
@@ -160,33 +229,16 @@ where
     type Future = tokio::time::Sleep;
 
     fn retry(&mut self, req: &mut Req, result: &mut Result<Res, BoxError>) -> Option<Self::Future> {
-        if self.retries == 0 {
-            // Every request (not every retry) adds to the budget.
-            self.shared.budget.deposit();
-        }
-        if self.classify.classify(result.as_ref()) != Outcome::Failure {
-            return None;
-        }
-        if let Err(error) = result
-            && error.is::<crate::circuit_breaker::CircuitOpen>()
-        {
-            // The breaker stays open for its wait: trying again now only spends budget.
-            return None;
-        }
-        if self.retries + 1 >= self.shared.config.max_attempts || !self.replay.idempotent(req) {
-            return None;
-        }
+        let outcome = self.classify.classify(result.as_ref());
+        let open =
+            matches!(result, Err(error) if error.is::<crate::circuit_breaker::CircuitOpen>());
         let asked = result
             .as_ref()
             .ok()
             .and_then(|res| self.classify.retry_after(res));
-        let wait = self.wait(self.retries + 1, asked)?;
-        if !self.shared.budget.withdraw() {
-            tracing::warn!("retry budget exhausted: not retrying");
-            return None;
-        }
-        self.retries += 1;
-        Some(tokio::time::sleep(wait))
+        let replayable = self.replay.idempotent(req);
+        self.next_wait(outcome, open, replayable, asked)
+            .map(tokio::time::sleep)
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {

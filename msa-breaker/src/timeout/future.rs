@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::time::Sleep;
 
 use super::error::Elapsed;
 use crate::BoxError;
+use crate::metrics::TimeKind;
 
 pin_project! {
     /// Either the call's result, or [`Elapsed`] once the timeout fires (the call's future
@@ -21,15 +23,17 @@ pin_project! {
         #[pin]
         sleep: Sleep,
         timeout: Duration,
+        name: Option<Arc<str>>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, sleep: Sleep, timeout: Duration) -> Self {
+    pub(super) fn new(inner: F, sleep: Sleep, timeout: Duration, name: Option<Arc<str>>) -> Self {
         ResponseFuture {
             inner,
             sleep,
             timeout,
+            name,
         }
     }
 }
@@ -44,10 +48,22 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
+            if let Some(name) = this.name {
+                let kind = match result {
+                    Ok(_) => TimeKind::Successful,
+                    Err(_) => TimeKind::Failed,
+                };
+                crate::metrics::timelimiter_call(name, kind);
+            }
             return Poll::Ready(result.map_err(Into::into));
         }
         match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed(*this.timeout).into())),
+            Poll::Ready(()) => {
+                if let Some(name) = this.name {
+                    crate::metrics::timelimiter_call(name, TimeKind::Timeout);
+                }
+                Poll::Ready(Err(Elapsed(*this.timeout).into()))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -59,12 +59,17 @@ impl Default for TimeoutConfig {
 pub struct Timeout<S> {
     inner: S,
     timeout: Duration,
+    name: Option<std::sync::Arc<str>>,
 }
 
 impl<S> Timeout<S> {
     /// Cancels `inner`'s calls after `timeout`.
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Timeout { inner, timeout }
+        Timeout {
+            inner,
+            timeout,
+            name: None,
+        }
     }
 
     /// The inner service.
@@ -101,6 +106,7 @@ where
             self.inner.call(req),
             tokio::time::sleep(self.timeout),
             self.timeout,
+            self.name.clone(),
         )
     }
 }

@@ -9,7 +9,14 @@
 //! | `GET /actuator/health/{component}` | one component |
 //! | `GET /actuator/info` | name, version, build and git facts, custom entries |
 //! | `GET /actuator/prometheus` | every metric in the Prometheus text format, process metrics included |
+//! | `GET /actuator/metrics`, `/actuator/metrics/{name}?tag=k:v` | the same metrics under Micrometer's dotted names, with measurements and tags |
+//! | `GET /actuator/loggers`, `/actuator/loggers/{name}` | log levels, configured and effective |
+//! | `POST /actuator/loggers/{name}` | `{"configuredLevel": "DEBUG"}` changes a level at once (`null` inherits) |
+//! | `GET /actuator/env`, `/actuator/env/{key}` | the settings by source, secrets masked |
 //! | `POST /actuator/refresh` | runs the refresh hooks; answers the keys that changed |
+//!
+//! `loggers`, `env` and `refresh` are management operations: a management token or a
+//! loopback listener ([`Actuator::management`]).
 //!
 //! # Examples
 //!
@@ -28,8 +35,11 @@
 //!     );
 //! ```
 
+mod env;
 mod health;
 mod info;
+mod loggers;
+pub mod metrics;
 mod refresh;
 
 pub use self::health::{Availability, Group, Health, HealthIndicator, HealthReport, Status};
@@ -68,6 +78,8 @@ pub struct Actuator {
     availability: Availability,
     health_timeout: Duration,
     management: Option<crate::management::Management>,
+    loggers: Option<crate::telemetry::Loggers>,
+    env: Option<crate::settings::Settings>,
 }
 
 impl fmt::Debug for Actuator {
@@ -101,7 +113,23 @@ impl Actuator {
             availability: Availability::default(),
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             management: None,
+            loggers: None,
+            env: None,
         }
+    }
+
+    /// The log levels `/actuator/loggers` shows and changes (default: those of the
+    /// process's subscriber, when [`Telemetry::init`](crate::telemetry::Telemetry::init)
+    /// installed it).
+    pub fn loggers(mut self, loggers: crate::telemetry::Loggers) -> Self {
+        self.loggers = Some(loggers);
+        self
+    }
+
+    /// The settings `/actuator/env` lists (secrets masked); without them it answers 404.
+    pub fn env(mut self, settings: crate::settings::Settings) -> Self {
+        self.env = Some(settings);
+        self
     }
 
     /// The application's version, shown in `info.app.version`.
@@ -200,8 +228,19 @@ impl Actuator {
             refresh: self.refresh,
             availability: self.availability,
             health_timeout: self.health_timeout,
+            loggers: self.loggers.or_else(crate::telemetry::loggers),
+            env: self.env,
         });
-        let refresh = Router::new().route("/actuator/refresh", post(refresh));
+        let refresh = Router::new()
+            .route("/actuator/refresh", post(refresh))
+            .route("/actuator/loggers", get(loggers::all))
+            .route(
+                "/actuator/loggers/{name}",
+                get(loggers::one).post(loggers::set),
+            )
+            .route("/actuator/env", get(env::all))
+            .route("/actuator/env/{key}", get(env::one))
+            .layer(axum::extract::DefaultBodyLimit::max(4 * 1024));
         let refresh = match &self.management {
             Some(management) => management.guard(refresh),
             None => refresh,
@@ -214,6 +253,8 @@ impl Actuator {
             .route("/actuator/health/{component}", get(component))
             .route("/actuator/info", get(info_endpoint))
             .route("/actuator/prometheus", get(prometheus))
+            .route("/actuator/metrics", get(metrics::names))
+            .route("/actuator/metrics/{name}", get(metrics::one))
             .merge(refresh)
             .with_state(state)
     }
@@ -225,6 +266,8 @@ struct Shared {
     refresh: Vec<(String, Arc<dyn RefreshHook>)>,
     availability: Availability,
     health_timeout: Duration,
+    loggers: Option<crate::telemetry::Loggers>,
+    env: Option<crate::settings::Settings>,
 }
 
 type AppState = State<Arc<Shared>>;
@@ -240,6 +283,9 @@ async fn links() -> Json<serde_json::Value> {
             "health-readiness": link("/health/readiness"),
             "info": link("/info"),
             "prometheus": link("/prometheus"),
+            "metrics": link("/metrics"),
+            "loggers": link("/loggers"),
+            "env": link("/env"),
             "refresh": link("/refresh"),
         }
     }))
@@ -278,11 +324,10 @@ async fn component(State(state): AppState, Path(name): Path<String>) -> Response
     .await;
     match report.components.get(&name) {
         Some(health) => (health.status.http_status(), Json(health)).into_response(),
-        None => (
+        None => crate::http::error_response(
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": format!("no health component named {name:?}") })),
-        )
-            .into_response(),
+            format!("no health component named {name:?}"),
+        ),
     }
 }
 

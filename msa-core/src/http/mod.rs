@@ -24,13 +24,15 @@ pub use self::client::ClientLayer;
 pub use self::reqwest::TraceMiddleware;
 pub use self::server::ServerLayer;
 
+use std::fmt;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use tracing::Span;
 
-/// The `status` label of a request that ended in an error instead of a response.
-pub const ERROR_STATUS_LABEL: &str = "error";
+/// The `status` label of an outgoing request that ended in an error instead of a
+/// response (Spring Boot's).
+pub const ERROR_STATUS_LABEL: &str = "CLIENT_ERROR";
 
 /// Opens the client span for one outgoing request.
 pub(crate) fn client_span(
@@ -79,4 +81,23 @@ pub(crate) fn record_error(span: &Span, error: &dyn std::fmt::Display) {
 
 pub(crate) fn seconds(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64()
+}
+
+/// An error answer in Spring Boot's JSON shape: `{"status": 400, "error": "Bad Request",
+/// "message": "..."}` — what every msa endpoint answers past a bound or on bad input.
+///
+/// ```
+/// use http::StatusCode;
+///
+/// let response = msa_core::http::error_response(StatusCode::BAD_REQUEST, "no such level");
+/// assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+/// ```
+pub fn error_response(status: StatusCode, message: impl fmt::Display) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = serde_json::json!({
+        "status": status.as_u16(),
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "message": message.to_string(),
+    });
+    (status, axum::Json(body)).into_response()
 }

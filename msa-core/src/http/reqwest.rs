@@ -45,6 +45,9 @@ impl Middleware for TraceMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let start = Instant::now();
+        let uri = extensions
+            .get::<crate::metrics::UriTemplate>()
+            .map_or("none", |template| template.0);
         let method = req.method().clone();
         let url = req.url();
         let host = url.host_str().unwrap_or_default().to_owned();
@@ -66,11 +69,26 @@ impl Middleware for TraceMiddleware {
                 None
             }
         };
-        let status = status
-            .as_ref()
-            .map_or(ERROR_STATUS_LABEL, http::StatusCode::as_str);
+        let (status_label, exception) = match (&result, &status) {
+            (_, Some(status)) => (status.as_str(), "none"),
+            (Err(reqwest_middleware::Error::Reqwest(error)), None) => {
+                (ERROR_STATUS_LABEL, crate::metrics::exception_name(error))
+            }
+            (Err(reqwest_middleware::Error::Middleware(error)), None) => (
+                ERROR_STATUS_LABEL,
+                crate::metrics::exception_name(error.as_ref()),
+            ),
+            (Ok(_), None) => (ERROR_STATUS_LABEL, "none"),
+        };
         HTTP_CLIENT_REQUESTS
-            .with_label_values(&[crate::metrics::method_label(&method), &host, status])
+            .with_label_values(&[
+                crate::metrics::method_label(&method),
+                uri,
+                status_label,
+                crate::metrics::outcome(status),
+                &host,
+                exception,
+            ])
             .observe(seconds(start.elapsed()));
         result
     }

@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+pub mod levels;
 mod log;
 pub mod propagation;
 
@@ -41,11 +42,13 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::levels::{LevelError, LoggerLevels, Loggers, loggers};
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+
 use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -222,9 +225,11 @@ impl Telemetry {
             })
             .unwrap_or_else(|| "info".to_owned());
         let filter = EnvFilter::try_new(&filter_text).map_err(|source| TelemetryError::Filter {
-            filter: filter_text,
+            filter: filter_text.clone(),
             source,
         })?;
+        let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+        let loggers = Loggers::new(handle, &filter_text);
 
         let provider = tracer_provider(
             &self.service_name,
@@ -266,6 +271,7 @@ impl Telemetry {
             Dispatch::new(subscriber),
             TelemetryGuard {
                 provider: Some(provider),
+                loggers: Some(loggers),
             },
         ))
     }
@@ -279,11 +285,15 @@ impl Telemetry {
         if tracing::dispatcher::has_been_set() {
             return Err(TelemetryError::AlreadyInitialized);
         }
+        crate::metrics::set_application(self.service_name.clone());
         let (dispatch, guard) = self.build()?;
         tracing::dispatcher::set_global_default(dispatch)
             .map_err(|_| TelemetryError::AlreadyInitialized)?;
         if let Some(provider) = &guard.provider {
             opentelemetry::global::set_tracer_provider(provider.clone());
+        }
+        if let Some(loggers) = &guard.loggers {
+            loggers.install_global();
         }
         Ok(guard)
     }
@@ -353,6 +363,7 @@ fn tracer_provider(
 #[must_use = "dropping the guard stops span export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    loggers: Option<Loggers>,
 }
 
 impl fmt::Debug for TelemetryGuard {
@@ -362,6 +373,11 @@ impl fmt::Debug for TelemetryGuard {
 }
 
 impl TelemetryGuard {
+    /// The log levels of the subscriber this guard came with, to change them at run time.
+    pub fn loggers(&self) -> Option<&Loggers> {
+        self.loggers.as_ref()
+    }
+
     /// Exports every finished span still buffered, waiting up to the exporter's timeout.
     pub fn flush(&self) {
         if let Some(provider) = &self.provider

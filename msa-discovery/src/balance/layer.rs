@@ -134,6 +134,7 @@ where
                 &balancer,
                 &service,
                 request,
+                &[],
                 move |instance, mut request| {
                     let uri = instance_uri(instance, request.uri());
                     let first = ready.take();
@@ -218,6 +219,7 @@ pub(crate) async fn send_balanced<Q, P, E, F, Fut>(
     balancer: &Balancer,
     service: &str,
     mut request: Q,
+    prior: &[String],
     mut send: F,
     is_connect: fn(&E) -> bool,
     recover: fn(E) -> Result<Q, E>,
@@ -233,7 +235,7 @@ where
     let retries = balancer.config().connect_retries as usize;
     let mut tried: Vec<String> = Vec::new();
     loop {
-        let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
+        let excluded: Vec<&str> = prior.iter().chain(&tried).map(String::as_str).collect();
         let pick = match balancer.pick_excluding(service, sticky.as_deref(), &excluded) {
             Ok(pick) => pick,
             // Right after start, discovery may not have answered yet: wait for it once.

@@ -4,8 +4,19 @@ use reqwest_middleware::{Middleware, Next};
 use super::layer::{Answer, Attempt, Failed, is_connect_failure, send_balanced, sticky_key};
 use super::{Balancer, BalancerConfig};
 
-/// Balances a `reqwest_middleware` client's requests to `http://<service-name>/...`; see
-/// the [module docs](super). URLs with a port or an IP address pass through untouched.
+/// Balances a `reqwest_middleware` client's calls to services, as Spring's
+/// `@LoadBalanced` clients do; see the [module docs](super).
+///
+/// - `lb://<service>/...` always names a service (Spring's scheme): the call goes to one
+///   of its instances, over `http` or `https` as the instance registered.
+/// - `http(s)://<name>/...` names a service when `<name>` is a single label (no dot, no
+///   port, not an IP address or `localhost`) that discovery knows
+///   ([`Balancer::is_service`]).
+/// - Anything else goes out as it is: `https://api.example.com`, `http://10.0.0.7:8080`.
+///
+/// A middleware placed before this one that runs the rest of the chain again (a retry)
+/// gets a different instance each time while one is left: the instances a call has been
+/// sent to are remembered in its extensions.
 ///
 /// # Examples
 ///
@@ -17,7 +28,7 @@ use super::{Balancer, BalancerConfig};
 /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 ///     .with(LoadBalancerMiddleware::new(balancer))
 ///     .build();
-/// // client.get("http://orders/api/orders/7").send().await
+/// // client.get("lb://orders/api/orders/7").send().await
 /// # let _ = client;
 /// ```
 #[derive(Debug, Clone)]
@@ -30,6 +41,43 @@ impl LoadBalancerMiddleware {
     pub fn new(balancer: Balancer) -> Self {
         LoadBalancerMiddleware { balancer }
     }
+}
+
+/// The instances one call has been sent to, across the attempts of a retry.
+#[derive(Clone, Debug, Default)]
+struct Tried(Vec<String>);
+
+/// Whether a host could name a service: one label, not an IP address or `localhost`.
+fn could_be_service(url: &reqwest::Url) -> Option<&str> {
+    let host = url.host_str()?;
+    if url.port().is_some()
+        || host.contains(['.', '[', ':'])
+        || host.eq_ignore_ascii_case("localhost")
+    {
+        return None;
+    }
+    Some(host)
+}
+
+/// `url` sent to `instance`: its scheme and address, the rest kept (an `lb:` URL cannot
+/// change its scheme in place, so it is rebuilt).
+fn moved(url: &reqwest::Url, instance: &msa_core::ServiceInstance) -> Option<reqwest::Url> {
+    let mut text = format!(
+        "{}://{}{}",
+        instance.scheme.as_str(),
+        instance.authority(),
+        url.path()
+    );
+    if let Some(query) = url.query() {
+        text.push('?');
+        text.push_str(query);
+    }
+    let mut moved = reqwest::Url::parse(&text).ok()?;
+    if !url.username().is_empty() {
+        moved.set_username(url.username()).ok()?;
+        moved.set_password(url.password()).ok()?;
+    }
+    Some(moved)
 }
 
 impl Attempt for reqwest::Request {
@@ -64,25 +112,36 @@ impl Middleware for LoadBalancerMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let url = req.url();
-        let service = match url.domain() {
-            Some(name) if url.port().is_none() => name.to_owned(),
-            _ => return next.run(req, extensions).await,
+        let service = if url.scheme().eq_ignore_ascii_case("lb") {
+            match url.host_str() {
+                Some(name) => name.to_owned(),
+                None => {
+                    return Err(reqwest_middleware::Error::middleware(InvalidAddress(
+                        "an lb: URL names no service".into(),
+                    )));
+                }
+            }
+        } else {
+            match could_be_service(url) {
+                Some(name) if self.balancer.is_service(name).await => name.to_owned(),
+                _ => return next.run(req, extensions).await,
+            }
         };
+        let mut tried = extensions.get::<Tried>().cloned().unwrap_or_default();
+        let prior = tried.0.clone();
         let result = send_balanced(
             &self.balancer,
             &service,
             req,
+            &prior,
             |instance, mut req| {
-                let url = req.url_mut();
-                let moved = url
-                    .set_scheme(instance.scheme.as_str())
-                    .and_then(|()| url.set_host(Some(&instance.host)).map_err(|_| ()))
-                    .and_then(|()| url.set_port(Some(instance.port)));
+                tried.0.push(instance.id.clone());
+                let target = moved(req.url(), instance);
                 let address = instance.authority();
                 let next = next.clone();
                 let mut extensions = extensions.clone();
                 async move {
-                    moved.map_err(|()| {
+                    *req.url_mut() = target.ok_or_else(|| {
                         reqwest_middleware::Error::middleware(InvalidAddress(address))
                     })?;
                     next.run(req, &mut extensions).await
@@ -92,6 +151,7 @@ impl Middleware for LoadBalancerMiddleware {
             Err,
         )
         .await;
+        extensions.insert(tried);
         result.map_err(|failed| match failed {
             Failed::NoInstance(error) => reqwest_middleware::Error::middleware(error),
             Failed::Send(error) => error,

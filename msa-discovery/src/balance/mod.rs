@@ -118,6 +118,8 @@ struct ServiceState {
     next: AtomicUsize,
     /// Whether discovery has said anything about the service yet.
     answered: std::sync::atomic::AtomicBool,
+    /// Whether discovery has ever listed an instance of it.
+    seen: std::sync::atomic::AtomicBool,
 }
 
 /// How long the first call to a service waits for discovery's first answer about it.
@@ -206,6 +208,28 @@ impl Balancer {
         true
     }
 
+    /// Whether `service` is a service discovery knows: one it lists (or has listed)
+    /// instances of. The first time a name is asked about, this waits for discovery's
+    /// first answer (at most [`FIRST_ANSWER_WAIT`]) unless the backend can tell at once.
+    /// Host names with a dot, a port, an IP address or `localhost` are never asked about
+    /// by the adapters: they go out as they are.
+    pub async fn is_service(&self, service: &str) -> bool {
+        if let Some(known) = self.shared.discovery.knows(service) {
+            return known;
+        }
+        let state = self.state(service);
+        if state.seen.load(Ordering::Acquire) || !state.receiver.borrow().is_empty() {
+            state.seen.store(true, Ordering::Release);
+            return true;
+        }
+        self.discovered(service).await;
+        let listed = !state.receiver.borrow().is_empty();
+        if listed {
+            state.seen.store(true, Ordering::Release);
+        }
+        listed
+    }
+
     fn state(&self, service: &str) -> Arc<ServiceState> {
         // One state per service however it is spelled (names are case-insensitive); the
         // common lower-case spelling is looked up without allocating.
@@ -236,6 +260,7 @@ impl Balancer {
                     stats: Mutex::default(),
                     next: AtomicUsize::new(0),
                     answered: std::sync::atomic::AtomicBool::new(!source.is_empty()),
+                    seen: std::sync::atomic::AtomicBool::new(!source.is_empty()),
                 };
                 state.rebuild(&self.shared, source);
                 Arc::new(state)

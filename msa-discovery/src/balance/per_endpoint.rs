@@ -113,6 +113,7 @@ where
                 &this.balancer,
                 &this.service,
                 request,
+                &[],
                 |instance, request| {
                     let client = this.client(instance);
                     async move { client.oneshot(request).await.map_err(Into::into) }

@@ -44,6 +44,14 @@ pub trait Discovery: fmt::Debug + Send + Sync + 'static {
     fn instances(&self, service: &str) -> Instances {
         self.watch(service).borrow().clone()
     }
+
+    /// Whether `service` is a service this backend knows, when it can tell without
+    /// asking its source (a static list can); `None` otherwise, and then the balancer
+    /// waits for the backend's first answer about it.
+    fn knows(&self, service: &str) -> Option<bool> {
+        let _ = service;
+        None
+    }
 }
 
 /// The per-service senders of a backend that follows each service on a task of its own.
@@ -115,5 +123,9 @@ impl Discovery for StaticDiscovery {
             Some(sender) => sender.subscribe(),
             None => watch::Sender::new(Instances::from(Vec::new())).subscribe(),
         }
+    }
+
+    fn knows(&self, service: &str) -> Option<bool> {
+        Some(self.services.contains_key(&service.to_ascii_lowercase()))
     }
 }

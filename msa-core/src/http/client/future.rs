@@ -6,12 +6,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::uri::Authority;
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 use pin_project_lite::pin_project;
 use tracing::Span;
 
 use crate::http::{ERROR_STATUS_LABEL, record_error, record_status, seconds};
-use crate::metrics::{HTTP_CLIENT_REQUESTS, method_label};
+use crate::metrics::{HTTP_CLIENT_REQUESTS, method_label, outcome};
 
 pin_project! {
     /// Completes the client span and records the request's duration.
@@ -65,12 +65,20 @@ where
                 None
             }
         };
-        let status = status
-            .as_ref()
-            .map_or(ERROR_STATUS_LABEL, StatusCode::as_str);
         let host = this.authority.as_ref().map_or("", Authority::host);
+        let (status_label, exception) = match &status {
+            Some(status) => (status.as_str(), "none"),
+            None => (ERROR_STATUS_LABEL, "IOException"),
+        };
         HTTP_CLIENT_REQUESTS
-            .with_label_values(&[method_label(this.method), host, status])
+            .with_label_values(&[
+                method_label(this.method),
+                "none",
+                status_label,
+                outcome(status),
+                host,
+                exception,
+            ])
             .observe(seconds(this.start.elapsed()));
         Poll::Ready(result)
     }

@@ -10,8 +10,8 @@ use http::{Method, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tracing::Span;
 
-use crate::http::{ERROR_STATUS_LABEL, record_error, record_status, seconds};
-use crate::metrics::{HTTP_SERVER_REQUESTS, method_label};
+use crate::http::{record_error, record_status, seconds};
+use crate::metrics::{HTTP_SERVER_REQUESTS, method_label, outcome};
 
 pin_project! {
     /// Completes the request's span and records its duration when the response is ready.
@@ -66,16 +66,27 @@ where
                 None
             }
         };
-        let route = match (this.route.as_ref(), status) {
+        // Micrometer's `uri`: the route template; for unmatched requests, what became of
+        // them.
+        let uri = match (this.route.as_ref(), status) {
             (Some(route), _) => route.as_str(),
             (None, Some(StatusCode::NOT_FOUND)) => "NOT_FOUND",
+            (None, Some(status)) if status.is_redirection() => "REDIRECTION",
             (None, _) => "UNKNOWN",
         };
-        let status = status
-            .as_ref()
-            .map_or(ERROR_STATUS_LABEL, StatusCode::as_str);
+        // A service that fails instead of answering is a 500 to its client.
+        let (status, exception) = match status {
+            Some(status) => (status, "none"),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, "Error"),
+        };
         HTTP_SERVER_REQUESTS
-            .with_label_values(&[method_label(this.method), route, status])
+            .with_label_values(&[
+                method_label(this.method),
+                uri,
+                status.as_str(),
+                outcome(Some(status)),
+                exception,
+            ])
             .observe(elapsed);
         Poll::Ready(result)
     }
