@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -71,6 +72,10 @@ struct Inner {
     info: Mutex<InstanceInfo>,
     renewal: Duration,
     drain_delay: Duration,
+    /// Whether the last registration or renewal of the started task went through.
+    registered: AtomicBool,
+    /// Deregistered: nothing more is sent.
+    gone: AtomicBool,
 }
 
 impl Registration {
@@ -96,6 +101,8 @@ impl Registration {
                 info: Mutex::new(info),
                 renewal,
                 drain_delay: Duration::from_millis(500),
+                registered: AtomicBool::new(false),
+                gone: AtomicBool::new(false),
             }),
         }
     }
@@ -209,6 +216,9 @@ impl Registration {
 
     /// Registers (or registers again).
     pub async fn register(&self) -> Result<(), RegistrationError> {
+        if self.inner.gone.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let body = InstanceEnvelope {
             instance: self.info(),
         };
@@ -231,6 +241,9 @@ impl Registration {
 
     /// Renews the lease; registers again if the registry no longer knows the instance.
     pub async fn renew(&self) -> Result<(), RegistrationError> {
+        if self.inner.gone.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let info = self.info();
         // As Spring's Eureka client writes it.
         let suffix = format!(
@@ -255,8 +268,48 @@ impl Registration {
         self.renew().await
     }
 
-    /// Removes the instance from the registry.
+    /// How often the lease is renewed.
+    pub fn renewal_interval(&self) -> Duration {
+        self.inner.renewal
+    }
+
+    /// Whether the registry has accepted the instance (its last registration or renewal
+    /// from [`start`](Self::start)'s task went through).
+    pub fn is_registered(&self) -> bool {
+        self.inner.registered.load(Ordering::Acquire)
+    }
+
+    /// The instance as it registers: id, address, status, metadata.
+    pub fn instance(&self) -> InstanceInfo {
+        self.info()
+    }
+
+    /// Sets a metadata entry, sent with the next registration (re-registers now when the
+    /// instance is registered, so that callers see it).
+    pub async fn set_metadata(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), RegistrationError> {
+        {
+            let mut info = self
+                .inner
+                .info
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            info.metadata.insert(key.into(), value.into());
+        }
+        if self.is_registered() {
+            self.register().await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the instance from the registry; later renewals and status changes are
+    /// not sent (they would register it again).
     pub async fn deregister(&self) -> Result<(), RegistrationError> {
+        self.inner.gone.store(true, Ordering::Release);
+        self.inner.registered.store(false, Ordering::Release);
         let info = self.info();
         let suffix = format!("/{}", info.instance_id);
         self.send(reqwest::Method::DELETE, &suffix, None).await?;
@@ -287,8 +340,12 @@ impl Registration {
                     this.register().await
                 };
                 match result {
-                    Ok(()) => registered = true,
+                    Ok(()) => {
+                        registered = true;
+                        this.inner.registered.store(true, Ordering::Release);
+                    }
                     Err(error) => {
+                        this.inner.registered.store(false, Ordering::Release);
                         tracing::warn!(%error, "registration failed; retrying at the next renewal")
                     }
                 }

@@ -2,6 +2,8 @@
 //! `http_server_requests_seconds`, proxied ones also in Spring Cloud Gateway's
 //! `spring_cloud_gateway_requests_seconds`, and the scrape passes `promtool check metrics`.
 
+#[path = "../../tests/support/promtool.rs"]
+mod promtool;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -124,45 +126,10 @@ async fn every_answer_is_counted_with_springs_names() {
     };
     assert!(!scrape.contains("BREW"), "{scrape}");
 
-    promtool_check(&scrape);
-}
-
-/// `promtool check metrics` on a scrape: the exposition format Prometheus itself reads.
-fn promtool_check(scrape: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package; `cargo xtask test` installs it)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // Exit 0: clean; 1: not the text format; 3: format fine, lint findings. The one
-    // finding allowed is Spring's own camelCase label names (`routeId`), which dashboards
-    // built for Spring Cloud Gateway query as they are.
-    let code = output.status.code();
-    assert!(
-        matches!(code, Some(0 | 3)),
-        "promtool exited {code:?}: {said}"
-    );
-    for finding in said.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(
-            finding.starts_with("spring_cloud_gateway_requests_seconds label names")
-                && finding.contains("camelCase"),
-            "promtool: {said}"
-        );
-    }
+    // The one finding allowed is Spring's own camelCase label names (`routeId`), which
+    // dashboards built for Spring Cloud Gateway query as they are.
+    promtool::check(&scrape, |finding| {
+        finding.starts_with("spring_cloud_gateway_requests_seconds label names")
+            && finding.contains("camelCase")
+    });
 }

@@ -479,6 +479,39 @@ impl App {
         let client_tls = self.client_tls_settings(Some(&msa));
         client_tls.config()?;
 
+        #[cfg(feature = "discovery")]
+        let registration = {
+            let http = client_tls
+                .reqwest_builder()?
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| Error::Discovery(e.to_string()))?;
+            let registered = discovery::Registered {
+                name: &self.name,
+                version: self.version.as_deref(),
+                addr: local_addr,
+                management_port: management_addr.map(|addr| addr.port()),
+                tls: tls_config.is_some(),
+                lease: self.lease,
+            };
+            discovery::register(&settings, registered, http, &self.shutdown)?
+        };
+        self.health_indicators(
+            #[cfg(feature = "discovery")]
+            registration.as_ref(),
+        );
+        self.actuator =
+            std::mem::replace(&mut self.actuator, Actuator::new("")).env(settings.clone());
+        #[cfg(feature = "discovery")]
+        if let Some(registration) = &registration
+            && health_to_registry(&settings)?
+        {
+            push_health(
+                registration.clone(),
+                self.actuator.health_check(),
+                &self.shutdown,
+            );
+        }
         let availability = self.actuator.availability();
         let app = self
             .router
@@ -496,23 +529,6 @@ impl App {
         }
         if self.signals {
             shutdown.listen_for_signals();
-        }
-        #[cfg(feature = "discovery")]
-        {
-            let http = client_tls
-                .reqwest_builder()?
-                .timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| Error::Discovery(e.to_string()))?;
-            let registered = discovery::Registered {
-                name: &self.name,
-                version: self.version.as_deref(),
-                addr: local_addr,
-                management_port: management_addr.map(|addr| addr.port()),
-                tls: tls_config.is_some(),
-                lease: self.lease,
-            };
-            discovery::register(&settings, registered, http, &shutdown)?;
         }
         let scheme = if tls_config.is_some() {
             "https"
@@ -533,12 +549,184 @@ impl App {
             shutdown,
             availability,
             task,
+            #[cfg(feature = "discovery")]
+            registration,
         })
+    }
+
+    /// Adds the health indicators of what the app runs: the registration
+    /// (`discoveryClient`), the config server (`configServer`) and the clients' circuit
+    /// breakers (`circuitBreakers`). They report, and never take the app down: a registry,
+    /// config server or downstream that is away is not this app's failure (they are in no
+    /// health group, and report `UNKNOWN` rather than `DOWN`).
+    fn health_indicators(
+        &mut self,
+        #[cfg(feature = "discovery")] registration: Option<
+            &msa_discovery::registration::Registration,
+        >,
+    ) {
+        use msa_core::actuator::Health;
+        let mut actuator = std::mem::replace(&mut self.actuator, Actuator::new(""));
+        #[cfg(feature = "discovery")]
+        if let Some(registration) = registration.cloned() {
+            actuator = actuator.health_indicator_in("discoveryClient", &[], move || {
+                let registration = registration.clone();
+                async move {
+                    let instance = registration.instance();
+                    let health = if registration.is_registered() {
+                        Health::up()
+                    } else {
+                        Health::unknown().with_detail(
+                            "reason",
+                            "not registered yet, or the registry is unreachable",
+                        )
+                    };
+                    health
+                        .with_detail("instanceId", instance.instance_id)
+                        .with_detail("status", instance.status.to_string())
+                }
+            });
+        }
+        #[cfg(all(feature = "discovery", feature = "breaker"))]
+        if let Some(clients) = self.clients.get() {
+            let resilience = clients.resilience.clone();
+            actuator = actuator.health_indicator_in("circuitBreakers", &[], move || {
+                let breakers = resilience
+                    .breakers()
+                    .map(|r| r.breakers())
+                    .unwrap_or_default();
+                async move {
+                    let mut health = Health::up();
+                    for (name, breaker) in breakers {
+                        let m = breaker.metrics();
+                        health = health.with_detail(
+                            name,
+                            serde_json::json!({
+                                "state": m.state.as_str(),
+                                "failureRate": m.failure_rate.map_or(-1.0, f64::from),
+                                "slowCallRate": m.slow_call_rate.map_or(-1.0, f64::from),
+                                "bufferedCalls": m.buffered_calls,
+                                "failedCalls": m.buffered_failed_calls,
+                                "notPermittedCalls": m.not_permitted_calls,
+                            }),
+                        );
+                    }
+                    health
+                }
+            });
+        }
+        #[cfg(feature = "config")]
+        if let Ok(Some(client)) = self.config_import() {
+            actuator = actuator.health_indicator_in("configServer", &[], config_health(client));
+        }
+        self.actuator = actuator;
     }
 
     /// Starts the app and waits until it has shut down.
     pub async fn run(self) -> Result<(), Error> {
         self.start().await?.wait().await
+    }
+}
+
+/// Whether the app's health becomes its status in the registry
+/// (`eureka.client.healthcheck.enabled`; on by default).
+#[cfg(feature = "discovery")]
+fn health_to_registry(settings: &Settings) -> Result<bool, Error> {
+    Ok(settings
+        .bind::<Option<bool>>("eureka.client.healthcheck.enabled")?
+        .unwrap_or(true))
+}
+
+/// Reports the app's health to the registry as the instance's status, as Spring's
+/// `eureka.client.healthcheck.enabled` does: at every renewal, and within a quarter of a
+/// second of a change of readiness or liveness. Stops when shutdown starts (the
+/// registration's own before-drain step takes over).
+#[cfg(feature = "discovery")]
+fn push_health(
+    registration: msa_discovery::registration::Registration,
+    health: msa_core::actuator::HealthCheck,
+    shutdown: &Shutdown,
+) {
+    use msa_core::InstanceStatus;
+    use msa_core::actuator::Status;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let every = registration.renewal_interval();
+        let mut reported = InstanceStatus::Up;
+        let mut flags = (true, true);
+        let mut next = tokio::time::Instant::now() + every;
+        let mut quick = tokio::time::interval(Duration::from_millis(250));
+        quick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopping = stop.triggered();
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                () = &mut stopping => return,
+                _ = quick.tick() => {}
+            }
+            let availability = health.availability();
+            let now_flags = (availability.is_live(), availability.is_ready());
+            if now_flags == flags && tokio::time::Instant::now() < next {
+                continue;
+            }
+            flags = now_flags;
+            next = tokio::time::Instant::now() + every;
+            let status = match health.report().await.status {
+                Status::Up | Status::Unknown => InstanceStatus::Up,
+                Status::Down => InstanceStatus::Down,
+                Status::OutOfService => InstanceStatus::OutOfService,
+            };
+            if status == reported || stop.is_triggered() {
+                continue;
+            }
+            match registration.set_status(status).await {
+                Ok(()) => {
+                    tracing::info!(%status, "health reported to the registry");
+                    reported = status;
+                }
+                Err(error) => tracing::warn!(%error, "health not reported to the registry"),
+            }
+        }
+    });
+}
+
+/// The config server's health: `UP` with the sources it serves, `UNKNOWN` when it does
+/// not answer (the app runs on what it has). Asked at most once a minute.
+#[cfg(feature = "config")]
+fn config_health(
+    client: msa_config::client::ConfigClient,
+) -> impl msa_core::actuator::HealthIndicator {
+    use msa_core::actuator::Health;
+    use std::sync::{Arc, Mutex, PoisonError};
+    type Last = Option<(tokio::time::Instant, Health)>;
+    let last: Arc<Mutex<Last>> = Arc::default();
+    move || {
+        let client = client.clone();
+        let last = last.clone();
+        async move {
+            if let Some((at, health)) = &*last.lock().unwrap_or_else(PoisonError::into_inner)
+                && at.elapsed() < Duration::from_secs(60)
+            {
+                return health.clone();
+            }
+            let health = match client.fetch_once().await {
+                Ok(fetched) => {
+                    let sources: Vec<String> = fetched
+                        .environment
+                        .property_sources
+                        .iter()
+                        .map(|s| msa_core::secrets::mask_url(&s.name))
+                        .collect();
+                    Health::up()
+                        .with_detail("propertySources", sources)
+                        .with_detail("version", fetched.environment.version)
+                }
+                Err(error) => Health::unknown().with_detail("error", error.to_string()),
+            };
+            *last.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((tokio::time::Instant::now(), health.clone()));
+            health
+        }
     }
 }
 
@@ -642,9 +830,18 @@ pub struct Running {
     shutdown: Shutdown,
     availability: Availability,
     task: JoinHandle<std::io::Result<()>>,
+    #[cfg(feature = "discovery")]
+    registration: Option<msa_discovery::registration::Registration>,
 }
 
 impl Running {
+    /// The app's registration with the registry, when it registers: to set its status
+    /// (`set_status(InstanceStatus::OutOfService)`) or metadata while it runs.
+    #[cfg(feature = "discovery")]
+    pub fn registration(&self) -> Option<&msa_discovery::registration::Registration> {
+        self.registration.as_ref()
+    }
+
     /// The address the app listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

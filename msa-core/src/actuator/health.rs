@@ -239,6 +239,7 @@ impl Availability {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct Registered {
     pub(super) name: String,
     pub(super) groups: Vec<Group>,

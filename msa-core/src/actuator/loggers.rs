@@ -60,8 +60,9 @@ pub(super) async fn set(
     let Json(change) = match body {
         Ok(body) => body,
         Err(rejection) => {
+            // 413 past the body limit, 400 for a body that is not the change.
             return error_response(
-                StatusCode::BAD_REQUEST,
+                rejection.status(),
                 format!("the body must be {{\"configuredLevel\": \"DEBUG\"}}: {rejection}"),
             );
         }

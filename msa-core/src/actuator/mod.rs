@@ -211,6 +211,16 @@ impl Actuator {
         self.availability.clone()
     }
 
+    /// Runs the health indicators registered so far outside the endpoints, to act on the
+    /// app's health (msa's `App` reports it to the registry as the instance's status).
+    pub fn health_check(&self) -> HealthCheck {
+        HealthCheck {
+            indicators: Arc::from(self.indicators.clone()),
+            availability: self.availability.clone(),
+            timeout: self.health_timeout,
+        }
+    }
+
     /// The endpoints, as a router to merge into the application's.
     pub fn router(self) -> Router {
         let mut info = serde_json::Map::new();
@@ -257,6 +267,34 @@ impl Actuator {
             .route("/actuator/metrics/{name}", get(metrics::one))
             .merge(refresh)
             .with_state(state)
+    }
+}
+
+/// The app's health, computed on demand; from [`Actuator::health_check`].
+#[derive(Clone)]
+pub struct HealthCheck {
+    indicators: Arc<[Registered]>,
+    availability: Availability,
+    timeout: Duration,
+}
+
+impl fmt::Debug for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthCheck")
+            .field("indicators", &self.indicators.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthCheck {
+    /// Every indicator's health and the aggregate, as `GET /actuator/health` answers.
+    pub async fn report(&self) -> HealthReport {
+        health::report(&self.indicators, &self.availability, None, self.timeout).await
+    }
+
+    /// The app's liveness and readiness.
+    pub fn availability(&self) -> &Availability {
+        &self.availability
     }
 }
 
