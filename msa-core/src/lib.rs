@@ -49,6 +49,8 @@ pub mod cli;
 pub mod duration;
 pub mod http;
 mod instance;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 pub mod listener;
 pub mod management;
 pub mod metrics;

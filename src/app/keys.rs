@@ -23,6 +23,27 @@ pub(crate) struct Msa {
     pub(crate) client: ClientKeys,
     pub(crate) server: ServerKeys,
     pub(crate) management: ManagementKeys,
+    pub(crate) security: SecurityKeys,
+}
+
+/// `msa.security`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct SecurityKeys {
+    pub(crate) jwt: JwtKeys,
+}
+
+/// `msa.security.jwt`: what Spring's resource server keys do not cover.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct JwtKeys {
+    /// An HS256 secret (tests, and estates that share one).
+    pub(crate) hs256_secret: Option<String>,
+    /// The issuer tokens must come from, when the keys come from elsewhere.
+    pub(crate) issuer: Option<String>,
+    /// How far clocks may disagree (default 60 s).
+    #[serde(with = "msa_core::duration::option")]
+    pub(crate) leeway: Option<Duration>,
 }
 
 /// `msa.profiles`.
@@ -155,6 +176,10 @@ const IMPLEMENTED: &[&str] = &[
     "eureka.instance.lease-expiration-duration-in-seconds",
     "eureka.instance.metadata-map",
     "logging.level",
+    "spring.security.oauth2.resourceserver.jwt.issuer-uri",
+    "spring.security.oauth2.resourceserver.jwt.jwk-set-uri",
+    "spring.security.oauth2.resourceserver.jwt.audiences",
+    "spring.security.oauth2.resourceserver.jwt.public-key-location",
     // Read by msa-breaker's sections, which warn about what they do not implement.
     "resilience4j",
 ];

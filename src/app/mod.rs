@@ -512,6 +512,13 @@ impl App {
                 &self.shutdown,
             );
         }
+        #[cfg(feature = "jwt")]
+        if let Some(verifier) = self.jwt_verifier(&settings, &msa, &client_tls).await? {
+            // The app's routes only: the actuator keeps its own rules (probes open,
+            // management operations behind the management token).
+            self.router =
+                std::mem::take(&mut self.router).layer(msa_core::jwt::JwtLayer::new(verifier));
+        }
         let availability = self.actuator.availability();
         let app = self
             .router
@@ -620,6 +627,78 @@ impl App {
             actuator = actuator.health_indicator_in("configServer", &[], config_health(client));
         }
         self.actuator = actuator;
+    }
+
+    /// The bearer-token check Spring's resource server keys ask for
+    /// (`spring.security.oauth2.resourceserver.jwt.*`, or `msa.security.jwt.hs256-secret`),
+    /// if any.
+    #[cfg(feature = "jwt")]
+    async fn jwt_verifier(
+        &self,
+        settings: &Settings,
+        msa: &Msa,
+        tls: &ClientTls,
+    ) -> Result<Option<msa_core::jwt::JwtVerifier>, Error> {
+        use msa_core::jwt::JwtVerifier;
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default, rename_all = "kebab-case")]
+        struct Spring {
+            issuer_uri: Option<String>,
+            jwk_set_uri: Option<String>,
+            public_key_location: Option<String>,
+            audiences: Vec<String>,
+        }
+        const PREFIX: &str = "spring.security.oauth2.resourceserver.jwt";
+        let spring: Spring = settings.bind::<Option<Spring>>(PREFIX)?.unwrap_or_default();
+        let keys = &msa.security.jwt;
+        let invalid = |key: &str, message: String| {
+            let key = key.to_owned();
+            Error::Settings(SettingsError {
+                origin: settings.origin(&key),
+                key,
+                message,
+            })
+        };
+        let http = || {
+            tls.reqwest_builder()
+                .map_err(Error::from)?
+                .build()
+                .map_err(|e| Error::Management(format!("cannot build an HTTP client: {e}")))
+        };
+        let verifier = if let Some(secret) = &keys.hs256_secret {
+            JwtVerifier::hs256(secret)
+                .map_err(|e| invalid("msa.security.jwt.hs256-secret", e.to_string()))?
+        } else if let Some(uri) = &spring.jwk_set_uri {
+            JwtVerifier::jwk_set_uri(uri, http()?)
+                .map_err(|e| invalid(&format!("{PREFIX}.jwk-set-uri"), e.to_string()))?
+        } else if let Some(location) = &spring.public_key_location {
+            let path = location.strip_prefix("file:").unwrap_or(location);
+            let pem = std::fs::read(path).map_err(|e| {
+                invalid(
+                    &format!("{PREFIX}.public-key-location"),
+                    format!("{path}: {e}"),
+                )
+            })?;
+            JwtVerifier::public_key_pem(&pem)
+                .map_err(|e| invalid(&format!("{PREFIX}.public-key-location"), e.to_string()))?
+        } else if let Some(issuer) = &spring.issuer_uri {
+            JwtVerifier::from_issuer(issuer, http()?)
+                .await
+                .map_err(|e| invalid(&format!("{PREFIX}.issuer-uri"), e.to_string()))?
+        } else {
+            return Ok(None);
+        };
+        let mut verifier = verifier
+            .realm(self.name.clone())
+            .audiences(spring.audiences);
+        // With keys from elsewhere, the issuer-uri (or msa's issuer) still names `iss`.
+        if let Some(issuer) = keys.issuer.clone().or(spring.issuer_uri) {
+            verifier = verifier.issuer(issuer);
+        }
+        if let Some(leeway) = keys.leeway {
+            verifier = verifier.leeway(leeway);
+        }
+        Ok(Some(verifier))
     }
 
     /// Starts the app and waits until it has shut down.
