@@ -77,6 +77,37 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
     );
     assert_eq!(get_json(&http, &stock).await["gizmo"], 10);
 
+    // Orders' calls went through the stack orders.yml names, and the orders instances'
+    // scrapes say so under Micrometer's names.
+    let registry = estate.ready_field("registry=");
+    let apps: Value = http
+        .get(format!("{registry}/eureka/apps/ORDERS"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut scrapes = String::new();
+    for instance in apps["application"]["instance"].as_array().unwrap() {
+        let url = format!(
+            "http://{}:{}/actuator/prometheus",
+            instance["ipAddr"].as_str().unwrap(),
+            instance["port"]["$"].as_u64().unwrap()
+        );
+        scrapes += &http.get(url).send().await.unwrap().text().await.unwrap();
+    }
+    for series in [
+        r#"resilience4j_retry_calls_total{application="orders",kind="successful_without_retry",name="payments"}"#,
+        r#"resilience4j_bulkhead_max_allowed_concurrent_calls{application="orders",name="payments"} 16"#,
+        r#"resilience4j_timelimiter_calls_total{application="orders",kind="successful",name="inventory"}"#,
+        r#"resilience4j_circuitbreaker_state{application="orders",name="payments",state="closed"} 1"#,
+        r#"http_client_requests_seconds_count{application="orders",client_name="inventory",exception="none",method="POST",outcome="SUCCESS",status="201",uri="/reservations"}"#,
+    ] {
+        assert!(scrapes.contains(series), "{series} not in\n{scrapes}");
+    }
+
     // A bad order is a 400 with the reason.
     let (status, refused) = order(&http, &api, "spaceship", 1).await;
     assert_eq!(status, 400);

@@ -8,8 +8,10 @@
 //!    a background task charges held orders when payments is back.
 //!
 //! Every call goes through the client `App::client` builds: trace context propagated,
-//! one circuit breaker per service, balanced over the registry's instances. Reservations
-//! and charges are idempotent per order id, so a call whose answer was lost is retried.
+//! balanced over the registry's instances, and guarded by the Resilience4j stack that
+//! `orders.yml` names per service (retry to another instance, circuit breaker, time
+//! limiter, bulkhead), live from the config server. Reservations and charges are
+//! idempotent per order id, so the retry may resend them.
 //!
 //! - `POST /orders` `{"item": "widget", "qty": 2}`: 201 (`CONFIRMED` or `REJECTED`), 202
 //!   (`ON_HOLD`), 400 for a bad order, 503 while `orders.accepting` is false.
@@ -23,8 +25,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use msa::breaker::circuit_breaker::CircuitBreakerRegistry;
 use msa::config::client::LiveConfig;
+use msa::core::metrics::UriTemplate;
 use reqwest_middleware::ClientWithMiddleware;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -37,8 +39,6 @@ use crate::store::{Store, blocking};
 struct Settings {
     orders: Section,
     shop: Shop,
-    #[serde(default)]
-    resilience4j: Resilience,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,12 +55,6 @@ struct Section {
 struct Shop {
     currency: String,
     prices: BTreeMap<String, f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct Resilience {
-    #[serde(default)]
-    circuitbreaker: msa::breaker::Section,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,14 +107,9 @@ enum Call {
 
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("orders", &args);
-    let settings = app.live_config::<Settings>().await?;
-    let breakers = CircuitBreakerRegistry::new(settings.get().resilience4j.circuitbreaker.clone())
-        .map_err(|e| format!("resilience4j.circuitbreaker.{e}"))?;
-    follow_breaker_settings(&settings, breakers.clone());
-    let app = app.circuit_breakers(breakers);
     let orders = Orders {
         store: Store::open(args.data.join("orders"))?,
-        settings,
+        settings: app.live_config::<Settings>().await?,
         client: app.client(),
     };
     let router = Router::new()
@@ -136,23 +125,6 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let result = running.wait().await;
     resumer.abort();
     Ok(result?)
-}
-
-/// Breaker settings edited at the config server apply to the live breakers.
-fn follow_breaker_settings(settings: &LiveConfig<Settings>, breakers: CircuitBreakerRegistry) {
-    let mut changes = settings.subscribe();
-    tokio::spawn(async move {
-        while changes.changed().await.is_ok() {
-            let section = changes
-                .borrow_and_update()
-                .resilience4j
-                .circuitbreaker
-                .clone();
-            if let Err(e) = breakers.update(section) {
-                tracing::warn!(error = %e, "new circuit breaker settings rejected");
-            }
-        }
-    });
 }
 
 fn now_ms() -> u64 {
@@ -239,7 +211,8 @@ async fn saga(orders: &Orders, mut order: Order) -> Order {
         match call(
             orders,
             reqwest::Method::POST,
-            "http://inventory/reservations",
+            "/reservations",
+            "inventory/reservations",
             Some(reservation),
         )
         .await
@@ -263,7 +236,8 @@ async fn saga(orders: &Orders, mut order: Order) -> Order {
     match call(
         orders,
         reqwest::Method::POST,
-        "http://payments/payments",
+        "/payments",
+        "payments/payments",
         Some(charge),
     )
     .await
@@ -275,8 +249,9 @@ async fn saga(orders: &Orders, mut order: Order) -> Order {
         }
         Call::Refused(reason) => {
             // The compensating step: put the stock back.
-            let release = format!("http://inventory/reservations/{}", order.id);
-            match call(orders, reqwest::Method::DELETE, &release, None).await {
+            let release = format!("inventory/reservations/{}", order.id);
+            let uri = "/reservations/{order_id}";
+            match call(orders, reqwest::Method::DELETE, uri, &release, None).await {
                 Call::Done | Call::Refused(_) => {
                     tracing::info!(order = %order.id, %reason, "payment declined; stock released");
                     order.status = Status::Rejected;
@@ -302,34 +277,37 @@ async fn saga(orders: &Orders, mut order: Order) -> Order {
     order
 }
 
-/// Calls a service; a lost answer is asked again once (every call here is idempotent).
-async fn call(orders: &Orders, method: reqwest::Method, url: &str, body: Option<Value>) -> Call {
-    let mut last = String::new();
-    for _ in 0..2 {
-        let mut request = orders.client.request(method.clone(), url);
-        if let Some(body) = &body {
-            request = request.json(body);
-        }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => return Call::Done,
-            Ok(response) if response.status().is_client_error() => {
-                let status = response.status();
-                let answer: Value = response.json().await.unwrap_or(Value::Null);
-                let reason = answer
-                    .get("reason")
-                    .or_else(|| answer.get("error"))
-                    .and_then(Value::as_str)
-                    .map_or_else(|| status.to_string(), str::to_owned);
-                return Call::Refused(reason);
-            }
-            Ok(response) => last = format!("{url} answered {}", response.status()),
-            Err(e) if msa::breaker::middleware::is_circuit_open(&e) => {
-                return Call::Unavailable(e.to_string());
-            }
-            Err(e) => last = format!("{url}: {e}"),
-        }
+/// Calls a service (`uri` is the path template its metrics are labelled with).
+async fn call(
+    orders: &Orders,
+    method: reqwest::Method,
+    uri: &'static str,
+    path: &str,
+    body: Option<Value>,
+) -> Call {
+    let url = format!("http://{path}");
+    let mut request = orders
+        .client
+        .request(method, &url)
+        .with_extension(UriTemplate(uri));
+    if let Some(body) = &body {
+        request = request.json(body);
     }
-    Call::Unavailable(last)
+    match request.send().await {
+        Ok(response) if response.status().is_success() => Call::Done,
+        Ok(response) if response.status().is_client_error() => {
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            let reason = answer
+                .get("reason")
+                .or_else(|| answer.get("error"))
+                .and_then(Value::as_str)
+                .map_or_else(|| status.to_string(), str::to_owned);
+            Call::Refused(reason)
+        }
+        Ok(response) => Call::Unavailable(format!("{url} answered {}", response.status())),
+        Err(e) => Call::Unavailable(format!("{url}: {e}")),
+    }
 }
 
 /// Charges held orders again, and finishes orders an instance left half-way (it was
