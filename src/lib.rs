@@ -62,6 +62,9 @@ pub mod guide {
     pub mod getting_started {}
     #[doc = include_str!("../docs/core.md")]
     pub mod core {}
+    #[cfg(all(feature = "breaker", feature = "discovery"))]
+    #[doc = include_str!("../docs/clients.md")]
+    pub mod clients {}
     #[cfg(feature = "breaker")]
     #[doc = include_str!("../docs/resilience.md")]
     pub mod resilience {}
