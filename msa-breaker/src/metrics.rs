@@ -1,6 +1,5 @@
-//! The Micrometer-named series of the retry, time limiter, bulkhead and rate limiter, and
-//! the circuit breaker's call durations (its other series are read at scrape time, in
-//! `circuit_breaker::metrics`). Names and labels are resilience4j-micrometer's, so the
+//! The Micrometer-named series of the retry, time limiter, bulkhead and rate limiter (the
+//! circuit breaker's are read at scrape time, in `circuit_breaker::metrics`). Names and labels are resilience4j-micrometer's, so the
 //! Resilience4j project's Grafana dashboard works unchanged.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,20 +7,8 @@ use std::sync::{Arc, LazyLock, Mutex, Once, PoisonError, Weak};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{GaugeVec, IntCounterVec, Opts};
 use tokio::sync::Semaphore;
-
-/// `resilience4j_circuitbreaker_calls_seconds{name,kind}`: call durations by outcome.
-pub(crate) static BREAKER_CALLS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    let opts = HistogramOpts::new(
-        "resilience4j_circuitbreaker_calls_seconds",
-        "Duration of the calls the circuit breaker recorded, by outcome (successful, failed, ignored).",
-    )
-    .buckets(msa_core::metrics::DURATION_BUCKETS.to_vec());
-    // Constant name and labels: building cannot fail.
-    let histogram = HistogramVec::new(opts, &["name", "kind"]).expect("valid histogram");
-    msa_core::metrics::register_or_existing(histogram)
-});
 
 fn counter(name: &str, help: &str) -> IntCounterVec {
     // Constant names and labels: building cannot fail.

@@ -270,7 +270,7 @@ struct Counters {
 }
 
 pub(super) struct Inner {
-    name: Arc<str>,
+    pub(super) name: Arc<str>,
     clock: Clock,
     state: AtomicU64,
     window: Window,
@@ -280,8 +280,8 @@ pub(super) struct Inner {
     open_until: AtomicU64,
     openings: AtomicU32,
     counters: Counters,
-    /// `resilience4j_circuitbreaker_calls_seconds` for successful, failed, ignored calls.
-    durations: [prometheus::Histogram; 3],
+    /// `resilience4j_circuitbreaker_calls_seconds`.
+    pub(super) durations: super::durations::Durations,
     config: Mutex<CircuitBreakerConfig>,
     /// Held while changing state, never on the call path.
     transitions: Mutex<()>,
@@ -354,12 +354,9 @@ impl CircuitBreaker {
             InitialState::MetricsOnly => State::MetricsOnly,
             InitialState::ForcedOpen => State::ForcedOpen,
         };
-        let name: Arc<str> = name.into();
-        let durations = ["successful", "failed", "ignored"]
-            .map(|kind| crate::metrics::BREAKER_CALLS.with_label_values(&[&*name, kind]));
         let inner: &'static Inner = Box::leak(Box::new(Inner {
-            name,
-            durations,
+            name: name.into(),
+            durations: super::durations::Durations::new(),
             clock: Clock::new(config.clock),
             state: AtomicU64::new(word(initial, 0, 0)),
             window: Window::new(&config),
@@ -649,12 +646,7 @@ impl Inner {
     fn complete(&'static self, kind: PermitKind, outcome: Outcome, start_ms: u32) {
         if !matches!(kind, PermitKind::Free) {
             let elapsed_ms = millis(self.clock.now()).wrapping_sub(start_ms);
-            let slot = match outcome {
-                Outcome::Success => 0,
-                Outcome::Failure => 1,
-                Outcome::Ignored => 2,
-            };
-            self.durations[slot].observe(f64::from(elapsed_ms) / 1000.0);
+            self.durations.record(outcome, elapsed_ms);
         }
         match kind {
             PermitKind::Free => {}

@@ -46,6 +46,47 @@ struct BreakerCollector {
     descs: Vec<Desc>,
 }
 
+const CALLS: &str = "resilience4j_circuitbreaker_calls_seconds";
+const CALLS_HELP: &str = "Duration of the calls the circuit breaker recorded, by outcome (successful, failed, ignored), to the millisecond.";
+
+/// `resilience4j_circuitbreaker_calls_seconds` for every breaker, from their durations.
+fn calls_family(breakers: &[&'static Inner]) -> MetricFamily {
+    use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricType};
+    let label = |name: &str, value: &str| {
+        let mut pair = LabelPair::default();
+        pair.set_name(name.to_owned());
+        pair.set_value(value.to_owned());
+        pair
+    };
+    let mut metrics = Vec::new();
+    for inner in breakers {
+        let totals = inner.durations.totals();
+        for (kind, totals) in super::durations::KINDS.iter().zip(totals) {
+            let mut buckets = Vec::with_capacity(super::durations::BOUNDS_MS.len());
+            for (bound, count) in super::durations::BOUNDS_MS.iter().zip(totals.cumulative) {
+                let mut bucket = Bucket::default();
+                bucket.set_upper_bound(f64::from(*bound) / 1000.0);
+                bucket.set_cumulative_count(count);
+                buckets.push(bucket);
+            }
+            let mut histogram = Histogram::default();
+            histogram.set_bucket(buckets);
+            histogram.set_sample_count(totals.cumulative[super::durations::BOUNDS_MS.len()]);
+            histogram.set_sample_sum(totals.sum_ms as f64 / 1000.0);
+            let mut metric = Metric::default();
+            metric.set_label(vec![label("kind", kind), label("name", &inner.name)]);
+            metric.set_histogram(histogram);
+            metrics.push(metric);
+        }
+    }
+    let mut family = MetricFamily::default();
+    family.set_name(CALLS.to_owned());
+    family.set_help(CALLS_HELP.to_owned());
+    family.set_field_type(MetricType::HISTOGRAM);
+    family.set_metric(metrics);
+    family
+}
+
 impl BreakerCollector {
     fn new() -> Self {
         // Names and labels are constants, so building cannot fail.
@@ -90,6 +131,14 @@ impl BreakerCollector {
             "Slow calls in the sliding window, by outcome.",
             &["name", "kind"],
         );
+        // Constant name and labels: cannot fail.
+        let calls = Desc::new(
+            CALLS.to_owned(),
+            CALLS_HELP.to_owned(),
+            vec!["kind".to_owned(), "name".to_owned()],
+            Default::default(),
+        )
+        .expect("valid descriptor");
         let descs = [
             state.desc(),
             not_permitted.desc(),
@@ -102,6 +151,7 @@ impl BreakerCollector {
         .into_iter()
         .flatten()
         .cloned()
+        .chain([calls])
         .collect();
         BreakerCollector {
             state,
@@ -128,7 +178,7 @@ impl Collector for BreakerCollector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        for inner in breakers {
+        for &inner in &breakers {
             let breaker = CircuitBreaker { inner };
             let name = breaker.name();
             let m = breaker.metrics();
@@ -178,6 +228,7 @@ impl Collector for BreakerCollector {
             fresh.buffered.collect(),
             fresh.max_buffered.collect(),
             fresh.slow.collect(),
+            vec![calls_family(&breakers)],
         ]
         .into_iter()
         .flatten()

@@ -28,6 +28,7 @@
 
 mod breaker;
 pub mod config;
+mod durations;
 mod engine;
 pub mod error;
 pub mod future;
