@@ -81,7 +81,8 @@ async fn health_turns_503_when_an_indicator_fails_and_back() {
 
     let (status, body) = get_json(&url("/nope")).await;
     assert_eq!(status, 404);
-    assert!(body["error"].as_str().unwrap().contains("nope"));
+    assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
+    assert_eq!(body["status"], 404);
 }
 
 #[tokio::test]

@@ -1224,6 +1224,30 @@ impl App {
         Ok(settings)
     }
 
+    /// `client`'s configuration, live, laid over the local settings and read by `read`.
+    async fn live_over_local<T, F>(
+        &self,
+        client: &msa_config::client::ConfigClient,
+        read: F,
+    ) -> Result<msa_config::client::LiveConfig<T>, Error>
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&Settings) -> Result<T, String> + Send + Sync + 'static,
+    {
+        let base = self.local()?.clone();
+        Ok(client
+            .live_with(move |server| {
+                let mut settings = base.clone();
+                settings.add_properties(
+                    Layer::Remote,
+                    server.origin(),
+                    server.properties().iter().cloned(),
+                );
+                read(&settings)
+            })
+            .await?)
+    }
+
     /// Keeps the clients' resilience stacks in step with the config server (and
     /// `POST /actuator/refresh`), when the app has clients and a config server.
     #[cfg(all(feature = "discovery", feature = "breaker"))]
@@ -1232,16 +1256,9 @@ impl App {
         else {
             return Ok(());
         };
-        let base = self.local()?.clone();
-        let live = client
-            .live_with(move |server| {
-                let mut settings = base.clone();
-                settings.add_properties(
-                    Layer::Remote,
-                    server.origin(),
-                    server.properties().iter().cloned(),
-                );
-                resilience_config(&settings).map_err(|e| e.to_string())
+        let live = self
+            .live_over_local(&client, |settings| {
+                resilience_config(settings).map_err(|e| e.to_string())
             })
             .await?;
         let hook = live.refresh_hook();
@@ -1291,15 +1308,8 @@ impl App {
                 client
             }
         };
-        let base = self.local()?.clone();
-        let live = client
-            .live_with(move |server| {
-                let mut settings = base.clone();
-                settings.add_properties(
-                    Layer::Remote,
-                    server.origin(),
-                    server.properties().iter().cloned(),
-                );
+        let live = self
+            .live_over_local(&client, |settings| {
                 settings.bind::<T>("").map_err(|e| e.to_string())
             })
             .await?;

@@ -191,7 +191,10 @@ impl<C, R> RetryPolicy<C, R> {
         }
         let wait = self.wait(self.retries + 1, asked)?;
         if !self.shared.budget.withdraw() {
-            tracing::warn!("retry budget exhausted: not retrying");
+            // Counted as `failed_without_retry` (or `failed_with_retry`) in
+            // `resilience4j_retry_calls_total`: a warning per call would flood the logs in
+            // the very outage the budget is for.
+            tracing::debug!("retry budget exhausted: not retrying");
             return None;
         }
         self.retries += 1;
