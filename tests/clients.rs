@@ -137,6 +137,7 @@ msa.loadbalancer.strategy: round-robin
     }
     assert_eq!(good_hits.load(Ordering::SeqCst), 20);
     let bad = bad_hits.load(Ordering::SeqCst);
+    println!("20 calls: 20 answered by the good instance, {bad} attempts at the bad one first");
     assert!(
         (1..=20).contains(&bad),
         "{bad} calls reached the bad instance"
@@ -149,6 +150,7 @@ msa.loadbalancer.strategy: round-robin
         assert_eq!(answer.status(), 503);
     }
     let attempts = flaky_hits.load(Ordering::SeqCst);
+    println!("100 calls of up to 5 attempts to a failing service: {attempts} attempts");
     assert!(
         (100..=112).contains(&attempts),
         "{attempts} attempts for 100 calls"
@@ -185,6 +187,9 @@ resilience4j:
     instances:
       gated: { max-attempts: 1 }
       sleepy: { max-attempts: 1 }
+  ratelimiter:
+    instances:
+      gated: { limit-for-period: 100, limit-refresh-period: 1s, timeout-duration: 0 }
 ";
     let app = app(dir.path(), yaml).discovery(StaticDiscovery::new([
         instance("gated", gated),
@@ -222,17 +227,17 @@ resilience4j:
     );
     assert_eq!(sleepy_hits.load(Ordering::SeqCst), 1);
 
-    // The service's scrape carries Micrometer's names and labels, and passes promtool.
+    // The service's scrape carries Micrometer's names and labels, and passes promtool
+    // (scraped twice, so that the first scrape is in the server's own series).
     let running = app.start().await.unwrap();
-    let scrape = reqwest::get(format!(
-        "http://{}/actuator/prometheus",
-        running.local_addr()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let prometheus = format!("http://{}/actuator/prometheus", running.local_addr());
+    reqwest::get(&prometheus).await.unwrap();
+    let scrape = reqwest::get(&prometheus)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     promtool::check(&scrape, |_| false);
     for (family, labels) in [
         (
@@ -303,6 +308,32 @@ resilience4j:
             "resilience4j_retry_calls_total",
             &[r#"kind="successful_without_retry""#, r#"name="gated""#],
         ),
+        (
+            "resilience4j_ratelimiter_available_permissions",
+            &[r#"name="gated""#],
+        ),
+        (
+            "resilience4j_ratelimiter_waiting_threads",
+            &[r#"name="gated""#],
+        ),
+        (
+            "resilience4j_circuitbreaker_slow_call_rate",
+            &[r#"name="gated""#],
+        ),
+        (
+            "resilience4j_circuitbreaker_slow_calls",
+            &[r#"kind="successful""#, r#"name="gated""#],
+        ),
+        (
+            "http_server_requests_seconds_bucket",
+            &[
+                r#"exception="none""#,
+                r#"method="GET""#,
+                r#"outcome="SUCCESS""#,
+                r#"status="200""#,
+                r#"uri="/actuator/prometheus""#,
+            ],
+        ),
     ] {
         let mut labels = labels.to_vec();
         labels.push(r#"application="clients-test""#);
@@ -351,6 +382,7 @@ async fn a_breaker_opened_by_config_follows_the_config_server_live() {
 
     // Five, from now on: the next failure opens it, and calls stop reaching payments.
     std::fs::write(repo.join("clients-test.yml"), breaker(5)).unwrap();
+    let edited = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match client.get("http://payments/pay").send().await {
@@ -364,6 +396,10 @@ async fn a_breaker_opened_by_config_follows_the_config_server_live() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    println!(
+        "the breaker opened under the new settings {:?} after the edit",
+        edited.elapsed()
+    );
     let reached = hits.load(Ordering::SeqCst);
     let error = client.get("http://payments/pay").send().await.unwrap_err();
     assert!(msa_breaker::middleware::is_circuit_open(&error));
