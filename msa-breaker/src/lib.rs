@@ -16,7 +16,6 @@
 //! The user guide's resilience chapter (`docs/resilience.md`) walks through each layer,
 //! stacking and configuration.
 
-mod backoff;
 mod box_errors;
 pub mod bulkhead;
 pub mod circuit_breaker;

@@ -54,3 +54,28 @@ impl Backoff {
         self.next = self.first;
     }
 }
+
+/// `base × multiplier^(step − 1)`, at most `max`: the wait before step `step` (1 for the
+/// first, which waits `base`) — Resilience4j's and Spring Retry's exponential backoff.
+///
+/// ```
+/// use std::time::Duration;
+/// use msa_core::backoff::exponential;
+///
+/// let base = Duration::from_millis(100);
+/// assert_eq!(exponential(base, 2.0, 1, Duration::from_secs(1)), base);
+/// assert_eq!(exponential(base, 2.0, 3, Duration::from_secs(1)), Duration::from_millis(400));
+/// assert_eq!(exponential(base, 2.0, 30, Duration::from_secs(1)), Duration::from_secs(1));
+/// ```
+pub fn exponential(base: Duration, multiplier: f64, step: u32, max: Duration) -> Duration {
+    if step <= 1 {
+        return base;
+    }
+    let factor = multiplier.powi(i32::try_from(step - 1).unwrap_or(i32::MAX));
+    let wait = base.as_secs_f64() * factor;
+    if wait.is_finite() && wait < max.as_secs_f64() {
+        Duration::from_secs_f64(wait)
+    } else {
+        max
+    }
+}

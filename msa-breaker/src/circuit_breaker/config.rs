@@ -204,7 +204,7 @@ impl CircuitBreakerConfig {
         if !self.enable_exponential_backoff {
             return self.wait_duration_in_open_state;
         }
-        crate::backoff::exponential(
+        msa_core::backoff::exponential(
             self.wait_duration_in_open_state,
             self.exponential_backoff_multiplier,
             openings,

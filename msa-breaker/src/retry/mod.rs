@@ -176,7 +176,7 @@ impl RetryConfig {
         if !self.enable_exponential_backoff {
             return self.wait_duration;
         }
-        crate::backoff::exponential(
+        msa_core::backoff::exponential(
             self.wait_duration,
             self.exponential_backoff_multiplier,
             retry,
