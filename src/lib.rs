@@ -49,6 +49,8 @@ pub use msa_config as config;
 pub use msa_discovery as discovery;
 #[cfg(feature = "gateway")]
 pub use msa_gateway as gateway;
+#[cfg(feature = "stream")]
+pub use msa_stream as stream;
 
 mod app;
 
@@ -62,6 +64,9 @@ pub mod guide {
     pub mod getting_started {}
     #[doc = include_str!("../docs/core.md")]
     pub mod core {}
+    #[cfg(feature = "stream")]
+    #[doc = include_str!("../docs/messaging.md")]
+    pub mod messaging {}
     #[cfg(all(feature = "breaker", feature = "discovery"))]
     #[doc = include_str!("../docs/clients.md")]
     pub mod clients {}

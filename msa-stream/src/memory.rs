@@ -90,6 +90,13 @@ impl MemoryBinder {
         MemoryBinder::default()
     }
 
+    /// The process's binder: every app in the process that uses it shares its
+    /// destinations (what `msa::App` binds to when no broker is configured).
+    pub fn shared() -> Self {
+        static SHARED: std::sync::OnceLock<MemoryBinder> = std::sync::OnceLock::new();
+        SHARED.get_or_init(MemoryBinder::new).clone()
+    }
+
     /// The dead letters of `destination` and `group`, oldest first.
     pub fn dead_letters(&self, destination: &str, group: Option<&str>) -> Vec<Envelope> {
         self.shared

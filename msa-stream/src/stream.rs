@@ -46,6 +46,9 @@ pub enum StreamError {
     /// The stream has shut down.
     #[error("the stream has shut down")]
     Closed,
+    /// The stream has not started yet (a [`StreamBridge`] used before its app started).
+    #[error("the stream has not started yet")]
+    NotStarted,
 }
 
 /// The longest failure reason put in a dead letter's headers.
@@ -154,8 +157,13 @@ fn extract_trace(headers: &Headers) -> opentelemetry::Context {
 impl StreamBuilder {
     /// A stream on `binder` with `settings`.
     pub fn new(binder: impl Binder, settings: StreamSettings) -> Self {
+        Self::on(Arc::new(binder), settings)
+    }
+
+    /// A stream on a binder shared with others.
+    pub fn on(binder: Arc<dyn Binder>, settings: StreamSettings) -> Self {
         StreamBuilder {
-            binder: Arc::new(binder),
+            binder,
             settings,
             inputs: Vec::new(),
         }
@@ -408,6 +416,53 @@ impl Stream {
         for task in tasks {
             let _ = task.await;
         }
+    }
+}
+
+/// A handle to send through a [`Stream`] that may not have started yet: made before the
+/// app starts (for its HTTP handlers), usable once the stream runs — Spring's
+/// `StreamBridge`. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct StreamBridge {
+    stream: Arc<std::sync::OnceLock<Stream>>,
+}
+
+impl StreamBridge {
+    /// A bridge to no stream yet.
+    pub fn new() -> Self {
+        StreamBridge::default()
+    }
+
+    /// Connects the bridge to `stream` (the first connection stays).
+    pub fn connect(&self, stream: Stream) {
+        let _ = self.stream.set(stream);
+    }
+
+    /// The stream, once connected.
+    pub fn stream(&self) -> Option<&Stream> {
+        self.stream.get()
+    }
+
+    /// [`Stream::send`]; [`StreamError::NotStarted`] before the stream runs.
+    pub async fn send<T: Serialize>(&self, binding: &str, payload: T) -> Result<(), StreamError> {
+        self.stream
+            .get()
+            .ok_or(StreamError::NotStarted)?
+            .send(binding, payload)
+            .await
+    }
+
+    /// [`Stream::send_message`]; [`StreamError::NotStarted`] before the stream runs.
+    pub async fn send_message<T: Serialize>(
+        &self,
+        binding: &str,
+        message: Message<T>,
+    ) -> Result<(), StreamError> {
+        self.stream
+            .get()
+            .ok_or(StreamError::NotStarted)?
+            .send_message(binding, message)
+            .await
     }
 }
 

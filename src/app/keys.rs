@@ -24,6 +24,8 @@ pub(crate) struct Msa {
     pub(crate) server: ServerKeys,
     pub(crate) management: ManagementKeys,
     pub(crate) security: SecurityKeys,
+    /// Read as msa-stream's `StreamSettings` (strictly too) when the app has a stream.
+    pub(crate) stream: Option<IgnoredAny>,
 }
 
 /// `msa.security`.
@@ -176,6 +178,10 @@ const IMPLEMENTED: &[&str] = &[
     "eureka.instance.lease-expiration-duration-in-seconds",
     "eureka.instance.metadata-map",
     "logging.level",
+    "spring.cloud.stream.bindings",
+    "spring.cloud.stream.instance-index",
+    "spring.cloud.stream.instance-count",
+    "spring.cloud.stream.default-binder",
     "spring.security.oauth2.resourceserver.jwt.issuer-uri",
     "spring.security.oauth2.resourceserver.jwt.jwk-set-uri",
     "spring.security.oauth2.resourceserver.jwt.audiences",

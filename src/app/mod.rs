@@ -7,6 +7,8 @@ mod client;
 #[cfg(feature = "discovery")]
 mod discovery;
 mod keys;
+#[cfg(feature = "stream")]
+mod stream;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +73,10 @@ pub enum Error {
     #[cfg(feature = "config")]
     #[error("config: {0}")]
     Config(#[from] msa_config::client::ClientError),
+    /// The stream could not bind its inputs.
+    #[cfg(feature = "stream")]
+    #[error("stream: {0}")]
+    Stream(#[from] msa_stream::stream::StreamError),
 }
 
 /// A service's `main()` in one expression, configured like a Spring Boot application.
@@ -145,6 +151,10 @@ pub struct App {
     /// What the app's clients share, once one has been made.
     #[cfg(feature = "discovery")]
     clients: OnceLock<client::Clients>,
+    #[cfg(feature = "stream")]
+    stream: Option<stream::Wiring>,
+    #[cfg(feature = "stream")]
+    bridge: msa_stream::stream::StreamBridge,
 }
 
 impl fmt::Debug for App {
@@ -219,6 +229,10 @@ impl App {
             breakers: None,
             #[cfg(feature = "discovery")]
             clients: OnceLock::new(),
+            #[cfg(feature = "stream")]
+            stream: None,
+            #[cfg(feature = "stream")]
+            bridge: msa_stream::stream::StreamBridge::new(),
         }
     }
 
@@ -519,6 +533,8 @@ impl App {
             self.router =
                 std::mem::take(&mut self.router).layer(msa_core::jwt::JwtLayer::new(verifier));
         }
+        #[cfg(feature = "stream")]
+        self.start_stream(&settings).await?;
         let availability = self.actuator.availability();
         let app = self
             .router

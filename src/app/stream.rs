@@ -1,0 +1,133 @@
+//! Messaging in an `App`: the stream's bindings from the settings, its binder, its health,
+//! and its place in the app's shutdown.
+
+use std::sync::Arc;
+
+use msa_core::actuator::{Actuator, Health};
+use msa_core::settings::Settings;
+use msa_stream::binder::Binder;
+use msa_stream::config::StreamSettings;
+use msa_stream::memory::MemoryBinder;
+use msa_stream::stream::{StreamBridge, StreamBuilder};
+
+use super::{App, Error};
+
+type Build = Box<dyn FnOnce(StreamBuilder) -> StreamBuilder + Send>;
+
+/// What `App::stream` was given.
+pub(crate) struct Wiring {
+    build: Build,
+    binder: Option<Arc<dyn Binder>>,
+}
+
+/// The stream's settings: `msa.stream.*` when set, else `spring.cloud.stream.*` (the same
+/// keys); a mistake names the file, line and key.
+fn stream_settings(settings: &Settings) -> Result<StreamSettings, Error> {
+    let prefix = if settings.keys("msa.stream").is_empty() && !settings.contains("msa.stream") {
+        "spring.cloud.stream"
+    } else {
+        "msa.stream"
+    };
+    let stream: StreamSettings = settings
+        .bind::<Option<StreamSettings>>(prefix)?
+        .unwrap_or_default();
+    stream.validate().map_err(|message| {
+        let key = format!("{prefix}.{}", message.split(':').next().unwrap_or_default());
+        Error::Settings(msa_core::settings::SettingsError {
+            origin: settings.origin(&key),
+            key,
+            message,
+        })
+    })?;
+    Ok(stream)
+}
+
+impl App {
+    /// Messaging: `build` registers the app's consumers and functions on a
+    /// [`StreamBuilder`]; their bindings come from `spring.cloud.stream.bindings` (or
+    /// `msa.stream.bindings`), Spring Cloud Stream's keys. The stream starts with the app,
+    /// its binder's health is the `binders` component of `/actuator/health`, and on
+    /// shutdown it stops fetching, finishes and acknowledges what it holds before the
+    /// listener drains. Without a broker binder ([`binder`](Self::binder)), the process's
+    /// in-memory binder: apps in one process share its destinations.
+    ///
+    /// ```no_run
+    /// use msa::stream::message::Message;
+    ///
+    /// # #[derive(serde::Deserialize)] struct OrderPlaced { id: u64 }
+    /// # async fn run() -> Result<(), msa::Error> {
+    /// msa::App::from_settings()
+    ///     .stream(|stream| {
+    ///         stream.consumer("billing", |order: Message<OrderPlaced>| async move {
+    ///             tracing::info!(id = order.payload.id, "billing");
+    ///             Ok::<_, String>(())
+    ///         })
+    ///     })
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn stream(
+        mut self,
+        build: impl FnOnce(StreamBuilder) -> StreamBuilder + Send + 'static,
+    ) -> Self {
+        let binder = self.stream.take().and_then(|w| w.binder);
+        self.stream = Some(Wiring {
+            build: Box::new(build),
+            binder,
+        });
+        self
+    }
+
+    /// The binder the app's stream uses (a broker's), instead of the in-memory one.
+    pub fn binder(mut self, binder: impl Binder) -> Self {
+        let wiring = self.stream.take().unwrap_or_else(|| Wiring {
+            build: Box::new(|stream| stream),
+            binder: None,
+        });
+        self.stream = Some(Wiring {
+            binder: Some(Arc::new(binder)),
+            ..wiring
+        });
+        self
+    }
+
+    /// A handle for sending through the app's stream from handlers made before it starts
+    /// (Spring's `StreamBridge`): `bridge.send("orders", event).await`.
+    pub fn stream_bridge(&self) -> StreamBridge {
+        self.bridge.clone()
+    }
+
+    /// Starts the stream, when the app has one.
+    pub(super) async fn start_stream(&mut self, settings: &Settings) -> Result<(), Error> {
+        let Some(wiring) = self.stream.take() else {
+            return Ok(());
+        };
+        let binder = wiring
+            .binder
+            .unwrap_or_else(|| Arc::new(MemoryBinder::shared()));
+        let stream = (wiring.build)(StreamBuilder::on(
+            binder.clone(),
+            stream_settings(settings)?,
+        ))
+        .start()
+        .await?;
+        self.bridge.connect(stream.clone());
+        let checked = binder.clone();
+        self.actuator = std::mem::replace(&mut self.actuator, Actuator::new(""))
+            .health_indicator_in("binders", &[], move || {
+                let binder = checked.clone();
+                async move {
+                    let health = match binder.check().await {
+                        Ok(()) => Health::up(),
+                        Err(error) => Health::down().with_detail("error", error.to_string()),
+                    };
+                    health.with_detail("binder", binder.name().to_owned())
+                }
+            });
+        self.shutdown.before_drain("stream", move || async move {
+            stream.shutdown().await;
+        });
+        Ok(())
+    }
+}
