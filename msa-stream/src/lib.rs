@@ -5,7 +5,7 @@
 //! Stream's, in Rust terms:
 //!
 //! - a [`Binder`](binder::Binder) connects the app to one broker; [`MemoryBinder`](memory::MemoryBinder)
-//!   is the in-process default;
+//!   is the in-process default, `NatsBinder` (feature `nats`) binds to NATS JetStream;
 //! - bindings come from the settings ([`StreamSettings`](config::StreamSettings):
 //!   destination, group, content type, retries, partitions), named as Spring names them
 //!   (`<fn>-in-0`, `<fn>-out-0`);
@@ -56,4 +56,6 @@ pub mod config;
 pub mod memory;
 pub mod message;
 mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod stream;

@@ -749,7 +749,8 @@ fn push_health(
         let every = registration.renewal_interval();
         let mut reported = InstanceStatus::Up;
         let mut flags = (true, true);
-        let mut next = tokio::time::Instant::now() + every;
+        // The first evaluation is at once: an app that starts unhealthy says so.
+        let mut next = tokio::time::Instant::now();
         let mut quick = tokio::time::interval(Duration::from_millis(250));
         quick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopping = stop.triggered();

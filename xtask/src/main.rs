@@ -42,6 +42,11 @@ const PEERS: &[Peer] = &[
         package: "prometheus",
         used_by: "msa-gateway's metrics tests check the scrape with it",
     },
+    Peer {
+        program: "nats-server",
+        package: "nats-server",
+        used_by: "msa-stream's NATS JetStream binder is tested against it",
+    },
 ];
 
 fn main() -> ExitCode {

@@ -1,0 +1,356 @@
+//! The NATS JetStream binder (feature `nats`), through `async-nats`.
+//!
+//! - a destination is a stream of the same name holding the subjects `<destination>.>`;
+//!   messages go to `<destination>.p.<partition>` (partition 0 when unpartitioned);
+//! - a group is a durable pull consumer named after it (one per owned partition when the
+//!   input is partitioned: `<group>-p<n>`), starting with the messages sent after it was
+//!   made; no group is an ephemeral consumer;
+//! - acknowledgement is explicit; `redeliver` is a negative acknowledgement with a delay; a
+//!   message left unsettled is delivered again after the consumer's ack wait;
+//! - dead letters go to `<destination>.dlq.<group>` in the same stream;
+//! - the key travels in the `msa-key` header, the partition in `scst_partition`.
+//!
+//! Destination and group names are letters, digits, `-` and `_`: they become stream,
+//! subject and consumer names.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures_util::StreamExt as _;
+
+use crate::binder::{
+    Binder, BinderError, Consumer, ConsumerOptions, Delivery, Producer, ProducerOptions, Settle,
+    partition_of,
+};
+use crate::message::{Envelope, Headers, PARTITION};
+
+/// The header carrying a message's key.
+pub const KEY_HEADER: &str = "msa-key";
+
+/// A connection to a NATS server with JetStream.
+#[derive(Clone, Debug)]
+pub struct NatsBinder {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    ack_wait: Duration,
+}
+
+fn broker(reason: impl std::fmt::Display) -> BinderError {
+    BinderError::Broker {
+        binder: "nats".into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `name` as a stream, subject or consumer name: letters, digits, `-`, `_`, at most 64.
+fn checked(kind: &str, name: &str) -> Result<(), BinderError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(BinderError::Invalid(format!(
+            "{kind} {name:?}: NATS names are 1 to 64 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+impl NatsBinder {
+    /// Connects to the server at `url` (`nats://127.0.0.1:4222`).
+    pub async fn connect(url: &str) -> Result<Self, BinderError> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| broker(format!("{}: {e}", msa_core::secrets::mask_url(url))))?;
+        Ok(NatsBinder {
+            jetstream: jetstream::new(client.clone()),
+            client,
+            ack_wait: Duration::from_secs(30),
+        })
+    }
+
+    /// How long a delivered message may stay unsettled before the server delivers it
+    /// again (to any member of the group): 30 s.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    async fn stream(&self, destination: &str) -> Result<stream::Stream, BinderError> {
+        checked("destination", destination)?;
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name: destination.to_owned(),
+                subjects: vec![format!("{destination}.>")],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(broker)
+    }
+
+    /// The dead letters of `destination` and `group` stored so far, oldest first (for
+    /// operators and tests; a consumer of `<destination>.dlq.<group>` sees them too).
+    pub async fn dead_letters(
+        &self,
+        destination: &str,
+        group: Option<&str>,
+    ) -> Result<Vec<Envelope>, BinderError> {
+        let stream = self.stream(destination).await?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: dead_letter_subject(destination, group),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(broker)?;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(10_000)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(broker)?;
+        let mut out = Vec::new();
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(broker)?;
+            out.push(envelope_of(&message));
+        }
+        Ok(out)
+    }
+}
+
+fn dead_letter_subject(destination: &str, group: Option<&str>) -> String {
+    format!("{destination}.dlq.{}", group.unwrap_or("anonymous"))
+}
+
+fn headers_of(envelope: &Envelope) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in &envelope.headers {
+        headers.insert(name.as_str(), value.as_str());
+    }
+    if let Some(key) = &envelope.key {
+        headers.insert(KEY_HEADER, key.as_str());
+    }
+    if let Some(partition) = envelope.partition {
+        headers.insert(PARTITION, partition.to_string().as_str());
+    }
+    headers
+}
+
+fn envelope_of(message: &async_nats::Message) -> Envelope {
+    let mut headers = Headers::new();
+    let mut key = None;
+    let mut partition = None;
+    if let Some(map) = &message.headers {
+        for (name, values) in map.iter() {
+            let Some(value) = values.first() else {
+                continue;
+            };
+            match name.as_ref() {
+                KEY_HEADER => key = Some(value.as_str().to_owned()),
+                PARTITION => partition = value.as_str().parse().ok(),
+                other => {
+                    headers.insert(other.to_owned(), value.as_str().to_owned());
+                }
+            }
+        }
+    }
+    Envelope {
+        payload: message.payload.clone(),
+        headers,
+        key,
+        partition,
+    }
+}
+
+struct NatsProducer {
+    jetstream: jetstream::Context,
+    destination: String,
+    partitions: u32,
+}
+
+#[async_trait::async_trait]
+impl Producer for NatsProducer {
+    async fn send(&self, mut envelope: Envelope) -> Result<(), BinderError> {
+        let partition = match (envelope.partition, &envelope.key) {
+            (Some(p), _) => p,
+            (None, Some(key)) if self.partitions > 1 => partition_of(key, self.partitions),
+            _ => 0,
+        };
+        envelope.partition = Some(partition);
+        let subject = format!("{}.p.{partition}", self.destination);
+        let headers = headers_of(&envelope);
+        self.jetstream
+            .publish_with_headers(subject, headers, envelope.payload)
+            .await
+            .map_err(broker)?
+            .await
+            .map_err(broker)?;
+        Ok(())
+    }
+}
+
+type Messages = futures_util::stream::SelectAll<consumer::pull::Stream>;
+
+struct NatsConsumer {
+    messages: Messages,
+    closed: bool,
+}
+
+#[async_trait::async_trait]
+impl Consumer for NatsConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            if self.closed {
+                return None;
+            }
+            match self.messages.next().await? {
+                Ok(message) => {
+                    let redelivered = message
+                        .info()
+                        .map_or(0, |info| u32::try_from(info.delivered - 1).unwrap_or(0));
+                    let envelope = envelope_of(&message);
+                    return Some(Delivery::new(
+                        envelope,
+                        redelivered,
+                        Box::new(NatsSettle(Some(message))),
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "NATS consumer error; fetching again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        self.closed = true;
+    }
+}
+
+struct NatsSettle(Option<jetstream::Message>);
+
+#[async_trait::async_trait]
+impl Settle for NatsSettle {
+    async fn ack(mut self: Box<Self>) -> Result<(), BinderError> {
+        match self.0.take() {
+            Some(message) => message.double_ack().await.map_err(broker),
+            None => Ok(()),
+        }
+    }
+
+    async fn redeliver(mut self: Box<Self>, delay: Duration) -> Result<(), BinderError> {
+        match self.0.take() {
+            Some(message) => message
+                .ack_with(AckKind::Nak(Some(delay)))
+                .await
+                .map_err(broker),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Binder for NatsBinder {
+    fn name(&self) -> &str {
+        "nats"
+    }
+
+    async fn producer(
+        &self,
+        destination: &str,
+        options: &ProducerOptions,
+    ) -> Result<Box<dyn Producer>, BinderError> {
+        self.stream(destination).await?;
+        Ok(Box::new(NatsProducer {
+            jetstream: self.jetstream.clone(),
+            destination: destination.to_owned(),
+            partitions: options.partition_count.unwrap_or(1).max(1),
+        }))
+    }
+
+    async fn consumer(
+        &self,
+        destination: &str,
+        group: Option<&str>,
+        options: &ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>, BinderError> {
+        let stream = self.stream(destination).await?;
+        if let Some(group) = group {
+            checked("group", group)?;
+        }
+        let owned: Vec<Option<u32>> = if options.partitioned {
+            (0..options.partition_count.max(1))
+                .filter(|p| p % options.instance_count.max(1) == options.instance_index)
+                .map(Some)
+                .collect()
+        } else {
+            vec![None]
+        };
+        let mut messages = futures_util::stream::SelectAll::new();
+        for partition in owned {
+            let (filter, durable) = match partition {
+                Some(p) => (
+                    format!("{destination}.p.{p}"),
+                    group.map(|g| format!("{g}-p{p}")),
+                ),
+                None => (format!("{destination}.p.>"), group.map(str::to_owned)),
+            };
+            let config = consumer::pull::Config {
+                durable_name: durable.clone(),
+                filter_subject: filter,
+                deliver_policy: consumer::DeliverPolicy::New,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_ack_pending: i64::from(options.prefetch.max(1)),
+                inactive_threshold: if durable.is_none() {
+                    Duration::from_secs(30)
+                } else {
+                    Duration::ZERO
+                },
+                ..Default::default()
+            };
+            let consumer: consumer::PullConsumer = match &durable {
+                Some(name) => stream.get_or_create_consumer(name, config).await,
+                None => stream.create_consumer(config).await,
+            }
+            .map_err(broker)?;
+            messages.push(consumer.messages().await.map_err(broker)?);
+        }
+        Ok(Box::new(NatsConsumer {
+            messages,
+            closed: false,
+        }))
+    }
+
+    async fn dead_letter(
+        &self,
+        destination: &str,
+        group: Option<&str>,
+        envelope: Envelope,
+    ) -> Result<(), BinderError> {
+        let subject = dead_letter_subject(destination, group);
+        let headers = headers_of(&envelope);
+        self.jetstream
+            .publish_with_headers(subject, headers, envelope.payload)
+            .await
+            .map_err(broker)?
+            .await
+            .map_err(broker)?;
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BinderError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(broker(format!("connection {state:?}"))),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The NATS JetStream binder against a real `nats-server` (Debian's, started here on a free
+//! port with a throwaway store): groups and competing instances, retries then the dead
+//! letter, an unsettled message delivered again to the group's other member, and no
+//! acknowledged message lost when the server is killed and restarted.
+
+#![cfg(feature = "nats")]
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msa_stream::binder::{Binder, ConsumerOptions, ProducerOptions};
+use msa_stream::config::StreamSettings;
+use msa_stream::message::{EXCEPTION_MESSAGE, Envelope, Message};
+use msa_stream::nats::NatsBinder;
+use msa_stream::stream::{Stream, StreamBuilder};
+use serde_json::json;
+
+/// A `nats-server` with JetStream, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(store: &Path, port: u16) -> Server {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian's nats-server package; `cargo xtask test` installs it)");
+        Server { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn binder(&self) -> NatsBinder {
+        for _ in 0..200 {
+            if let Ok(binder) = NatsBinder::connect(&self.url()).await {
+                // JetStream answers once the server has read its store.
+                if binder
+                    .producer("ready", &ProducerOptions::default())
+                    .await
+                    .is_ok()
+                {
+                    return binder;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nats-server never answered on {}", self.url());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn settings(value: serde_json::Value) -> StreamSettings {
+    serde_json::from_value(value).unwrap()
+}
+
+type Seen = Arc<Mutex<Vec<(String, u32)>>>;
+
+async fn instance(binder: &NatsBinder, group: &str, who: &str, seen: &Seen) -> Stream {
+    let (who, seen) = (who.to_owned(), seen.clone());
+    StreamBuilder::new(
+        binder.clone(),
+        settings(json!({ "bindings": { "in-in-0": { "destination": "events", "group": group } } })),
+    )
+    .consumer("in", move |message: Message<u32>| {
+        let (who, seen) = (who.clone(), seen.clone());
+        async move {
+            seen.lock().unwrap().push((who, message.payload));
+            Ok::<_, String>(())
+        }
+    })
+    .start()
+    .await
+    .unwrap()
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_share_retry_dead_letter_redeliver_and_survive_a_restart() {
+    let store = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::start(store.path(), port);
+    let binder = server.binder().await;
+
+    // Every group gets each message once; a group's two instances share them.
+    let seen: Seen = Arc::default();
+    let a = instance(&binder, "billing", "billing-a", &seen).await;
+    let b = instance(&binder, "billing", "billing-b", &seen).await;
+    let audit = instance(&binder, "audit", "audit", &seen).await;
+    let producer = StreamBuilder::new(binder.clone(), StreamSettings::default())
+        .start()
+        .await
+        .unwrap();
+    for n in 0..100u32 {
+        producer.send("events", n).await.unwrap();
+    }
+    until("200 handled", || seen.lock().unwrap().len() == 200).await;
+    {
+        let seen = seen.lock().unwrap();
+        let audit: BTreeSet<u32> = seen
+            .iter()
+            .filter(|(w, _)| w == "audit")
+            .map(|(_, n)| *n)
+            .collect();
+        let billing: Vec<u32> = seen
+            .iter()
+            .filter(|(w, _)| w.starts_with("billing"))
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(audit.len(), 100);
+        assert_eq!(billing.len(), 100);
+        assert_eq!(
+            billing.iter().collect::<BTreeSet<_>>().len(),
+            100,
+            "none twice"
+        );
+    }
+    for stream in [a, b, audit] {
+        stream.shutdown().await;
+    }
+
+    // A failing handler: retried, then dead-lettered with the reason.
+    let attempts = Arc::new(Mutex::new(0));
+    let counted = attempts.clone();
+    let failing = StreamBuilder::new(
+        binder.clone(),
+        settings(
+            json!({ "bindings": { "pay-in-0": { "destination": "payments", "group": "g",
+            "consumer": { "max-attempts": 3, "back-off-initial-interval": "10ms" } } } }),
+        ),
+    )
+    .consumer("pay", move |_: Message<u32>| {
+        let counted = counted.clone();
+        async move {
+            *counted.lock().unwrap() += 1;
+            Err::<(), _>("card declined")
+        }
+    })
+    .start()
+    .await
+    .unwrap();
+    producer.send("payments", 7u32).await.unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..200 {
+        dead = binder.dead_letters("payments", Some("g")).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].headers[EXCEPTION_MESSAGE], "card declined");
+    assert_eq!(&dead[0].payload[..], b"7");
+    assert_eq!(*attempts.lock().unwrap(), 3);
+    failing.shutdown().await;
+
+    // A message one member of the group never settles goes to the other after the ack
+    // wait.
+    let short = binder.clone().ack_wait(Duration::from_secs(1));
+    let options = ConsumerOptions::default();
+    let mut dying = short
+        .consumer("handoff", Some("g"), &options)
+        .await
+        .unwrap();
+    short
+        .producer("handoff", &ProducerOptions::default())
+        .await
+        .unwrap()
+        .send(Envelope::new("1"))
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), dying.next())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(held);
+    drop(dying);
+    let mut other = short
+        .consumer("handoff", Some("g"), &options)
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), other.next())
+        .await
+        .expect("delivered again after the ack wait")
+        .unwrap();
+    assert_eq!(&again.envelope.payload[..], b"1");
+    assert!(again.redelivered >= 1);
+    again.ack().await.unwrap();
+    drop(other);
+
+    // Acknowledged by the server (file storage), nothing is lost when it is killed: a
+    // group made before the kill receives all of it after the restart.
+    let durable = binder
+        .consumer("kept", Some("g"), &ConsumerOptions::default())
+        .await
+        .unwrap();
+    for n in 0..50u32 {
+        producer.send("kept", n).await.unwrap();
+    }
+    producer.shutdown().await;
+    drop(durable);
+    drop(binder);
+    drop(short);
+    drop(server);
+    let server = Server::start(store.path(), port);
+    let binder = server.binder().await;
+    let mut durable = binder
+        .consumer("kept", Some("g"), &ConsumerOptions::default())
+        .await
+        .unwrap();
+    let mut got = BTreeSet::new();
+    while got.len() < 50 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), durable.next())
+            .await
+            .expect("every message after the restart")
+            .unwrap();
+        got.insert(String::from_utf8(delivery.envelope.payload.to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(got.len(), 50);
+}
