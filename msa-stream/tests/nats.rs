@@ -1,9 +1,11 @@
 //! The NATS JetStream binder against a real `nats-server` (Debian's, started here on a free
-//! port with a throwaway store): groups and competing instances, retries then the dead
+//! port with a throwaway store): the conformance suite (`suite/`), retries then the dead
 //! letter, an unsettled message delivered again to the group's other member, and no
 //! acknowledged message lost when the server is killed and restarted.
 
 #![cfg(feature = "nats")]
+
+mod suite;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -251,4 +253,38 @@ async fn groups_share_retry_dead_letter_redeliver_and_survive_a_restart() {
         delivery.ack().await.unwrap();
     }
     assert_eq!(got.len(), 50);
+}
+
+/// A server on a free port with a throwaway store, and a binder connected to it.
+async fn fresh() -> (tempfile::TempDir, Server, NatsBinder) {
+    let store = tempfile::tempdir().unwrap();
+    let server = Server::start(store.path(), free_port());
+    let binder = server.binder().await;
+    (store, server, binder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_every_group_gets_each_message_once_and_a_groups_instances_share_them() {
+    let (_store, _server, binder) = fresh().await;
+    suite::every_group_gets_each_message_once_and_a_groups_instances_share_them(&binder).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_messages_of_one_key_stay_in_order_across_partitioned_instances() {
+    let (_store, _server, binder) = fresh().await;
+    suite::messages_of_one_key_stay_in_order_across_partitioned_instances(&binder).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_a_payload_that_does_not_decode_is_dead_lettered_and_does_not_block_the_rest() {
+    let (_store, _server, binder) = fresh().await;
+    let reader = binder.clone();
+    suite::a_payload_that_does_not_decode_is_dead_lettered_and_does_not_block_the_rest(
+        &binder,
+        || {
+            let reader = reader.clone();
+            async move { reader.dead_letters("events", Some("g")).await.unwrap() }
+        },
+    )
+    .await;
 }

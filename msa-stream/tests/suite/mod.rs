@@ -1,0 +1,217 @@
+//! The conformance suite every binder runs: `tests/conformance.rs` runs it on the
+//! in-process binder, `tests/nats.rs` on a real nats-server.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msa_stream::binder::{Binder, ProducerOptions};
+use msa_stream::config::StreamSettings;
+use msa_stream::message::{EXCEPTION_KIND, EXCEPTION_MESSAGE, Envelope, Message};
+use msa_stream::stream::{Stream, StreamBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub key: String,
+    pub seq: u32,
+}
+
+pub type Seen = Arc<Mutex<Vec<(String, Event)>>>;
+
+pub fn settings(value: serde_json::Value) -> StreamSettings {
+    serde_json::from_value(value).unwrap()
+}
+
+/// An instance called `who` consuming `in` into `seen`.
+pub async fn instance<B: Binder + Clone>(
+    binder: &B,
+    settings: StreamSettings,
+    who: &str,
+    seen: &Seen,
+) -> Stream {
+    let (who, seen) = (who.to_owned(), seen.clone());
+    StreamBuilder::new(binder.clone(), settings)
+        .consumer("in", move |message: Message<Event>| {
+            let (who, seen) = (who.clone(), seen.clone());
+            async move {
+                seen.lock().unwrap().push((who, message.payload));
+                Ok::<_, String>(())
+            }
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never: {what}");
+}
+
+pub async fn send_events(stream: &Stream, binding: &str, keys: u32, per_key: u32) {
+    for seq in 0..per_key {
+        for k in 0..keys {
+            let key = format!("k{k}");
+            let event = Event {
+                key: key.clone(),
+                seq,
+            };
+            stream
+                .send_message(binding, Message::new(event).with_key(key))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+pub async fn every_group_gets_each_message_once_and_a_groups_instances_share_them<
+    B: Binder + Clone,
+>(
+    binder: &B,
+) {
+    let seen: Seen = Arc::default();
+    let group = |g: &str| {
+        settings(json!({ "bindings": { "in-in-0": { "destination": "events", "group": g } } }))
+    };
+    let billing_a = instance(binder, group("billing"), "billing-a", &seen).await;
+    let billing_b = instance(binder, group("billing"), "billing-b", &seen).await;
+    let audit = instance(binder, group("audit"), "audit", &seen).await;
+    let producer = StreamBuilder::new(binder.clone(), StreamSettings::default())
+        .start()
+        .await
+        .unwrap();
+    send_events(&producer, "events", 10, 10).await;
+    until("200 handled", || seen.lock().unwrap().len() == 200).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 200, "no message twice");
+    let audit_got: BTreeSet<_> = seen
+        .iter()
+        .filter(|(who, _)| who == "audit")
+        .map(|(_, e)| (e.key.clone(), e.seq))
+        .collect();
+    assert_eq!(
+        audit_got.len(),
+        100,
+        "the audit group got every message once"
+    );
+    let billing: Vec<_> = seen
+        .iter()
+        .filter(|(who, _)| who.starts_with("billing"))
+        .collect();
+    let billing_set: BTreeSet<_> = billing
+        .iter()
+        .map(|(_, e)| (e.key.clone(), e.seq))
+        .collect();
+    assert_eq!(
+        (billing.len(), billing_set.len()),
+        (100, 100),
+        "billing got each once"
+    );
+    let a = billing.iter().filter(|(who, _)| who == "billing-a").count();
+    assert!(a > 0 && a < 100, "both billing instances took a share: {a}");
+    for stream in [billing_a, billing_b, audit, producer] {
+        stream.shutdown().await;
+    }
+}
+
+pub async fn messages_of_one_key_stay_in_order_across_partitioned_instances<B: Binder + Clone>(
+    binder: &B,
+) {
+    let seen: Seen = Arc::default();
+    let consumer = |index: u32| {
+        settings(json!({ "bindings": { "in-in-0": {
+            "destination": "events", "group": "g",
+            "consumer": { "partitioned": true, "instance-index": index, "instance-count": 2,
+                          "partition-count": 4, "concurrency": 3 }
+        } } }))
+    };
+    let a = instance(binder, consumer(0), "a", &seen).await;
+    let b = instance(binder, consumer(1), "b", &seen).await;
+    let producer = StreamBuilder::new(
+        binder.clone(),
+        settings(json!({ "bindings": { "out": { "destination": "events", "producer": { "partition-count": 4 } } } })),
+    )
+    .start()
+    .await
+    .unwrap();
+    send_events(&producer, "out", 12, 25).await;
+    until("300 handled", || seen.lock().unwrap().len() == 300).await;
+    let seen = seen.lock().unwrap().clone();
+    let mut by_key: BTreeMap<String, (BTreeSet<String>, Vec<u32>)> = BTreeMap::new();
+    for (who, event) in seen {
+        let entry = by_key.entry(event.key).or_default();
+        entry.0.insert(who);
+        entry.1.push(event.seq);
+    }
+    let mut instances = BTreeSet::new();
+    for (key, (who, seqs)) in by_key {
+        assert_eq!(who.len(), 1, "{key} went to one instance: {who:?}");
+        assert_eq!(seqs, (0..25).collect::<Vec<_>>(), "{key} in order");
+        instances.extend(who);
+    }
+    assert_eq!(instances.len(), 2, "both instances own partitions");
+    for stream in [a, b, producer] {
+        stream.shutdown().await;
+    }
+}
+
+pub async fn a_payload_that_does_not_decode_is_dead_lettered_and_does_not_block_the_rest<
+    B,
+    F,
+    Fut,
+>(
+    binder: &B,
+    dead_letters: F,
+) where
+    B: Binder + Clone,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<Envelope>>,
+{
+    let seen: Seen = Arc::default();
+    let stream = instance(
+        binder,
+        settings(json!({ "bindings": { "in-in-0": { "destination": "events", "group": "g" } } })),
+        "a",
+        &seen,
+    )
+    .await;
+    let producer = binder
+        .producer("events", &ProducerOptions::default())
+        .await
+        .unwrap();
+    producer.send(Envelope::new("{not json")).await.unwrap();
+    let mut odd = Envelope::new("<event/>");
+    odd.headers
+        .insert("contentType".into(), "application/xml".into());
+    producer.send(odd).await.unwrap();
+    let good = serde_json::to_vec(&Event {
+        key: "k".into(),
+        seq: 1,
+    })
+    .unwrap();
+    producer.send(Envelope::new(good)).await.unwrap();
+    until("the good one handled", || seen.lock().unwrap().len() == 1).await;
+    let mut dead = Vec::new();
+    for _ in 0..400 {
+        dead = dead_letters().await;
+        if dead.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dead.len(), 2, "two dead letters");
+    assert!(dead.iter().all(|d| d.headers[EXCEPTION_KIND] == "decode"));
+    assert!(dead[0].headers[EXCEPTION_MESSAGE].contains("does not decode"));
+    assert!(dead[1].headers[EXCEPTION_MESSAGE].contains("application/xml"));
+    stream.shutdown().await;
+}
