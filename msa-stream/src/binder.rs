@@ -180,6 +180,16 @@ pub fn partition_of(key: &str, count: u32) -> u32 {
     hash % count.max(1)
 }
 
+/// The partition `envelope` goes to among `partitions`: the one it names, else its key's,
+/// else 0.
+pub fn partition_for(envelope: &crate::message::Envelope, partitions: u32) -> u32 {
+    match (envelope.partition, &envelope.key) {
+        (Some(partition), _) => partition,
+        (None, Some(key)) if partitions > 1 => partition_of(key, partitions),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::binder::{
     Binder, BinderError, Consumer, ConsumerOptions, Delivery, Producer, ProducerOptions, Settle,
-    partition_of,
+    partition_for,
 };
 use crate::message::Envelope;
 
@@ -135,11 +135,7 @@ impl Producer for MemoryProducer {
         let mut state = self.shared.lock();
         let topic = state.topics.entry(self.destination.clone()).or_default();
         topic.partitions = topic.partitions.max(self.partitions).max(1);
-        let partition = match (envelope.partition, &envelope.key) {
-            (Some(p), _) => p,
-            (None, Some(key)) if self.partitions > 1 => partition_of(key, self.partitions),
-            _ => 0,
-        };
+        let partition = partition_for(&envelope, self.partitions);
         let count = topic.partitions as usize;
         for (name, group) in &mut topic.groups {
             if group.partitions.len() < count {

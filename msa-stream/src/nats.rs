@@ -20,7 +20,7 @@ use futures_util::StreamExt as _;
 
 use crate::binder::{
     Binder, BinderError, Consumer, ConsumerOptions, Delivery, Producer, ProducerOptions, Settle,
-    partition_of,
+    partition_for,
 };
 use crate::message::{Envelope, Headers, PARTITION};
 
@@ -129,6 +129,22 @@ fn dead_letter_subject(destination: &str, group: Option<&str>) -> String {
     format!("{destination}.dlq.{}", group.unwrap_or("anonymous"))
 }
 
+/// Publishes `envelope` to `subject` and waits for the server's acknowledgement (stored).
+async fn publish(
+    jetstream: &jetstream::Context,
+    subject: String,
+    envelope: Envelope,
+) -> Result<(), BinderError> {
+    let headers = headers_of(&envelope);
+    jetstream
+        .publish_with_headers(subject, headers, envelope.payload)
+        .await
+        .map_err(broker)?
+        .await
+        .map_err(broker)?;
+    Ok(())
+}
+
 fn headers_of(envelope: &Envelope) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in &envelope.headers {
@@ -178,21 +194,10 @@ struct NatsProducer {
 #[async_trait::async_trait]
 impl Producer for NatsProducer {
     async fn send(&self, mut envelope: Envelope) -> Result<(), BinderError> {
-        let partition = match (envelope.partition, &envelope.key) {
-            (Some(p), _) => p,
-            (None, Some(key)) if self.partitions > 1 => partition_of(key, self.partitions),
-            _ => 0,
-        };
+        let partition = partition_for(&envelope, self.partitions);
         envelope.partition = Some(partition);
         let subject = format!("{}.p.{partition}", self.destination);
-        let headers = headers_of(&envelope);
-        self.jetstream
-            .publish_with_headers(subject, headers, envelope.payload)
-            .await
-            .map_err(broker)?
-            .await
-            .map_err(broker)?;
-        Ok(())
+        publish(&self.jetstream, subject, envelope).await
     }
 }
 
@@ -336,15 +341,12 @@ impl Binder for NatsBinder {
         group: Option<&str>,
         envelope: Envelope,
     ) -> Result<(), BinderError> {
-        let subject = dead_letter_subject(destination, group);
-        let headers = headers_of(&envelope);
-        self.jetstream
-            .publish_with_headers(subject, headers, envelope.payload)
-            .await
-            .map_err(broker)?
-            .await
-            .map_err(broker)?;
-        Ok(())
+        publish(
+            &self.jetstream,
+            dead_letter_subject(destination, group),
+            envelope,
+        )
+        .await
     }
 
     async fn check(&self) -> Result<(), BinderError> {
