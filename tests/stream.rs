@@ -130,3 +130,80 @@ async fn a_binding_that_does_not_read_fails_the_start_naming_the_key() {
         assert!(error.contains("application.yml"), "{error}");
     }
 }
+
+#[cfg(feature = "nats")]
+#[path = "support/nats.rs"]
+mod nats_server;
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binder_comes_from_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let server = nats_server::Server::start(store.path(), nats_server::free_port());
+    drop(server.binder().await); // the server answers
+    let binders = format!(
+        "spring.cloud.stream:\n  default-binder: broker\n  binders:\n    broker:\n      type: nats\n      url: {}\n",
+        server.url()
+    );
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let recorded = seen.clone();
+    let billing = app(
+        dir.path(),
+        "billing-nats",
+        &format!("{binders}  bindings:\n    charge-in-0:\n      destination: nats-orders\n      group: billing\n"),
+    )
+    .stream(move |stream| {
+        stream.consumer("charge", move |order: Message<OrderPlaced>| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().unwrap().push(order.payload.id);
+                Ok::<_, String>(())
+            }
+        })
+    })
+    .start()
+    .await
+    .unwrap();
+    let orders = app(
+        dir.path(),
+        "orders-nats",
+        &format!("{binders}  bindings:\n    placed:\n      destination: nats-orders\n"),
+    )
+    .stream(|stream| stream);
+    let bridge = orders.stream_bridge();
+    let orders = orders.start().await.unwrap();
+    bridge.send("placed", OrderPlaced { id: 7 }).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never consumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*seen.lock().unwrap(), [7]);
+    let health: Value = reqwest::get(format!("http://{}/actuator/health", billing.local_addr()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["components"]["binders"]["details"]["binder"], "nats");
+    orders.shutdown().await.unwrap();
+    billing.shutdown().await.unwrap();
+
+    // A binder msa does not have, or a broker that does not answer, fails the start.
+    for yaml in [
+        "spring.cloud.stream.default-binder: kafka\n".to_owned(),
+        format!(
+            "spring.cloud.stream:\n  default-binder: nats\n  binders:\n    nats:\n      url: nats://127.0.0.1:{}\n",
+            nats_server::free_port()
+        ),
+    ] {
+        let error = app(dir.path(), "unbound", &yaml)
+            .stream(|stream| stream)
+            .start()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("default-binder"), "{error}");
+    }
+}

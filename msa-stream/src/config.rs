@@ -28,8 +28,51 @@ pub struct StreamSettings {
     pub instance_index: Option<u32>,
     /// How many instances the app runs (`instance-count`).
     pub instance_count: Option<u32>,
-    /// The binder used by bindings that name none.
+    /// The binder used by bindings that name none (a name under `binders`, or a type:
+    /// `memory`, `nats`).
     pub default_binder: Option<String>,
+    /// Binders by name: their type and where their broker is.
+    pub binders: BTreeMap<String, BinderSettings>,
+}
+
+/// One binder (Spring's `binders.<name>.type`; msa takes the broker's address as `url`
+/// instead of Spring's `environment` block).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BinderSettings {
+    /// `memory` or `nats`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The broker's address (`nats://127.0.0.1:4222`).
+    pub url: Option<String>,
+}
+
+impl StreamSettings {
+    /// The default binder's type and address: `default-binder` names an entry of
+    /// `binders` (or a type), else the only entry there is, else `memory`.
+    pub fn default_binder(&self) -> (String, Option<String>) {
+        let named = self
+            .default_binder
+            .as_ref()
+            .and_then(|name| self.binders.get(name).map(|b| (name, b)))
+            .or_else(|| {
+                (self.binders.len() == 1)
+                    .then(|| self.binders.iter().next())
+                    .flatten()
+            });
+        match named {
+            Some((name, binder)) => (
+                binder.kind.clone().unwrap_or_else(|| name.clone()),
+                binder.url.clone(),
+            ),
+            None => (
+                self.default_binder
+                    .clone()
+                    .unwrap_or_else(|| "memory".into()),
+                None,
+            ),
+        }
+    }
 }
 
 /// One binding.

@@ -5,12 +5,13 @@
 
 #![cfg(feature = "nats")]
 
+#[path = "../../tests/support/nats.rs"]
+mod nats_server;
 mod suite;
 
+use nats_server::{Server, free_port};
+
 use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,61 +21,6 @@ use msa_stream::message::{EXCEPTION_MESSAGE, Envelope, Message};
 use msa_stream::nats::NatsBinder;
 use msa_stream::stream::{Stream, StreamBuilder};
 use serde_json::json;
-
-/// A `nats-server` with JetStream, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(store: &Path, port: u16) -> Server {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (Debian's nats-server package; `cargo xtask test` installs it)");
-        Server { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn binder(&self) -> NatsBinder {
-        for _ in 0..200 {
-            if let Ok(binder) = NatsBinder::connect(&self.url()).await {
-                // JetStream answers once the server has read its store.
-                if binder
-                    .producer("ready", &ProducerOptions::default())
-                    .await
-                    .is_ok()
-                {
-                    return binder;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("nats-server never answered on {}", self.url());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn settings(value: serde_json::Value) -> StreamSettings {
     serde_json::from_value(value).unwrap()

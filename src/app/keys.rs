@@ -182,6 +182,7 @@ const IMPLEMENTED: &[&str] = &[
     "spring.cloud.stream.instance-index",
     "spring.cloud.stream.instance-count",
     "spring.cloud.stream.default-binder",
+    "spring.cloud.stream.binders",
     "spring.security.oauth2.resourceserver.jwt.issuer-uri",
     "spring.security.oauth2.resourceserver.jwt.jwk-set-uri",
     "spring.security.oauth2.resourceserver.jwt.audiences",

@@ -42,6 +42,42 @@ fn stream_settings(settings: &Settings) -> Result<StreamSettings, Error> {
     Ok(stream)
 }
 
+/// The binder the settings choose: `memory` (the process's), or `nats` at its `url`
+/// (`nats://127.0.0.1:4222` by default; msa's `nats` feature).
+async fn binder_from(
+    stream: &StreamSettings,
+    settings: &Settings,
+) -> Result<Arc<dyn Binder>, Error> {
+    let (kind, url) = stream.default_binder();
+    let invalid = |message: String| {
+        Error::Settings(msa_core::settings::SettingsError {
+            key: "spring.cloud.stream.default-binder".into(),
+            origin: settings.origin("spring.cloud.stream.default-binder"),
+            message,
+        })
+    };
+    match kind.as_str() {
+        "memory" => Ok(Arc::new(MemoryBinder::shared())),
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let url = url.unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+            let binder = msa_stream::nats::NatsBinder::connect(&url)
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(Arc::new(binder))
+        }
+        other => {
+            let _ = url;
+            let known = if cfg!(feature = "nats") {
+                "`memory` and `nats`"
+            } else {
+                "`memory` (and `nats` with msa's `nats` feature)"
+            };
+            Err(invalid(format!("binder type {other:?}: msa binds {known}")))
+        }
+    }
+}
+
 impl App {
     /// Messaging: `build` registers the app's consumers and functions on a
     /// [`StreamBuilder`]; their bindings come from `spring.cloud.stream.bindings` (or
@@ -103,15 +139,14 @@ impl App {
         let Some(wiring) = self.stream.take() else {
             return Ok(());
         };
-        let binder = wiring
-            .binder
-            .unwrap_or_else(|| Arc::new(MemoryBinder::shared()));
-        let stream = (wiring.build)(StreamBuilder::on(
-            binder.clone(),
-            stream_settings(settings)?,
-        ))
-        .start()
-        .await?;
+        let stream_settings = stream_settings(settings)?;
+        let binder = match wiring.binder {
+            Some(binder) => binder,
+            None => binder_from(&stream_settings, settings).await?,
+        };
+        let stream = (wiring.build)(StreamBuilder::on(binder.clone(), stream_settings))
+            .start()
+            .await?;
         self.bridge.connect(stream.clone());
         let checked = binder.clone();
         self.actuator = std::mem::replace(&mut self.actuator, Actuator::new(""))
