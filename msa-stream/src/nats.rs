@@ -5,6 +5,8 @@
 //! - a group is a durable pull consumer named after it (one per owned partition when the
 //!   input is partitioned: `<group>-p<n>`), starting with the messages sent after it was
 //!   made; no group is an ephemeral consumer;
+//! - messages are pulled in bounded batches, one pull at a time, so that a consumer that
+//!   closes returns what its last pull still brings at once;
 //! - acknowledgement is explicit; `redeliver` is a negative acknowledgement with a delay; a
 //!   message left unsettled is delivered again after the consumer's ack wait;
 //! - dead letters go to `<destination>.dlq.<group>` in the same stream;
@@ -201,11 +203,32 @@ impl Producer for NatsProducer {
     }
 }
 
-type Messages = futures_util::stream::SelectAll<consumer::pull::Stream>;
+/// How long one pull waits for messages before the next pull is made.
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
+/// Consumes with bounded pulls (`fetch`), one at a time, so that a closed consumer has no
+/// pull left open: what the last pull still brings is returned to the group at once.
 struct NatsConsumer {
-    messages: Messages,
+    /// One durable per owned partition (or one for the whole destination).
+    consumers: Vec<consumer::PullConsumer>,
+    turn: usize,
+    batch: Option<consumer::pull::Batch>,
     closed: bool,
+    prefetch: u32,
+}
+
+impl NatsConsumer {
+    async fn pull(&mut self) -> Result<consumer::pull::Batch, BinderError> {
+        let consumer = &self.consumers[self.turn % self.consumers.len()];
+        self.turn = self.turn.wrapping_add(1);
+        consumer
+            .fetch()
+            .max_messages(self.prefetch as usize)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(broker)
+    }
 }
 
 #[async_trait::async_trait]
@@ -215,8 +238,19 @@ impl Consumer for NatsConsumer {
             if self.closed {
                 return None;
             }
-            match self.messages.next().await? {
-                Ok(message) => {
+            let batch = match &mut self.batch {
+                Some(batch) => batch,
+                None => match self.pull().await {
+                    Ok(batch) => self.batch.insert(batch),
+                    Err(error) => {
+                        tracing::warn!(%error, "NATS pull failed; pulling again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            match batch.next().await {
+                Some(Ok(message)) => {
                     let redelivered = message
                         .info()
                         .map_or(0, |info| u32::try_from(info.delivered - 1).unwrap_or(0));
@@ -227,16 +261,28 @@ impl Consumer for NatsConsumer {
                         Box::new(NatsSettle(Some(message))),
                     ));
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "NATS consumer error; fetching again");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "NATS pull ended");
+                    self.batch = None;
                 }
+                None => self.batch = None,
             }
         }
     }
 
     async fn close(&mut self) {
         self.closed = true;
+        // The open pull ends within its expiry; what it still brings goes back to the
+        // group at once rather than after the ack wait.
+        if let Some(mut batch) = self.batch.take() {
+            while let Some(fetched) = batch.next().await {
+                if let Ok(message) = fetched
+                    && let Err(error) = message.ack_with(AckKind::Nak(None)).await
+                {
+                    tracing::debug!(%error, "returning a fetched message failed; it comes back after the ack wait");
+                }
+            }
+        }
     }
 }
 
@@ -299,7 +345,7 @@ impl Binder for NatsBinder {
         } else {
             vec![None]
         };
-        let mut messages = futures_util::stream::SelectAll::new();
+        let mut consumers = Vec::new();
         for partition in owned {
             let (filter, durable) = match partition {
                 Some(p) => (
@@ -327,11 +373,14 @@ impl Binder for NatsBinder {
                 None => stream.create_consumer(config).await,
             }
             .map_err(broker)?;
-            messages.push(consumer.messages().await.map_err(broker)?);
+            consumers.push(consumer);
         }
         Ok(Box::new(NatsConsumer {
-            messages,
+            consumers,
+            turn: 0,
+            batch: None,
             closed: false,
+            prefetch: options.prefetch.max(1),
         }))
     }
 

@@ -199,3 +199,19 @@ async fn a_payload_that_does_not_decode_is_dead_lettered_and_does_not_block_the_
     )
     .await;
 }
+
+#[tokio::test]
+async fn suite_a_failing_handler_is_retried_then_dead_lettered() {
+    let binder = MemoryBinder::new();
+    let reader = binder.clone();
+    suite::a_failing_handler_is_retried_then_dead_lettered(&binder, || {
+        let reader = reader.clone();
+        async move { reader.dead_letters("payments", Some("g")) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn suite_graceful_shutdown_under_load_loses_nothing() {
+    suite::graceful_shutdown_under_load_loses_nothing(&MemoryBinder::new()).await;
+}

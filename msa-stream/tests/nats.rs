@@ -234,3 +234,20 @@ async fn suite_a_payload_that_does_not_decode_is_dead_lettered_and_does_not_bloc
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_a_failing_handler_is_retried_then_dead_lettered() {
+    let (_store, _server, binder) = fresh().await;
+    let reader = binder.clone();
+    suite::a_failing_handler_is_retried_then_dead_lettered(&binder, || {
+        let reader = reader.clone();
+        async move { reader.dead_letters("payments", Some("g")).await.unwrap() }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_graceful_shutdown_under_load_loses_nothing() {
+    let (_store, _server, binder) = fresh().await;
+    suite::graceful_shutdown_under_load_loses_nothing(&binder).await;
+}

@@ -215,3 +215,116 @@ pub async fn a_payload_that_does_not_decode_is_dead_lettered_and_does_not_block_
     assert!(dead[1].headers[EXCEPTION_MESSAGE].contains("application/xml"));
     stream.shutdown().await;
 }
+
+/// A handler that always fails is tried `max-attempts` times, waiting longer each time,
+/// then its message goes to the dead letter with the reason, and is not handled again.
+pub async fn a_failing_handler_is_retried_then_dead_lettered<B, F, Fut>(binder: &B, dead_letters: F)
+where
+    B: Binder + Clone,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<Envelope>>,
+{
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let stream = StreamBuilder::new(
+        binder.clone(),
+        settings(json!({ "bindings": { "pay-in-0": {
+            "destination": "payments", "group": "g",
+            "consumer": { "max-attempts": 3, "back-off-initial-interval": "20ms",
+                          "back-off-multiplier": 2.0, "back-off-max-interval": "1s" }
+        } } })),
+    )
+    .consumer("pay", move |_: Message<Event>| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(std::time::Instant::now());
+            Err::<(), _>("card declined")
+        }
+    })
+    .start()
+    .await
+    .unwrap();
+    stream
+        .send(
+            "payments",
+            Event {
+                key: "a".into(),
+                seq: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..400 {
+        dead = dead_letters().await;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dead.len(), 1, "one dead letter");
+    assert_eq!(dead[0].headers[EXCEPTION_MESSAGE], "card declined");
+    assert_eq!(dead[0].headers[EXCEPTION_KIND], "handler");
+    assert_eq!(dead[0].headers["x-attempts"], "3");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let times = attempts.lock().unwrap().clone();
+    assert_eq!(
+        times.len(),
+        3,
+        "max-attempts in all, and no more once dead-lettered"
+    );
+    assert!(times[1] - times[0] >= Duration::from_millis(20));
+    assert!(
+        times[2] - times[1] >= Duration::from_millis(40),
+        "the wait grows"
+    );
+    stream.shutdown().await;
+}
+
+/// Stopping an instance under load finishes and acknowledges what it holds; another
+/// instance of the group then handles the rest: nothing lost, nothing twice.
+pub async fn graceful_shutdown_under_load_loses_nothing<B: Binder + Clone>(binder: &B) {
+    let seen: Seen = Arc::default();
+    let slow = |who: &str| {
+        let (who, seen) = (who.to_owned(), seen.clone());
+        StreamBuilder::new(
+            binder.clone(),
+            settings(
+                json!({ "bindings": { "in-in-0": { "destination": "events", "group": "g",
+                "consumer": { "concurrency": 4 } } } }),
+            ),
+        )
+        .consumer("in", move |message: Message<Event>| {
+            let (who, seen) = (who.clone(), seen.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                seen.lock().unwrap().push((who, message.payload));
+                Ok::<_, String>(())
+            }
+        })
+    };
+    let first = slow("first").start().await.unwrap();
+    let producer = StreamBuilder::new(binder.clone(), StreamSettings::default())
+        .start()
+        .await
+        .unwrap();
+    send_events(&producer, "events", 10, 30).await;
+    until("some handled", || seen.lock().unwrap().len() >= 30).await;
+    first.shutdown().await;
+    let by_first = seen.lock().unwrap().len();
+    assert!(by_first < 300, "stopped before the end: {by_first}");
+    let second = slow("second").start().await.unwrap();
+    until("the rest handled", || seen.lock().unwrap().len() >= 300).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let all: BTreeSet<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, e)| (e.key.clone(), e.seq))
+        .collect();
+    assert_eq!(all.len(), 300, "every message handled");
+    assert_eq!(seen.lock().unwrap().len(), 300, "none twice");
+    for stream in [second, producer] {
+        stream.shutdown().await;
+    }
+}
