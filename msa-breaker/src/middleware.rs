@@ -204,13 +204,28 @@ impl Middleware for ResilienceMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let Some(name) = req.url().host_str().map(str::to_ascii_lowercase) else {
+        let Some(host) = req.url().host_str() else {
             return next.run(req, extensions).await;
         };
-        let parts = self
+        let name: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
+        let stack = self
             .resilience
-            .parts(&name)
+            .stack(&name, crate::stack::MAX_STACKS)
             .map_err(reqwest_middleware::Error::middleware)?;
+        let Some(parts) = stack else {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "{} resilience stacks made; calls to further hosts go without one",
+                    crate::stack::MAX_STACKS
+                );
+            });
+            return next.run(req, extensions).await;
+        };
         let mut policy = parts.retry.as_ref().map(|(_, retry)| retry.policy());
         let may_repeat = policy
             .as_ref()

@@ -108,8 +108,13 @@ struct State {
     breakers: Option<CircuitBreakerRegistry>,
     /// A registry given in code: kept across updates.
     fixed_breakers: bool,
-    parts: BTreeMap<String, Parts>,
+    parts: BTreeMap<String, Arc<Parts>>,
 }
+
+/// The most stacks [`Resilience::bounded`] makes: targets past it (hosts a client was
+/// handed from outside, say) are called without a stack rather than each keeping a breaker
+/// for the life of the process.
+pub const MAX_STACKS: usize = 1024;
 
 /// Builds resilience stacks by downstream name from one [`ResilienceConfig`]; see the
 /// [module docs](self) for the order. Clones share their stacks; [`update`](Self::update)
@@ -308,7 +313,7 @@ impl Resilience {
         }
         for (name, old) in &state.parts {
             let parts = next.build(name, Some(old))?;
-            next.parts.insert(name.clone(), parts);
+            next.parts.insert(name.clone(), Arc::new(parts));
         }
         if !next.fixed_breakers
             && let (Some(section), Some(registry)) = (&next.config.circuitbreaker, &next.breakers)
@@ -321,24 +326,38 @@ impl Resilience {
         Ok(())
     }
 
-    pub(crate) fn parts(&self, name: &str) -> Result<Parts, SectionError> {
+    pub(crate) fn parts(&self, name: &str) -> Result<Arc<Parts>, SectionError> {
+        Ok(self
+            .stack(name, usize::MAX)?
+            .unwrap_or_else(|| unreachable!("no bound")))
+    }
+
+    /// `name`'s stack, made on first use while fewer than `bound` exist; `None` past it.
+    pub(crate) fn stack(
+        &self,
+        name: &str,
+        bound: usize,
+    ) -> Result<Option<Arc<Parts>>, SectionError> {
         if let Some(existing) = self.read().parts.get(name) {
-            return Ok(existing.clone());
+            return Ok(Some(existing.clone()));
         }
         let mut state = self.write();
         if let Some(existing) = state.parts.get(name) {
-            return Ok(existing.clone());
+            return Ok(Some(existing.clone()));
         }
-        let built = state.build(name, None)?;
+        if state.parts.len() >= bound {
+            return Ok(None);
+        }
+        let built = Arc::new(state.build(name, None)?);
         state.parts.insert(name.to_owned(), built.clone());
-        Ok(built)
+        Ok(Some(built))
     }
 
     /// The stack for downstream `name`, for any service whose requests are `Clone`: errors
     /// fail and are retried.
     pub fn layer(&self, name: &str) -> Result<ResilienceLayer, SectionError> {
         Ok(ResilienceLayer {
-            parts: self.parts(name)?,
+            parts: (*self.parts(name)?).clone(),
             classify: AnyResponse,
             replay: CloneRequest,
         })
@@ -357,7 +376,7 @@ impl Resilience {
             .as_ref()
             .is_some_and(|(config, _)| config.retry_non_idempotent);
         Ok(ResilienceLayer {
-            parts,
+            parts: (*parts).clone(),
             classify: HttpStatus,
             replay: HttpReplay::new(any_method),
         })
@@ -424,5 +443,25 @@ impl<S, C: Clone, R: Clone> Layer<S> for ResilienceLayer<C, R> {
             .clone()
             .map(|(_, r)| r.with(self.classify.clone(), self.replay.clone()));
         either(retry.as_ref(), s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_past_the_bound_are_not_made() {
+        let resilience = Resilience::new(ResilienceConfig {
+            circuitbreaker: Some(Section::default()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(resilience.stack("a.example", 2).unwrap().is_some());
+        assert!(resilience.stack("b.example", 2).unwrap().is_some());
+        assert!(resilience.stack("c.example", 2).unwrap().is_none());
+        // One already made stays reachable.
+        assert!(resilience.stack("a.example", 2).unwrap().is_some());
+        assert_eq!(resilience.read().parts.len(), 2);
     }
 }

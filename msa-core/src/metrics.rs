@@ -98,6 +98,42 @@ pub fn outcome(status: Option<http::StatusCode>) -> &'static str {
     }
 }
 
+/// The most distinct `client_name` values [`client_name`] hands out; hosts past it are
+/// `other`, so a service that calls hosts it was handed from outside cannot grow its
+/// series without bound.
+pub const MAX_CLIENT_NAMES: usize = 256;
+
+/// `host` as a `client_name` label: itself while fewer than [`MAX_CLIENT_NAMES`] hosts
+/// have been seen (or it is one of them), else `other`.
+///
+/// ```
+/// assert_eq!(msa_core::metrics::client_name("payments"), "payments");
+/// ```
+pub fn client_name(host: &str) -> &str {
+    static SEEN: std::sync::RwLock<Option<std::collections::HashSet<Box<str>>>> =
+        std::sync::RwLock::new(None);
+    {
+        let seen = SEEN
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.as_ref().is_some_and(|seen| seen.contains(host)) {
+            return host;
+        }
+    }
+    let mut seen = SEEN
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seen = seen.get_or_insert_with(Default::default);
+    if seen.contains(host) {
+        return host;
+    }
+    if seen.len() >= MAX_CLIENT_NAMES {
+        return "other";
+    }
+    seen.insert(host.into());
+    host
+}
+
 /// The `uri` label of an outgoing request: the template set with [`UriTemplate`] (put it
 /// in the request's extensions), else `none`, as Spring Boot does when it has no template
 /// — paths are not labels, so ids in them cannot grow the series without bound.
@@ -217,4 +253,20 @@ pub fn render() -> String {
     // The text encoder only fails on a failing writer; a Vec never fails.
     let _ = prometheus::TextEncoder::new().encode(&families, &mut out);
     String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_names_past_the_bound_are_other() {
+        let names: Vec<String> = (0..MAX_CLIENT_NAMES + 10)
+            .map(|i| format!("host-{i}.bound.test"))
+            .collect();
+        let labels: Vec<&str> = names.iter().map(|n| client_name(n)).collect();
+        assert_eq!(labels[0], "host-0.bound.test");
+        assert_eq!(labels[MAX_CLIENT_NAMES + 9], "other");
+        assert_eq!(client_name("host-0.bound.test"), "host-0.bound.test");
+    }
 }

@@ -86,7 +86,7 @@ impl Middleware for TraceMiddleware {
                 uri,
                 status_label,
                 crate::metrics::outcome(status),
-                &host,
+                crate::metrics::client_name(&host),
                 exception,
             ])
             .observe(seconds(start.elapsed()));

@@ -122,6 +122,9 @@ struct ServiceState {
     seen: std::sync::atomic::AtomicBool,
 }
 
+/// The most service names [`Balancer::is_service`] asks discovery about.
+pub const MAX_PROBED: usize = 1024;
+
 /// How long the first call to a service waits for discovery's first answer about it.
 pub const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -216,6 +219,17 @@ impl Balancer {
     pub async fn is_service(&self, service: &str) -> bool {
         if let Some(known) = self.shared.discovery.knows(service) {
             return known;
+        }
+        // Each name asked about keeps a discovery watch: past MAX_PROBED names, a name not
+        // asked about before is not a service (a host handed in from outside cannot make
+        // the balancer follow names without bound).
+        if self.shared.services.len() >= MAX_PROBED
+            && !self
+                .shared
+                .services
+                .contains_key(&service.to_ascii_lowercase())
+        {
+            return false;
         }
         let state = self.state(service);
         if state.seen.load(Ordering::Acquire) || !state.receiver.borrow().is_empty() {

@@ -76,7 +76,7 @@ where
                 "none",
                 status_label,
                 outcome(status),
-                host,
+                crate::metrics::client_name(host),
                 exception,
             ])
             .observe(seconds(this.start.elapsed()));
