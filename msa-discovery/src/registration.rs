@@ -258,14 +258,23 @@ impl Registration {
         Ok(())
     }
 
-    /// Reports a new status (`OUT_OF_SERVICE` while draining, `UP` when ready).
+    /// Reports a new status (`OUT_OF_SERVICE` while draining, `UP` when ready): the record
+    /// is marked changed and registered again, as Eureka's own client does on a status
+    /// change (a Eureka server does not take a status from a heartbeat); later renewals
+    /// carry it too.
     pub async fn set_status(&self, status: InstanceStatus) -> Result<(), RegistrationError> {
-        self.inner
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .status = status;
-        self.renew().await
+        {
+            let mut info = self
+                .inner
+                .info
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            info.status = status;
+            info.last_dirty_timestamp.0 = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+        }
+        self.register().await
     }
 
     /// How often the lease is renewed.
