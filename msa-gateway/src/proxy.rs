@@ -1336,18 +1336,7 @@ fn guards(route: &Route) -> Option<Guards<'_>> {
 
 /// A JSON error answer, in Spring's shape.
 pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "status": status.as_u16(),
-        "error": status.canonical_reason().unwrap_or(""),
-        "message": message,
-    });
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    msa_core::http::error_response(status, message)
 }
 
 /// The path with `.` and `..` segments resolved (also written `%2e`), or `None` if it

@@ -61,7 +61,7 @@ impl Clients {
         ));
         #[cfg(feature = "discovery")]
         let builder = builder.with(Balance(self.balancer.clone()));
-        builder.with(Send(self.http.clone())).build()
+        builder.with(Execute(self.http.clone())).build()
     }
 }
 
@@ -95,10 +95,10 @@ impl Middleware for Balance {
 }
 
 /// Sends with the app's pool of the moment (its TLS and timeout as last set).
-struct Send(Arc<RwLock<reqwest::Client>>);
+struct Execute(Arc<RwLock<reqwest::Client>>);
 
 #[async_trait::async_trait]
-impl Middleware for Send {
+impl Middleware for Execute {
     async fn handle(
         &self,
         req: reqwest::Request,

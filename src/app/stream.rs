@@ -23,10 +23,10 @@ pub(crate) struct Wiring {
 /// The stream's settings: `msa.stream.*` when set, else `spring.cloud.stream.*` (the same
 /// keys); a mistake names the file, line and key.
 fn stream_settings(settings: &Settings) -> Result<StreamSettings, Error> {
-    let prefix = if settings.keys("msa.stream").is_empty() && !settings.contains("msa.stream") {
-        "spring.cloud.stream"
-    } else {
+    let prefix = if settings.contains("msa.stream") {
         "msa.stream"
+    } else {
+        "spring.cloud.stream"
     };
     let stream: StreamSettings = settings
         .bind::<Option<StreamSettings>>(prefix)?
