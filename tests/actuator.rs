@@ -67,6 +67,19 @@ async fn log_levels_change_at_run_time_through_the_loggers_endpoint() {
         json!({ "configuredLevel": null, "effectiveLevel": "TRACE" })
     );
 
+    // Spring Boot Admin sends the actuator's own media type.
+    let admin = http
+        .post(format!("{base}/loggers_probe"))
+        .header(
+            "content-type",
+            "application/vnd.spring-boot.actuator.v3+json",
+        )
+        .body(r#"{"configuredLevel":"DEBUG"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 204);
+
     // `null` gives the logger back to its parents.
     let reset = http
         .post(format!("{base}/loggers_probe"))
