@@ -111,9 +111,10 @@ struct State {
     parts: BTreeMap<String, Arc<Parts>>,
 }
 
-/// The most stacks [`Resilience::bounded`] makes: targets past it (hosts a client was
-/// handed from outside, say) are called without a stack rather than each keeping a breaker
-/// for the life of the process.
+/// The most stacks `middleware::ResilienceMiddleware` makes
+/// (feature `reqwest-middleware`): targets past it (hosts a client was handed from outside,
+/// say) are called without a stack rather than each keeping a breaker for the life of the
+/// process.
 pub const MAX_STACKS: usize = 1024;
 
 /// Builds resilience stacks by downstream name from one [`ResilienceConfig`]; see the
