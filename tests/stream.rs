@@ -131,27 +131,16 @@ async fn a_binding_that_does_not_read_fails_the_start_naming_the_key() {
     }
 }
 
-#[cfg(feature = "nats")]
-#[path = "support/nats.rs"]
-mod nats_server;
-
-#[cfg(feature = "nats")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binder_comes_from_the_settings() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = tempfile::tempdir().unwrap();
-    let server = nats_server::Server::start(store.path(), nats_server::free_port());
-    drop(server.binder().await); // the server answers
-    let binders = format!(
-        "spring.cloud.stream:\n  default-binder: broker\n  binders:\n    broker:\n      type: nats\n      url: {}\n",
-        server.url()
-    );
+/// Two apps on the broker `binders` (Spring Cloud Stream's keys) chooses: what one sends
+/// through its bridge the other's group consumes, and the health shows `binder`.
+async fn two_apps_over(dir: &Path, binders: &str, tag: &str, binder: &str) {
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let recorded = seen.clone();
+    let destination = format!("{tag}-orders");
     let billing = app(
-        dir.path(),
-        "billing-nats",
-        &format!("{binders}  bindings:\n    charge-in-0:\n      destination: nats-orders\n      group: billing\n"),
+        dir,
+        &format!("billing-{tag}"),
+        &format!("{binders}  bindings:\n    charge-in-0:\n      destination: {destination}\n      group: billing\n"),
     )
     .stream(move |stream| {
         stream.consumer("charge", move |order: Message<OrderPlaced>| {
@@ -166,9 +155,9 @@ async fn the_binder_comes_from_the_settings() {
     .await
     .unwrap();
     let orders = app(
-        dir.path(),
-        "orders-nats",
-        &format!("{binders}  bindings:\n    placed:\n      destination: nats-orders\n"),
+        dir,
+        &format!("orders-{tag}"),
+        &format!("{binders}  bindings:\n    placed:\n      destination: {destination}\n"),
     )
     .stream(|stream| stream);
     let bridge = orders.stream_bridge();
@@ -186,19 +175,15 @@ async fn the_binder_comes_from_the_settings() {
         .json()
         .await
         .unwrap();
-    assert_eq!(health["components"]["binders"]["details"]["binder"], "nats");
+    assert_eq!(health["components"]["binders"]["details"]["binder"], binder);
     orders.shutdown().await.unwrap();
     billing.shutdown().await.unwrap();
+}
 
-    // A binder msa does not have, or a broker that does not answer, fails the start.
-    for yaml in [
-        "spring.cloud.stream.default-binder: kafka\n".to_owned(),
-        format!(
-            "spring.cloud.stream:\n  default-binder: nats\n  binders:\n    nats:\n      url: nats://127.0.0.1:{}\n",
-            nats_server::free_port()
-        ),
-    ] {
-        let error = app(dir.path(), "unbound", &yaml)
+/// Each of `yamls` fails the start, naming the binder key.
+async fn refused(dir: &Path, yamls: &[String]) {
+    for yaml in yamls {
+        let error = app(dir, "unbound", yaml)
             .stream(|stream| stream)
             .start()
             .await
@@ -206,4 +191,61 @@ async fn the_binder_comes_from_the_settings() {
             .to_string();
         assert!(error.contains("default-binder"), "{error}");
     }
+}
+
+#[cfg(feature = "nats")]
+#[path = "support/nats.rs"]
+mod nats_server;
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_binder_comes_from_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let server = nats_server::Server::start(store.path(), nats_server::free_port());
+    drop(server.binder().await); // the server answers
+    let binders = format!(
+        "spring.cloud.stream:\n  default-binder: broker\n  binders:\n    broker:\n      type: nats\n      url: {}\n",
+        server.url()
+    );
+    two_apps_over(dir.path(), &binders, "nats", "nats").await;
+
+    // A binder msa does not have, or a broker that does not answer, fails the start.
+    refused(
+        dir.path(),
+        &[
+            "spring.cloud.stream.default-binder: kafka\n".to_owned(),
+            format!(
+                "spring.cloud.stream:\n  default-binder: nats\n  binders:\n    nats:\n      url: nats://127.0.0.1:{}\n",
+                nats_server::free_port()
+            ),
+        ],
+    )
+    .await;
+}
+
+#[cfg(feature = "rabbit")]
+#[path = "support/rabbit.rs"]
+mod rabbit_server;
+
+#[cfg(feature = "rabbit")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rabbit_binder_comes_from_spring_boots_rabbitmq_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = rabbit_server::shared();
+    let vhost = rabbit_server::vhost();
+    drop(broker.binder(&vhost).await); // the broker answers
+    let binders = format!(
+        "spring.rabbitmq:\n  host: 127.0.0.1\n  port: {}\n  username: msa\n  password: msa\n  virtual-host: {vhost}\nspring.cloud.stream:\n  default-binder: rabbit\n",
+        broker.port
+    );
+    two_apps_over(dir.path(), &binders, "rabbit", "rabbit").await;
+    refused(
+        dir.path(),
+        &[format!(
+            "spring.rabbitmq.port: {}\nspring.cloud.stream.default-binder: rabbit\n",
+            rabbit_server::free_port()
+        )],
+    )
+    .await;
 }

@@ -5,7 +5,8 @@
 //! Stream's, in Rust terms:
 //!
 //! - a [`Binder`](binder::Binder) connects the app to one broker; [`MemoryBinder`](memory::MemoryBinder)
-//!   is the in-process default, `NatsBinder` (feature `nats`) binds to NATS JetStream;
+//!   is the in-process default, `NatsBinder` (feature `nats`) binds to NATS JetStream,
+//!   `RabbitBinder` (feature `rabbit`) to RabbitMQ with Spring Cloud Stream's topology;
 //! - bindings come from the settings ([`StreamSettings`](config::StreamSettings):
 //!   destination, group, content type, retries, partitions), named as Spring names them
 //!   (`<fn>-in-0`, `<fn>-out-0`);
@@ -58,4 +59,6 @@ pub mod message;
 mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "rabbit")]
+pub mod rabbit;
 pub mod stream;

@@ -20,6 +20,8 @@ pub const EXCEPTION_KIND: &str = "x-exception-kind";
 pub const ATTEMPTS: &str = "x-attempts";
 /// The destination a dead-lettered message was consumed from.
 pub const ORIGINAL_DESTINATION: &str = "x-original-destination";
+/// The header carrying a message's key on brokers without keys of their own.
+pub const KEY: &str = "msa-key";
 /// The partition a message was sent to (Spring Cloud Stream's `scst_partition`).
 pub const PARTITION: &str = "scst_partition";
 

@@ -10,7 +10,7 @@
 //! - acknowledgement is explicit; `redeliver` is a negative acknowledgement with a delay; a
 //!   message left unsettled is delivered again after the consumer's ack wait;
 //! - dead letters go to `<destination>.dlq.<group>` in the same stream;
-//! - the key travels in the `msa-key` header, the partition in `scst_partition`.
+//! - the key travels in the `msa-key` header ([`KEY`](crate::message::KEY)), the partition in `scst_partition`.
 //!
 //! Destination and group names are letters, digits, `-` and `_`: they become stream,
 //! subject and consumer names.
@@ -24,10 +24,7 @@ use crate::binder::{
     Binder, BinderError, Consumer, ConsumerOptions, Delivery, Producer, ProducerOptions, Settle,
     partition_for,
 };
-use crate::message::{Envelope, Headers, PARTITION};
-
-/// The header carrying a message's key.
-pub const KEY_HEADER: &str = "msa-key";
+use crate::message::{Envelope, Headers, KEY, PARTITION};
 
 /// A connection to a NATS server with JetStream.
 #[derive(Clone, Debug)]
@@ -153,7 +150,7 @@ fn headers_of(envelope: &Envelope) -> async_nats::HeaderMap {
         headers.insert(name.as_str(), value.as_str());
     }
     if let Some(key) = &envelope.key {
-        headers.insert(KEY_HEADER, key.as_str());
+        headers.insert(KEY, key.as_str());
     }
     if let Some(partition) = envelope.partition {
         headers.insert(PARTITION, partition.to_string().as_str());
@@ -171,7 +168,7 @@ fn envelope_of(message: &async_nats::Message) -> Envelope {
                 continue;
             };
             match name.as_ref() {
-                KEY_HEADER => key = Some(value.as_str().to_owned()),
+                KEY => key = Some(value.as_str().to_owned()),
                 PARTITION => partition = value.as_str().parse().ok(),
                 other => {
                     headers.insert(other.to_owned(), value.as_str().to_owned());

@@ -183,6 +183,13 @@ const IMPLEMENTED: &[&str] = &[
     "spring.cloud.stream.instance-count",
     "spring.cloud.stream.default-binder",
     "spring.cloud.stream.binders",
+    // Where the `rabbit` binder connects when its entry has no `url`.
+    "spring.rabbitmq.addresses",
+    "spring.rabbitmq.host",
+    "spring.rabbitmq.port",
+    "spring.rabbitmq.username",
+    "spring.rabbitmq.password",
+    "spring.rabbitmq.virtual-host",
     "spring.security.oauth2.resourceserver.jwt.issuer-uri",
     "spring.security.oauth2.resourceserver.jwt.jwk-set-uri",
     "spring.security.oauth2.resourceserver.jwt.audiences",

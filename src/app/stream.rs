@@ -42,8 +42,9 @@ fn stream_settings(settings: &Settings) -> Result<StreamSettings, Error> {
     Ok(stream)
 }
 
-/// The binder the settings choose: `memory` (the process's), or `nats` at its `url`
-/// (`nats://127.0.0.1:4222` by default; msa's `nats` feature).
+/// The binder the settings choose: `memory` (the process's), `nats` at its `url`
+/// (`nats://127.0.0.1:4222` by default; msa's `nats` feature), or `rabbit` at its `url`,
+/// else Spring Boot's `spring.rabbitmq.*` (msa's `rabbit` feature).
 async fn binder_from(
     stream: &StreamSettings,
     settings: &Settings,
@@ -66,16 +67,102 @@ async fn binder_from(
                 .map_err(|e| invalid(e.to_string()))?;
             Ok(Arc::new(binder))
         }
+        #[cfg(feature = "rabbit")]
+        "rabbit" => {
+            let url = match url {
+                Some(url) => url,
+                None => settings
+                    .bind::<Option<RabbitProperties>>("spring.rabbitmq")?
+                    .unwrap_or_default()
+                    .url(),
+            };
+            let binder = msa_stream::rabbit::RabbitBinder::connect(&url)
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(Arc::new(binder))
+        }
         other => {
             let _ = url;
-            let known = if cfg!(feature = "nats") {
-                "`memory` and `nats`"
-            } else {
-                "`memory` (and `nats` with msa's `nats` feature)"
+            let known = match (cfg!(feature = "nats"), cfg!(feature = "rabbit")) {
+                (true, true) => "`memory`, `nats` and `rabbit`",
+                (true, false) => "`memory` and `nats` (and `rabbit` with msa's `rabbit` feature)",
+                (false, true) => "`memory` and `rabbit` (and `nats` with msa's `nats` feature)",
+                (false, false) => {
+                    "`memory` (and `nats`, `rabbit` with msa's features of those names)"
+                }
             };
             Err(invalid(format!("binder type {other:?}: msa binds {known}")))
         }
     }
+}
+
+/// Spring Boot's `spring.rabbitmq.*`: where the `rabbit` binder connects when its binder
+/// entry has no `url`.
+#[cfg(feature = "rabbit")]
+#[derive(serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+struct RabbitProperties {
+    addresses: Option<String>,
+    host: String,
+    port: u16,
+    username: String,
+    password: String,
+    virtual_host: String,
+}
+
+#[cfg(feature = "rabbit")]
+impl Default for RabbitProperties {
+    fn default() -> Self {
+        RabbitProperties {
+            addresses: None,
+            host: "localhost".into(),
+            port: 5672,
+            username: "guest".into(),
+            password: "guest".into(),
+            virtual_host: "/".into(),
+        }
+    }
+}
+
+#[cfg(feature = "rabbit")]
+impl RabbitProperties {
+    /// `addresses` (its first, as a URI) or the URI the parts make.
+    fn url(&self) -> String {
+        if let Some(first) = self.addresses.as_deref().and_then(|a| a.split(',').next()) {
+            let first = first.trim();
+            return if first.contains("://") {
+                first.to_owned()
+            } else {
+                format!(
+                    "amqp://{}:{}@{first}/{}",
+                    uri_part(&self.username),
+                    uri_part(&self.password),
+                    uri_part(&self.virtual_host)
+                )
+            };
+        }
+        format!(
+            "amqp://{}:{}@{}:{}/{}",
+            uri_part(&self.username),
+            uri_part(&self.password),
+            self.host,
+            self.port,
+            uri_part(&self.virtual_host)
+        )
+    }
+}
+
+/// `part` percent-encoded for an AMQP URI (a virtual host `/` is `%2f`).
+#[cfg(feature = "rabbit")]
+fn uri_part(part: &str) -> String {
+    part.bytes()
+        .map(|b| match b {
+            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') => {
+                char::from(b).to_string()
+            }
+            b => format!("%{b:02x}"),
+        })
+        .collect()
 }
 
 impl App {

@@ -47,6 +47,11 @@ const PEERS: &[Peer] = &[
         package: "nats-server",
         used_by: "msa-stream's NATS JetStream binder is tested against it",
     },
+    Peer {
+        program: "rabbitmq-server",
+        package: "rabbitmq-server",
+        used_by: "msa-stream's RabbitMQ binder is tested against it",
+    },
 ];
 
 fn main() -> ExitCode {

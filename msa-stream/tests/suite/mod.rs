@@ -285,8 +285,11 @@ where
 /// instance of the group then handles the rest: nothing lost, nothing twice.
 pub async fn graceful_shutdown_under_load_loses_nothing<B: Binder + Clone>(binder: &B) {
     let seen: Seen = Arc::default();
+    // Handlers start once everything is sent, and take 10 ms each: the first instance is
+    // stopped with most of the messages still to handle, whatever the broker's speed.
+    let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slow = |who: &str| {
-        let (who, seen) = (who.to_owned(), seen.clone());
+        let (who, seen, sent) = (who.to_owned(), seen.clone(), sent.clone());
         StreamBuilder::new(
             binder.clone(),
             settings(
@@ -295,9 +298,12 @@ pub async fn graceful_shutdown_under_load_loses_nothing<B: Binder + Clone>(binde
             ),
         )
         .consumer("in", move |message: Message<Event>| {
-            let (who, seen) = (who.clone(), seen.clone());
+            let (who, seen, sent) = (who.clone(), seen.clone(), sent.clone());
             async move {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                while !sent.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 seen.lock().unwrap().push((who, message.payload));
                 Ok::<_, String>(())
             }
@@ -309,6 +315,7 @@ pub async fn graceful_shutdown_under_load_loses_nothing<B: Binder + Clone>(binde
         .await
         .unwrap();
     send_events(&producer, "events", 10, 30).await;
+    sent.store(true, std::sync::atomic::Ordering::Relaxed);
     until("some handled", || seen.lock().unwrap().len() >= 30).await;
     first.shutdown().await;
     let by_first = seen.lock().unwrap().len();
