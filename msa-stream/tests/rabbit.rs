@@ -306,3 +306,26 @@ async fn nothing_acknowledged_is_lost_when_the_broker_is_killed_and_restarted() 
     }
     assert_eq!(got.len(), 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_a_consumer_killed_mid_message_hands_it_to_another() {
+    let broker = shared();
+    let vhost = vhost();
+    let binder = broker.binder(&vhost).await;
+    suite::a_consumer_killed_mid_message_hands_it_to_another(
+        &binder,
+        "killed_child",
+        &broker.url(&vhost),
+    )
+    .await;
+}
+
+/// The consumer `suite_a_consumer_killed_mid_message_hands_it_to_another` kills (a
+/// process of this binary); without its environment variable it does nothing.
+#[tokio::test]
+#[ignore = "run in a child process by suite_a_consumer_killed_mid_message_hands_it_to_another"]
+async fn killed_child() {
+    if let Ok(url) = std::env::var(suite::CHILD_BROKER) {
+        suite::hold_one_message(&RabbitBinder::connect(&url).await.unwrap()).await;
+    }
+}

@@ -335,3 +335,175 @@ pub async fn graceful_shutdown_under_load_loses_nothing<B: Binder + Clone>(binde
         stream.shutdown().await;
     }
 }
+
+/// The environment variable that makes a test binary's `killed_child` test the consumer
+/// [`a_consumer_killed_mid_message_hands_it_to_another`] kills (the broker's URL).
+pub const CHILD_BROKER: &str = "MSA_TEST_CHILD_BROKER";
+
+/// The child's side: a member of group `g` of `handover` that takes one message and never
+/// finishes it, saying so on stdout; it waits to be killed.
+pub async fn hold_one_message<B: Binder + Clone>(binder: &B) {
+    let stream = StreamBuilder::new(
+        binder.clone(),
+        settings(
+            json!({ "bindings": { "hold-in-0": { "destination": "handover", "group": "g" } } }),
+        ),
+    )
+    .consumer("hold", |message: Message<Event>| async move {
+        println!("msa-child: holding {}", message.payload.seq);
+        std::future::pending::<Result<(), String>>().await
+    })
+    .start()
+    .await
+    .unwrap();
+    println!("msa-child: ready");
+    std::future::pending::<()>().await;
+    drop(stream);
+}
+
+/// A consumer process killed with SIGKILL while it handles a message: another member of
+/// the group handles that message (`child_test` is the test that runs
+/// [`hold_one_message`] when [`CHILD_BROKER`] is `url`).
+pub async fn a_consumer_killed_mid_message_hands_it_to_another<B: Binder + Clone>(
+    binder: &B,
+    child_test: &str,
+    url: &str,
+) {
+    use std::io::BufRead as _;
+    /// Killed when the test ends, however it ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            child_test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_BROKER, url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (said, hear) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Killed(child);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // libtest's "test killed_child ... " may start the line.
+            if let Some((_, said_it)) = line.split_once("msa-child: ") {
+                let _ = said.send(said_it.to_owned());
+            }
+        }
+    });
+    let heard = |what: &str| {
+        let line = hear
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the child never said {what:?}"));
+        assert_eq!(line, what);
+    };
+    heard("ready");
+    let producer = StreamBuilder::new(binder.clone(), StreamSettings::default())
+        .start()
+        .await
+        .unwrap();
+    producer
+        .send(
+            "handover",
+            Event {
+                key: "k".into(),
+                seq: 42,
+            },
+        )
+        .await
+        .unwrap();
+    heard("holding 42");
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+
+    let seen: Seen = Arc::default();
+    let other = StreamBuilder::new(
+        binder.clone(),
+        settings(json!({ "bindings": { "in-in-0": { "destination": "handover", "group": "g" } } })),
+    );
+    let sink = seen.clone();
+    let other = other
+        .consumer("in", move |message: Message<Event>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(("other".into(), message.payload));
+                Ok::<_, String>(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    until("the killed consumer's message handled by the other", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap()[0].1.seq, 42);
+    for stream in [other, producer] {
+        stream.shutdown().await;
+    }
+}
+
+/// The producer's trace crosses to the consumer: the consumer's span is a child of the
+/// producer's, so its logs carry the producer's trace id (the caller's binary must have no
+/// other tracing subscriber: it installs one for its thread).
+pub async fn the_trace_crosses_from_producer_to_consumer<B: Binder + Clone>(binder: &B) {
+    let (dispatch, _guard) = msa_core::telemetry::Telemetry::new("stream-test")
+        .writer(std::io::sink)
+        .build()
+        .unwrap();
+    let _default = tracing::dispatcher::set_default(&dispatch);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = StreamBuilder::new(
+        binder.clone(),
+        serde_json::from_value(
+            json!({ "bindings": { "in-in-0": { "destination": "events", "group": "g" } } }),
+        )
+        .unwrap(),
+    )
+    .consumer("in", move |_: Message<u32>| {
+        let tx = tx.clone();
+        async move {
+            tx.send(msa_core::telemetry::current_trace_id())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .start()
+    .await
+    .unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    let parent = msa_core::telemetry::propagation::extract(&headers);
+    let span = tracing::info_span!("produce");
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let _ = span.set_parent(parent);
+    }
+    {
+        use tracing::Instrument as _;
+        stream.send("events", 1u32).instrument(span).await.unwrap();
+    }
+    let consumed = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(consumed.as_deref(), Some(trace));
+    stream.shutdown().await;
+}
