@@ -53,6 +53,7 @@
 //! ```
 
 pub mod binder;
+pub mod bus;
 pub mod config;
 pub mod memory;
 pub mod message;

@@ -183,6 +183,8 @@ const IMPLEMENTED: &[&str] = &[
     "spring.cloud.stream.instance-count",
     "spring.cloud.stream.default-binder",
     "spring.cloud.stream.binders",
+    "spring.cloud.bus.enabled",
+    "spring.cloud.bus.id",
     // Where the `rabbit` binder connects when its entry has no `url`.
     "spring.rabbitmq.addresses",
     "spring.rabbitmq.host",

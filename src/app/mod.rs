@@ -3,6 +3,8 @@
 #[cfg(feature = "discovery")]
 mod address;
 #[cfg(feature = "discovery")]
+#[cfg(feature = "stream")]
+mod bus;
 mod client;
 #[cfg(feature = "discovery")]
 mod discovery;
@@ -155,6 +157,9 @@ pub struct App {
     stream: Option<stream::Wiring>,
     #[cfg(feature = "stream")]
     bridge: msa_stream::stream::StreamBridge,
+    /// Properties set through Spring Cloud Bus (`busenv`), over every other source.
+    #[cfg(feature = "stream")]
+    overrides: bus::Overrides,
 }
 
 impl fmt::Debug for App {
@@ -233,6 +238,8 @@ impl App {
             stream: None,
             #[cfg(feature = "stream")]
             bridge: msa_stream::stream::StreamBridge::new(),
+            #[cfg(feature = "stream")]
+            overrides: bus::Overrides::default(),
         }
     }
 
@@ -1252,7 +1259,9 @@ impl App {
         F: Fn(&Settings) -> Result<T, String> + Send + Sync + 'static,
     {
         let base = self.local()?.clone();
-        Ok(client
+        #[cfg(feature = "stream")]
+        let overrides = self.overrides.clone();
+        let live = client
             .live_with(move |server| {
                 let mut settings = base.clone();
                 settings.add_properties(
@@ -1260,9 +1269,21 @@ impl App {
                     server.origin(),
                     server.properties().iter().cloned(),
                 );
+                #[cfg(feature = "stream")]
+                settings.add_properties(
+                    Layer::Code,
+                    "busenv",
+                    overrides
+                        .values()
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::String(v))),
+                );
                 read(&settings)
             })
-            .await?)
+            .await?;
+        #[cfg(feature = "stream")]
+        self.overrides.on_change(live.rebuilder());
+        Ok(live)
     }
 
     /// Keeps the clients' resilience stacks in step with the config server (and

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use msa_core::actuator::{Actuator, Health};
 use msa_core::settings::Settings;
 use msa_stream::binder::Binder;
+use msa_stream::bus::Bus;
 use msa_stream::config::StreamSettings;
 use msa_stream::memory::MemoryBinder;
 use msa_stream::stream::{StreamBridge, StreamBuilder};
@@ -226,14 +227,33 @@ impl App {
         let Some(wiring) = self.stream.take() else {
             return Ok(());
         };
-        let stream_settings = stream_settings(settings)?;
+        let mut stream_settings = stream_settings(settings)?;
         let binder = match wiring.binder {
             Some(binder) => binder,
             None => binder_from(&stream_settings, settings).await?,
         };
-        let stream = (wiring.build)(StreamBuilder::on(binder.clone(), stream_settings))
-            .start()
-            .await?;
+        let bus = if settings
+            .bind::<Option<bool>>("spring.cloud.bus.enabled")?
+            .unwrap_or(true)
+        {
+            let id = match settings.bind::<Option<String>>("spring.cloud.bus.id")? {
+                Some(id) => id,
+                None => Bus::id_for(&self.name, settings.active_profiles()),
+            };
+            Bus::bindings(&mut stream_settings);
+            Some(Bus::new(id, self.bridge.clone()))
+        } else {
+            None
+        };
+        let mut builder = (wiring.build)(StreamBuilder::on(binder.clone(), stream_settings));
+        if let Some(bus) = bus {
+            let listener = super::bus::listener(self.actuator.refresher(), self.overrides.clone());
+            builder = bus.consume(builder, listener.clone());
+            tracing::debug!(id = bus.id(), "on the bus");
+            self.actuator = std::mem::replace(&mut self.actuator, Actuator::new(""))
+                .operations(super::bus::routes(bus, listener));
+        }
+        let stream = builder.start().await?;
         self.bridge.connect(stream.clone());
         let checked = binder.clone();
         self.actuator = std::mem::replace(&mut self.actuator, Actuator::new(""))

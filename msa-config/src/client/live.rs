@@ -237,6 +237,35 @@ where
         self.inner.apply(fetched).map_err(Into::into)
     }
 
+    /// Builds the value again from the configuration last fetched (no request), for when
+    /// what the build reads besides the server has changed (properties set through a
+    /// bus); subscribers see the new value. A value the build or validation rejects is
+    /// logged and the current one kept. Holds the live configuration weakly: once the
+    /// last [`LiveConfig`] is dropped, it does nothing.
+    pub fn rebuilder(&self) -> impl Fn() + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let latest = inner.latest();
+            match evaluate(
+                &*inner.build,
+                &*inner.validate,
+                latest.map(|f| f.environment),
+            ) {
+                Ok((value, _)) => {
+                    inner.value.send_replace(Arc::new(value));
+                }
+                Err(reason) => tracing::warn!(
+                    application = inner.client.application(),
+                    %reason,
+                    "configuration rebuilt and rejected; keeping the previous one"
+                ),
+            }
+        }
+    }
+
     /// [`refresh`](Self::refresh) as a hook for msa's `POST /actuator/refresh`.
     pub fn refresh_hook(&self) -> impl RefreshHook {
         let live = self.clone();

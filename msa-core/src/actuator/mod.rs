@@ -44,10 +44,9 @@ mod refresh;
 
 pub use self::health::{Availability, Group, Health, HealthIndicator, HealthReport, Status};
 pub use self::info::BuildInfo;
-pub use self::refresh::RefreshHook;
+pub use self::refresh::{RefreshFailure, RefreshHook, Refresher};
 pub use crate::BoxError;
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +79,7 @@ pub struct Actuator {
     management: Option<crate::management::Management>,
     loggers: Option<crate::telemetry::Loggers>,
     env: Option<crate::settings::Settings>,
+    operations: Router,
 }
 
 impl fmt::Debug for Actuator {
@@ -115,6 +115,7 @@ impl Actuator {
             management: None,
             loggers: None,
             env: None,
+            operations: Router::new(),
         }
     }
 
@@ -199,6 +200,18 @@ impl Actuator {
         self
     }
 
+    /// Runs the refresh hooks added so far, for callers other than `POST /actuator/refresh`.
+    pub fn refresher(&self) -> Refresher {
+        Refresher::new(&self.refresh)
+    }
+
+    /// Adds management operations (routes under `/actuator/`, such as Spring Cloud Bus's
+    /// `busrefresh`), guarded as `refresh` is and with its 4 KiB body limit.
+    pub fn operations(mut self, routes: Router) -> Self {
+        self.operations = std::mem::take(&mut self.operations).merge(routes);
+        self
+    }
+
     /// Reports `availability` (shared with whoever changes it) as the application's own
     /// liveness and readiness.
     pub fn with_availability(mut self, availability: Availability) -> Self {
@@ -250,6 +263,8 @@ impl Actuator {
             )
             .route("/actuator/env", get(env::all))
             .route("/actuator/env/{key}", get(env::one))
+            .with_state(state.clone())
+            .merge(self.operations)
             .layer(axum::extract::DefaultBodyLimit::max(4 * 1024));
         let refresh = match &self.management {
             Some(management) => management.guard(refresh),
@@ -265,8 +280,8 @@ impl Actuator {
             .route("/actuator/prometheus", get(prometheus))
             .route("/actuator/metrics", get(metrics::names))
             .route("/actuator/metrics/{name}", get(metrics::one))
-            .merge(refresh)
             .with_state(state)
+            .merge(refresh)
     }
 }
 
@@ -381,30 +396,8 @@ async fn prometheus() -> Response {
         .into_response()
 }
 
-#[derive(Serialize)]
-struct RefreshFailure {
-    hook: String,
-    error: String,
-}
-
 async fn refresh(State(state): AppState) -> Response {
-    let mut changed = BTreeSet::new();
-    let mut errors = Vec::new();
-    for (name, hook) in &state.refresh {
-        match hook.refresh().await {
-            Ok(keys) => changed.extend(keys),
-            Err(error) => {
-                tracing::warn!(hook = %name, %error, "refresh failed; the last good state stays");
-                errors.push(RefreshFailure {
-                    hook: name.clone(),
-                    error: error.to_string(),
-                });
-            }
-        }
-    }
-    if !changed.is_empty() {
-        tracing::info!(keys = ?changed, "refreshed");
-    }
+    let (changed, errors) = Refresher::new(&state.refresh).refresh().await;
     if errors.is_empty() {
         Json(changed).into_response()
     } else {
