@@ -32,6 +32,11 @@ struct Group {
     /// Anonymous subscriptions go when their consumer does.
     anonymous: bool,
     consumers: usize,
+    /// Consumers waiting for a message with room for one.
+    idle: usize,
+    /// The consumer that took the last message: it lets an idle one take the next, so
+    /// that a group's instances share the messages as a broker's would.
+    last: u64,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +50,7 @@ struct State {
     topics: BTreeMap<String, Topic>,
     dead: BTreeMap<String, VecDeque<Envelope>>,
     next_anonymous: u64,
+    next_consumer: u64,
 }
 
 #[derive(Debug, Default)]
@@ -162,6 +168,10 @@ impl Producer for MemoryProducer {
 }
 
 struct MemoryConsumer {
+    id: u64,
+    /// Whether the group had other consumers at the last take: then each `next` lets them
+    /// run first, so that one instance does not take every message before another starts.
+    shared_group: bool,
     shared: Arc<Shared>,
     destination: String,
     group: String,
@@ -185,6 +195,11 @@ impl MemoryConsumer {
             .get_mut(&self.destination)?
             .groups
             .get_mut(&self.group)?;
+        self.shared_group = !self.options.partitioned && group.consumers > 1;
+        // Turns among an unpartitioned group's instances (a partition has one owner).
+        if self.shared_group && group.idle > 0 && group.last == self.id {
+            return None;
+        }
         let count = group.partitions.len();
         for offset in 0..count {
             let partition = (self.next + offset) % count;
@@ -193,6 +208,7 @@ impl MemoryConsumer {
             }
             if let Some(queued) = group.partitions[partition].pop_front() {
                 self.next = partition + 1;
+                group.last = self.id;
                 return Some(queued);
             }
         }
@@ -218,6 +234,9 @@ impl Drop for MemoryConsumer {
 impl Consumer for MemoryConsumer {
     async fn next(&mut self) -> Option<Delivery> {
         use std::sync::atomic::Ordering;
+        if self.shared_group {
+            tokio::task::yield_now().await;
+        }
         loop {
             if self.closed {
                 return None;
@@ -236,14 +255,58 @@ impl Consumer for MemoryConsumer {
                     redelivered,
                     in_flight: self.in_flight.clone(),
                 };
+                // Whoever it was left for may take the next.
+                shared.changed.notify_waiters();
                 return Some(Delivery::new(envelope, redelivered, Box::new(settle)));
             }
+            let _idle = (self.in_flight.load(Ordering::Acquire) < self.options.prefetch.max(1))
+                .then(|| Idle::new(&shared, &self.destination, &self.group));
             changed.await;
         }
     }
 
     async fn close(&mut self) {
         self.closed = true;
+    }
+}
+
+/// A consumer counted as idle in its group while it waits with room for a message (and no
+/// longer once the wait ends or is dropped).
+struct Idle<'a> {
+    shared: &'a Shared,
+    destination: &'a str,
+    group: &'a str,
+}
+
+impl<'a> Idle<'a> {
+    fn new(shared: &'a Shared, destination: &'a str, group: &'a str) -> Self {
+        Self::count(shared, destination, group, true);
+        Idle {
+            shared,
+            destination,
+            group,
+        }
+    }
+
+    fn count(shared: &Shared, destination: &str, group: &str, more: bool) {
+        let mut state = shared.lock();
+        if let Some(group) = state
+            .topics
+            .get_mut(destination)
+            .and_then(|t| t.groups.get_mut(group))
+        {
+            group.idle = if more {
+                group.idle + 1
+            } else {
+                group.idle.saturating_sub(1)
+            };
+        }
+    }
+}
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        Self::count(self.shared, self.destination, self.group, false);
     }
 }
 
@@ -379,8 +442,12 @@ impl Binder for MemoryBinder {
             entry.partitions.resize_with(count, VecDeque::new);
         }
         entry.consumers += 1;
+        state.next_consumer += 1;
+        let id = state.next_consumer;
         drop(state);
         Ok(Box::new(MemoryConsumer {
+            id,
+            shared_group: false,
             shared: self.shared.clone(),
             destination: destination.to_owned(),
             group: name,

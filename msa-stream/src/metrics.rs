@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 /// `msa_stream_messages_total{binding, direction, outcome}`: messages sent (`out`) and
 /// handled (`in`), by outcome (`success`, `failure`, `retried`, `dead_letter`,
@@ -45,4 +45,21 @@ pub(crate) fn message(binding: &str, direction: &str, outcome: &str) {
     MESSAGES
         .with_label_values(&[binding, direction, outcome])
         .inc();
+}
+
+/// One binding's most frequent series, looked up once rather than per message.
+pub(crate) struct Series {
+    /// `in`/`out` `success`.
+    pub(crate) success: IntCounter,
+    /// Handler durations (inputs).
+    pub(crate) handler: Histogram,
+}
+
+impl Series {
+    pub(crate) fn new(binding: &str, direction: &str) -> Self {
+        Series {
+            success: MESSAGES.with_label_values(&[binding, direction, "success"]),
+            handler: HANDLER.with_label_values(&[binding]),
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::binder::{
     Binder, BinderError, Consumer, ConsumerOptions, Delivery, Producer, ProducerOptions, Settle,
     partition_for,
 };
-use crate::message::{Envelope, Headers, KEY, PARTITION};
+use crate::message::{CONTENT_TYPE, Envelope, Headers, JSON, KEY, PARTITION};
 
 /// A connection to a NATS server with JetStream.
 #[derive(Clone, Debug)]
@@ -131,22 +131,29 @@ fn dead_letter_subject(destination: &str, group: Option<&str>) -> String {
 /// Publishes `envelope` to `subject` and waits for the server's acknowledgement (stored).
 async fn publish(
     jetstream: &jetstream::Context,
-    subject: String,
+    subject: impl async_nats::subject::ToSubject,
     envelope: Envelope,
 ) -> Result<(), BinderError> {
     let headers = headers_of(&envelope);
-    jetstream
-        .publish_with_headers(subject, headers, envelope.payload)
-        .await
-        .map_err(broker)?
-        .await
-        .map_err(broker)?;
+    let acknowledgement = if headers.is_empty() {
+        jetstream.publish(subject, envelope.payload).await
+    } else {
+        jetstream
+            .publish_with_headers(subject, headers, envelope.payload)
+            .await
+    };
+    acknowledgement.map_err(broker)?.await.map_err(broker)?;
     Ok(())
 }
 
 fn headers_of(envelope: &Envelope) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in &envelope.headers {
+        // JSON is what a message without a content type holds (Spring's rule too): the
+        // header would only add bytes to every message.
+        if name == CONTENT_TYPE && value == JSON {
+            continue;
+        }
         headers.insert(name.as_str(), value.as_str());
     }
     if let Some(key) = &envelope.key {
@@ -176,6 +183,9 @@ fn envelope_of(message: &async_nats::Message) -> Envelope {
             }
         }
     }
+    headers
+        .entry(CONTENT_TYPE.to_owned())
+        .or_insert_with(|| JSON.to_owned());
     Envelope {
         payload: message.payload.clone(),
         headers,
@@ -186,16 +196,18 @@ fn envelope_of(message: &async_nats::Message) -> Envelope {
 
 struct NatsProducer {
     jetstream: jetstream::Context,
-    destination: String,
-    partitions: u32,
+    /// `<destination>.p.<n>` for each partition (subjects are cheap to clone).
+    subjects: Vec<async_nats::Subject>,
 }
 
 #[async_trait::async_trait]
 impl Producer for NatsProducer {
     async fn send(&self, mut envelope: Envelope) -> Result<(), BinderError> {
-        let partition = partition_for(&envelope, self.partitions);
-        envelope.partition = Some(partition);
-        let subject = format!("{}.p.{partition}", self.destination);
+        let partitions = self.subjects.len();
+        let partition = partition_for(&envelope, u32::try_from(partitions).unwrap_or(u32::MAX));
+        // The partition header only where there are partitions, as Spring writes it.
+        envelope.partition = (partitions > 1).then_some(partition);
+        let subject = self.subjects[partition as usize % partitions].clone();
         publish(&self.jetstream, subject, envelope).await
     }
 }
@@ -203,13 +215,19 @@ impl Producer for NatsProducer {
 /// How long one pull waits for messages before the next pull is made.
 const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
-/// Consumes with bounded pulls (`fetch`), one at a time, so that a closed consumer has no
-/// pull left open: what the last pull still brings is returned to the group at once.
+/// Consumes with bounded pulls (`fetch`), so that a closed consumer has no pull left open:
+/// what its pulls still bring goes back to the group at once. A partitioned input keeps
+/// its order with one pull at a time; otherwise the next pull is asked for when half of
+/// the current one is handed out, so fetching keeps ahead of handling (the server may
+/// share messages between the two, so their order is not kept, as a group's instances do
+/// not keep it either).
 struct NatsConsumer {
     /// One durable per owned partition (or one for the whole destination).
     consumers: Vec<consumer::PullConsumer>,
     turn: usize,
-    batch: Option<consumer::pull::Batch>,
+    /// Open pulls (at most two), with how many messages each has handed out.
+    batches: Vec<(consumer::pull::Batch, u32)>,
+    ordered: bool,
     closed: bool,
     prefetch: u32,
 }
@@ -235,19 +253,34 @@ impl Consumer for NatsConsumer {
             if self.closed {
                 return None;
             }
-            let batch = match &mut self.batch {
-                Some(batch) => batch,
-                None => match self.pull().await {
-                    Ok(batch) => self.batch.insert(batch),
-                    Err(error) => {
+            let ahead = match self.batches.as_slice() {
+                [] => true,
+                [(_, given)] => !self.ordered && *given >= self.prefetch / 2,
+                _ => false,
+            };
+            if ahead {
+                match self.pull().await {
+                    Ok(batch) => self.batches.push((batch, 0)),
+                    Err(error) if self.batches.is_empty() => {
                         tracing::warn!(%error, "NATS pull failed; pulling again");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
+                    Err(error) => tracing::debug!(%error, "NATS pull ahead failed"),
+                }
+            }
+            let (at, fetched) = match self.batches.as_mut_slice() {
+                [] => continue,
+                [(one, _)] => (0, one.next().await),
+                [(first, _), (second, _), ..] => tokio::select! {
+                    biased;
+                    fetched = first.next() => (0, fetched),
+                    fetched = second.next() => (1, fetched),
                 },
             };
-            match batch.next().await {
+            match fetched {
                 Some(Ok(message)) => {
+                    self.batches[at].1 += 1;
                     let redelivered = message
                         .info()
                         .map_or(0, |info| u32::try_from(info.delivered - 1).unwrap_or(0));
@@ -260,18 +293,20 @@ impl Consumer for NatsConsumer {
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "NATS pull ended");
-                    self.batch = None;
+                    self.batches.remove(at);
                 }
-                None => self.batch = None,
+                None => {
+                    self.batches.remove(at);
+                }
             }
         }
     }
 
     async fn close(&mut self) {
         self.closed = true;
-        // The open pull ends within its expiry; what it still brings goes back to the
+        // The open pulls end within their expiry; what they still bring goes back to the
         // group at once rather than after the ack wait.
-        if let Some(mut batch) = self.batch.take() {
+        for (mut batch, _) in std::mem::take(&mut self.batches) {
             while let Some(fetched) = batch.next().await {
                 if let Ok(message) = fetched
                     && let Err(error) = message.ack_with(AckKind::Nak(None)).await
@@ -289,7 +324,7 @@ struct NatsSettle(Option<jetstream::Message>);
 impl Settle for NatsSettle {
     async fn ack(mut self: Box<Self>) -> Result<(), BinderError> {
         match self.0.take() {
-            Some(message) => message.double_ack().await.map_err(broker),
+            Some(message) => message.ack().await.map_err(broker),
             None => Ok(()),
         }
     }
@@ -317,10 +352,12 @@ impl Binder for NatsBinder {
         options: &ProducerOptions,
     ) -> Result<Box<dyn Producer>, BinderError> {
         self.stream(destination).await?;
+        let partitions = options.partition_count.unwrap_or(1).max(1);
         Ok(Box::new(NatsProducer {
             jetstream: self.jetstream.clone(),
-            destination: destination.to_owned(),
-            partitions: options.partition_count.unwrap_or(1).max(1),
+            subjects: (0..partitions)
+                .map(|p| async_nats::Subject::from(format!("{destination}.p.{p}")))
+                .collect(),
         }))
     }
 
@@ -357,7 +394,8 @@ impl Binder for NatsBinder {
                 deliver_policy: consumer::DeliverPolicy::New,
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,
-                max_ack_pending: i64::from(options.prefetch.max(1)),
+                // Two pulls of `prefetch` may be open.
+                max_ack_pending: 2 * i64::from(options.prefetch.max(1)),
                 inactive_threshold: if durable.is_none() {
                     Duration::from_secs(30)
                 } else {
@@ -375,7 +413,8 @@ impl Binder for NatsBinder {
         Ok(Box::new(NatsConsumer {
             consumers,
             turn: 0,
-            batch: None,
+            batches: Vec::with_capacity(2),
+            ordered: options.partitioned,
             closed: false,
             prefetch: options.prefetch.max(1),
         }))

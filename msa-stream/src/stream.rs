@@ -54,6 +54,10 @@ pub enum StreamError {
 /// The longest failure reason put in a dead letter's headers.
 pub const MAX_REASON: usize = 1024;
 
+/// Messages an input's consumer may hold unsettled, at least (twice its concurrency when
+/// that is more): enough that fetching keeps ahead of handling.
+pub const MIN_PREFETCH: u32 = 256;
+
 /// Why one attempt failed.
 enum Failure {
     /// The payload does not decode: no retry can help.
@@ -132,8 +136,12 @@ fn encode<T: Serialize>(message: Message<T>, content_type: &str) -> Result<Envel
 
 /// The current span's context as `traceparent` (and `tracestate`, `baggage`) headers.
 fn inject_trace(headers: &mut Headers) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return; // no span, no context to carry
+    }
     let mut map = http::HeaderMap::new();
-    msa_core::telemetry::propagation::inject(&tracing::Span::current().context(), &mut map);
+    msa_core::telemetry::propagation::inject(&span.context(), &mut map);
     for (name, value) in &map {
         if let Ok(value) = value.to_str() {
             headers.insert(name.as_str().to_owned(), value.to_owned());
@@ -253,7 +261,8 @@ impl StreamBuilder {
         let inner = Arc::new(Inner {
             binder: self.binder,
             settings: self.settings,
-            producers: tokio::sync::Mutex::default(),
+            outputs: std::sync::RwLock::default(),
+            binding: tokio::sync::Mutex::default(),
             stop,
             tasks: Mutex::default(),
         });
@@ -265,7 +274,7 @@ impl StreamBuilder {
                 .unwrap_or_else(|| input.binding.clone());
             let c = &settings.consumer;
             let options = ConsumerOptions {
-                prefetch: c.concurrency.max(1) * 2,
+                prefetch: (c.concurrency.max(1) * 2).max(MIN_PREFETCH),
                 partitioned: c.partitioned,
                 instance_index: c
                     .instance_index
@@ -302,21 +311,40 @@ impl StreamBuilder {
 struct Inner {
     binder: Arc<dyn Binder>,
     settings: StreamSettings,
-    producers: tokio::sync::Mutex<BTreeMap<String, Arc<dyn Producer>>>,
+    /// The outputs bound so far: read on every send, written once per binding.
+    outputs: std::sync::RwLock<BTreeMap<String, Arc<BoundOutput>>>,
+    /// Held while an output is bound, so that concurrent first sends bind it once.
+    binding: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// A bound output: its producer and what its settings say about each message.
+struct BoundOutput {
+    producer: Box<dyn Producer>,
+    series: metrics::Series,
+    content_type: String,
+    partition_key: Option<String>,
+}
+
 impl Inner {
-    async fn producer(
-        &self,
-        binding: &str,
-    ) -> Result<(Arc<dyn Producer>, BindingSettings), StreamError> {
-        let settings = self.settings.binding(binding);
-        let mut producers = self.producers.lock().await;
-        if let Some(producer) = producers.get(binding) {
-            return Ok((producer.clone(), settings));
+    fn bound(&self, binding: &str) -> Option<Arc<BoundOutput>> {
+        self.outputs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(binding)
+            .cloned()
+    }
+
+    async fn output(&self, binding: &str) -> Result<Arc<BoundOutput>, StreamError> {
+        if let Some(output) = self.bound(binding) {
+            return Ok(output);
         }
+        let _binding = self.binding.lock().await;
+        if let Some(output) = self.bound(binding) {
+            return Ok(output);
+        }
+        let settings = self.settings.binding(binding);
         let destination = settings
             .destination
             .clone()
@@ -324,32 +352,43 @@ impl Inner {
         let options = ProducerOptions {
             partition_count: settings.producer.partition_count,
         };
-        let producer: Arc<dyn Producer> =
-            Arc::from(self.binder.producer(&destination, &options).await?);
-        producers.insert(binding.to_owned(), producer.clone());
-        Ok((producer, settings))
+        let output = Arc::new(BoundOutput {
+            producer: self.binder.producer(&destination, &options).await?,
+            series: metrics::Series::new(binding, "out"),
+            content_type: settings.content_type.unwrap_or_else(|| JSON.to_owned()),
+            partition_key: settings.producer.partition_key,
+        });
+        self.outputs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(binding.to_owned(), output.clone());
+        Ok(output)
     }
 
-    async fn send_envelope(
+    async fn send_envelope(&self, binding: &str, envelope: Envelope) -> Result<(), StreamError> {
+        let output = self.output(binding).await?;
+        self.send_to(binding, &output, envelope).await
+    }
+
+    async fn send_to(
         &self,
         binding: &str,
+        output: &BoundOutput,
         mut envelope: Envelope,
     ) -> Result<(), StreamError> {
         if *self.stop.borrow() {
             return Err(StreamError::Closed);
         }
-        let (producer, settings) = self.producer(binding).await?;
         if envelope.key.is_none()
-            && let Some(header) = &settings.producer.partition_key
+            && let Some(header) = &output.partition_key
         {
             envelope.key = envelope.headers.get(header).cloned();
         }
-        let sent = producer.send(envelope).await;
-        metrics::message(
-            binding,
-            "out",
-            if sent.is_ok() { "success" } else { "failure" },
-        );
+        let sent = output.producer.send(envelope).await;
+        match sent {
+            Ok(()) => output.series.success.inc(),
+            Err(_) => metrics::message(binding, "out", "failure"),
+        }
         Ok(sent?)
     }
 }
@@ -384,17 +423,13 @@ impl Stream {
         binding: &str,
         message: Message<T>,
     ) -> Result<(), StreamError> {
-        let content_type = self
-            .inner
-            .settings
-            .binding(binding)
-            .content_type
-            .unwrap_or_else(|| JSON.to_owned());
-        let envelope = encode(message, &content_type).map_err(|reason| StreamError::Encode {
-            binding: binding.to_owned(),
-            reason,
-        })?;
-        self.inner.send_envelope(binding, envelope).await
+        let output = self.inner.output(binding).await?;
+        let envelope =
+            encode(message, &output.content_type).map_err(|reason| StreamError::Encode {
+                binding: binding.to_owned(),
+                reason,
+            })?;
+        self.inner.send_to(binding, &output, envelope).await
     }
 
     /// The binder, for its health.
@@ -476,23 +511,39 @@ async fn run_input(
     mut consumer: Box<dyn crate::binder::Consumer>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let series = Arc::new(metrics::Series::new(&input.binding, "in"));
     let input = Arc::new(input);
     let settings = Arc::new(settings);
     let lanes = settings.consumer.concurrency.max(1) as usize;
+    if lanes == 1 {
+        // One lane: handled in this task, in order, without a hand-over.
+        loop {
+            let delivery = tokio::select! {
+                delivery = consumer.next() => delivery,
+                _ = stopped.wait_for(|stop| *stop) => None,
+            };
+            let Some(delivery) = delivery else { break };
+            handle(&inner, &input, &series, &destination, &settings, delivery).await;
+        }
+        consumer.close().await;
+        tracing::debug!(binding = %input.binding, "input stopped");
+        return;
+    }
     let mut senders = Vec::with_capacity(lanes);
     let mut workers = Vec::with_capacity(lanes);
     for _ in 0..lanes {
         let (tx, mut rx) = mpsc::channel::<Delivery>(1);
         senders.push(tx);
-        let (inner, input, settings, destination) = (
+        let (inner, input, series, settings, destination) = (
             inner.clone(),
             input.clone(),
+            series.clone(),
             settings.clone(),
             destination.clone(),
         );
         workers.push(tokio::spawn(async move {
             while let Some(delivery) = rx.recv().await {
-                handle(&inner, &input, &destination, &settings, delivery).await;
+                handle(&inner, &input, &series, &destination, &settings, delivery).await;
             }
         }));
     }
@@ -522,6 +573,7 @@ async fn run_input(
 async fn handle(
     inner: &Inner,
     input: &Input,
+    series: &metrics::Series,
     destination: &str,
     settings: &BindingSettings,
     delivery: Delivery,
@@ -531,7 +583,9 @@ async fn handle(
         metrics::REDELIVERIES.with_label_values(&[binding]).inc();
     }
     let span = tracing::info_span!("consume", %binding, %destination, otel.kind = "consumer");
-    let _ = span.set_parent(extract_trace(&delivery.envelope.headers));
+    if !span.is_disabled() {
+        let _ = span.set_parent(extract_trace(&delivery.envelope.headers));
+    }
     async {
         let c = &settings.consumer;
         let mut attempt = 0;
@@ -539,9 +593,7 @@ async fn handle(
             attempt += 1;
             let started = Instant::now();
             let outcome = (input.handler)(delivery.envelope.clone()).await;
-            metrics::HANDLER
-                .with_label_values(&[binding])
-                .observe(started.elapsed().as_secs_f64());
+            series.handler.observe(started.elapsed().as_secs_f64());
             let failure = match outcome {
                 Ok(None) => None,
                 Ok(Some((output, envelope))) => match inner.send_envelope(&output, envelope).await {
@@ -552,7 +604,7 @@ async fn handle(
             };
             match failure {
                 None => {
-                    metrics::message(binding, "in", "success");
+                    series.success.inc();
                     if let Err(error) = delivery.ack().await {
                         tracing::warn!(%error, "acknowledging failed; the broker may deliver it again");
                     }
