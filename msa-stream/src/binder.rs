@@ -100,6 +100,18 @@ pub trait Binder: fmt::Debug + Send + Sync + 'static {
 
     /// Whether the broker answers, for `/actuator/health`.
     async fn check(&self) -> Result<(), BinderError>;
+
+    /// The consumer lag of `group` on `destination` where the broker reports it: messages
+    /// waiting for the group (in the partitions `options` own), not yet delivered.
+    async fn lag(
+        &self,
+        destination: &str,
+        group: &str,
+        options: &ConsumerOptions,
+    ) -> Result<Option<u64>, BinderError> {
+        let _ = (destination, group, options);
+        Ok(None)
+    }
 }
 
 /// Sends to one destination.

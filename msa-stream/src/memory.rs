@@ -478,4 +478,29 @@ impl Binder for MemoryBinder {
     async fn check(&self) -> Result<(), BinderError> {
         Ok(())
     }
+
+    async fn lag(
+        &self,
+        destination: &str,
+        group: &str,
+        options: &ConsumerOptions,
+    ) -> Result<Option<u64>, BinderError> {
+        let state = self.shared.lock();
+        let Some(group) = state
+            .topics
+            .get(destination)
+            .and_then(|t| t.groups.get(group))
+        else {
+            return Ok(None);
+        };
+        let count = options.instance_count.max(1) as usize;
+        let waiting: usize = group
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| !options.partitioned || p % count == options.instance_index as usize)
+            .map(|(_, queue)| queue.len())
+            .sum();
+        Ok(Some(waiting as u64))
+    }
 }

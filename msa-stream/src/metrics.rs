@@ -2,7 +2,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+};
 
 /// `msa_stream_messages_total{binding, direction, outcome}`: messages sent (`out`) and
 /// handled (`in`), by outcome (`success`, `failure`, `retried`, `dead_letter`,
@@ -39,6 +41,18 @@ pub(crate) static REDELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     // Constant names and labels: cannot fail.
     let counter = IntCounterVec::new(opts, &["binding"]).expect("valid counter");
     msa_core::metrics::register_or_existing(counter)
+});
+
+/// `msa_stream_consumer_lag{binding}`: messages waiting for the binding's group, where
+/// the broker reports it (sampled every 10 s).
+pub(crate) static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "msa_stream_consumer_lag",
+        "Messages waiting for the group of an input binding, not yet delivered, where the broker reports it.",
+    );
+    // Constant names and labels: cannot fail.
+    let gauge = IntGaugeVec::new(opts, &["binding"]).expect("valid gauge");
+    msa_core::metrics::register_or_existing(gauge)
 });
 
 pub(crate) fn message(binding: &str, direction: &str, outcome: &str) {

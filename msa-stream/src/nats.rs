@@ -124,6 +124,18 @@ impl NatsBinder {
     }
 }
 
+/// The durable consumers of `group` for the partitions `options` own.
+fn durables(group: &str, options: &ConsumerOptions) -> Vec<String> {
+    if options.partitioned {
+        (0..options.partition_count.max(1))
+            .filter(|p| p % options.instance_count.max(1) == options.instance_index)
+            .map(|p| format!("{group}-p{p}"))
+            .collect()
+    } else {
+        vec![group.to_owned()]
+    }
+}
+
 fn dead_letter_subject(destination: &str, group: Option<&str>) -> String {
     format!("{destination}.dlq.{}", group.unwrap_or("anonymous"))
 }
@@ -432,6 +444,24 @@ impl Binder for NatsBinder {
             envelope,
         )
         .await
+    }
+
+    async fn lag(
+        &self,
+        destination: &str,
+        group: &str,
+        options: &ConsumerOptions,
+    ) -> Result<Option<u64>, BinderError> {
+        let stream = self.stream(destination).await?;
+        let mut pending = 0;
+        for durable in durables(group, options) {
+            pending += stream
+                .consumer_info(&durable)
+                .await
+                .map_err(broker)?
+                .num_pending;
+        }
+        Ok(Some(pending))
     }
 
     async fn check(&self) -> Result<(), BinderError> {

@@ -589,6 +589,40 @@ impl Binder for RabbitBinder {
         result
     }
 
+    async fn lag(
+        &self,
+        destination: &str,
+        group: &str,
+        options: &ConsumerOptions,
+    ) -> Result<Option<u64>, BinderError> {
+        let base = group_queue(destination, group);
+        let queues: Vec<String> = if options.partitioned {
+            (0..options.partition_count.max(1))
+                .filter(|p| p % options.instance_count.max(1) == options.instance_index)
+                .map(|p| format!("{base}-{p}"))
+                .collect()
+        } else {
+            vec![base]
+        };
+        let channel = self.channel().await?;
+        let mut ready = 0;
+        for queue in queues {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            ready += u64::from(
+                channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await
+                    .map_err(broker)?
+                    .message_count(),
+            );
+        }
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(Some(ready))
+    }
+
     async fn check(&self) -> Result<(), BinderError> {
         let status = self.connection.status();
         if status.blocked() {

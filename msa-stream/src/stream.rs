@@ -290,6 +290,16 @@ impl StreamBuilder {
                 .binder
                 .consumer(&destination, settings.group.as_deref(), &options)
                 .await?;
+            if let Some(group) = &settings.group {
+                tokio::spawn(sample_lag(
+                    inner.binder.clone(),
+                    input.binding.clone(),
+                    destination.clone(),
+                    group.clone(),
+                    options,
+                    stopped.clone(),
+                ));
+            }
             let task = tokio::spawn(run_input(
                 inner.clone(),
                 input,
@@ -498,6 +508,33 @@ impl StreamBridge {
             .ok_or(StreamError::NotStarted)?
             .send_message(binding, message)
             .await
+    }
+}
+
+/// How often an input's consumer lag is asked of the broker.
+pub const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps `msa_stream_consumer_lag{binding}` current while the stream runs, where the
+/// binder reports a lag.
+async fn sample_lag(
+    binder: Arc<dyn Binder>,
+    binding: String,
+    destination: String,
+    group: String,
+    options: ConsumerOptions,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let gauge = metrics::LAG.with_label_values(&[binding.as_str()]);
+    loop {
+        match binder.lag(&destination, &group, &options).await {
+            Ok(Some(lag)) => gauge.set(i64::try_from(lag).unwrap_or(i64::MAX)),
+            Ok(None) => return,
+            Err(error) => tracing::debug!(%binding, %error, "consumer lag unknown"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LAG_INTERVAL) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

@@ -215,3 +215,8 @@ async fn suite_a_failing_handler_is_retried_then_dead_lettered() {
 async fn suite_graceful_shutdown_under_load_loses_nothing() {
     suite::graceful_shutdown_under_load_loses_nothing(&MemoryBinder::new()).await;
 }
+
+#[tokio::test]
+async fn suite_the_consumer_lag_is_what_waits_for_the_group() {
+    suite::the_consumer_lag_is_what_waits_for_the_group(&MemoryBinder::new()).await;
+}

@@ -138,3 +138,9 @@ async fn killed_child() {
         suite::hold_one_message(&binder).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_the_consumer_lag_is_what_waits_for_the_group() {
+    let (_store, _server, binder) = fresh().await;
+    suite::the_consumer_lag_is_what_waits_for_the_group(&binder).await;
+}

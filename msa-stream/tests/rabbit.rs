@@ -329,3 +329,8 @@ async fn killed_child() {
         suite::hold_one_message(&RabbitBinder::connect(&url).await.unwrap()).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_the_consumer_lag_is_what_waits_for_the_group() {
+    suite::the_consumer_lag_is_what_waits_for_the_group(&binder().await).await;
+}

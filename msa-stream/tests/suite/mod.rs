@@ -507,3 +507,52 @@ pub async fn the_trace_crosses_from_producer_to_consumer<B: Binder + Clone>(bind
     assert_eq!(consumed.as_deref(), Some(trace));
     stream.shutdown().await;
 }
+
+/// The consumer lag a binder reports: what waits for the group, not yet delivered.
+pub async fn the_consumer_lag_is_what_waits_for_the_group<B: Binder + Clone>(binder: &B) {
+    let options = msa_stream::binder::ConsumerOptions::default();
+    // The group exists, and has no instance while the messages are sent (a broker may
+    // hand messages to a connected instance ahead of its handling).
+    let mut consumer = binder
+        .consumer("lagging", Some("g"), &options)
+        .await
+        .unwrap();
+    consumer.close().await;
+    drop(consumer);
+    let producer = binder
+        .producer("lagging", &ProducerOptions::default())
+        .await
+        .unwrap();
+    for n in 0..5 {
+        producer.send(Envelope::new(format!("{n}"))).await.unwrap();
+    }
+    let mut lag = None;
+    for _ in 0..200 {
+        lag = binder.lag("lagging", "g", &options).await.unwrap();
+        if lag == Some(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lag, Some(5), "five messages wait");
+    let mut consumer = binder
+        .consumer("lagging", Some("g"), &options)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        delivery.ack().await.unwrap();
+    }
+    for _ in 0..200 {
+        lag = binder.lag("lagging", "g", &options).await.unwrap();
+        if lag == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lag, Some(0), "none waits once they are handled");
+    consumer.close().await;
+}
