@@ -11,6 +11,16 @@ use std::time::Duration;
 
 use crate::message::Envelope;
 
+impl BinderError {
+    /// A failure of the broker behind `binder`.
+    pub fn broker(binder: &str, reason: impl fmt::Display) -> Self {
+        BinderError::Broker {
+            binder: binder.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// A broker operation that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,6 +62,23 @@ pub struct ConsumerOptions {
     pub instance_count: u32,
     /// Partitions of the destination (when partitioned).
     pub partition_count: u32,
+}
+
+impl ConsumerOptions {
+    /// Whether this instance owns `partition` (every one, when unpartitioned).
+    pub fn owns(&self, partition: u32) -> bool {
+        !self.partitioned || partition % self.instance_count.max(1) == self.instance_index
+    }
+
+    /// The partitions this instance owns when partitioned; `None` when it consumes the
+    /// whole destination.
+    pub fn owned_partitions(&self) -> Option<Vec<u32>> {
+        self.partitioned.then(|| {
+            (0..self.partition_count.max(1))
+                .filter(|&p| self.owns(p))
+                .collect()
+        })
+    }
 }
 
 impl Default for ConsumerOptions {

@@ -184,8 +184,8 @@ struct MemoryConsumer {
 
 impl MemoryConsumer {
     fn owns(&self, partition: usize) -> bool {
-        !self.options.partitioned
-            || partition as u32 % self.options.instance_count.max(1) == self.options.instance_index
+        self.options
+            .owns(u32::try_from(partition).unwrap_or(u32::MAX))
     }
 
     fn take(&mut self) -> Option<Queued> {
@@ -493,12 +493,11 @@ impl Binder for MemoryBinder {
         else {
             return Ok(None);
         };
-        let count = options.instance_count.max(1) as usize;
         let waiting: usize = group
             .partitions
             .iter()
             .enumerate()
-            .filter(|(p, _)| !options.partitioned || p % count == options.instance_index as usize)
+            .filter(|(p, _)| options.owns(u32::try_from(*p).unwrap_or(u32::MAX)))
             .map(|(_, queue)| queue.len())
             .sum();
         Ok(Some(waiting as u64))

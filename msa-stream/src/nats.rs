@@ -35,10 +35,7 @@ pub struct NatsBinder {
 }
 
 fn broker(reason: impl std::fmt::Display) -> BinderError {
-    BinderError::Broker {
-        binder: "nats".into(),
-        reason: reason.to_string(),
-    }
+    BinderError::broker("nats", reason)
 }
 
 /// `name` as a stream, subject or consumer name: letters, digits, `-`, `_`, at most 64.
@@ -126,13 +123,9 @@ impl NatsBinder {
 
 /// The durable consumers of `group` for the partitions `options` own.
 fn durables(group: &str, options: &ConsumerOptions) -> Vec<String> {
-    if options.partitioned {
-        (0..options.partition_count.max(1))
-            .filter(|p| p % options.instance_count.max(1) == options.instance_index)
-            .map(|p| format!("{group}-p{p}"))
-            .collect()
-    } else {
-        vec![group.to_owned()]
+    match options.owned_partitions() {
+        Some(owned) => owned.iter().map(|p| format!("{group}-p{p}")).collect(),
+        None => vec![group.to_owned()],
     }
 }
 
@@ -383,13 +376,9 @@ impl Binder for NatsBinder {
         if let Some(group) = group {
             checked("group", group)?;
         }
-        let owned: Vec<Option<u32>> = if options.partitioned {
-            (0..options.partition_count.max(1))
-                .filter(|p| p % options.instance_count.max(1) == options.instance_index)
-                .map(Some)
-                .collect()
-        } else {
-            vec![None]
+        let owned: Vec<Option<u32>> = match options.owned_partitions() {
+            Some(owned) => owned.into_iter().map(Some).collect(),
+            None => vec![None],
         };
         let mut consumers = Vec::new();
         for partition in owned {

@@ -57,10 +57,7 @@ pub struct RabbitBinder {
 }
 
 fn broker(reason: impl std::fmt::Display) -> BinderError {
-    BinderError::Broker {
-        binder: "rabbit".into(),
-        reason: reason.to_string(),
-    }
+    BinderError::broker("rabbit", reason)
 }
 
 /// `name` as part of an exchange, queue or routing key name.
@@ -500,14 +497,13 @@ impl Binder for RabbitBinder {
                     "x-dead-letter-routing-key".into(),
                     AMQPValue::LongString(base.as_str().into()),
                 );
-                if options.partitioned {
-                    for p in (0..options.partition_count.max(1))
-                        .filter(|p| p % options.instance_count.max(1) == options.instance_index)
-                    {
-                        queues.push((format!("{base}-{p}"), format!("{destination}-{p}")));
-                    }
-                } else {
-                    queues.push((base, "#".to_owned()));
+                match options.owned_partitions() {
+                    Some(owned) => queues.extend(
+                        owned
+                            .iter()
+                            .map(|p| (format!("{base}-{p}"), format!("{destination}-{p}"))),
+                    ),
+                    None => queues.push((base, "#".to_owned())),
                 }
                 QueueDeclareOptions::durable()
             }
@@ -596,13 +592,9 @@ impl Binder for RabbitBinder {
         options: &ConsumerOptions,
     ) -> Result<Option<u64>, BinderError> {
         let base = group_queue(destination, group);
-        let queues: Vec<String> = if options.partitioned {
-            (0..options.partition_count.max(1))
-                .filter(|p| p % options.instance_count.max(1) == options.instance_index)
-                .map(|p| format!("{base}-{p}"))
-                .collect()
-        } else {
-            vec![base]
+        let queues: Vec<String> = match options.owned_partitions() {
+            Some(owned) => owned.iter().map(|p| format!("{base}-{p}")).collect(),
+            None => vec![base],
         };
         let channel = self.channel().await?;
         let mut ready = 0;

@@ -11,55 +11,23 @@ mod suite;
 
 use nats_server::{Server, free_port};
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use msa_stream::binder::{Binder, ConsumerOptions};
-use msa_stream::config::StreamSettings;
 use msa_stream::nats::NatsBinder;
-use msa_stream::stream::StreamBuilder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_acknowledged_is_lost_when_the_server_is_killed_and_restarted() {
+async fn suite_nothing_acknowledged_is_lost_when_the_server_is_killed_and_restarted() {
     let store = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = Server::start(store.path(), port);
     let binder = server.binder().await;
-
-    let producer = StreamBuilder::new(binder.clone(), StreamSettings::default())
-        .start()
-        .await
-        .unwrap();
-
-    // Acknowledged by the server (file storage), nothing is lost when it is killed: a
-    // group made before the kill receives all of it after the restart.
-    let durable = binder
-        .consumer("kept", Some("g"), &ConsumerOptions::default())
-        .await
-        .unwrap();
-    for n in 0..50u32 {
-        producer.send("kept", n).await.unwrap();
-    }
-    producer.shutdown().await;
-    drop(durable);
-    drop(binder);
-    drop(server);
-    let server = Server::start(store.path(), port);
-    let binder = server.binder().await;
-    let mut durable = binder
-        .consumer("kept", Some("g"), &ConsumerOptions::default())
-        .await
-        .unwrap();
-    let mut got = BTreeSet::new();
-    while got.len() < 50 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), durable.next())
-            .await
-            .expect("every message after the restart")
-            .unwrap();
-        got.insert(String::from_utf8(delivery.envelope.payload.to_vec()).unwrap());
-        delivery.ack().await.unwrap();
-    }
-    assert_eq!(got.len(), 50);
+    suite::nothing_acknowledged_is_lost_across_a_restart(binder, |binder| async move {
+        drop(binder);
+        drop(server); // killed
+        let server = Server::start(store.path(), port);
+        (server.binder().await, (server, store))
+    })
+    .await;
 }
 
 /// A server on a free port with a throwaway store, and a binder connected to it.

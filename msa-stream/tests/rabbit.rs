@@ -12,7 +12,6 @@ mod suite;
 
 use rabbit_server::{Broker, free_port, shared, vhost};
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +21,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
-use msa_stream::binder::{Binder, ConsumerOptions};
-use msa_stream::config::StreamSettings;
 use msa_stream::message::Message;
 use msa_stream::rabbit::RabbitBinder;
 use msa_stream::stream::StreamBuilder;
@@ -267,44 +264,19 @@ async fn spring_cloud_streams_topology_is_shared_with_plain_amqp_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_acknowledged_is_lost_when_the_broker_is_killed_and_restarted() {
+async fn suite_nothing_acknowledged_is_lost_when_the_broker_is_killed_and_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut broker = Broker::start(dir.path(), port, true);
     let binder = broker.binder("t0").await;
-    let durable = binder
-        .consumer("kept", Some("g"), &ConsumerOptions::default())
-        .await
-        .unwrap();
-    drop(durable);
-    let producer = StreamBuilder::new(binder.clone(), StreamSettings::default())
-        .start()
-        .await
-        .unwrap();
-    for n in 0..50u32 {
-        producer.send("kept", n).await.unwrap();
-    }
-    producer.shutdown().await;
-    drop(binder);
-    broker.kill();
-    drop(broker);
-
-    let broker = Broker::start(dir.path(), port, true);
-    let binder = broker.binder("t0").await;
-    let mut durable = binder
-        .consumer("kept", Some("g"), &ConsumerOptions::default())
-        .await
-        .unwrap();
-    let mut got = BTreeSet::new();
-    while got.len() < 50 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), durable.next())
-            .await
-            .expect("every message after the restart")
-            .unwrap();
-        got.insert(String::from_utf8(delivery.envelope.payload.to_vec()).unwrap());
-        delivery.ack().await.unwrap();
-    }
-    assert_eq!(got.len(), 50);
+    suite::nothing_acknowledged_is_lost_across_a_restart(binder, |binder| async move {
+        drop(binder);
+        broker.kill();
+        drop(broker);
+        let broker = Broker::start(dir.path(), port, true);
+        (broker.binder("t0").await, (broker, dir))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -556,3 +556,38 @@ pub async fn the_consumer_lag_is_what_waits_for_the_group<B: Binder + Clone>(bin
     assert_eq!(lag, Some(0), "none waits once they are handled");
     consumer.close().await;
 }
+
+/// Acknowledged by the broker, nothing is lost when it is killed and restarted on its data
+/// (`restart` does both, and returns a binder on the new broker with whatever must live as
+/// long as it): a group made before the kill receives every message after the restart.
+pub async fn nothing_acknowledged_is_lost_across_a_restart<B, G, R, Fut>(binder: B, restart: R)
+where
+    B: Binder + Clone,
+    R: FnOnce(B) -> Fut,
+    Fut: std::future::Future<Output = (B, G)>,
+{
+    let options = msa_stream::binder::ConsumerOptions::default();
+    let durable = binder.consumer("kept", Some("g"), &options).await.unwrap();
+    drop(durable);
+    let producer = StreamBuilder::new(binder.clone(), StreamSettings::default())
+        .start()
+        .await
+        .unwrap();
+    for n in 0..50u32 {
+        producer.send("kept", n).await.unwrap();
+    }
+    producer.shutdown().await;
+    drop(producer);
+    let (binder, _alive) = restart(binder).await;
+    let mut durable = binder.consumer("kept", Some("g"), &options).await.unwrap();
+    let mut got = BTreeSet::new();
+    while got.len() < 50 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), durable.next())
+            .await
+            .expect("every message after the restart")
+            .unwrap();
+        got.insert(String::from_utf8(delivery.envelope.payload.to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(got.len(), 50);
+}
