@@ -10,7 +10,8 @@
 //! - acknowledgement is explicit; `redeliver` is a negative acknowledgement with a delay; a
 //!   message left unsettled is delivered again after the consumer's ack wait;
 //! - dead letters go to `<destination>.dlq.<group>` in the same stream;
-//! - the key travels in the `msa-key` header ([`KEY`](crate::message::KEY)), the partition in `scst_partition`.
+//! - the key travels in the `msa-key` header ([`KEY`]), the partition in `scst_partition`
+//!   (when partitioned); JSON, the default content type, travels without a header.
 //!
 //! Destination and group names are letters, digits, `-` and `_`: they become stream,
 //! subject and consumer names.
