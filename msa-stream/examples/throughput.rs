@@ -10,6 +10,9 @@
 //! - latency: 2,000 messages sent one by one every 500 µs to a running consumer, from the
 //!   send call to the handler.
 //!
+//! The table has each side's median over the rounds, and the median of its per-round
+//! ratios to the raw client (sides alternate order between rounds).
+//!
 //! Usage: throughput --url nats://127.0.0.1:4222 [--messages 50000] [--rounds 3]
 
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use msa_stream::binder::Binder;
+use msa_stream::binder::{Binder, ConsumerOptions};
 use msa_stream::config::StreamSettings;
 use msa_stream::memory::MemoryBinder;
 use msa_stream::message::Message;
@@ -192,27 +195,16 @@ async fn msa(binder: Arc<dyn Binder>, name: &str, messages: usize, concurrency: 
     }))
     .unwrap();
     let start = Instant::now();
-    let seen = Arc::new(Seen::default());
-    let reader = seen.clone();
-    // The group's subscription exists before the sends (as the raw side's durable does);
-    // it starts handling after the publish run.
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let opened = gate.clone();
-    let consumer = StreamBuilder::on(binder.clone(), settings)
-        .consumer("bench", move |message: Message<Event>| {
-            let (reader, gate) = (reader.clone(), opened.clone());
-            async move {
-                if gate.available_permits() == 0 {
-                    drop(gate.acquire().await);
-                }
-                reader.record(start, &message.payload);
-                Ok::<_, String>(())
-            }
-        })
-        .start()
-        .await
-        .unwrap();
-    let producer: Stream = StreamBuilder::on(binder, StreamSettings::default())
+    // The group exists before the sends (as the raw side's durable does), without an
+    // instance: its consumer starts after the publish run.
+    let options = ConsumerOptions {
+        prefetch: (2 * concurrency).max(msa_stream::stream::MIN_PREFETCH),
+        ..ConsumerOptions::default()
+    };
+    let mut group = binder.consumer(name, Some("g"), &options).await.unwrap();
+    group.close().await;
+    drop(group);
+    let producer: Stream = StreamBuilder::on(binder.clone(), StreamSettings::default())
         .start()
         .await
         .unwrap();
@@ -231,7 +223,19 @@ async fn msa(binder: Arc<dyn Binder>, name: &str, messages: usize, concurrency: 
     let publish = messages as f64 / began.elapsed().as_secs_f64();
 
     let began = Instant::now();
-    gate.add_permits(usize::MAX >> 4);
+    let seen = Arc::new(Seen::default());
+    let reader = seen.clone();
+    let consumer = StreamBuilder::on(binder, settings)
+        .consumer("bench", move |message: Message<Event>| {
+            let reader = reader.clone();
+            async move {
+                reader.record(start, &message.payload);
+                Ok::<_, String>(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
     seen.until(messages as u64).await;
     let consume = messages as f64 / began.elapsed().as_secs_f64();
     seen.latencies.lock().unwrap().clear();
@@ -269,7 +273,14 @@ async fn main() {
         .map(|_| arg("--side", "0").parse().unwrap());
     let mut results: Vec<Vec<Figures>> = sides.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        for (side, name) in sides.iter().enumerate() {
+        // Odd rounds run the sides in reverse, so that none is always first.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..sides.len()).collect()
+        } else {
+            (0..sides.len()).rev().collect()
+        };
+        for side in order {
+            let name = sides[side];
             if only.is_some_and(|only| only != side) {
                 continue;
             }
@@ -305,14 +316,24 @@ async fn main() {
             ]
         })
         .collect();
-    let raw = summary[0];
+    // Each side's ratio to the raw client in the same round, then the median of those
+    // (the machine's speed drifts between rounds more than the sides differ).
+    let ratio = |side: usize, of: fn(&Figures) -> f64| {
+        median(
+            &mut results[side]
+                .iter()
+                .zip(&results[0])
+                .map(|(f, raw)| of(f) / of(raw))
+                .collect(),
+        )
+    };
     println!("| side | publish msg/s | × raw | consume msg/s | × raw | latency p50 | p99 |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, [publish, consume, p50, p99]) in sides.iter().zip(&summary) {
+    for (side, (name, [publish, consume, p50, p99])) in sides.iter().zip(&summary).enumerate() {
         println!(
             "| {name} | {publish:.0} | {:.2} | {consume:.0} | {:.2} | {p50:.2} ms | {p99:.2} ms |",
-            publish / raw[0],
-            consume / raw[1],
+            ratio(side, |f| f.publish),
+            ratio(side, |f| f.consume),
         );
     }
 }

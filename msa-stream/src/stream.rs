@@ -68,7 +68,7 @@ enum Failure {
 
 type Output = Option<(String, Envelope)>;
 type Handled = Pin<Box<dyn Future<Output = Result<Output, Failure>> + Send>>;
-type Handler = Arc<dyn Fn(Envelope) -> Handled + Send + Sync>;
+type Handler = Arc<dyn Fn(&Envelope) -> Handled + Send + Sync>;
 
 struct Input {
     binding: String,
@@ -191,8 +191,8 @@ impl StreamBuilder {
         let handle = Arc::new(handle);
         self.inputs.push(Input {
             binding,
-            handler: Arc::new(move |envelope| {
-                let decoded = decode::<T>(&envelope, &content_type);
+            handler: Arc::new(move |envelope: &Envelope| {
+                let decoded = decode::<T>(envelope, &content_type);
                 let handle = handle.clone();
                 Box::pin(async move {
                     let message = decoded?;
@@ -225,8 +225,8 @@ impl StreamBuilder {
         let handle = Arc::new(handle);
         self.inputs.push(Input {
             binding,
-            handler: Arc::new(move |envelope| {
-                let decoded = decode::<I>(&envelope, &content_type);
+            handler: Arc::new(move |envelope: &Envelope| {
+                let decoded = decode::<I>(envelope, &content_type);
                 let handle = handle.clone();
                 let (output, out_type) = (output.clone(), out_type.clone());
                 Box::pin(async move {
@@ -511,6 +511,9 @@ impl StreamBridge {
     }
 }
 
+/// Messages queued for each lane of an input with `concurrency` above 1.
+const LANE_QUEUE: usize = 8;
+
 /// How often an input's consumer lag is asked of the broker.
 pub const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -569,7 +572,9 @@ async fn run_input(
     let mut senders = Vec::with_capacity(lanes);
     let mut workers = Vec::with_capacity(lanes);
     for _ in 0..lanes {
-        let (tx, mut rx) = mpsc::channel::<Delivery>(1);
+        // A few queued per lane, so that handing over does not wake a lane per message;
+        // the consumer's prefetch bounds what all lanes hold.
+        let (tx, mut rx) = mpsc::channel::<Delivery>(LANE_QUEUE);
         senders.push(tx);
         let (inner, input, series, settings, destination) = (
             inner.clone(),
@@ -629,7 +634,7 @@ async fn handle(
         let failure = loop {
             attempt += 1;
             let started = Instant::now();
-            let outcome = (input.handler)(delivery.envelope.clone()).await;
+            let outcome = (input.handler)(&delivery.envelope).await;
             series.handler.observe(started.elapsed().as_secs_f64());
             let failure = match outcome {
                 Ok(None) => None,
