@@ -36,13 +36,13 @@ struct Instance {
     live: msa::config::client::LiveConfig<Root>,
 }
 
-async fn instance(dir: &Path, config: SocketAddr, name: &str, id: &str) -> Instance {
+async fn instance(dir: &Path, config: SocketAddr, name: &str, id: &str, extra: &str) -> Instance {
     let dir = dir.join(id.replace(':', "-"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("application.yml"),
         format!(
-            "spring:\n  application:\n    name: {name}\n  config:\n    import: \"configserver:http://{config}\"\n  cloud:\n    bus:\n      id: \"{id}\"\n"
+            "spring:\n  application:\n    name: {name}\n  config:\n    import: \"configserver:http://{config}\"\n  cloud:\n    bus:\n      id: \"{id}\"\n{extra}"
         ),
     )
     .unwrap();
@@ -112,9 +112,17 @@ async fn bus_events_reach_every_instance_they_name() {
     .await
     .unwrap();
 
-    let orders_1 = instance(dir.path(), config, "orders", "orders:default:1").await;
-    let orders_2 = instance(dir.path(), config, "orders", "orders:default:2").await;
-    let billing = instance(dir.path(), config, "billing", "billing:default:1").await;
+    let orders_1 = instance(dir.path(), config, "orders", "orders:default:1", "").await;
+    let orders_2 = instance(dir.path(), config, "orders", "orders:default:2", "").await;
+    // billing guards its management endpoints with a token.
+    let billing = instance(
+        dir.path(),
+        config,
+        "billing",
+        "billing:default:1",
+        "msa:\n  management:\n    token: s3cret\n",
+    )
+    .await;
     let all = [&orders_1, &orders_2, &billing];
     let counts = || all.map(|i| i.refreshes.load(Ordering::SeqCst));
     let http = reqwest::Client::new();
@@ -125,9 +133,17 @@ async fn bus_events_reach_every_instance_they_name() {
         ))
     };
 
+    // The bus endpoints are management operations: without the token, nothing is sent.
+    let response = post(&billing, "busrefresh").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+
     // busrefresh from billing to `orders:**`: both orders instances refresh, billing
     // does not; each acknowledges on the bus.
-    let response = post(&billing, "busrefresh/orders:**").send().await.unwrap();
+    let response = post(&billing, "busrefresh/orders:**")
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 204);
     eventually("both orders instances refreshed", || counts() == [1, 1, 0]).await;
     let mut acks = std::collections::BTreeSet::new();
