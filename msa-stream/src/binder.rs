@@ -208,6 +208,33 @@ impl Delivery {
     }
 }
 
+/// Checks `name` (a destination or group, by `kind`) as `broker` takes names: 1 to `max`
+/// bytes of ASCII letters, digits and the bytes in `allowed`.
+pub(crate) fn check_name(
+    broker: &str,
+    kind: &str,
+    name: &str,
+    max: usize,
+    allowed: &[u8],
+) -> Result<(), BinderError> {
+    let valid = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || allowed.contains(&b));
+    if valid {
+        return Ok(());
+    }
+    let allowed: Vec<String> = allowed
+        .iter()
+        .map(|b| format!("'{}'", char::from(*b)))
+        .collect();
+    Err(BinderError::Invalid(format!(
+        "{kind} {name:?}: {broker} names are 1 to {max} letters, digits or {}",
+        allowed.join(", ")
+    )))
+}
+
 /// The partition of `key` among `count` partitions: a stable hash (FNV-1a), the same in
 /// every process and version.
 pub fn partition_of(key: &str, count: u32) -> u32 {
@@ -232,6 +259,21 @@ pub fn partition_for(envelope: &crate::message::Envelope, partitions: u32) -> u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_a_broker_cannot_take_are_refused_with_the_rule() {
+        assert!(check_name("NATS", "destination", "orders-v2_eu", 64, b"-_").is_ok());
+        for bad in ["", "orders.eu", "orders >", "ördërs", &"x".repeat(65)] {
+            let error = check_name("NATS", "destination", bad, 64, b"-_")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("NATS names are 1 to 64 letters, digits or '-', '_'"),
+                "{error}"
+            );
+        }
+        assert!(check_name("RabbitMQ", "group", "orders.eu:1", 200, b"-_.:").is_ok());
+    }
 
     #[test]
     fn a_key_always_has_the_same_partition() {

@@ -41,18 +41,7 @@ fn broker(reason: impl std::fmt::Display) -> BinderError {
 
 /// `name` as a stream, subject or consumer name: letters, digits, `-`, `_`, at most 64.
 fn checked(kind: &str, name: &str) -> Result<(), BinderError> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(BinderError::Invalid(format!(
-            "{kind} {name:?}: NATS names are 1 to 64 letters, digits, '-' or '_'"
-        )))
-    }
+    crate::binder::check_name("NATS", kind, name, 64, b"-_")
 }
 
 impl NatsBinder {

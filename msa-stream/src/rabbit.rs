@@ -62,18 +62,7 @@ fn broker(reason: impl std::fmt::Display) -> BinderError {
 
 /// `name` as part of an exchange, queue or routing key name.
 fn checked(kind: &str, name: &str) -> Result<(), BinderError> {
-    let valid = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if valid {
-        Ok(())
-    } else {
-        Err(BinderError::Invalid(format!(
-            "{kind} {name:?}: RabbitMQ names here are 1 to 200 letters, digits, '-', '_', '.' or ':'"
-        )))
-    }
+    crate::binder::check_name("RabbitMQ", kind, name, 200, b"-_.:")
 }
 
 /// The queue of `group`, or the base of the partitioned queues.
