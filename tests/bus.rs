@@ -182,6 +182,20 @@ async fn bus_events_reach_every_instance_they_name() {
         all.iter().all(|i| i.live.get().shop.banner == "sale")
     })
     .await;
+    // `/actuator/env` lists it as the source in force.
+    let env: serde_json::Value = http
+        .get(format!(
+            "http://{}/actuator/env/shop.banner",
+            orders_1.running.local_addr()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(env["property"]["source"], "busenv", "{env}");
+    assert_eq!(env["property"]["value"], "sale", "{env}");
 
     // An event in Spring Cloud Bus's own JSON, as a Spring service sends it.
     let spring = br#"{"type":"RefreshRemoteApplicationEvent","timestamp":1700000000000,"originService":"config-server:8888:a1","destinationService":"billing:**","id":"7c1e6c43-2b1e-4bd4-9d7a-0f3f7b0c8a11"}"#;

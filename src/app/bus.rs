@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::post;
 use msa_core::actuator::Refresher;
+use msa_core::settings::{Layer, Settings};
 use msa_stream::bus::{Bus, Listener, MAX_ID, RemoteEvent};
 
 type Rebuild = Arc<dyn Fn() + Send + Sync>;
@@ -26,12 +27,23 @@ pub(crate) struct Overrides {
 }
 
 impl Overrides {
-    /// The properties set so far.
-    pub(crate) fn values(&self) -> BTreeMap<String, String> {
-        self.values
+    /// Adds the properties set so far to `settings`, over every other source, as the
+    /// source `busenv`.
+    pub(crate) fn add_to(&self, settings: &mut Settings) {
+        let values = self
+            .values
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        if !values.is_empty() {
+            settings.add_properties(
+                Layer::Code,
+                "busenv",
+                values
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v))),
+            );
+        }
     }
 
     /// Runs `rebuild` whenever properties are set.

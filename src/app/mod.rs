@@ -521,8 +521,18 @@ impl App {
             #[cfg(feature = "discovery")]
             registration.as_ref(),
         );
-        self.actuator =
-            std::mem::replace(&mut self.actuator, Actuator::new("")).env(settings.clone());
+        self.actuator = {
+            let listed = settings.clone();
+            #[cfg(feature = "stream")]
+            let overrides = self.overrides.clone();
+            std::mem::replace(&mut self.actuator, Actuator::new("")).env_with(move || {
+                #[allow(unused_mut)]
+                let mut listed = listed.clone();
+                #[cfg(feature = "stream")]
+                overrides.add_to(&mut listed);
+                listed
+            })
+        };
         #[cfg(feature = "discovery")]
         if let Some(registration) = &registration
             && health_to_registry(&settings)?
@@ -1270,14 +1280,7 @@ impl App {
                     server.properties().iter().cloned(),
                 );
                 #[cfg(feature = "stream")]
-                settings.add_properties(
-                    Layer::Code,
-                    "busenv",
-                    overrides
-                        .values()
-                        .into_iter()
-                        .map(|(k, v)| (k, serde_json::Value::String(v))),
-                );
+                overrides.add_to(&mut settings);
                 read(&settings)
             })
             .await?;

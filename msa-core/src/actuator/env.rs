@@ -15,7 +15,7 @@ fn no_settings() -> Response {
 
 /// `GET /actuator/env`: every source, highest precedence first.
 pub(super) async fn all(State(state): AppState) -> Response {
-    let Some(settings) = state.env.as_ref() else {
+    let Some(settings) = state.env.as_ref().map(|f| f()) else {
         return no_settings();
     };
     let sources: Vec<Value> = settings
@@ -40,7 +40,7 @@ pub(super) async fn all(State(state): AppState) -> Response {
 /// `GET /actuator/env/{key}`: the value in force and each source's, as Spring Boot writes
 /// them; 404 when no source sets it.
 pub(super) async fn one(State(state): AppState, Path(key): Path<String>) -> Response {
-    let Some(settings) = state.env.as_ref() else {
+    let Some(settings) = state.env.as_ref().map(|f| f()) else {
         return no_settings();
     };
     let mut found = Vec::new();

@@ -78,9 +78,12 @@ pub struct Actuator {
     health_timeout: Duration,
     management: Option<crate::management::Management>,
     loggers: Option<crate::telemetry::Loggers>,
-    env: Option<crate::settings::Settings>,
+    env: Option<EnvSource>,
     operations: Router,
 }
+
+/// What `/actuator/env` lists, made on each request.
+type EnvSource = Arc<dyn Fn() -> crate::settings::Settings + Send + Sync>;
 
 impl fmt::Debug for Actuator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,8 +131,17 @@ impl Actuator {
     }
 
     /// The settings `/actuator/env` lists (secrets masked); without them it answers 404.
-    pub fn env(mut self, settings: crate::settings::Settings) -> Self {
-        self.env = Some(settings);
+    pub fn env(self, settings: crate::settings::Settings) -> Self {
+        self.env_with(move || settings.clone())
+    }
+
+    /// As [`env`](Self::env), with the settings made on each request by `settings`: for
+    /// sources that change while the app runs (properties set through a bus).
+    pub fn env_with(
+        mut self,
+        settings: impl Fn() -> crate::settings::Settings + Send + Sync + 'static,
+    ) -> Self {
+        self.env = Some(Arc::new(settings));
         self
     }
 
@@ -320,7 +332,7 @@ struct Shared {
     availability: Availability,
     health_timeout: Duration,
     loggers: Option<crate::telemetry::Loggers>,
-    env: Option<crate::settings::Settings>,
+    env: Option<EnvSource>,
 }
 
 type AppState = State<Arc<Shared>>;
