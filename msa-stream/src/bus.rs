@@ -268,7 +268,9 @@ impl Bus {
                     return Ok(());
                 }
                 if let Some(reason) = event.refused() {
-                    tracing::warn!(origin = %head.origin_service, %reason, "bus event refused");
+                    // The origin may be what is too long: at most MAX_ID characters of it.
+                    let origin: String = head.origin_service.chars().take(MAX_ID).collect();
+                    tracing::warn!(%origin, %reason, "bus event refused");
                     return Ok(());
                 }
                 let ack = bus.ack(&event);

@@ -255,8 +255,11 @@ impl Consumer for MemoryConsumer {
                     redelivered,
                     in_flight: self.in_flight.clone(),
                 };
-                // Whoever it was left for may take the next.
-                shared.changed.notify_waiters();
+                // In a shared group, whoever this one left the next message for may take
+                // it now (alone, nobody waits on this consumer's turn: no wake-up).
+                if self.shared_group {
+                    shared.changed.notify_waiters();
+                }
                 return Some(Delivery::new(envelope, redelivered, Box::new(settle)));
             }
             let _idle = (self.in_flight.load(Ordering::Acquire) < self.options.prefetch.max(1))
