@@ -210,6 +210,7 @@ impl Delivery {
 
 /// Checks `name` (a destination or group, by `kind`) as `broker` takes names: 1 to `max`
 /// bytes of ASCII letters, digits and the bytes in `allowed`.
+#[cfg_attr(not(any(feature = "nats", feature = "rabbit")), allow(dead_code))]
 pub(crate) fn check_name(
     broker: &str,
     kind: &str,

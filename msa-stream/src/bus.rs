@@ -285,16 +285,8 @@ impl Bus {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         EventHead {
-            id: format!(
-                "{}-{}-{}-{}-{}",
-                &id[..8],
-                &id[8..12],
-                &id[12..16],
-                &id[16..20],
-                &id[20..]
-            ),
+            id: crate::message::random_id(),
             origin_service: self.id.clone(),
             destination_service: destination.to_owned(),
             timestamp,

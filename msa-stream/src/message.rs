@@ -25,6 +25,25 @@ pub const KEY: &str = "msa-key";
 /// The partition a message was sent to (Spring Cloud Stream's `scst_partition`).
 pub const PARTITION: &str = "scst_partition";
 
+/// The header carrying a message's unique id, by which consumers recognise a message the
+/// broker (or an outbox relay) delivers twice.
+pub const MESSAGE_ID: &str = "msa-message-id";
+
+/// A new random id in the form of a version 4 UUID (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`),
+/// as Spring writes message and event ids.
+pub fn random_id() -> String {
+    let bits = (fastrand::u128(..) & !(0xf000 << 64) & !(0xc << 60)) | (0x4000 << 64) | (0x8 << 60);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// What a handler receives and a producer sends: a payload with its headers and key.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message<T> {
@@ -88,5 +107,17 @@ impl Envelope {
         self.headers
             .get(CONTENT_TYPE)
             .map_or(default, String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_ids_are_version_4_uuids() {
+        let id = super::random_id();
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(&id[14..15], "4", "{id}");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(id, super::random_id());
     }
 }

@@ -119,7 +119,10 @@ fn decode<T: DeserializeOwned>(envelope: &Envelope, default: &str) -> Result<Mes
 }
 
 /// `message` encoded as JSON in an envelope, with the current trace context in its headers.
-fn encode<T: Serialize>(message: Message<T>, content_type: &str) -> Result<Envelope, String> {
+/// `message` as binders carry it: its payload as JSON, `contentType` set (to
+/// `content_type` unless the message names one) and the current trace context in its
+/// headers — what [`Stream::send_message`] sends, and what an outbox stores to send later.
+pub fn encode<T: Serialize>(message: Message<T>, content_type: &str) -> Result<Envelope, String> {
     let payload = serde_json::to_vec(&message.payload).map_err(|e| e.to_string())?;
     let mut headers = message.headers;
     headers
@@ -442,6 +445,12 @@ impl Stream {
         self.inner.send_to(binding, &output, envelope).await
     }
 
+    /// Sends an envelope already encoded (by [`encode`]: an outbox stores them so) through
+    /// binding `binding`.
+    pub async fn send_envelope(&self, binding: &str, envelope: Envelope) -> Result<(), StreamError> {
+        self.inner.send_envelope(binding, envelope).await
+    }
+
     /// The binder, for its health.
     pub fn binder(&self) -> &Arc<dyn Binder> {
         &self.inner.binder
@@ -494,6 +503,15 @@ impl StreamBridge {
             .get()
             .ok_or(StreamError::NotStarted)?
             .send(binding, payload)
+            .await
+    }
+
+    /// [`Stream::send_envelope`]; [`StreamError::NotStarted`] before the stream runs.
+    pub async fn send_envelope(&self, binding: &str, envelope: Envelope) -> Result<(), StreamError> {
+        self.stream
+            .get()
+            .ok_or(StreamError::NotStarted)?
+            .send_envelope(binding, envelope)
             .await
     }
 
