@@ -1,0 +1,725 @@
+//! What msa-events promises, run against each database (`sqlite.rs`, `postgres.rs`): every
+//! case takes the URL of a new, empty database.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use msa_events::event_store::{Position, RecordedEvent};
+use msa_events::outbox::Relay;
+use msa_events::projection::{Projection, Projector};
+use msa_events::{Aggregate, Error, EventStore, Store, Tx};
+use msa_stream::binder::{Binder, BinderError, Consumer, ConsumerOptions, Producer, ProducerOptions};
+use msa_stream::config::StreamSettings;
+use msa_stream::memory::MemoryBinder;
+use msa_stream::message::{Envelope, MESSAGE_ID, Message};
+use msa_stream::stream::{Stream, StreamBridge, StreamBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::Row;
+use tokio::sync::mpsc;
+
+// ---------------------------------------------------------------------------------------
+// A test aggregate.
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance: i64,
+    pub movements: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AccountEvent {
+    Deposited { amount: i64 },
+    Withdrawn { amount: i64 },
+}
+
+#[derive(Clone, Debug)]
+pub enum Command {
+    Deposit(i64),
+    Withdraw(i64),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("insufficient funds: {0} available")]
+pub struct Insufficient(i64);
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "account";
+    // Version 1 of `Deposited` named its field `amt`.
+    const EVENT_VERSION: u32 = 2;
+    type Command = Command;
+    type Event = AccountEvent;
+    type Error = Insufficient;
+
+    fn handle(&self, command: Command) -> Result<Vec<AccountEvent>, Insufficient> {
+        match command {
+            Command::Deposit(amount) => Ok(vec![AccountEvent::Deposited { amount }]),
+            Command::Withdraw(amount) if amount > self.balance => Err(Insufficient(self.balance)),
+            Command::Withdraw(amount) => Ok(vec![AccountEvent::Withdrawn { amount }]),
+        }
+    }
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Withdrawn { amount } => self.balance -= amount,
+        }
+        self.movements += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+/// A stream on `binder` whose group `g` of `destination` hands every envelope to the
+/// returned channel.
+async fn consume(
+    binder: Arc<dyn Binder>,
+    destination: &str,
+) -> (Stream, mpsc::UnboundedReceiver<Message<serde_json::Value>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let settings: StreamSettings = serde_json::from_value(json!({
+        "bindings": { "sink-in-0": { "destination": destination, "group": "g" } }
+    }))
+    .unwrap();
+    let stream = StreamBuilder::on(binder, settings)
+        .consumer("sink", move |message: Message<serde_json::Value>| {
+            let tx = tx.clone();
+            async move { tx.send(message).map_err(|e| e.to_string()) }
+        })
+        .start()
+        .await
+        .unwrap();
+    (stream, rx)
+}
+
+/// A bridge connected to a stream on `binder` with no inputs.
+async fn bridge(binder: Arc<dyn Binder>) -> StreamBridge {
+    let bridge = StreamBridge::new();
+    bridge.connect(
+        StreamBuilder::on(binder, StreamSettings::default())
+            .start()
+            .await
+            .unwrap(),
+    );
+    bridge
+}
+
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Message<serde_json::Value>>) -> Message<serde_json::Value> {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a message within 20 s")
+        .expect("the channel is open")
+}
+
+/// Writes `n` messages `{"seq": from..from+n}` to the outbox, one transaction each, keyed
+/// `k<seq % 4>`; every fifth transaction also writes a message and rolls back.
+async fn write_messages(store: &Store, from: u64, n: u64) {
+    for seq in from..from + n {
+        if seq % 5 == 0 {
+            let mut tx = store.begin().await.unwrap();
+            tx.send("events", Message::new(json!({ "seq": -1 }))).await.unwrap();
+            tx.rollback().await.unwrap();
+        }
+        let mut tx = store.begin().await.unwrap();
+        tx.send(
+            "events",
+            Message::new(json!({ "seq": seq })).with_key(format!("k{}", seq % 4)),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+async fn outbox_rows(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM msa_outbox")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The outbox.
+
+/// Committed messages are published in the order they were written, each once while
+/// nothing fails, and rolled-back ones never; the outbox is empty afterwards.
+pub async fn the_relay_publishes_committed_messages_in_order(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let binder: Arc<dyn Binder> = Arc::new(MemoryBinder::new());
+    let (_consumer, mut rx) = consume(binder.clone(), "events").await;
+    write_messages(&store, 0, 150).await;
+    let relay = Relay::new(store.clone(), bridge(binder).await).batch(40).spawn();
+    for seq in 0..150 {
+        let message = recv(&mut rx).await;
+        assert_eq!(message.payload["seq"], seq, "in order");
+        assert!(message.headers.contains_key(MESSAGE_ID));
+        assert_eq!(message.key.as_deref(), Some(format!("k{}", seq % 4).as_str()));
+    }
+    // Written while the relay runs: woken by the commit.
+    write_messages(&store, 150, 10).await;
+    for seq in 150..160 {
+        assert_eq!(recv(&mut rx).await.payload["seq"], seq);
+    }
+    relay.stop().await;
+    assert_eq!(outbox_rows(&store).await, 0);
+    assert!(rx.try_recv().is_err(), "nothing published twice");
+}
+
+/// Two relays on one outbox: every message published once, in order.
+pub async fn several_relays_publish_each_message_once(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let binder: Arc<dyn Binder> = Arc::new(MemoryBinder::new());
+    let (_consumer, mut rx) = consume(binder.clone(), "events").await;
+    let bridge = bridge(binder).await;
+    let relays: Vec<_> = (0..2)
+        .map(|_| Relay::new(store.clone(), bridge.clone()).batch(7).spawn())
+        .collect();
+    write_messages(&store, 0, 120).await;
+    for seq in 0..120 {
+        assert_eq!(recv(&mut rx).await.payload["seq"], seq);
+    }
+    for relay in relays {
+        relay.stop().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.try_recv().is_err(), "nothing published twice");
+    assert_eq!(outbox_rows(&store).await, 0);
+}
+
+/// The environment variable that makes the `relay_child` test run [`relay_until_killed`]:
+/// `<database URL> <NATS URL>`.
+pub const CHILD: &str = "MSA_TEST_RELAY_CHILD";
+
+/// How many messages the child publishes before it stalls mid-batch.
+const BEFORE_STALL: usize = 25;
+
+/// A binder that passes sends to the real one until `before_stall` have gone, then never
+/// completes another: the fault (a relay stopped between publishing and recording) that
+/// a SIGKILL then makes final.
+#[derive(Debug)]
+struct StallAfter<B> {
+    inner: B,
+    sent: Arc<AtomicUsize>,
+    before_stall: usize,
+}
+
+struct StallingProducer {
+    inner: Box<dyn Producer>,
+    sent: Arc<AtomicUsize>,
+    before_stall: usize,
+}
+
+#[async_trait::async_trait]
+impl Producer for StallingProducer {
+    async fn send(&self, envelope: Envelope) -> Result<(), BinderError> {
+        if self.sent.load(Ordering::SeqCst) >= self.before_stall {
+            println!("msa-child: stalled after {}", self.before_stall);
+            std::future::pending::<()>().await;
+        }
+        self.inner.send(envelope).await?;
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Binder> Binder for StallAfter<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn producer(
+        &self,
+        destination: &str,
+        options: &ProducerOptions,
+    ) -> Result<Box<dyn Producer>, BinderError> {
+        Ok(Box::new(StallingProducer {
+            inner: self.inner.producer(destination, options).await?,
+            sent: self.sent.clone(),
+            before_stall: self.before_stall,
+        }))
+    }
+    async fn consumer(
+        &self,
+        destination: &str,
+        group: Option<&str>,
+        options: &ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>, BinderError> {
+        self.inner.consumer(destination, group, options).await
+    }
+    async fn dead_letter(
+        &self,
+        destination: &str,
+        group: Option<&str>,
+        envelope: Envelope,
+    ) -> Result<(), BinderError> {
+        self.inner.dead_letter(destination, group, envelope).await
+    }
+    async fn check(&self) -> Result<(), BinderError> {
+        self.inner.check().await
+    }
+}
+
+/// The child's side: relays `url`'s outbox to NATS in one batch and stalls after
+/// [`BEFORE_STALL`] messages, saying so; waits to be killed.
+pub async fn relay_until_killed(url: &str, nats: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let binder = msa_stream::nats::NatsBinder::connect(nats).await.unwrap();
+    let stalling: Arc<dyn Binder> = Arc::new(StallAfter {
+        inner: binder,
+        sent: Arc::default(),
+        before_stall: BEFORE_STALL,
+    });
+    let relay = Relay::new(store, bridge(stalling).await).batch(100);
+    println!("msa-child: relaying");
+    let _ = relay.publish_batch().await;
+    unreachable!("the relay stalls until it is killed");
+}
+
+/// A relay process SIGKILLed between publishing part of a batch and recording it: after
+/// a relay starts again, every message is published, in order, the ones published before
+/// the kill twice — and a consumer that records message ids in its inbox acts on each
+/// once.
+pub async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
+    url: &str,
+    nats: &str,
+    child_test: &str,
+) {
+    use std::io::BufRead as _;
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let store = Store::connect(url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE seen (seq BIGINT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    write_messages(&store, 0, 60).await;
+    let binder: Arc<dyn Binder> =
+        Arc::new(msa_stream::nats::NatsBinder::connect(nats).await.unwrap());
+    let (_consumer, mut rx) = consume(binder.clone(), "events").await;
+
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child_test, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD, format!("{url} {nats}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Killed(child);
+    let (said, hear) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, said_it)) = line.split_once("msa-child: ") {
+                let _ = said.send(said_it.to_owned());
+            }
+        }
+    });
+    let heard = |what: &str| {
+        let line = hear
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the child never said {what:?}"));
+        assert_eq!(line, what);
+    };
+    heard("relaying");
+    heard(&format!("stalled after {BEFORE_STALL}"));
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &child.0.id().to_string()])
+        .status();
+    let _ = child.0.wait();
+    assert_eq!(outbox_rows(&store).await, 60, "nothing recorded as published");
+
+    // Published before the kill: the first BEFORE_STALL messages.
+    let mut handled = Vec::new();
+    let mut effects = 0;
+    let mut on = async |message: Message<serde_json::Value>| {
+        let id = message.headers[MESSAGE_ID].clone();
+        let mut tx = store.begin().await.unwrap();
+        if tx.receive_once("test", &id).await.unwrap() {
+            sqlx::query("INSERT INTO seen (seq) VALUES ($1)")
+                .bind(message.payload["seq"].as_i64().unwrap())
+                .execute(tx.conn())
+                .await
+                .unwrap();
+            effects += 1;
+        }
+        tx.commit().await.unwrap();
+        handled.push(message.payload["seq"].as_i64().unwrap());
+    };
+    for _ in 0..BEFORE_STALL {
+        on(recv(&mut rx).await).await;
+    }
+    // A relay again (this process): everything, from the start.
+    let relay = Relay::new(store.clone(), bridge(binder).await).spawn();
+    for _ in 0..60 {
+        on(recv(&mut rx).await).await;
+    }
+    relay.stop().await;
+    let expected: Vec<i64> = (0..BEFORE_STALL as i64).chain(0..60).collect();
+    assert_eq!(handled, expected, "at least once, in order");
+    assert_eq!(effects, 60, "each message acted on once");
+    let seen: Vec<i64> = sqlx::query_scalar("SELECT seq FROM seen ORDER BY seq")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(seen, (0..60).collect::<Vec<i64>>());
+    assert_eq!(outbox_rows(&store).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The inbox.
+
+/// A handler that commits its effect and then fails (the acknowledgement lost): the
+/// broker delivers the message again, and the inbox keeps the effect single. Two
+/// deliveries of one id at once: one effect.
+pub async fn a_redelivered_message_has_no_second_effect(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE charges (order_id TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let binder: Arc<dyn Binder> = Arc::new(MemoryBinder::new());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let settings: StreamSettings = serde_json::from_value(json!({
+        "bindings": { "billing-in-0": { "destination": "orders", "group": "billing",
+            "consumer": { "max-attempts": 3, "back-off-initial-interval": 1 } } }
+    }))
+    .unwrap();
+    let (done, mut finished) = mpsc::unbounded_channel();
+    let stream = StreamBuilder::on(binder.clone(), settings)
+        .consumer("billing", {
+            let store = store.clone();
+            let attempts = attempts.clone();
+            move |message: Message<serde_json::Value>| {
+                let store = store.clone();
+                let attempts = attempts.clone();
+                let done = done.clone();
+                async move {
+                    let id = msa_events::inbox::message_id(&message.headers)
+                        .ok_or("no message id")?
+                        .to_owned();
+                    let mut tx = store.begin().await.map_err(|e| e.to_string())?;
+                    if tx.receive_once("billing", &id).await.map_err(|e| e.to_string())? {
+                        sqlx::query("INSERT INTO charges (order_id) VALUES ($1)")
+                            .bind(message.payload["order"].as_str().unwrap_or_default())
+                            .execute(tx.conn())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    tx.commit().await.map_err(|e| e.to_string())?;
+                    if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err("the acknowledgement was lost".to_owned());
+                    }
+                    let _ = done.send(());
+                    Ok(())
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.send("orders", Message::new(json!({ "order": "o-1" })))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let relay = Relay::new(store.clone(), bridge(binder).await).spawn();
+    tokio::time::timeout(Duration::from_secs(20), finished.recv())
+        .await
+        .unwrap();
+    relay.stop().await;
+    stream.shutdown().await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "delivered twice");
+    let charges: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM charges")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(charges, 1, "one effect");
+
+    // Concurrent deliveries of one id: exactly one sees it first.
+    let firsts = futures_util::future::join_all((0..8).map(|_| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let first = tx.receive_once("billing", "same-id").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.commit().await.unwrap();
+            first
+        }
+    }))
+    .await;
+    assert_eq!(firsts.iter().filter(|first| **first).count(), 1, "{firsts:?}");
+    // Bounds: an oversized id is refused, not stored.
+    let mut tx = store.begin().await.unwrap();
+    let refused = tx.receive_once("billing", &"x".repeat(300)).await.unwrap_err();
+    assert!(refused.to_string().contains("1 to 255 bytes"), "{refused}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Event sourcing.
+
+/// Appends racing at one expected version: exactly one wins, the others get a typed
+/// conflict, and the stream holds the winner's events only.
+pub async fn parallel_appends_conflict(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let events = EventStore::new(store);
+    events
+        .append::<Account>("a-1", 0, &[AccountEvent::Deposited { amount: 100 }])
+        .await
+        .unwrap();
+    let results = futures_util::future::join_all((0..8).map(|n| {
+        let events = events.clone();
+        async move {
+            events
+                .append::<Account>("a-1", 1, &[AccountEvent::Withdrawn { amount: n + 1 }])
+                .await
+        }
+    }))
+    .await;
+    let winners: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(n, r)| r.is_ok().then_some(n))
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for result in &results {
+        match result {
+            Ok(version) => assert_eq!(*version, 2),
+            Err(Error::Conflict {
+                stream, expected, ..
+            }) => {
+                assert_eq!(stream, "account/a-1");
+                assert_eq!(*expected, 1);
+            }
+            Err(other) => panic!("not a conflict: {other}"),
+        }
+    }
+    let loaded = events.load::<Account>("a-1").await.unwrap();
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.state.balance, 100 - (winners[0] as i64 + 1));
+    // A stale expected version is a conflict naming what it found.
+    let stale = events
+        .append::<Account>("a-1", 1, &[AccountEvent::Deposited { amount: 1 }])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, Error::Conflict { actual: Some(2), .. }),
+        "{stale}"
+    );
+    // Commands retry after a conflict: all of them land.
+    futures_util::future::join_all((0..10).map(|_| {
+        let events = events.clone();
+        async move {
+            events
+                .execute::<Account>("a-2", Command::Deposit(1))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let loaded = events.load::<Account>("a-2").await.unwrap();
+    assert_eq!((loaded.state.balance, loaded.version), (10, 10));
+}
+
+/// Snapshots every 10 events: loading from the snapshot gives the state and version that
+/// folding every event gives; a refused command appends nothing.
+pub async fn snapshot_and_replay_agree(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let events = EventStore::new(store.clone()).snapshot_every(10);
+    for n in 0..95 {
+        let command = if n % 3 == 2 {
+            Command::Withdraw(n)
+        } else {
+            Command::Deposit(n * 2)
+        };
+        events.execute::<Account>("a-1", command).await.unwrap();
+    }
+    let refused = events
+        .execute::<Account>("a-1", Command::Withdraw(1_000_000))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("insufficient funds"), "{refused}");
+    let snapshot_at: i64 =
+        sqlx::query_scalar("SELECT version FROM msa_snapshots WHERE stream_id = 'a-1'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(snapshot_at, 90);
+    let loaded = events.load::<Account>("a-1").await.unwrap();
+    let replayed = events.replay::<Account>("a-1").await.unwrap();
+    assert!(loaded.from_snapshot && !replayed.from_snapshot);
+    assert_eq!((&loaded.state, loaded.version), (&replayed.state, replayed.version));
+    assert_eq!(loaded.version, 95);
+    assert_eq!(loaded.state.movements, 95);
+}
+
+/// An event written at an older schema is upcast when read; without the upcaster it does
+/// not decode, with a reason.
+pub async fn old_events_are_upcast(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO msa_events (stream_type, stream_id, version, event_id, event_type, \
+         event_version, payload, metadata, recorded_at) \
+         VALUES ('account', 'old', 1, 'e-1', 'Deposited', 1, $1, 'null', 0)",
+    )
+    .bind(r#"{"type":"Deposited","amt":7}"#)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let plain = EventStore::new(store.clone());
+    let error = plain.load::<Account>("old").await.unwrap_err().to_string();
+    assert!(error.contains("Deposited event 1 of account/old (schema 1) does not decode"), "{error}");
+    let events = EventStore::new(store).upcast("account", "Deposited", 1, |mut event| {
+        if let Some(amount) = event.as_object_mut().and_then(|e| e.remove("amt")) {
+            event["amount"] = amount;
+        }
+        event
+    });
+    let loaded = events.execute::<Account>("old", Command::Deposit(3)).await.unwrap();
+    assert_eq!((loaded.state.balance, loaded.version), (10, 2));
+    let stored = events.read_stream("account", "old").await.unwrap();
+    assert_eq!(stored[0].event_version, 2, "upcast");
+    assert_eq!(stored[0].payload, json!({ "type": "Deposited", "amount": 7 }));
+    assert_eq!(stored[1].event_version, 2, "written at the current version");
+}
+
+/// Events of an aggregate with a publication binding go out through the outbox, keyed by
+/// the aggregate id, with its headers.
+pub async fn events_are_published_through_the_outbox(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let binder: Arc<dyn Binder> = Arc::new(MemoryBinder::new());
+    let (_consumer, mut rx) = consume(binder.clone(), "accounts").await;
+    let events = EventStore::new(store.clone()).publish("account", "accounts");
+    events.execute::<Account>("a-9", Command::Deposit(5)).await.unwrap();
+    events.execute::<Account>("a-9", Command::Withdraw(2)).await.unwrap();
+    let relay = Relay::new(store.clone(), bridge(binder).await).spawn();
+    let first = recv(&mut rx).await;
+    let second = recv(&mut rx).await;
+    relay.stop().await;
+    assert_eq!(first.payload, json!({ "type": "Deposited", "amount": 5 }));
+    assert_eq!(second.payload, json!({ "type": "Withdrawn", "amount": 2 }));
+    assert_eq!(first.key.as_deref(), Some("a-9"));
+    assert_eq!(first.headers["msa-event-type"], "Deposited");
+    assert_eq!(second.headers["msa-sequence"], "2");
+    assert_eq!(first.headers["msa-aggregate-type"], "account");
+    let stored = events.read_stream("account", "a-9").await.unwrap();
+    assert_eq!(first.headers[MESSAGE_ID], stored[0].event_id);
+}
+
+// ---------------------------------------------------------------------------------------
+// Projections.
+
+/// Balances per account, and how many events it has seen.
+struct Balances;
+
+#[async_trait::async_trait]
+impl Projection for Balances {
+    fn name(&self) -> &str {
+        "balances"
+    }
+
+    async fn apply(&self, tx: &mut Tx, event: &RecordedEvent) -> Result<(), Error> {
+        if event.stream_type != "account" {
+            return Ok(());
+        }
+        let delta = match serde_json::from_value::<AccountEvent>(event.payload.clone()) {
+            Ok(AccountEvent::Deposited { amount }) => amount,
+            Ok(AccountEvent::Withdrawn { amount }) => -amount,
+            Err(_) => return Ok(()),
+        };
+        sqlx::query(
+            "INSERT INTO balances (id, balance, events) VALUES ($1, $2, 1) \
+             ON CONFLICT (id) DO UPDATE SET balance = balances.balance + excluded.balance, \
+             events = balances.events + 1",
+        )
+        .bind(&event.stream_id)
+        .bind(delta)
+        .execute(tx.conn())
+        .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut Tx) -> Result<(), Error> {
+        sqlx::query("DELETE FROM balances").execute(tx.conn()).await?;
+        Ok(())
+    }
+}
+
+async fn balances(store: &Store) -> BTreeMap<String, (i64, i64)> {
+    sqlx::query("SELECT id, balance, events FROM balances")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect()
+}
+
+/// A projector running while writers append from several tasks: once it has caught up,
+/// the read model matches the event store; rebuilt from the event store it is the same;
+/// the lag gauge reads 0.
+pub async fn a_rebuilt_projection_equals_the_live_one(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE balances (id TEXT PRIMARY KEY, balance BIGINT NOT NULL, events BIGINT NOT NULL)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let events = EventStore::new(store.clone());
+    let projector = Projector::new(events.clone(), Balances).unwrap().batch(16);
+    let live = projector.clone().spawn();
+    futures_util::future::join_all((0..4).map(|writer| {
+        let events = events.clone();
+        async move {
+            for n in 0..40 {
+                let id = format!("a-{}", (writer * 7 + n) % 10);
+                let command = if n % 4 == 3 {
+                    Command::Withdraw(1)
+                } else {
+                    Command::Deposit(n + writer)
+                };
+                let _ = events.execute::<Account>(&id, command).await;
+            }
+        }
+    }))
+    .await;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM msa_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        let seen: i64 = balances(&store).await.values().map(|(_, n)| n).sum();
+        if seen == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    live.stop().await;
+    let live_model = balances(&store).await;
+    assert_eq!(live_model.values().map(|(_, n)| n).sum::<i64>(), total);
+    for (id, (balance, count)) in &live_model {
+        let account = events.load::<Account>(id).await.unwrap();
+        assert_eq!((account.state.balance, account.version as i64), (*balance, *count), "{id}");
+    }
+    let at = projector.checkpoint().await.unwrap();
+    assert!(at > Position::default());
+    assert_eq!(projector.rebuild().await.unwrap() as i64, total);
+    assert_eq!(balances(&store).await, live_model, "rebuilt equals live");
+    assert_eq!(projector.checkpoint().await.unwrap(), at);
+    let metrics = msa_core::metrics::render();
+    assert!(
+        metrics.contains("msa_events_projection_lag{projection=\"balances\"} 0"),
+        "{metrics}"
+    );
+}
