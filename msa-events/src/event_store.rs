@@ -15,9 +15,9 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::Error;
 use crate::aggregate::Aggregate;
 use crate::store::{Backend, Store, Tx, now_ms};
-use crate::Error;
 
 /// The header naming an event's aggregate type.
 pub const AGGREGATE_TYPE: &str = "msa-aggregate-type";
@@ -157,7 +157,11 @@ impl EventStore {
         upcast: impl Fn(Value) -> Value + Send + Sync + 'static,
     ) -> EventStore {
         Arc::make_mut(&mut self.upcasters).insert(
-            (aggregate_type.to_owned(), event_type.to_owned(), from_version),
+            (
+                aggregate_type.to_owned(),
+                event_type.to_owned(),
+                from_version,
+            ),
             Arc::new(upcast),
         );
         self
@@ -256,7 +260,9 @@ impl EventStore {
         let version = self
             .append_in::<A>(&mut tx, id, expected_version, events, &Value::Null)
             .await?;
-        tx.commit().await.map_err(|e| self.conflict_of::<A>(e, id, expected_version))?;
+        tx.commit()
+            .await
+            .map_err(|e| self.conflict_of::<A>(e, id, expected_version))?;
         Ok(version)
     }
 
@@ -363,7 +369,9 @@ impl EventStore {
         loop {
             let result = self.try_execute::<A>(id, command.clone()).await;
             match result {
-                Err(ExecuteError::Store(Error::Conflict { .. })) if attempt < self.conflict_retries => {
+                Err(ExecuteError::Store(Error::Conflict { .. }))
+                    if attempt < self.conflict_retries =>
+                {
                     attempt += 1;
                 }
                 other => return other,
@@ -378,7 +386,10 @@ impl EventStore {
     ) -> Result<Loaded<A>, ExecuteError<A::Error>> {
         let mut tx = self.store.begin().await?;
         let mut loaded = self.load_on::<A>(tx.conn(), id, true).await?;
-        let events = loaded.state.handle(command).map_err(ExecuteError::Rejected)?;
+        let events = loaded
+            .state
+            .handle(command)
+            .map_err(ExecuteError::Rejected)?;
         if events.is_empty() {
             tx.rollback().await?;
             return Ok(loaded);
@@ -436,9 +447,7 @@ impl EventStore {
         limit: u32,
     ) -> Result<Vec<RecordedEvent>, Error> {
         let visible = match self.store.backend() {
-            Backend::Postgres => {
-                "AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-            }
+            Backend::Postgres => "AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
             Backend::Sqlite => "",
         };
         let rows = sqlx::query(&format!(
@@ -513,7 +522,11 @@ fn decode_event<E: serde::de::DeserializeOwned>(recorded: &RecordedEvent) -> Res
     })
 }
 
-async fn save_snapshot<A: Aggregate>(tx: &mut Tx, id: &str, loaded: &Loaded<A>) -> Result<(), Error> {
+async fn save_snapshot<A: Aggregate>(
+    tx: &mut Tx,
+    id: &str,
+    loaded: &Loaded<A>,
+) -> Result<(), Error> {
     let state = serde_json::to_string(&loaded.state)
         .map_err(|e| Error::Invalid(format!("cannot encode a {} snapshot: {e}", A::TYPE)))?;
     sqlx::query(

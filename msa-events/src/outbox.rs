@@ -225,7 +225,7 @@ impl Relay {
         .fetch_all(&mut *tx)
         .await?;
         let (published, failure) = self.publish(&rows).await;
-        delete(&mut *tx, &rows[..published]).await?;
+        delete(&mut tx, &rows[..published]).await?;
         tx.commit().await?;
         match failure {
             Some(error) => Err(error),

@@ -202,7 +202,10 @@ impl<P: Projection> Projector<P> {
             .execute(tx.conn())
             .await?;
         tx.commit().await?;
-        tracing::info!(projection = self.projection.name(), "rebuilding the read model");
+        tracing::info!(
+            projection = self.projection.name(),
+            "rebuilding the read model"
+        );
         self.catch_up().await
     }
 

@@ -262,8 +262,8 @@ impl Store {
 }
 
 /// A transaction on a [`Store`]: the service's queries run on [`conn`](Self::conn), and
-/// msa-events' writes ([`Outbox::add`](crate::outbox::Outbox::add),
-/// [`Inbox::receive`](crate::inbox::Inbox::receive), event appends) take the `Tx`.
+/// msa-events' writes ([`send`](Self::send) to the outbox,
+/// [`receive_once`](Self::receive_once) in the inbox, event appends) take the `Tx`.
 /// Dropped without [`commit`](Self::commit), it rolls back.
 pub struct Tx {
     tx: Transaction<'static, Any>,
@@ -297,10 +297,16 @@ impl Tx {
     pub async fn commit(self) -> Result<(), Error> {
         self.tx.commit().await?;
         if self.wrote_outbox {
-            self.store.inner.outbox.send_modify(|n| *n = n.wrapping_add(1));
+            self.store
+                .inner
+                .outbox
+                .send_modify(|n| *n = n.wrapping_add(1));
         }
         if self.wrote_events {
-            self.store.inner.events.send_modify(|n| *n = n.wrapping_add(1));
+            self.store
+                .inner
+                .events
+                .send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(())
     }

@@ -118,7 +118,7 @@ pub(crate) async fn run<F, Fut>(
     }
 }
 
-/// A loop of [`run`] on a task.
+/// A relay or projector running on a task, until [`stop`](Self::stop)ped.
 #[derive(Debug)]
 pub struct TaskHandle {
     stop: watch::Sender<bool>,

@@ -447,7 +447,11 @@ impl Stream {
 
     /// Sends an envelope already encoded (by [`encode`]: an outbox stores them so) through
     /// binding `binding`.
-    pub async fn send_envelope(&self, binding: &str, envelope: Envelope) -> Result<(), StreamError> {
+    pub async fn send_envelope(
+        &self,
+        binding: &str,
+        envelope: Envelope,
+    ) -> Result<(), StreamError> {
         self.inner.send_envelope(binding, envelope).await
     }
 
@@ -507,7 +511,11 @@ impl StreamBridge {
     }
 
     /// [`Stream::send_envelope`]; [`StreamError::NotStarted`] before the stream runs.
-    pub async fn send_envelope(&self, binding: &str, envelope: Envelope) -> Result<(), StreamError> {
+    pub async fn send_envelope(
+        &self,
+        binding: &str,
+        envelope: Envelope,
+    ) -> Result<(), StreamError> {
         self.stream
             .get()
             .ok_or(StreamError::NotStarted)?

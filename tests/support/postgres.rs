@@ -116,7 +116,10 @@ impl Postgres {
     pub async fn ready(&self) {
         use sqlx::Connection;
         for _ in 0..300 {
-            if sqlx::PgConnection::connect(&self.url("postgres")).await.is_ok() {
+            if sqlx::PgConnection::connect(&self.url("postgres"))
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -48,6 +48,11 @@ const PEERS: &[Peer] = &[
         used_by: "msa-stream's NATS JetStream binder is tested against it",
     },
     Peer {
+        program: "initdb",
+        package: "postgresql",
+        used_by: "msa-events is tested on a throwaway PostgreSQL cluster",
+    },
+    Peer {
         program: "rabbitmq-server",
         package: "rabbitmq-server",
         used_by: "msa-stream's RabbitMQ binder is tested against it",
@@ -172,8 +177,15 @@ fn provision() -> Result<(), String> {
 /// `/usr/sbin`, which a user's `PATH` may leave out).
 fn installed(program: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
+    // Debian keeps PostgreSQL's server programs in a directory per major version.
+    let postgres = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|version| version.path().join("bin"));
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin"].iter().map(Into::into))
+        .chain(postgres)
         .any(|dir| is_executable(&dir.join(program)))
 }
 

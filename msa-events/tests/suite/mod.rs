@@ -12,7 +12,9 @@ use msa_events::event_store::{Position, RecordedEvent};
 use msa_events::outbox::Relay;
 use msa_events::projection::{Projection, Projector};
 use msa_events::{Aggregate, Error, EventStore, Store, Tx};
-use msa_stream::binder::{Binder, BinderError, Consumer, ConsumerOptions, Producer, ProducerOptions};
+use msa_stream::binder::{
+    Binder, BinderError, Consumer, ConsumerOptions, Producer, ProducerOptions,
+};
 use msa_stream::config::StreamSettings;
 use msa_stream::memory::MemoryBinder;
 use msa_stream::message::{Envelope, MESSAGE_ID, Message};
@@ -110,7 +112,9 @@ async fn bridge(binder: Arc<dyn Binder>) -> StreamBridge {
     bridge
 }
 
-async fn recv(rx: &mut mpsc::UnboundedReceiver<Message<serde_json::Value>>) -> Message<serde_json::Value> {
+async fn recv(
+    rx: &mut mpsc::UnboundedReceiver<Message<serde_json::Value>>,
+) -> Message<serde_json::Value> {
     tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("a message within 20 s")
@@ -123,7 +127,9 @@ async fn write_messages(store: &Store, from: u64, n: u64) {
     for seq in from..from + n {
         if seq % 5 == 0 {
             let mut tx = store.begin().await.unwrap();
-            tx.send("events", Message::new(json!({ "seq": -1 }))).await.unwrap();
+            tx.send("events", Message::new(json!({ "seq": -1 })))
+                .await
+                .unwrap();
             tx.rollback().await.unwrap();
         }
         let mut tx = store.begin().await.unwrap();
@@ -154,12 +160,17 @@ pub async fn the_relay_publishes_committed_messages_in_order(url: &str) {
     let binder: Arc<dyn Binder> = Arc::new(MemoryBinder::new());
     let (_consumer, mut rx) = consume(binder.clone(), "events").await;
     write_messages(&store, 0, 150).await;
-    let relay = Relay::new(store.clone(), bridge(binder).await).batch(40).spawn();
+    let relay = Relay::new(store.clone(), bridge(binder).await)
+        .batch(40)
+        .spawn();
     for seq in 0..150 {
         let message = recv(&mut rx).await;
         assert_eq!(message.payload["seq"], seq, "in order");
         assert!(message.headers.contains_key(MESSAGE_ID));
-        assert_eq!(message.key.as_deref(), Some(format!("k{}", seq % 4).as_str()));
+        assert_eq!(
+            message.key.as_deref(),
+            Some(format!("k{}", seq % 4).as_str())
+        );
     }
     // Written while the relay runs: woken by the commit.
     write_messages(&store, 150, 10).await;
@@ -309,7 +320,13 @@ pub async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
     let (_consumer, mut rx) = consume(binder.clone(), "events").await;
 
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", child_test, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            child_test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, format!("{url} {nats}"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -319,7 +336,10 @@ pub async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
     let mut child = Killed(child);
     let (said, hear) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some((_, said_it)) = line.split_once("msa-child: ") {
                 let _ = said.send(said_it.to_owned());
             }
@@ -337,7 +357,11 @@ pub async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
         .args(["-KILL", &child.0.id().to_string()])
         .status();
     let _ = child.0.wait();
-    assert_eq!(outbox_rows(&store).await, 60, "nothing recorded as published");
+    assert_eq!(
+        outbox_rows(&store).await,
+        60,
+        "nothing recorded as published"
+    );
 
     // Published before the kill: the first BEFORE_STALL messages.
     let mut handled = Vec::new();
@@ -409,7 +433,11 @@ pub async fn a_redelivered_message_has_no_second_effect(url: &str) {
                         .ok_or("no message id")?
                         .to_owned();
                     let mut tx = store.begin().await.map_err(|e| e.to_string())?;
-                    if tx.receive_once("billing", &id).await.map_err(|e| e.to_string())? {
+                    if tx
+                        .receive_once("billing", &id)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
                         sqlx::query("INSERT INTO charges (order_id) VALUES ($1)")
                             .bind(message.payload["order"].as_str().unwrap_or_default())
                             .execute(tx.conn())
@@ -458,10 +486,17 @@ pub async fn a_redelivered_message_has_no_second_effect(url: &str) {
         }
     }))
     .await;
-    assert_eq!(firsts.iter().filter(|first| **first).count(), 1, "{firsts:?}");
+    assert_eq!(
+        firsts.iter().filter(|first| **first).count(),
+        1,
+        "{firsts:?}"
+    );
     // Bounds: an oversized id is refused, not stored.
     let mut tx = store.begin().await.unwrap();
-    let refused = tx.receive_once("billing", &"x".repeat(300)).await.unwrap_err();
+    let refused = tx
+        .receive_once("billing", &"x".repeat(300))
+        .await
+        .unwrap_err();
     assert!(refused.to_string().contains("1 to 255 bytes"), "{refused}");
 }
 
@@ -513,7 +548,13 @@ pub async fn parallel_appends_conflict(url: &str) {
         .await
         .unwrap_err();
     assert!(
-        matches!(stale, Error::Conflict { actual: Some(2), .. }),
+        matches!(
+            stale,
+            Error::Conflict {
+                actual: Some(2),
+                ..
+            }
+        ),
         "{stale}"
     );
     // Commands retry after a conflict: all of them land.
@@ -548,7 +589,10 @@ pub async fn snapshot_and_replay_agree(url: &str) {
         .execute::<Account>("a-1", Command::Withdraw(1_000_000))
         .await
         .unwrap_err();
-    assert!(refused.to_string().contains("insufficient funds"), "{refused}");
+    assert!(
+        refused.to_string().contains("insufficient funds"),
+        "{refused}"
+    );
     let snapshot_at: i64 =
         sqlx::query_scalar("SELECT version FROM msa_snapshots WHERE stream_id = 'a-1'")
             .fetch_one(store.pool())
@@ -558,7 +602,10 @@ pub async fn snapshot_and_replay_agree(url: &str) {
     let loaded = events.load::<Account>("a-1").await.unwrap();
     let replayed = events.replay::<Account>("a-1").await.unwrap();
     assert!(loaded.from_snapshot && !replayed.from_snapshot);
-    assert_eq!((&loaded.state, loaded.version), (&replayed.state, replayed.version));
+    assert_eq!(
+        (&loaded.state, loaded.version),
+        (&replayed.state, replayed.version)
+    );
     assert_eq!(loaded.version, 95);
     assert_eq!(loaded.state.movements, 95);
 }
@@ -578,18 +625,27 @@ pub async fn old_events_are_upcast(url: &str) {
     .unwrap();
     let plain = EventStore::new(store.clone());
     let error = plain.load::<Account>("old").await.unwrap_err().to_string();
-    assert!(error.contains("Deposited event 1 of account/old (schema 1) does not decode"), "{error}");
+    assert!(
+        error.contains("Deposited event 1 of account/old (schema 1) does not decode"),
+        "{error}"
+    );
     let events = EventStore::new(store).upcast("account", "Deposited", 1, |mut event| {
         if let Some(amount) = event.as_object_mut().and_then(|e| e.remove("amt")) {
             event["amount"] = amount;
         }
         event
     });
-    let loaded = events.execute::<Account>("old", Command::Deposit(3)).await.unwrap();
+    let loaded = events
+        .execute::<Account>("old", Command::Deposit(3))
+        .await
+        .unwrap();
     assert_eq!((loaded.state.balance, loaded.version), (10, 2));
     let stored = events.read_stream("account", "old").await.unwrap();
     assert_eq!(stored[0].event_version, 2, "upcast");
-    assert_eq!(stored[0].payload, json!({ "type": "Deposited", "amount": 7 }));
+    assert_eq!(
+        stored[0].payload,
+        json!({ "type": "Deposited", "amount": 7 })
+    );
     assert_eq!(stored[1].event_version, 2, "written at the current version");
 }
 
@@ -600,8 +656,14 @@ pub async fn events_are_published_through_the_outbox(url: &str) {
     let binder: Arc<dyn Binder> = Arc::new(MemoryBinder::new());
     let (_consumer, mut rx) = consume(binder.clone(), "accounts").await;
     let events = EventStore::new(store.clone()).publish("account", "accounts");
-    events.execute::<Account>("a-9", Command::Deposit(5)).await.unwrap();
-    events.execute::<Account>("a-9", Command::Withdraw(2)).await.unwrap();
+    events
+        .execute::<Account>("a-9", Command::Deposit(5))
+        .await
+        .unwrap();
+    events
+        .execute::<Account>("a-9", Command::Withdraw(2))
+        .await
+        .unwrap();
     let relay = Relay::new(store.clone(), bridge(binder).await).spawn();
     let first = recv(&mut rx).await;
     let second = recv(&mut rx).await;
@@ -650,7 +712,9 @@ impl Projection for Balances {
     }
 
     async fn reset(&self, tx: &mut Tx) -> Result<(), Error> {
-        sqlx::query("DELETE FROM balances").execute(tx.conn()).await?;
+        sqlx::query("DELETE FROM balances")
+            .execute(tx.conn())
+            .await?;
         Ok(())
     }
 }
@@ -710,7 +774,11 @@ pub async fn a_rebuilt_projection_equals_the_live_one(url: &str) {
     assert_eq!(live_model.values().map(|(_, n)| n).sum::<i64>(), total);
     for (id, (balance, count)) in &live_model {
         let account = events.load::<Account>(id).await.unwrap();
-        assert_eq!((account.state.balance, account.version as i64), (*balance, *count), "{id}");
+        assert_eq!(
+            (account.state.balance, account.version as i64),
+            (*balance, *count),
+            "{id}"
+        );
     }
     let at = projector.checkpoint().await.unwrap();
     assert!(at > Position::default());
