@@ -15,6 +15,8 @@
 //!   [`Error::Conflict`]), snapshots, upcasting, publication through the outbox.
 //! - **Projections** ([`projection`]): read models fed from the event store with a stored
 //!   checkpoint, rebuilt on demand.
+//! - **Sagas** ([`saga`]): an orchestrator runs named steps (calls or commands with
+//!   replies) with compensations, persisting after each step, resuming after a crash.
 //!
 //! # Examples
 //!
@@ -49,6 +51,7 @@ pub mod event_store;
 pub mod inbox;
 pub mod outbox;
 pub mod projection;
+pub mod saga;
 pub mod store;
 mod wake;
 

@@ -33,12 +33,20 @@ struct Migration {
 }
 
 /// The crate's schema, oldest first. A released migration never changes: a new one follows.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "outbox, inbox, events, snapshots, checkpoints, leases",
-    sqlite: include_str!("../migrations/sqlite/0001_outbox_inbox_events.sql"),
-    postgres: include_str!("../migrations/postgres/0001_outbox_inbox_events.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "outbox, inbox, events, snapshots, checkpoints, leases",
+        sqlite: include_str!("../migrations/sqlite/0001_outbox_inbox_events.sql"),
+        postgres: include_str!("../migrations/postgres/0001_outbox_inbox_events.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "sagas",
+        sqlite: include_str!("../migrations/sqlite/0002_sagas.sql"),
+        postgres: include_str!("../migrations/postgres/0002_sagas.sql"),
+    },
+];
 
 /// The key of the PostgreSQL advisory lock that serialises migrations (`"msa-evts"`).
 const MIGRATION_LOCK: i64 = 0x6d73_612d_6576_7473;

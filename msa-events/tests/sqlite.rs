@@ -33,7 +33,25 @@ cases!(
     old_events_are_upcast,
     events_are_published_through_the_outbox,
     a_rebuilt_projection_equals_the_live_one,
+    a_timed_out_step_compensates_in_reverse_order,
+    command_steps_go_over_messages,
+    a_failing_compensation_leaves_a_failed_saga_on_the_report,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_killed_mid_way_resumes_after_restart() {
+    let (url, _dir) = database().await;
+    suite::a_saga_killed_mid_way_resumes_after_restart(&url, "saga_child").await;
+}
+
+/// The saga process the test above kills (run only as its child).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of a_saga_killed_mid_way_resumes_after_restart"]
+async fn saga_child() {
+    if let Ok(url) = std::env::var(suite::SAGA_CHILD) {
+        suite::sagas_until_killed(&url).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes() {

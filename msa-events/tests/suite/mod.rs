@@ -791,3 +791,401 @@ pub async fn a_rebuilt_projection_equals_the_live_one(url: &str) {
         "{metrics}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Sagas.
+
+use msa_events::saga::{self, Orchestrator, Saga, StepContext};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trip {
+    pub outcome: String,
+    pub hotel: Option<String>,
+    pub seat: Option<String>,
+}
+
+/// Steps a, b, c where c outlives its timeout: c (uncertain), b and a are compensated, in
+/// that order; the saga is COMPENSATED with the reason.
+pub async fn a_timed_out_step_compensates_in_reverse_order(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let undone = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let undo = |name: &'static str| {
+        let undone = undone.clone();
+        move |_: StepContext, trip: Trip| {
+            undone.lock().unwrap().push(name.to_owned());
+            async move { Ok::<_, String>(trip) }
+        }
+    };
+    let saga = Saga::<Trip>::new("abc")
+        .step("a", |_, trip| async move { Ok::<_, String>(trip) })
+        .compensate(undo("a"))
+        .step("b", |_, trip| async move { Ok::<_, String>(trip) })
+        .compensate(undo("b"))
+        .step("c", |_, trip| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, String>(trip)
+        })
+        .timeout(Duration::from_millis(300))
+        .compensate(undo("c"));
+    let orchestrator = Orchestrator::new(store).saga(saga);
+    orchestrator
+        .start("abc", "s-1", Trip::default())
+        .await
+        .unwrap();
+    let done = orchestrator
+        .wait("s-1", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.status, saga::Status::Compensated);
+    assert_eq!(done.error.as_deref(), Some("c: timed out after 300ms"));
+    assert_eq!(*undone.lock().unwrap(), ["c", "b", "a"]);
+    let outcomes: Vec<&str> = done
+        .history
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "done",
+            "done",
+            "timed out",
+            "compensated",
+            "compensated",
+            "compensated"
+        ]
+    );
+    // Starting the same id again starts nothing.
+    orchestrator
+        .start("abc", "s-1", Trip::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        orchestrator.status("s-1").await.unwrap().unwrap().status,
+        saga::Status::Compensated
+    );
+}
+
+/// Command steps over messages: the orchestrator sends each command through the outbox,
+/// a participant replies through its own outbox, the reply moves the saga on. A refusal
+/// compensates the steps before; a participant that never answers times the step out.
+pub async fn command_steps_go_over_messages(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let binder: Arc<dyn Binder> = Arc::new(MemoryBinder::new());
+    let released = Arc::new(AtomicUsize::new(0));
+    let saga = Saga::<Trip>::new("trip")
+        .step("hotel", |_, mut trip: Trip| async move {
+            trip.hotel = Some("H-1".into());
+            Ok::<_, String>(trip)
+        })
+        .compensate({
+            let released = released.clone();
+            move |_, mut trip: Trip| {
+                released.fetch_add(1, Ordering::SeqCst);
+                trip.hotel = None;
+                async move { Ok::<_, String>(trip) }
+            }
+        })
+        .command(
+            "seat",
+            "flight-commands",
+            |context, trip: &Trip| {
+                Ok(Message::new(
+                    json!({ "outcome": trip.outcome, "key": context.idempotency_key() }),
+                ))
+            },
+            |mut trip: Trip, reply| {
+                trip.seat = reply["seat"].as_str().map(str::to_owned);
+                Ok(trip)
+            },
+        )
+        .timeout(Duration::from_millis(1500));
+    let orchestrator = Orchestrator::new(store.clone())
+        .saga(saga)
+        .reply_to("saga-replies")
+        .poll(Duration::from_millis(100));
+    // The participant (here in the same process, with the same store for brevity).
+    let settings: StreamSettings = serde_json::from_value(json!({ "bindings": {
+        "flights-in-0": { "destination": "flight-commands", "group": "flights" },
+        "replies-in-0": { "destination": "saga-replies", "group": "orchestrator" }
+    }}))
+    .unwrap();
+    let stream = StreamBuilder::on(binder.clone(), settings)
+        .consumer("flights", {
+            let store = store.clone();
+            move |command: Message<serde_json::Value>| {
+                let store = store.clone();
+                async move {
+                    let outcome = match command.payload["outcome"].as_str() {
+                        Some("silent") => return Ok(()),
+                        Some("refused") => Err("no seats".to_owned()),
+                        _ => Ok(json!({ "seat": "12A" })),
+                    };
+                    let (to, reply) = saga::reply(&command, outcome).ok_or("not a saga command")?;
+                    let mut tx = store.begin().await.map_err(|e| e.to_string())?;
+                    tx.send(&to, reply).await.map_err(|e| e.to_string())?;
+                    tx.commit().await.map_err(|e| e.to_string())
+                }
+            }
+        })
+        .consumer("replies", {
+            let orchestrator = orchestrator.clone();
+            move |reply: Message<serde_json::Value>| {
+                let orchestrator = orchestrator.clone();
+                async move {
+                    orchestrator
+                        .handle_reply(&reply)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let relay = Relay::new(store.clone(), bridge(binder).await).spawn();
+    let resumer = orchestrator.spawn();
+    for (id, outcome) in [
+        ("t-ok", "ok"),
+        ("t-refused", "refused"),
+        ("t-silent", "silent"),
+    ] {
+        let trip = Trip {
+            outcome: outcome.into(),
+            ..Trip::default()
+        };
+        orchestrator.start("trip", id, trip).await.unwrap();
+    }
+    let ok = orchestrator
+        .wait("t-ok", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, saga::Status::Completed, "{ok:?}");
+    assert_eq!(ok.data["seat"], "12A");
+    assert_eq!(ok.data["hotel"], "H-1");
+    let refused = orchestrator
+        .wait("t-refused", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, saga::Status::Compensated, "{refused:?}");
+    assert_eq!(refused.error.as_deref(), Some("seat: no seats"));
+    assert_eq!(refused.data["hotel"], serde_json::Value::Null);
+    let silent = orchestrator
+        .wait("t-silent", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(silent.status, saga::Status::Compensated, "{silent:?}");
+    assert_eq!(silent.error.as_deref(), Some("seat: timed out after 1.5s"));
+    assert_eq!(released.load(Ordering::SeqCst), 2);
+    resumer.stop().await;
+    relay.stop().await;
+    stream.shutdown().await;
+}
+
+/// A compensation that keeps failing: the saga is FAILED, and `/actuator/sagas` lists it
+/// with the reason, beside the counts by status.
+pub async fn a_failing_compensation_leaves_a_failed_saga_on_the_report(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let saga = Saga::<Trip>::new("stuck")
+        .step("hold", |_, trip| async move { Ok::<_, String>(trip) })
+        .compensate(|_, _trip: Trip| async move { Err::<Trip, _>("the ledger is down") })
+        .step(
+            "fail",
+            |_, _trip: Trip| async move { Err::<Trip, _>("refused") },
+        );
+    let orchestrator = Orchestrator::new(store).saga(saga).compensation_attempts(2);
+    orchestrator
+        .start("stuck", "x-1", Trip::default())
+        .await
+        .unwrap();
+    let done = orchestrator
+        .wait("x-1", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(done.status, saga::Status::Failed);
+    assert_eq!(
+        done.error.as_deref(),
+        Some("compensating hold: the ledger is down")
+    );
+    let report = orchestrator.report(100).await.unwrap();
+    assert_eq!(report["counts"]["FAILED"], 1, "{report}");
+    assert_eq!(report["sagas"][0]["id"], "x-1");
+    assert_eq!(report["sagas"][0]["status"], "FAILED");
+    assert_eq!(report["sagas"][0]["type"], "stuck");
+}
+
+/// The environment variable that makes the `saga_child` test run [`sagas_until_killed`]:
+/// the database URL.
+pub const SAGA_CHILD: &str = "MSA_TEST_SAGA_CHILD";
+
+fn trip_saga<F, Fut>(flight: F, store: Store) -> Saga<Trip>
+where
+    F: Fn(Trip) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Trip, String>> + Send + 'static,
+{
+    let flight = Arc::new(flight);
+    let book = store.clone();
+    Saga::<Trip>::new("trip")
+        .step("hotel", move |context: StepContext, mut trip: Trip| {
+            let store = book.clone();
+            async move {
+                // Idempotent: the booking's key is the step's.
+                sqlx::query("INSERT INTO bookings (key) VALUES ($1) ON CONFLICT (key) DO NOTHING")
+                    .bind(context.idempotency_key())
+                    .execute(store.pool())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                trip.hotel = Some(context.idempotency_key());
+                Ok::<_, String>(trip)
+            }
+        })
+        .compensate(move |context: StepContext, mut trip: Trip| {
+            let store = store.clone();
+            async move {
+                sqlx::query("DELETE FROM bookings WHERE key = $1")
+                    .bind(context.idempotency_key())
+                    .execute(store.pool())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                trip.hotel = None;
+                Ok::<_, String>(trip)
+            }
+        })
+        .step("flight", move |_, trip: Trip| {
+            let flight = flight.clone();
+            async move { flight(trip).await }
+        })
+}
+
+/// The child's side: starts sagas `ok` and `fail`, whose flight step never finishes here,
+/// says so, and waits to be killed.
+pub async fn sagas_until_killed(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let flight = {
+        let started = started.clone();
+        move |_: Trip| {
+            if started.fetch_add(1, Ordering::SeqCst) == 1 {
+                println!("msa-child: in flight");
+            }
+            // Never finishes: the process is killed here.
+            std::future::pending::<Result<Trip, String>>()
+        }
+    };
+    let orchestrator = Orchestrator::new(store.clone())
+        .saga(trip_saga(flight, store))
+        .lease(Duration::from_secs(1));
+    for id in ["ok", "fail"] {
+        let trip = Trip {
+            outcome: id.into(),
+            ..Trip::default()
+        };
+        orchestrator.start("trip", id, trip).await.unwrap();
+    }
+    std::future::pending::<()>().await;
+}
+
+/// A process SIGKILLed in the middle of two sagas (the hotel booked, the flight running):
+/// after a new orchestrator starts, one saga finishes and the other compensates — its
+/// hotel booking is gone — each step's effect once.
+pub async fn a_saga_killed_mid_way_resumes_after_restart(url: &str, child_test: &str) {
+    use std::io::BufRead as _;
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let store = Store::connect(url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE bookings (key TEXT PRIMARY KEY)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            child_test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SAGA_CHILD, url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Killed(child);
+    let (said, hear) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some((_, said_it)) = line.split_once("msa-child: ") {
+                let _ = said.send(said_it.to_owned());
+            }
+        }
+    });
+    let line = hear
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the child never reached the flight step");
+    assert_eq!(line, "in flight");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &child.0.id().to_string()])
+        .status();
+    let _ = child.0.wait();
+    let bookings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bookings")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(bookings, 2, "both hotels booked before the kill");
+    for id in ["ok", "fail"] {
+        let saga = Orchestrator::new(store.clone())
+            .status(id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(saga.status, saga::Status::Running);
+        assert_eq!(
+            saga.step.as_deref(),
+            None,
+            "not known to this orchestrator yet"
+        );
+    }
+
+    // Restarted: the flight succeeds for `ok` and is refused for `fail`.
+    let flight = async |trip: Trip| {
+        if trip.outcome == "ok" {
+            Ok(Trip {
+                seat: Some("1A".into()),
+                ..trip
+            })
+        } else {
+            Err("no seats".to_owned())
+        }
+    };
+    let orchestrator = Orchestrator::new(store.clone())
+        .saga(trip_saga(flight, store.clone()))
+        .lease(Duration::from_secs(1))
+        .poll(Duration::from_millis(100));
+    let resumer = orchestrator.spawn();
+    let ok = orchestrator
+        .wait("ok", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let fail = orchestrator
+        .wait("fail", Duration::from_secs(20))
+        .await
+        .unwrap();
+    resumer.stop().await;
+    assert_eq!(ok.status, saga::Status::Completed, "{ok:?}");
+    assert_eq!(ok.data["seat"], "1A");
+    assert_eq!(fail.status, saga::Status::Compensated, "{fail:?}");
+    let bookings: Vec<String> = sqlx::query_scalar("SELECT key FROM bookings")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(bookings, ["ok:hotel"], "the failed trip's hotel released");
+}
