@@ -373,6 +373,10 @@ impl EventStore {
                     if attempt < self.conflict_retries =>
                 {
                     attempt += 1;
+                    // A random pause, growing with each attempt, so that racing writers
+                    // spread out rather than collide again.
+                    let pause = fastrand::u64(0..=u64::from(attempt) * 5);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 }
                 other => return other,
             }

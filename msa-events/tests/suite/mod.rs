@@ -557,7 +557,9 @@ pub async fn parallel_appends_conflict(url: &str) {
         ),
         "{stale}"
     );
-    // Commands retry after a conflict: all of them land.
+    // Commands retry after a conflict: all of them land (each conflict means another
+    // landed, so ten racers need at most nine retries).
+    let events = events.conflict_retries(9);
     futures_util::future::join_all((0..10).map(|_| {
         let events = events.clone();
         async move {
