@@ -47,6 +47,8 @@ pub use msa_breaker as breaker;
 pub use msa_config as config;
 #[cfg(feature = "discovery")]
 pub use msa_discovery as discovery;
+#[cfg(feature = "events")]
+pub use msa_events as events;
 #[cfg(feature = "gateway")]
 pub use msa_gateway as gateway;
 #[cfg(feature = "stream")]

@@ -55,6 +55,10 @@ pub mod saga;
 pub mod store;
 mod wake;
 
+/// The sqlx msa-events runs on, for the service's own queries in a [`Tx`]
+/// (`sqlx::query("…").execute(tx.conn())`) without a second copy of it.
+pub use sqlx;
+
 pub use aggregate::Aggregate;
 pub use event_store::EventStore;
 pub use store::{Store, Tx};

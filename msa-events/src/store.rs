@@ -161,6 +161,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether the database answers, for `/actuator/health`.
+    pub async fn check(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
+        Ok(())
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.inner.backend

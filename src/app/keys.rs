@@ -26,6 +26,8 @@ pub(crate) struct Msa {
     pub(crate) security: SecurityKeys,
     /// Read as msa-stream's `StreamSettings` (strictly too) when the app has a stream.
     pub(crate) stream: Option<IgnoredAny>,
+    /// Read as `msa.events` (strictly too) when the app uses msa-events.
+    pub(crate) events: Option<IgnoredAny>,
 }
 
 /// `msa.security`.
@@ -192,6 +194,10 @@ const IMPLEMENTED: &[&str] = &[
     "spring.rabbitmq.username",
     "spring.rabbitmq.password",
     "spring.rabbitmq.virtual-host",
+    // The service's database, for msa-events.
+    "spring.datasource.url",
+    "spring.datasource.username",
+    "spring.datasource.password",
     "spring.security.oauth2.resourceserver.jwt.issuer-uri",
     "spring.security.oauth2.resourceserver.jwt.jwk-set-uri",
     "spring.security.oauth2.resourceserver.jwt.audiences",

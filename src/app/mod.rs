@@ -8,6 +8,8 @@ mod bus;
 mod client;
 #[cfg(feature = "discovery")]
 mod discovery;
+#[cfg(feature = "events")]
+mod events;
 mod keys;
 #[cfg(feature = "stream")]
 mod stream;
@@ -79,6 +81,10 @@ pub enum Error {
     #[cfg(feature = "stream")]
     #[error("stream: {0}")]
     Stream(#[from] msa_stream::stream::StreamError),
+    /// The service's database (msa-events) failed.
+    #[cfg(feature = "events")]
+    #[error("events: {0}")]
+    Events(#[from] msa_events::Error),
 }
 
 /// A service's `main()` in one expression, configured like a Spring Boot application.
@@ -160,6 +166,9 @@ pub struct App {
     /// Properties set through Spring Cloud Bus (`busenv`), over every other source.
     #[cfg(feature = "stream")]
     overrides: bus::Overrides,
+    /// The service's database, relay, projections and sagas.
+    #[cfg(feature = "events")]
+    events: events::Wiring,
 }
 
 impl fmt::Debug for App {
@@ -240,6 +249,8 @@ impl App {
             bridge: msa_stream::stream::StreamBridge::new(),
             #[cfg(feature = "stream")]
             overrides: bus::Overrides::default(),
+            #[cfg(feature = "events")]
+            events: events::Wiring::default(),
         }
     }
 
@@ -550,6 +561,8 @@ impl App {
             self.router =
                 std::mem::take(&mut self.router).layer(msa_core::jwt::JwtLayer::new(verifier));
         }
+        #[cfg(feature = "events")]
+        self.start_events(&settings)?;
         #[cfg(feature = "stream")]
         self.start_stream(&settings).await?;
         let availability = self.actuator.availability();

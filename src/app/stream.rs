@@ -21,6 +21,17 @@ pub(crate) struct Wiring {
     binder: Option<Arc<dyn Binder>>,
 }
 
+impl Wiring {
+    /// A stream with no bindings of the app's (for the outbox relay, the bus).
+    #[cfg_attr(not(feature = "events"), allow(dead_code))]
+    pub(crate) fn empty() -> Wiring {
+        Wiring {
+            build: Box::new(|stream| stream),
+            binder: None,
+        }
+    }
+}
+
 /// The stream's settings: `msa.stream.*` when set, else `spring.cloud.stream.*` (the same
 /// keys); a mistake names the file, line and key.
 fn stream_settings(settings: &Settings) -> Result<StreamSettings, Error> {

@@ -1,0 +1,239 @@
+//! Data and events in an `App`: the service's database (`spring.datasource.*`) with
+//! msa-events' tables, the outbox relay publishing through the app's stream, projections
+//! and saga orchestrators running with the app, `/actuator/sagas`, and the `db` health
+//! component.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use msa_core::actuator::{Actuator, Health};
+use msa_core::settings::{Settings, SettingsError};
+use msa_events::outbox::Relay;
+use msa_events::projection::{Projection, Projector};
+use msa_events::saga::Orchestrator;
+use msa_events::{Store, TaskHandle};
+
+use super::{App, Error};
+
+/// Starts a background loop of the app's; stopped before the listener drains.
+type Spawn = Box<dyn FnOnce() -> TaskHandle + Send>;
+
+/// What the app was given for msa-events.
+#[derive(Default)]
+pub(crate) struct Wiring {
+    store: Option<Store>,
+    loops: Vec<(String, Spawn)>,
+    orchestrator: Option<Orchestrator>,
+}
+
+/// `msa.events`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct EventsKeys {
+    relay: RelayKeys,
+}
+
+/// `msa.events.relay`: the outbox relay the app runs.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct RelayKeys {
+    /// Whether the app runs one (default true).
+    enabled: Option<bool>,
+    /// Messages per batch (default 100).
+    batch_size: Option<u32>,
+    /// How often it looks when nothing wakes it.
+    #[serde(with = "msa_core::duration::option")]
+    poll_interval: Option<Duration>,
+}
+
+/// Spring Boot's `spring.datasource.*`, as far as msa-events reads it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+struct DataSource {
+    url: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// The database URL the settings name: `spring.datasource.url` (a JDBC URL's `jdbc:` is
+/// dropped: `jdbc:postgresql://…` and `jdbc:sqlite:orders.db` work as they are) with
+/// `spring.datasource.username`/`password` when the URL has none.
+fn database_url(settings: &Settings) -> Result<String, Error> {
+    const KEY: &str = "spring.datasource.url";
+    let source = settings
+        .bind::<Option<DataSource>>("spring.datasource")?
+        .unwrap_or_default();
+    let invalid = |message: String| {
+        Error::Settings(SettingsError {
+            key: KEY.into(),
+            origin: settings.origin(KEY),
+            message,
+        })
+    };
+    let Some(url) = source.url else {
+        return Err(invalid(
+            "not set: msa-events keeps its tables in the service's database \
+             (sqlite://orders.db, postgres://host/orders)"
+                .into(),
+        ));
+    };
+    let url = url.strip_prefix("jdbc:").unwrap_or(&url);
+    let url = match url.strip_prefix("postgresql:") {
+        Some(rest) => format!("postgres:{rest}"),
+        None => url.to_owned(),
+    };
+    if !url.starts_with("postgres:") {
+        return Ok(url);
+    }
+    let mut parsed = reqwest::Url::parse(&url)
+        .map_err(|e| invalid(format!("{}: {e}", msa_core::secrets::mask_url(&url))))?;
+    if parsed.username().is_empty()
+        && let Some(username) = &source.username
+    {
+        let _ = parsed.set_username(username);
+    }
+    if parsed.password().is_none()
+        && let Some(password) = &source.password
+    {
+        let _ = parsed.set_password(Some(password));
+    }
+    Ok(parsed.into())
+}
+
+impl App {
+    /// The service's database with msa-events' tables (migrated), from
+    /// `spring.datasource.url` (`sqlite://orders.db`, `postgres://…`, or a JDBC URL) and
+    /// `spring.datasource.username`/`password`; connected once. While the app runs, an
+    /// outbox relay publishes what [`Tx::send`](msa_events::Tx::send) wrote through the
+    /// app's stream (`msa.events.relay.*`; the in-memory binder unless the app binds a
+    /// broker), and `/actuator/health` has a `db` component.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), msa::Error> {
+    /// let mut app = msa::App::from_settings();
+    /// let store = app.events_store().await?;
+    /// let mut tx = store.begin().await?;
+    /// tx.send("orders", msa::stream::message::Message::new("placed")).await?;
+    /// tx.commit().await?;
+    /// app.run().await
+    /// # }
+    /// ```
+    pub async fn events_store(&mut self) -> Result<Store, Error> {
+        if let Some(store) = &self.events.store {
+            return Ok(store.clone());
+        }
+        let url = database_url(self.local()?)?;
+        let store = Store::connect(&url).await?;
+        self.events.store = Some(store.clone());
+        if self.stream.is_none() {
+            // The relay publishes through the app's stream: one with no bindings of its own.
+            self.stream = Some(super::stream::Wiring::empty());
+        }
+        Ok(store)
+    }
+
+    /// Keeps `projector`'s read model current while the app runs.
+    pub fn projection<P: Projection>(mut self, projector: Projector<P>) -> Self {
+        let name = format!("projection {}", projector.projection().name());
+        self.events
+            .loops
+            .push((name, Box::new(move || projector.spawn())));
+        self
+    }
+
+    /// Runs `orchestrator`'s sagas with the app: sagas an instance left unfinished are
+    /// resumed, and `GET /actuator/sagas` (a management operation) lists the running and
+    /// failed ones (`?limit=`, at most 1,000; 100 by default) with counts by status.
+    pub fn sagas(mut self, orchestrator: Orchestrator) -> Self {
+        self.events.orchestrator = Some(orchestrator);
+        self
+    }
+
+    /// Starts what the app was given for msa-events; before the stream starts, so that
+    /// they stop before it does.
+    pub(super) fn start_events(&mut self, settings: &Settings) -> Result<(), Error> {
+        let keys = settings
+            .bind::<Option<EventsKeys>>("msa.events")?
+            .unwrap_or_default();
+        let wiring = std::mem::take(&mut self.events);
+        let mut loops = wiring.loops;
+        if let Some(store) = wiring.store {
+            if keys.relay.enabled.unwrap_or(true) {
+                let mut relay = Relay::new(store.clone(), self.bridge.clone());
+                if let Some(batch) = keys.relay.batch_size {
+                    relay = relay.batch(batch);
+                }
+                if let Some(poll) = keys.relay.poll_interval {
+                    relay = relay.poll(poll);
+                }
+                loops.push(("outbox relay".into(), Box::new(move || relay.spawn())));
+            }
+            let checked = store.clone();
+            self.actuator = std::mem::replace(&mut self.actuator, Actuator::new(""))
+                .health_indicator_in("db", &[], move || {
+                    let store = checked.clone();
+                    async move {
+                        let database = match store.backend() {
+                            msa_events::store::Backend::Sqlite => "SQLite",
+                            msa_events::store::Backend::Postgres => "PostgreSQL",
+                        };
+                        let health = match store.check().await {
+                            Ok(_) => Health::up(),
+                            Err(error) => Health::down().with_detail(
+                                "error",
+                                msa_core::secrets::mask_url(&error.to_string()),
+                            ),
+                        };
+                        health.with_detail("database", database.to_owned())
+                    }
+                });
+        }
+        if let Some(orchestrator) = wiring.orchestrator {
+            self.actuator = std::mem::replace(&mut self.actuator, Actuator::new("")).operations(
+                axum::Router::new().route(
+                    "/actuator/sagas",
+                    get(sagas_report).with_state(orchestrator.clone()),
+                ),
+            );
+            loops.push((
+                "saga orchestrator".into(),
+                Box::new(move || orchestrator.spawn()),
+            ));
+        }
+        for (name, spawn) in loops {
+            let handle = spawn();
+            self.shutdown.before_drain(name, move || handle.stop());
+        }
+        Ok(())
+    }
+}
+
+/// `?limit=` of `/actuator/sagas`.
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+/// The most sagas `/actuator/sagas` lists.
+const MAX_LISTED: u32 = 1000;
+
+async fn sagas_report(
+    State(orchestrator): State<Orchestrator>,
+    Query(limit): Query<Limit>,
+) -> Response {
+    let limit = limit.limit.unwrap_or(100);
+    if limit > MAX_LISTED {
+        return msa_core::http::error_response(
+            http::StatusCode::BAD_REQUEST,
+            format!("limit {limit}: at most {MAX_LISTED}"),
+        );
+    }
+    match orchestrator.report(limit).await {
+        Ok(report) => Json(report).into_response(),
+        // msa-events' errors mask URL credentials.
+        Err(error) => msa_core::http::error_response(http::StatusCode::SERVICE_UNAVAILABLE, error),
+    }
+}
