@@ -69,6 +69,9 @@ pub mod guide {
     #[cfg(feature = "stream")]
     #[doc = include_str!("../docs/messaging.md")]
     pub mod messaging {}
+    #[cfg(feature = "events")]
+    #[doc = include_str!("../docs/events.md")]
+    pub mod events {}
     #[cfg(all(feature = "breaker", feature = "discovery"))]
     #[doc = include_str!("../docs/clients.md")]
     pub mod clients {}

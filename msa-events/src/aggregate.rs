@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 /// #[serde(tag = "type")]
 /// enum AccountEvent { Deposited { amount: i64 }, Withdrawn { amount: i64 } }
 ///
+/// #[derive(Clone)]
 /// enum Command { Deposit(i64), Withdraw(i64) }
 ///
 /// #[derive(Debug, thiserror::Error)]
@@ -62,8 +63,8 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// ignored (the state is folded from the events instead).
     const SNAPSHOT_VERSION: u32 = 1;
 
-    /// What the aggregate is asked to do.
-    type Command: Send;
+    /// What the aggregate is asked to do (cloned to ask again after a concurrent append).
+    type Command: Clone + Send;
     /// What happened to it.
     type Event: Serialize + DeserializeOwned + Send + Sync;
     /// Why a command is refused.

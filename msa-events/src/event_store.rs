@@ -361,10 +361,7 @@ impl EventStore {
         &self,
         id: &str,
         command: A::Command,
-    ) -> Result<Loaded<A>, ExecuteError<A::Error>>
-    where
-        A::Command: Clone,
-    {
+    ) -> Result<Loaded<A>, ExecuteError<A::Error>> {
         let mut attempt = 0;
         loop {
             let result = self.try_execute::<A>(id, command.clone()).await;
