@@ -134,6 +134,8 @@ pub struct StepContext {
     pub step: String,
     /// Which attempt of the step (or its compensation) this is: 1 for the first.
     pub attempt: u32,
+    /// For a compensation: why the saga is compensating.
+    pub error: Option<String>,
 }
 
 impl StepContext {
@@ -144,12 +146,67 @@ impl StepContext {
     }
 }
 
+/// Why a step did not succeed: it failed (the saga compensates), or it asks to be run
+/// again later (a participant that is away: the saga waits, holding what it has done).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepError {
+    /// The step failed for good: compensate.
+    Failed(String),
+    /// Try the step again after `after` (the resumer runs it then); the saga stays where it
+    /// is meanwhile.
+    RetryLater {
+        /// Why.
+        reason: String,
+        /// How long to wait.
+        after: Duration,
+    },
+}
+
+impl StepError {
+    /// A failure: the saga compensates.
+    pub fn failed(reason: impl fmt::Display) -> StepError {
+        StepError::Failed(reason.to_string())
+    }
+
+    /// Run the step again after `after`.
+    pub fn retry_later(reason: impl fmt::Display, after: Duration) -> StepError {
+        StepError::RetryLater {
+            reason: reason.to_string(),
+            after,
+        }
+    }
+}
+
+impl From<String> for StepError {
+    fn from(reason: String) -> Self {
+        StepError::Failed(reason)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(reason: &str) -> Self {
+        StepError::Failed(reason.to_owned())
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepError::Failed(reason) => f.write_str(reason),
+            StepError::RetryLater { reason, after } => {
+                write!(f, "{reason} (trying again in {after:?})")
+            }
+        }
+    }
+}
+
 /// Saga data: carried from step to step, persisted as JSON after each.
 pub trait SagaData: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> SagaData for T {}
 
-type Call<D> = Arc<dyn Fn(StepContext, D) -> BoxFuture<'static, Result<D, String>> + Send + Sync>;
+type Call<D> =
+    Arc<dyn Fn(StepContext, D) -> BoxFuture<'static, Result<D, StepError>> + Send + Sync>;
 type MakeCommand<D> = Arc<dyn Fn(&StepContext, &D) -> Result<Message<Value>, String> + Send + Sync>;
 type OnReply<D> = Arc<dyn Fn(D, Value) -> Result<D, String> + Send + Sync>;
 
@@ -190,11 +247,11 @@ fn call<D, F, Fut, E>(f: F) -> Call<D>
 where
     F: Fn(StepContext, D) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<D, E>> + Send + 'static,
-    E: fmt::Display,
+    E: Into<StepError>,
 {
     Arc::new(move |context, data| {
         let future = f(context, data);
-        Box::pin(async move { future.await.map_err(|e| e.to_string()) })
+        Box::pin(async move { future.await.map_err(Into::into) })
     })
 }
 
@@ -213,7 +270,7 @@ impl<D: SagaData> Saga<D> {
     where
         F: Fn(StepContext, D) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<D, E>> + Send + 'static,
-        E: fmt::Display,
+        E: Into<StepError>,
     {
         self.steps.push(StepDef {
             name: name.to_owned(),
@@ -250,7 +307,7 @@ impl<D: SagaData> Saga<D> {
     where
         F: Fn(StepContext, D) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<D, E>> + Send + 'static,
-        E: fmt::Display,
+        E: Into<StepError>,
     {
         if let Some(step) = self.steps.last_mut() {
             step.compensation = Some(call(compensation));
@@ -286,7 +343,7 @@ trait Definition: Send + Sync {
     fn compensate(&self, step: usize, context: StepContext, data: Value) -> Option<Running>;
 }
 
-type Running = BoxFuture<'static, Result<Value, String>>;
+type Running = BoxFuture<'static, Result<Value, StepError>>;
 
 fn decode<D: DeserializeOwned>(data: Value) -> Result<D, String> {
     serde_json::from_value(data).map_err(|e| format!("the saga's data does not decode: {e}"))
@@ -301,7 +358,7 @@ fn run_call<D: SagaData>(call: &Call<D>, context: StepContext, data: Value) -> R
     Box::pin(async move {
         let data = decode::<D>(data)?;
         let data = call(context, data).await?;
-        encode(&data)
+        Ok(encode(&data)?)
     })
 }
 
@@ -460,6 +517,8 @@ struct Change {
     history: Option<Value>,
     /// Gives up the lease (the saga waits for a reply, or has finished).
     release: bool,
+    /// Gives up the lease until then: the step runs again at that time.
+    retry_at: Option<i64>,
 }
 
 /// Runs sagas: see the [module](self). Cheap to clone.
@@ -561,6 +620,25 @@ impl Orchestrator {
     /// Starts saga `saga` with id `id` and `data`, and advances it on a task. Starting an
     /// id that exists does nothing (a retried request starts one saga).
     pub async fn start<D: SagaData>(&self, saga: &str, id: &str, data: D) -> Result<(), Error> {
+        let mut tx = self.inner.store.begin().await?;
+        let started = self.start_in(&mut tx, saga, id, data).await?;
+        tx.commit().await?;
+        if started {
+            self.resume(id);
+        }
+        Ok(())
+    }
+
+    /// Records saga `saga` with id `id` and `data` in the caller's transaction (with the
+    /// rows and events that begin it), to be advanced once it commits: by
+    /// [`resume`](Self::resume), or by the next look for due sagas. Whether it was new.
+    pub async fn start_in<D: SagaData>(
+        &self,
+        tx: &mut crate::Tx,
+        saga: &str,
+        id: &str,
+        data: D,
+    ) -> Result<bool, Error> {
         self.definition(saga)?;
         if id.is_empty() || id.len() > MAX_ID {
             return Err(Error::Invalid(format!(
@@ -580,13 +658,15 @@ impl Orchestrator {
         .bind(saga)
         .bind(data)
         .bind(now)
-        .execute(self.inner.store.pool())
+        .execute(tx.conn())
         .await?
         .rows_affected();
-        if inserted == 1 {
-            self.kick(id);
-        }
-        Ok(())
+        Ok(inserted == 1)
+    }
+
+    /// Advances saga `id` on a task, now (after [`start_in`](Self::start_in) commits).
+    pub fn resume(&self, id: &str) {
+        self.kick(id);
     }
 
     /// Advances saga `id` on a task.
@@ -618,6 +698,18 @@ impl Orchestrator {
 
     /// Waits until saga `id` has finished, at most `timeout`; returns it as it stands then.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<SagaInfo, Error> {
+        self.wait_for(id, timeout, |saga| saga.status.is_final())
+            .await
+    }
+
+    /// Waits until saga `id` is as `done` wants it (or has finished), at most `timeout`;
+    /// returns it as it stands then.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&SagaInfo) -> bool,
+    ) -> Result<SagaInfo, Error> {
         let mut changed = self.inner.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -626,7 +718,7 @@ impl Orchestrator {
                 .status(id)
                 .await?
                 .ok_or_else(|| Error::Invalid(format!("no saga {id:?}")))?;
-            if info.status.is_final() || tokio::time::Instant::now() >= deadline {
+            if info.status.is_final() || done(&info) || tokio::time::Instant::now() >= deadline {
                 return Ok(info);
             }
             let _ = tokio::time::timeout_at(
@@ -670,7 +762,7 @@ impl Orchestrator {
         let claimed = sqlx::query(
             "UPDATE msa_sagas SET owner = $1, lease_until = $2 WHERE id = $3 \
              AND status IN ('RUNNING', 'COMPENSATING') \
-             AND (owner IS NULL OR owner = $1 OR lease_until < $4)",
+             AND (owner = $1 OR lease_until < $4)",
         )
         .bind(&self.inner.owner)
         .bind(now.saturating_add(millis(self.inner.lease)))
@@ -735,20 +827,26 @@ impl Orchestrator {
         }
         let release = change.release || row.status.is_final();
         let now = now_ms();
-        let lease = if release {
-            0
-        } else {
-            now.saturating_add(millis(self.inner.lease))
+        let (lease, owner) = match change.retry_at {
+            Some(at) => (at, None),
+            None if release => (0, None),
+            None => (
+                now.saturating_add(millis(self.inner.lease)),
+                Some(self.inner.owner.as_str()),
+            ),
         };
         // A reply moves a waiting saga, which no instance holds.
-        let owner_check = if owned { "AND owner = $12" } else { "" };
+        let owner_check = if owned {
+            "AND owner = $12"
+        } else {
+            "AND $12 = $12"
+        };
         let sql = format!(
             "UPDATE msa_sagas SET status = $1, step = $2, data = $3, error = $4, attempts = $5, \
              waiting_since = $6, deadline = $7, history = $8, updated_at = $9, lease_until = $10, \
-             owner = CASE WHEN $10 = 0 THEN NULL ELSE owner END \
-             WHERE id = $11 {owner_check}"
+             owner = $13 WHERE id = $11 {owner_check}"
         );
-        let mut query = sqlx::query(&sql)
+        let query = sqlx::query(&sql)
             .bind(row.status.as_str())
             .bind(row.step)
             .bind(row.data.to_string())
@@ -759,10 +857,9 @@ impl Orchestrator {
             .bind(Value::Array(row.history.clone()).to_string())
             .bind(now)
             .bind(lease)
-            .bind(&row.id);
-        if owned {
-            query = query.bind(&self.inner.owner);
-        }
+            .bind(&row.id)
+            .bind(&self.inner.owner)
+            .bind(owner);
         let saved = query.execute(tx.conn()).await?.rows_affected();
         if row.status.is_final() && saved == 1 {
             tracing::info!(saga = %row.id, kind = %row.saga_type, status = row.status.as_str(), "saga finished");
@@ -816,11 +913,12 @@ impl Orchestrator {
                 Status::Compensating => self.backward(&definition, &row).await,
                 _ => return Ok(()),
             };
+            let paused = change.retry_at.is_some() || change.release;
             if !self.save(&mut row, change).await? {
                 tracing::warn!(saga = %id, "another instance took the saga over");
                 return Ok(());
             }
-            if row.status.is_final() {
+            if row.status.is_final() || paused {
                 return Ok(());
             }
         }
@@ -839,6 +937,7 @@ impl Orchestrator {
             saga_id: row.id.clone(),
             step: name.clone(),
             attempt: u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
+            error: None,
         };
         if let Some(running) = definition.run(index, context.clone(), row.data.clone()) {
             let outcome = self
@@ -852,7 +951,14 @@ impl Orchestrator {
                     history: Some(entry(&name, "done", None)),
                     ..Change::default()
                 },
-                Ok(Err(reason)) => failed(row.step - 1, &name, &reason),
+                Ok(Err(StepError::Failed(reason))) => failed(row.step - 1, &name, &reason),
+                Ok(Err(StepError::RetryLater { reason, after })) => Change {
+                    attempts: Some(row.attempts + 1),
+                    // Only the first of a run of retries is recorded.
+                    history: (row.attempts == 0).then(|| entry(&name, "retrying", Some(&reason))),
+                    retry_at: Some(now_ms().saturating_add(millis(after))),
+                    ..Change::default()
+                },
                 Err(_) => timed_out(row.step, &name, timeout),
             }));
         }
@@ -912,6 +1018,7 @@ impl Orchestrator {
             saga_id: row.id.clone(),
             step: name.clone(),
             attempt,
+            error: row.error.clone(),
         };
         let Some(running) = definition.compensate(index, context, row.data.clone()) else {
             return Change {
@@ -934,7 +1041,7 @@ impl Orchestrator {
                     ..Change::default()
                 };
             }
-            Ok(Err(reason)) => reason,
+            Ok(Err(reason)) => reason.to_string(),
             Err(_) => format!("timed out after {timeout:?}"),
         };
         if attempt >= self.inner.compensation_attempts {

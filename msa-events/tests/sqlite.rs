@@ -36,6 +36,7 @@ cases!(
     a_timed_out_step_compensates_in_reverse_order,
     command_steps_go_over_messages,
     a_failing_compensation_leaves_a_failed_saga_on_the_report,
+    a_step_retried_later_waits_for_its_participant,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1191,3 +1191,77 @@ pub async fn a_saga_killed_mid_way_resumes_after_restart(url: &str, child_test: 
         .unwrap();
     assert_eq!(bookings, ["ok:hotel"], "the failed trip's hotel released");
 }
+
+/// A step whose participant is away asks to run again later: the saga waits where it is
+/// (running, its earlier steps kept), and finishes once the participant is back; a
+/// compensation learns why the saga compensates.
+pub async fn a_step_retried_later_waits_for_its_participant(url: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let back = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reason = Arc::new(std::sync::Mutex::new(None::<String>));
+    let saga = Saga::<Trip>::new("held")
+        .step("reserve", |_, trip| async move { Ok::<_, String>(trip) })
+        .compensate({
+            let reason = reason.clone();
+            move |context: StepContext, trip: Trip| {
+                *reason.lock().unwrap() = context.error.clone();
+                async move { Ok::<_, String>(trip) }
+            }
+        })
+        .step("charge", {
+            let back = back.clone();
+            move |_, trip: Trip| {
+                let back = back.load(Ordering::SeqCst);
+                async move {
+                    match (back, trip.outcome.as_str()) {
+                        (false, _) => Err(saga::StepError::retry_later(
+                            "payments is away",
+                            Duration::from_millis(100),
+                        )),
+                        (true, "declined") => Err("declined".into()),
+                        (true, _) => Ok(trip),
+                    }
+                }
+            }
+        });
+    let orchestrator = Orchestrator::new(store)
+        .saga(saga)
+        .poll(Duration::from_millis(50));
+    let resumer = orchestrator.spawn();
+    for id in ["ok", "declined"] {
+        let trip = Trip {
+            outcome: id.into(),
+            ..Trip::default()
+        };
+        orchestrator.start("held", id, trip).await.unwrap();
+    }
+    let held = orchestrator
+        .wait_for("ok", Duration::from_secs(10), |saga| saga.attempts >= 3)
+        .await
+        .unwrap();
+    assert_eq!(held.status, saga::Status::Running, "{held:?}");
+    assert_eq!(held.step.as_deref(), Some("charge"));
+    back.store(true, Ordering::SeqCst);
+    let ok = orchestrator
+        .wait("ok", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, saga::Status::Completed, "{ok:?}");
+    let retried = ok
+        .history
+        .iter()
+        .filter(|e| e["outcome"] == "retrying")
+        .count();
+    assert_eq!(
+        retried, 1,
+        "one entry for a run of retries: {:?}",
+        ok.history
+    );
+    let declined = orchestrator
+        .wait("declined", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(declined.status, saga::Status::Compensated);
+    assert_eq!(reason.lock().unwrap().as_deref(), Some("charge: declined"));
+    resumer.stop().await;
+}
