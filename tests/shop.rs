@@ -3,6 +3,8 @@
 //! recovering, a registry restart, the config server down at a service's start, and an
 //! instance killed under load.
 
+#[path = "support/nats.rs"]
+mod nats_server;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -76,6 +78,38 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
             .contains("payment declined")
     );
     assert_eq!(get_json(&http, &stock).await["gizmo"], 10);
+
+    // order-history answers from its own read model, fed by orders' events.
+    eventually(
+        Duration::from_secs(10),
+        "both orders in the history",
+        || {
+            let http = http.clone();
+            let url = format!("{gateway}/api/orders/history");
+            let (confirmed, rejected) =
+                (id.to_owned(), rejected["id"].as_str().unwrap().to_owned());
+            async move {
+                let history: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+                let status = |id: &str| {
+                    history
+                        .as_array()?
+                        .iter()
+                        .find(|entry| entry["order_id"] == id)
+                        .map(|entry| entry["status"].clone())
+                };
+                (status(&confirmed)? == "CONFIRMED" && status(&rejected)? == "REJECTED")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // notifications told the customers, under the orders' traces.
+    let logs = estate.logs();
+    assert!(
+        logs.contains(&format!("[notifications,{TRACE},"))
+            && logs.contains(&format!("Order {id} confirmed")),
+        "no email for {id}:\n{logs}"
+    );
 
     // Orders' calls went through the stack orders.yml names, and the orders instances'
     // scrapes say so under Micrometer's names.
@@ -154,14 +188,16 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
     let status = estate.stop();
     assert!(status.success(), "{status}");
     let logs = estate.logs();
-    assert_eq!(logs.matches("deregistered").count(), 5, "{logs}");
+    assert_eq!(logs.matches("deregistered").count(), 7, "{logs}");
 }
 
-/// registry, config server (over a copy of the shop's config) and the data directory.
+/// registry, config server (over a copy of the shop's config), the NATS server the
+/// services' messages go through, and the data directory.
 struct Base {
     dir: tempfile::TempDir,
     registry: Process,
     config: Process,
+    nats: nats_server::Server,
     data: String,
 }
 
@@ -194,17 +230,26 @@ fn base() -> Base {
         ],
         dir.path(),
     );
+    let nats = nats_server::Server::start(&dir.path().join("nats"), nats_server::free_port());
     Base {
         dir,
         registry,
         config,
+        nats,
         data,
     }
 }
 
 impl Base {
     fn service(&self, name: &str, log: &str) -> Process {
-        let args = service_args(name, &self.registry.url, &self.config.url, &self.data);
+        let nats = self.nats.url();
+        let args = service_args(
+            name,
+            &self.registry.url,
+            &self.config.url,
+            &self.data,
+            &nats,
+        );
         Process::start(log, &args, self.dir.path())
     }
 
@@ -483,4 +528,224 @@ async fn idle_instances_killed_cost_no_caller_an_error() {
             .unwrap();
         assert_eq!(stock.status(), 200, "stock read {n}");
     }
+}
+
+/// The shop under chaos: 200 orders through the gateway while instances of orders,
+/// inventory and payments are SIGKILLed and restarted at random (one of each pair at a
+/// time). Afterwards every order the shop took is CONFIRMED or REJECTED, the stock on the
+/// shelves plus what confirmed orders hold equals the initial stock, no order was charged
+/// twice (nor a rejected one charged), and order-history lists every order as orders has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_chaos_every_order_ends_confirmed_or_rejected_and_nothing_is_lost() {
+    use msa::events::sqlx::{self, Row};
+    let _serial = SERIAL.lock().await;
+    let base = base();
+    let mut pairs: Vec<(&str, Vec<Process>)> = vec![
+        (
+            "inventory",
+            vec![
+                base.service("inventory", "inventory-1"),
+                base.service("inventory", "inventory-2"),
+            ],
+        ),
+        (
+            "payments",
+            vec![
+                base.service("payments", "payments-1"),
+                base.service("payments", "payments-2"),
+            ],
+        ),
+        (
+            "orders",
+            vec![
+                base.service("orders", "orders-1"),
+                base.service("orders", "orders-2"),
+            ],
+        ),
+    ];
+    let _history = base.service("order-history", "order-history");
+    let _notifications = base.service("notifications", "notifications");
+    for service in ["inventory", "payments", "orders", "order-history"] {
+        base.wait_registered(service, if service == "order-history" { 1 } else { 2 })
+            .await;
+    }
+    let gateway = base.gateway();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let api = format!("{}/api", gateway.url);
+
+    // Four clients, 50 orders each.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (http, api) = (http.clone(), api.clone());
+        clients.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for _ in 0..50 {
+                let response = http
+                    .post(format!("{api}/orders"))
+                    .json(&serde_json::json!({ "item": "widget", "qty": 1 }))
+                    .send()
+                    .await;
+                answers.push(response.map(|r| r.status().as_u16()).unwrap_or(0));
+            }
+            answers
+        }));
+    }
+    // Chaos: every 300-700 ms, SIGKILL one instance of a random pair and start it again.
+    let chaos = {
+        let done = done.clone();
+        let base = &base;
+        async move {
+            let mut kills = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(300..700))).await;
+                let (service, instances) = &mut pairs[fastrand::usize(0..3)];
+                let victim = fastrand::usize(0..2);
+                instances[victim].kill();
+                kills += 1;
+                instances[victim] = base.service(service, &format!("{service}-{victim}-{kills}"));
+            }
+            (pairs, kills)
+        }
+    };
+    let watcher = async {
+        let mut statuses = Vec::new();
+        for client in clients {
+            statuses.extend(client.await.unwrap());
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        statuses
+    };
+    let ((pairs, kills), statuses) = tokio::join!(chaos, watcher);
+    println!("{kills} instances killed and restarted; answers: {statuses:?}");
+    assert!(kills >= 3, "the chaos killed only {kills} instances");
+    let taken = statuses.iter().filter(|s| matches!(s, 201 | 202)).count();
+    assert!(
+        taken >= 100,
+        "only {taken} of 200 orders were taken: {statuses:?}"
+    );
+
+    // Every order the shop recorded, as its event store has it.
+    let data = std::path::Path::new(&base.data);
+    let open = |name: &str| {
+        let url = format!("sqlite://{}", data.join(format!("{name}.db")).display());
+        async move { msa::events::Store::connect(&url).await.unwrap() }
+    };
+    let orders_db = open("orders").await;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT stream_id FROM msa_events WHERE stream_type = 'order' ORDER BY stream_id",
+    )
+    .fetch_all(orders_db.pool())
+    .await
+    .unwrap();
+    assert!(
+        ids.len() >= taken,
+        "{} orders recorded, {taken} taken",
+        ids.len()
+    );
+    let orders_url = pairs[2].1[0].url.clone();
+    let mut confirmed = std::collections::BTreeSet::new();
+    for id in &ids {
+        let status = eventually(Duration::from_secs(90), "the order finished", || {
+            let http = http.clone();
+            let url = format!("{orders_url}/orders/{id}");
+            async move {
+                let order: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+                let status = order["status"].as_str()?.to_owned();
+                matches!(status.as_str(), "CONFIRMED" | "REJECTED").then_some(status)
+            }
+        })
+        .await;
+        if status == "CONFIRMED" {
+            confirmed.insert(id.clone());
+        }
+    }
+    assert!(!confirmed.is_empty());
+
+    // Stock: what is on the shelves plus what confirmed orders hold is the initial stock;
+    // rejected orders hold nothing (released by the saga or on OrderRejected).
+    let inventory_db = open("inventory").await;
+    let held: Vec<String> = eventually(Duration::from_secs(30), "rejected orders released", || {
+        let pool = inventory_db.pool().clone();
+        let confirmed = confirmed.clone();
+        async move {
+            let held: Vec<String> = sqlx::query_scalar(
+                "SELECT order_id FROM reservations WHERE released = 0 ORDER BY order_id",
+            )
+            .fetch_all(&pool)
+            .await
+            .ok()?;
+            (held
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                == confirmed)
+                .then_some(held)
+        }
+    })
+    .await;
+    let row = sqlx::query(
+        "SELECT s.available, (SELECT COALESCE(SUM(qty), 0) FROM reservations r \
+         WHERE r.item = s.item AND r.released = 0) FROM stock s WHERE s.item = 'widget'",
+    )
+    .fetch_one(inventory_db.pool())
+    .await
+    .unwrap();
+    let (available, reserved): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        available + reserved,
+        1000,
+        "available {available} + reserved {reserved}"
+    );
+    assert_eq!(reserved as usize, held.len());
+
+    // Payments: one row per order at most (its key), charged exactly for confirmed orders.
+    let payments_db = open("payments").await;
+    let charged: Vec<String> = sqlx::query_scalar(
+        "SELECT order_id FROM payments WHERE status = 'CHARGED' ORDER BY order_id",
+    )
+    .fetch_all(payments_db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        charged
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        confirmed,
+        "charged exactly the confirmed orders"
+    );
+
+    // order-history lists every order with its final status.
+    let history_url = format!("{}/api/orders/history?limit=500", gateway.url);
+    eventually(Duration::from_secs(30), "the history complete", || {
+        let http = http.clone();
+        let (url, ids, confirmed) = (history_url.clone(), ids.clone(), confirmed.clone());
+        async move {
+            let history: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            let listed: std::collections::BTreeMap<String, String> = history
+                .as_array()?
+                .iter()
+                .map(|e| {
+                    (
+                        e["order_id"].as_str().unwrap().to_owned(),
+                        e["status"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let all = ids.iter().all(|id| {
+                let want = if confirmed.contains(id) {
+                    "CONFIRMED"
+                } else {
+                    "REJECTED"
+                };
+                listed.get(id).map(String::as_str) == Some(want)
+            });
+            (all && listed.len() == ids.len()).then_some(())
+        }
+    })
+    .await;
+    drop(pairs);
 }

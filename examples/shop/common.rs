@@ -22,9 +22,13 @@ pub(crate) struct ServiceArgs {
     /// msa-config-server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8888")]
     pub(crate) config: String,
-    /// The shared data directory.
+    /// The data directory: each service keeps its SQLite database there
+    /// (`<service>.db`, shared by its instances).
     #[arg(long)]
     pub(crate) data: PathBuf,
+    /// The NATS server the services' messages go through.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub(crate) nats: String,
     /// Where to listen (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) bind: String,
@@ -39,7 +43,7 @@ pub(crate) struct ServiceArgs {
 
 /// An msa `App` for a shop service: registered with the registry, configured by the
 /// config server (with a last-known-good copy in the data directory for when the config
-/// server is down at start).
+/// server is down at start), its database `<data>/<name>.db` and its messages on NATS.
 pub(crate) fn app(name: &str, args: &ServiceArgs) -> msa::App {
     let cache = args.data.join("config-cache").join(format!("{name}.json"));
     let client = msa::config::client::ConfigClient::new(name)
@@ -54,6 +58,16 @@ pub(crate) fn app(name: &str, args: &ServiceArgs) -> msa::App {
             Duration::from_secs(3 * args.renewal_secs.max(1)),
         )
         .config_client(client)
+        .set(
+            "spring.datasource.url",
+            format!(
+                "sqlite://{}",
+                args.data.join(format!("{name}.db")).display()
+            ),
+        )
+        .set("spring.cloud.stream.default-binder", "nats")
+        .set("spring.cloud.stream.binders.nats.type", "nats")
+        .set("spring.cloud.stream.binders.nats.url", args.nats.clone())
         .handle_signals(true)
 }
 
@@ -82,8 +96,8 @@ pub(crate) fn error(status: StatusCode, reason: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": reason.into() }))).into_response()
 }
 
-/// A store failure as a 500 (logged).
-pub(crate) fn storage(failure: std::io::Error) -> Response {
+/// A database failure as a 500 (logged).
+pub(crate) fn storage(failure: impl std::fmt::Display) -> Response {
     tracing::error!(error = %failure, "storage failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -103,4 +117,19 @@ pub(crate) fn valid_item(item: &str) -> bool {
         && item
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The header naming the order an event is about (its aggregate id).
+pub(crate) fn order_id(message: &msa::stream::message::Message<serde_json::Value>) -> Option<&str> {
+    message
+        .headers
+        .get(msa::events::event_store::AGGREGATE_ID)
+        .map(String::as_str)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

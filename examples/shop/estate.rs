@@ -1,6 +1,11 @@
 //! The estate: every server and service of the shop in its own process, started in
 //! order, and stopped in the reverse order on Ctrl-C (so services deregister while the
-//! registry still runs).
+//! registry still runs, and the broker stops last).
+//!
+//! The services' messages go through a NATS server the estate starts on a free port with a
+//! throwaway data directory. It provisions `nats-server` the way `cargo xtask test`
+//! provisions the tests' peers: installed with `apt-get` when it is missing and this user
+//! may (root, or password-less `sudo`); otherwise the estate says which command to run.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,8 +38,105 @@ struct Process {
     name: String,
     url: String,
     child: Child,
-    /// Closing it asks the process to stop.
+    /// Closing it asks the process to stop (`None` for the broker: it is killed).
     stdin: Option<ChildStdin>,
+}
+
+/// Where Debian installs `nats-server`, beside `PATH`.
+const SYSTEM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin"];
+
+/// `nats-server`, installing Debian's package when it is missing and this user may.
+fn nats_server() -> Result<PathBuf, BoxError> {
+    let find = || {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+            .map(|dir| dir.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    let sudo = !root
+        && std::process::Command::new("sudo")
+            .args(["-n", "true"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let apt = SYSTEM_DIRS
+        .iter()
+        .any(|dir| Path::new(dir).join("apt-get").is_file());
+    if !(apt && (root || sudo)) {
+        return Err(
+            "the shop's services talk through NATS, and nats-server is not installed: \
+                    run `sudo apt-get install -y nats-server` (Debian's package), then start \
+                    the shop again"
+                .into(),
+        );
+    }
+    let prefix: &[&str] = if root { &[] } else { &["sudo", "-n"] };
+    for step in [
+        &["apt-get", "update", "-qq"][..],
+        &["apt-get", "install", "-y", "-qq", "nats-server"][..],
+    ] {
+        let line: Vec<&str> = prefix.iter().chain(step).copied().collect();
+        println!("shop: nats-server is missing; running {}", line.join(" "));
+        let status = std::process::Command::new(line[0])
+            .args(&line[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        if !status.success() {
+            return Err(format!(
+                "`{}` failed ({status}): install nats-server and start the shop again",
+                line.join(" ")
+            )
+            .into());
+        }
+    }
+    find().ok_or_else(|| "apt-get installed nats-server, but it is not on PATH".into())
+}
+
+/// Starts `nats-server` (JetStream, data in `<data>/nats`) on a free port; returns its URL.
+async fn start_nats(estate: &mut Vec<Process>, data: &Path) -> Result<String, BoxError> {
+    let program = nats_server()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(program)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(data.join("nats"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    let url = format!("nats://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            println!(
+                "shop: started nats-server pid={} url={url}",
+                child.id().unwrap_or(0)
+            );
+            estate.push(Process {
+                name: "nats-server".into(),
+                url: url.clone(),
+                child,
+                stdin: None,
+            });
+            return Ok(url);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err("nats-server did not listen within 5 s".into())
 }
 
 const SOURCE: &str = env!("CARGO_MANIFEST_DIR");
@@ -85,6 +187,7 @@ async fn start(
     config_dir: &Path,
     port: &dyn Fn(u16) -> String,
 ) -> Result<(), BoxError> {
+    let nats = start_nats(estate, data).await?;
     let registry = spawn(estate, "msa-registry", &["registry", "--bind", &port(8761)]).await?;
     let config = spawn(
         estate,
@@ -108,9 +211,17 @@ async fn start(
             config.clone(),
             "--data".to_owned(),
             data_arg.clone(),
+            "--nats".to_owned(),
+            nats.clone(),
         ]
     };
-    for (name, count) in [("inventory", 2), ("payments", 1), ("orders", 2)] {
+    for (name, count) in [
+        ("inventory", 2),
+        ("payments", 1),
+        ("order-history", 1),
+        ("notifications", 1),
+        ("orders", 2),
+    ] {
         for n in 1..=count {
             let args = service(name);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -236,6 +347,7 @@ fn banner(estate: &[Process], config_dir: &Path, data: &Path) {
         "  curl -si -X POST {gateway}/api/orders -H 'content-type: application/json' -d '{{\"item\": \"widget\", \"qty\": 2}}'"
     );
     println!("  curl -s {gateway}/api/orders/<id>");
+    println!("  curl -s {gateway}/api/orders/history   # order-history's read model (CQRS)");
     println!("  curl -s {gateway}/api/stock");
     println!(
         "  curl -si -X POST {gateway}/api/orders -H 'content-type: application/json' -d '{{\"item\": \"gizmo\", \"qty\": 5}}'   # over the payment limit: REJECTED, stock released"
@@ -244,13 +356,17 @@ fn banner(estate: &[Process], config_dir: &Path, data: &Path) {
         "Edit {}/application.yml (shop.prices) or orders.yml (orders.accepting): the next order sees it.",
         config_dir.display()
     );
-    println!("Data (orders, stock, payments) in {}.", data.display());
+    println!(
+        "Each service's SQLite database (orders.db, inventory.db, ...) in {}; sagas at <orders>/actuator/sagas.",
+        data.display()
+    );
     println!("Ctrl-C stops everything.");
     println!();
     println!(
-        "shop: ready gateway={gateway} registry={} config={}",
+        "shop: ready gateway={gateway} registry={} config={} nats={}",
         url("msa-registry"),
-        url("msa-config-server")
+        url("msa-config-server"),
+        url("nats-server")
     );
 }
 
@@ -284,11 +400,12 @@ async fn wait_for_stop(stop_on_eof: bool, estate: &mut [Process]) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             for process in estate.iter_mut() {
-                if let Ok(Some(status)) = process.child.try_wait()
-                    && process.stdin.is_some()
-                {
+                if process.url.is_empty() {
+                    continue; // reported already
+                }
+                if let Ok(Some(status)) = process.child.try_wait() {
                     println!("shop: {} exited ({status})", process.name);
-                    process.stdin = None;
+                    process.url.clear();
                 }
             }
         }
@@ -302,11 +419,11 @@ async fn wait_for_stop(stop_on_eof: bool, estate: &mut [Process]) {
 }
 
 /// Stops the processes in reverse order of starting: the gateway, then every service at
-/// once, then the config server and the registry. Closing a process's stdin asks it to
-/// stop cleanly (a service deregisters, then drains); one that has not stopped in 15 s is
-/// killed.
+/// once, then the config server, the registry and the broker. Closing a process's stdin
+/// asks it to stop cleanly (a service deregisters, then drains); one that has not stopped
+/// in 15 s is killed.
 async fn stop(estate: Vec<Process>) {
-    let is_service = |p: &Process| !p.name.starts_with("msa-");
+    let is_service = |p: &Process| !p.name.starts_with("msa-") && p.name != "nats-server";
     let (services, servers): (Vec<Process>, Vec<Process>) =
         estate.into_iter().partition(is_service);
     let mut servers = servers.into_iter().rev().collect::<Vec<_>>();
@@ -323,6 +440,14 @@ async fn stop(estate: Vec<Process>) {
 async fn stop_all(processes: Vec<Process>) {
     let mut waiting = tokio::task::JoinSet::new();
     for mut process in processes {
+        if process.stdin.is_none() {
+            // The broker: SIGTERM, it stops at once.
+            if let Some(pid) = process.child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
         drop(process.stdin.take());
         waiting.spawn(async move {
             if tokio::time::timeout(Duration::from_secs(15), process.child.wait())

@@ -1,10 +1,17 @@
-//! inventory: stock per item, and reservations per order (idempotent, so a caller may
-//! retry a reservation or a release after a lost answer).
+//! inventory: stock per item, and reservations per order, in its own SQLite database
+//! (`inventory.db`, shared by its instances). Reservations are idempotent per order, so a
+//! caller may retry a reservation or a release after a lost answer.
+//!
+//! Two styles side by side: orders' saga calls `POST /reservations` and, to compensate,
+//! `DELETE /reservations/{order_id}` (orchestration); and inventory itself reacts to the
+//! `OrderRejected` events orders publishes by releasing what the order held
+//! (choreography), recording each event in its inbox so that a redelivery releases
+//! nothing twice. Whichever comes first releases; the other finds nothing left to do.
 //!
 //! - `POST /reservations` `{"order_id", "item", "qty"}`: 201 with the reservation, or 409
 //!   when there is not enough stock.
-//! - `DELETE /reservations/{order_id}`: puts the stock back (the saga's compensation); 204.
-//! - `GET /stock`, `GET /stock/{item}`: what is on the shelves.
+//! - `DELETE /reservations/{order_id}`: puts the stock back; 204 (404: no reservation).
+//! - `GET /stock` (available per item), `GET /stock/{item}` (available and reserved).
 
 use std::collections::BTreeMap;
 
@@ -13,10 +20,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use msa::events::sqlx::{self, Row};
+use msa::events::{Store, Tx};
+use msa::stream::message::Message;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::common::{self, BoxError, ServiceArgs, error, storage};
-use crate::store::{Store, blocking};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -31,11 +41,11 @@ struct Section {
     initial_stock: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Reservation {
     order_id: String,
     item: String,
-    qty: u64,
+    qty: i64,
     released: bool,
 }
 
@@ -46,56 +56,58 @@ struct Reserve {
     qty: u64,
 }
 
-type Stock = BTreeMap<String, u64>;
-
-/// Everything inventory keeps, in one document so that a reservation and the stock it
-/// takes are written together (a process killed between two writes would otherwise
-/// leave one without the other).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Shelves {
-    stock: Stock,
-    reservations: BTreeMap<String, Reservation>,
-}
-
-const SHELVES: &str = "shelves";
-
 #[derive(Clone)]
 struct Inventory {
     store: Store,
 }
 
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS stock (
+    item      TEXT PRIMARY KEY,
+    available BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    order_id TEXT PRIMARY KEY,
+    item     TEXT NOT NULL,
+    qty      BIGINT NOT NULL,
+    released BIGINT NOT NULL DEFAULT 0
+);";
+
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("inventory", &args);
     let settings = app.live_config::<Settings>().await?;
-    let store = Store::open(args.data.join("inventory"))?;
+    let store = app.events_store().await?;
+    sqlx::raw_sql(SCHEMA).execute(store.pool()).await?;
     // The first instance to start fills the shelves.
-    let initial = settings.get().inventory.initial_stock.clone();
-    let shelves = store.clone();
-    blocking(move || {
-        shelves.locked(|s| {
-            if s.get::<Shelves>(SHELVES)?.is_none() {
-                let reservations = BTreeMap::new();
-                let stock = initial;
-                s.put(
-                    SHELVES,
-                    &Shelves {
-                        stock,
-                        reservations,
-                    },
-                )?;
-            }
-            Ok(())
-        })
-    })
-    .await?;
+    let mut tx = store.begin().await?;
+    for (item, qty) in &settings.get().inventory.initial_stock {
+        sqlx::query(
+            "INSERT INTO stock (item, available) VALUES ($1, $2) ON CONFLICT (item) DO NOTHING",
+        )
+        .bind(item)
+        .bind(i64::try_from(*qty)?)
+        .execute(tx.conn())
+        .await?;
+    }
+    tx.commit().await?;
 
+    let inventory = Inventory { store };
     let router = Router::new()
         .route("/reservations", post(reserve))
         .route("/reservations/{order_id}", delete(release))
         .route("/stock", get(stock))
         .route("/stock/{item}", get(item_stock))
-        .with_state(Inventory { store });
-    let running = app.router(router).start().await?;
+        .with_state(inventory.clone());
+    let running = app
+        .router(router)
+        .stream(move |stream| {
+            stream.consumer("released", move |event: Message<Value>| {
+                let inventory = inventory.clone();
+                async move { on_order_event(&inventory, event).await }
+            })
+        })
+        .start()
+        .await?;
     common::announce(running.local_addr());
     if args.stop_on_eof {
         common::stop_on_eof(running.shutdown_handle());
@@ -104,47 +116,72 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     Ok(running.wait().await?)
 }
 
-/// An order id as orders makes them (checked so a bad one cannot grow the document).
+/// An order id as orders makes them (checked so a bad one cannot grow the table).
 fn valid_order_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+fn reservation(row: &msa::events::sqlx::any::AnyRow) -> Result<Reservation, sqlx::Error> {
+    Ok(Reservation {
+        order_id: row.try_get(0)?,
+        item: row.try_get(1)?,
+        qty: row.try_get(2)?,
+        released: row.try_get::<i64, _>(3)? != 0,
+    })
+}
+
 async fn reserve(State(inventory): State<Inventory>, Json(request): Json<Reserve>) -> Response {
-    if !common::valid_item(&request.item) || request.qty == 0 || !valid_order_id(&request.order_id)
+    let qty = i64::try_from(request.qty).unwrap_or(0);
+    if !common::valid_item(&request.item)
+        || !(1..=1_000_000).contains(&qty)
+        || !valid_order_id(&request.order_id)
     {
         return error(
             StatusCode::BAD_REQUEST,
             "order_id, item and a positive qty are required",
         );
     }
-    let store = inventory.store.clone();
-    let Reserve {
-        order_id,
-        item,
-        qty,
-    } = request;
-    let outcome = blocking(move || {
-        store.locked(|s| {
-            let mut shelves: Shelves = s.get(SHELVES)?.unwrap_or_default();
-            if let Some(existing) = shelves.reservations.get(&order_id) {
-                return Ok(Ok(existing.clone())); // a retry: the same answer
-            }
-            let available = shelves.stock.get(&item).copied().unwrap_or(0);
-            if available < qty {
-                return Ok(Err(available));
-            }
-            shelves.stock.insert(item.clone(), available - qty);
-            let reservation = Reservation {
-                order_id: order_id.clone(),
-                item,
-                qty,
-                released: false,
-            };
-            shelves.reservations.insert(order_id, reservation.clone());
-            s.put(SHELVES, &shelves)?;
-            Ok(Ok(reservation))
-        })
-    })
+    let outcome = async {
+        let mut tx = inventory.store.begin().await?;
+        let existing = sqlx::query(
+            "SELECT order_id, item, qty, released FROM reservations WHERE order_id = $1",
+        )
+        .bind(&request.order_id)
+        .fetch_optional(tx.conn())
+        .await?;
+        if let Some(row) = existing {
+            return Ok(Ok(reservation(&row)?)); // a retry: the same answer
+        }
+        let taken = sqlx::query(
+            "UPDATE stock SET available = available - $1 WHERE item = $2 AND available >= $1",
+        )
+        .bind(qty)
+        .bind(&request.item)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            let available: Option<i64> =
+                sqlx::query_scalar("SELECT available FROM stock WHERE item = $1")
+                    .bind(&request.item)
+                    .fetch_optional(tx.conn())
+                    .await?;
+            return Ok(Err(available.unwrap_or(0)));
+        }
+        sqlx::query("INSERT INTO reservations (order_id, item, qty) VALUES ($1, $2, $3)")
+            .bind(&request.order_id)
+            .bind(&request.item)
+            .bind(qty)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok::<_, msa::events::Error>(Ok(Reservation {
+            order_id: request.order_id.clone(),
+            item: request.item.clone(),
+            qty,
+            released: false,
+        }))
+    }
     .await;
     match outcome {
         Ok(Ok(reservation)) => {
@@ -163,31 +200,42 @@ async fn reserve(State(inventory): State<Inventory>, Json(request): Json<Reserve
     }
 }
 
+/// Releases `order_id`'s reservation in `tx`: whether there was one (released now or
+/// before).
+async fn release_in(tx: &mut Tx, order_id: &str) -> Result<bool, msa::events::Error> {
+    let row = sqlx::query("SELECT item, qty, released FROM reservations WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(tx.conn())
+        .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    if row.try_get::<i64, _>(2)? == 0 {
+        let (item, qty): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        sqlx::query("UPDATE reservations SET released = 1 WHERE order_id = $1")
+            .bind(order_id)
+            .execute(tx.conn())
+            .await?;
+        sqlx::query("UPDATE stock SET available = available + $1 WHERE item = $2")
+            .bind(qty)
+            .bind(&item)
+            .execute(tx.conn())
+            .await?;
+        tracing::info!(order = %order_id, %item, qty, "reservation released");
+    }
+    Ok(true)
+}
+
 async fn release(State(inventory): State<Inventory>, Path(order_id): Path<String>) -> Response {
-    let store = inventory.store.clone();
-    let id = order_id.clone();
-    let outcome = blocking(move || {
-        store.locked(|s| {
-            let mut shelves: Shelves = s.get(SHELVES)?.unwrap_or_default();
-            let Some(reservation) = shelves.reservations.get_mut(&id) else {
-                return Ok(false);
-            };
-            if !reservation.released {
-                reservation.released = true;
-                let (item, qty) = (reservation.item.clone(), reservation.qty);
-                let shelf = shelves.stock.entry(item).or_default();
-                *shelf = shelf.saturating_add(qty);
-                s.put(SHELVES, &shelves)?;
-            }
-            Ok(true)
-        })
-    })
+    let outcome = async {
+        let mut tx = inventory.store.begin().await?;
+        let found = release_in(&mut tx, &order_id).await?;
+        tx.commit().await?;
+        Ok::<_, msa::events::Error>(found)
+    }
     .await;
     match outcome {
-        Ok(true) => {
-            tracing::info!(order = %order_id, "reservation released");
-            StatusCode::NO_CONTENT.into_response()
-        }
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!("no reservation for {order_id}"),
@@ -196,23 +244,60 @@ async fn release(State(inventory): State<Inventory>, Path(order_id): Path<String
     }
 }
 
+/// Choreography: an order rejected elsewhere releases its reservation here, once.
+async fn on_order_event(inventory: &Inventory, event: Message<Value>) -> Result<(), String> {
+    if event.payload["type"] != "OrderRejected" {
+        return Ok(());
+    }
+    let (Some(order_id), Some(message_id)) = (
+        common::order_id(&event),
+        msa::events::inbox::message_id(&event.headers),
+    ) else {
+        return Err("an order event without its ids".into());
+    };
+    let handled = async {
+        let mut tx = inventory.store.begin().await?;
+        if tx.receive_once("inventory", message_id).await? {
+            release_in(&mut tx, order_id).await?;
+        }
+        tx.commit().await
+    }
+    .await;
+    handled.map_err(|e| e.to_string())
+}
+
 async fn stock(State(inventory): State<Inventory>) -> Response {
-    let store = inventory.store.clone();
-    match blocking(move || store.get::<Shelves>(SHELVES)).await {
-        Ok(shelves) => Json(shelves.unwrap_or_default().stock).into_response(),
+    let rows = sqlx::query("SELECT item, available FROM stock ORDER BY item")
+        .fetch_all(inventory.store.pool())
+        .await;
+    match rows {
+        Ok(rows) => {
+            let stock: BTreeMap<String, i64> = rows
+                .iter()
+                .filter_map(|row| Some((row.try_get(0).ok()?, row.try_get(1).ok()?)))
+                .collect();
+            Json(stock).into_response()
+        }
         Err(e) => storage(e),
     }
 }
 
 async fn item_stock(State(inventory): State<Inventory>, Path(item): Path<String>) -> Response {
-    let store = inventory.store.clone();
-    match blocking(move || store.get::<Shelves>(SHELVES)).await {
-        Ok(shelves) => match shelves.unwrap_or_default().stock.get(&item) {
-            Some(available) => {
-                Json(serde_json::json!({ "item": item, "available": available })).into_response()
-            }
-            None => error(StatusCode::NOT_FOUND, format!("no item {item:?}")),
-        },
+    let row = sqlx::query(
+        "SELECT s.available, COALESCE((SELECT SUM(qty) FROM reservations r \
+         WHERE r.item = s.item AND r.released = 0), 0) FROM stock s WHERE s.item = $1",
+    )
+    .bind(&item)
+    .fetch_optional(inventory.store.pool())
+    .await;
+    match row {
+        Ok(Some(row)) => {
+            let available: i64 = row.try_get(0).unwrap_or_default();
+            let reserved: i64 = row.try_get(1).unwrap_or_default();
+            Json(json!({ "item": item, "available": available, "reserved": reserved }))
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no item {item:?}")),
         Err(e) => storage(e),
     }
 }

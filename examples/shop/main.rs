@@ -2,20 +2,23 @@
 //!
 //! The shop estate: msa-registry (127.0.0.1:8761), msa-config-server (127.0.0.1:8888,
 //! serving examples/shop/config), msa-gateway (127.0.0.1:8080, routes in
-//! examples/shop/gateway.yaml), and three services written with msa — orders (2
-//! instances), inventory (2) and payments (1) — each in its own process, registered with
-//! the registry and configured by the config server. See docs/shop.md.
+//! examples/shop/gateway.yaml), nats-server (a free port, throwaway data: the services'
+//! messages), and five services written with msa — orders (2 instances), inventory (2),
+//! payments (1), order-history (1) and notifications (1) — each in its own process with
+//! its own SQLite database, registered with the registry and configured by the config
+//! server. See docs/shop.md.
 //!
 //! The same executable is every process: with no subcommand it is the estate and starts
 //! the others as `shop registry`, `shop orders`, ...
 
 mod common;
 mod estate;
+mod history;
 mod inventory;
+mod notifications;
 mod orders;
 mod payments;
 mod servers;
-mod store;
 
 use std::process::ExitCode;
 
@@ -44,6 +47,10 @@ enum Process {
     Inventory(common::ServiceArgs),
     /// The payments service.
     Payments(common::ServiceArgs),
+    /// The order-history service (a read model of orders' events).
+    OrderHistory(common::ServiceArgs),
+    /// The notifications service (emails, logged).
+    Notifications(common::ServiceArgs),
 }
 
 #[tokio::main]
@@ -59,6 +66,8 @@ async fn main() -> ExitCode {
         Some(Process::Orders(args)) => ("orders", orders::run(args).await),
         Some(Process::Inventory(args)) => ("inventory", inventory::run(args).await),
         Some(Process::Payments(args)) => ("payments", payments::run(args).await),
+        Some(Process::OrderHistory(args)) => ("order-history", history::run(args).await),
+        Some(Process::Notifications(args)) => ("notifications", notifications::run(args).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

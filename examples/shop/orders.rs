@@ -1,24 +1,35 @@
-//! orders: takes orders and runs each as a saga over inventory and payments.
+//! orders: an event-sourced `Order` (its events are its state, in `orders.db`), published
+//! through the outbox to the `orders` destination, and placed by a saga over inventory and
+//! payments (orchestration):
 //!
-//! 1. reserve the stock (inventory) — not enough: the order is `REJECTED`;
-//! 2. charge the payment (payments) — declined: the reservation is released (the
-//!    compensating step) and the order is `REJECTED`; charged: `CONFIRMED`;
-//! 3. payments unavailable (down, failing, or its circuit breaker open): the fallback
-//!    keeps the stock reserved and puts the order `ON_HOLD`, answered at once with 202;
-//!    a background task charges held orders when payments is back.
+//! 0. `open` — nothing forward; its compensation, which runs last whenever the saga fails,
+//!    records `OrderRejected` with the reason;
+//! 1. `reserve` the stock (inventory) — not enough: the saga compensates, `REJECTED`;
+//!    compensation: release the reservation (inventory also releases on `OrderRejected`,
+//!    by choreography);
+//! 2. `charge` the payment (payments) — declined: compensated, `REJECTED`. Payments
+//!    unavailable (down, failing, its circuit breaker open): the order is `ON_HOLD`
+//!    (`OrderHeld`), the stock stays reserved, and the step runs again every
+//!    `orders.resume-every` until payments answers; compensation: refund;
+//! 3. `confirm` — records `OrderConfirmed`.
 //!
-//! Every call goes through the client `App::client` builds: trace context propagated,
-//! balanced over the registry's instances, and guarded by the Resilience4j stack that
-//! `orders.yml` names per service (retry to another instance, circuit breaker, time
-//! limiter, bulkhead), live from the config server. Reservations and charges are
-//! idempotent per order id, so the retry may resend them.
+//! The order's first event and the saga's start commit in one transaction; the saga's
+//! state is persisted after every step, so an instance killed mid-saga leaves it to the
+//! other instance (or itself, restarted) to finish. Every call goes through the client
+//! `App::client` builds: trace context propagated, balanced over the registry's instances,
+//! guarded by the Resilience4j stack `orders.yml` names (retry to another instance,
+//! circuit breaker, time limiter, bulkhead). Reservations and charges are idempotent per
+//! order id, so retries and re-runs may resend them.
 //!
 //! - `POST /orders` `{"item": "widget", "qty": 2}`: 201 (`CONFIRMED` or `REJECTED`), 202
-//!   (`ON_HOLD`), 400 for a bad order, 503 while `orders.accepting` is false.
-//! - `GET /orders/{id}`, `GET /orders`.
+//!   (`ON_HOLD`, or still running), 400 for a bad order, 503 while `orders.accepting` is
+//!   false or inventory is unavailable.
+//! - `GET /orders/{id}` (the aggregate, folded from its events), `GET /orders` (a read
+//!   model of the newest 100, kept by a projection of the event store).
+//! - `GET /actuator/sagas`: running, held and failed sagas.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,13 +38,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use msa::config::client::LiveConfig;
 use msa::core::metrics::UriTemplate;
+use msa::events::event_store::RecordedEvent;
+use msa::events::projection::{Projection, Projector};
+use msa::events::saga::{Orchestrator, Saga, StepContext, StepError};
+use msa::events::sqlx::{self, Row};
+use msa::events::{Aggregate, EventStore, Tx};
 use reqwest_middleware::ClientWithMiddleware;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::Instrument;
 
 use crate::common::{self, BoxError, ServiceArgs, cents, error, storage};
-use crate::store::{Store, blocking};
 
 #[derive(Debug, Clone, Deserialize)]
 struct Settings {
@@ -57,16 +71,18 @@ struct Shop {
     prices: BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 enum Status {
+    #[default]
     Pending,
     Confirmed,
     Rejected,
     OnHold,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The order: the fold of its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Order {
     id: String,
     item: String,
@@ -79,8 +95,102 @@ struct Order {
     reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trace_id: Option<String>,
-    /// Milliseconds since the epoch of the last change.
-    updated_ms: u64,
+}
+
+/// What happens to an order: published to the `orders` destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+enum OrderEvent {
+    OrderPlaced {
+        id: String,
+        item: String,
+        qty: u64,
+        unit_price: f64,
+        total: f64,
+        currency: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+    },
+    OrderHeld {
+        reason: String,
+    },
+    OrderConfirmed {
+        total: f64,
+    },
+    OrderRejected {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Command {
+    Hold(String),
+    Confirm,
+    Reject(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("order {0} was never placed")]
+struct NotPlaced(String);
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "order";
+    type Command = Command;
+    type Event = OrderEvent;
+    type Error = NotPlaced;
+
+    fn handle(&self, command: Command) -> Result<Vec<OrderEvent>, NotPlaced> {
+        if self.id.is_empty() {
+            return Err(NotPlaced(String::new()));
+        }
+        let open = matches!(self.status, Status::Pending | Status::OnHold);
+        Ok(match command {
+            // Repeats (a step run again) change nothing.
+            Command::Hold(_) if self.status != Status::Pending => vec![],
+            Command::Hold(reason) => vec![OrderEvent::OrderHeld { reason }],
+            Command::Confirm if open => vec![OrderEvent::OrderConfirmed { total: self.total }],
+            Command::Reject(reason) if open => vec![OrderEvent::OrderRejected { reason }],
+            Command::Confirm | Command::Reject(_) => vec![],
+        })
+    }
+
+    fn apply(&mut self, event: &OrderEvent) {
+        match event {
+            OrderEvent::OrderPlaced {
+                id,
+                item,
+                qty,
+                unit_price,
+                total,
+                currency,
+                trace_id,
+            } => {
+                *self = Order {
+                    id: id.clone(),
+                    item: item.clone(),
+                    qty: *qty,
+                    unit_price: *unit_price,
+                    total: *total,
+                    currency: currency.clone(),
+                    status: Status::Pending,
+                    reason: None,
+                    trace_id: trace_id.clone(),
+                };
+            }
+            OrderEvent::OrderHeld { reason } => {
+                self.status = Status::OnHold;
+                self.reason = Some(reason.clone());
+            }
+            OrderEvent::OrderConfirmed { .. } => {
+                self.status = Status::Confirmed;
+                self.reason = None;
+            }
+            OrderEvent::OrderRejected { reason } => {
+                self.status = Status::Rejected;
+                self.reason = Some(reason.clone());
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,14 +199,24 @@ struct NewOrder {
     qty: u64,
 }
 
-#[derive(Clone)]
-struct Orders {
-    store: Store,
-    settings: LiveConfig<Settings>,
-    client: ClientWithMiddleware,
+/// What the saga carries from step to step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Placing {
+    order_id: String,
+    item: String,
+    qty: u64,
+    amount: f64,
+    currency: String,
 }
 
-/// A call's outcome, as the saga sees it.
+#[derive(Clone)]
+struct Orders {
+    events: EventStore,
+    sagas: Orchestrator,
+    settings: LiveConfig<Settings>,
+}
+
+/// A call's outcome, as a saga step sees it.
 enum Call {
     Done,
     /// The service said no (4xx), with its reason.
@@ -105,42 +225,141 @@ enum Call {
     Unavailable(String),
 }
 
+/// The reason of an order rejected because inventory could not be reached.
+const UNAVAILABLE: &str = "inventory is unavailable";
+
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("orders", &args);
+    let settings = app.live_config::<Settings>().await?;
+    let store = app.events_store().await?;
+    sqlx::raw_sql(RECENT_SCHEMA).execute(store.pool()).await?;
+    let events = EventStore::new(store.clone())
+        .snapshot_every(20)
+        .publish(Order::TYPE, "order-events");
+    let saga = place_order(app.client(), events.clone(), settings.clone());
+    let sagas = Orchestrator::new(store)
+        .saga(saga)
+        .poll(Duration::from_millis(500))
+        .lease(Duration::from_secs(5))
+        .compensation_attempts(30);
     let orders = Orders {
-        store: Store::open(args.data.join("orders"))?,
-        settings: app.live_config::<Settings>().await?,
-        client: app.client(),
+        events: events.clone(),
+        sagas: sagas.clone(),
+        settings,
     };
     let router = Router::new()
         .route("/orders", get(list).post(place))
         .route("/orders/{id}", get(order))
-        .with_state(orders.clone());
-    let running = app.router(router).start().await?;
+        .with_state(orders);
+    let recent = Projector::new(events, Recent)?;
+    let running = app
+        .router(router)
+        .sagas(sagas)
+        .projection(recent)
+        .start()
+        .await?;
     common::announce(running.local_addr());
     if args.stop_on_eof {
         common::stop_on_eof(running.shutdown_handle());
     }
-    let resumer = tokio::spawn(resume(orders));
-    let result = running.wait().await;
-    resumer.abort();
-    Ok(result?)
+    Ok(running.wait().await?)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The saga that places an order: see the module.
+fn place_order(
+    client: ClientWithMiddleware,
+    events: EventStore,
+    settings: LiveConfig<Settings>,
+) -> Saga<Placing> {
+    let (reserve_client, release_client) = (client.clone(), client.clone());
+    let (charge_client, refund_client) = (client.clone(), client);
+    let (reject_events, hold_events, confirm_events) = (events.clone(), events.clone(), events);
+    Saga::<Placing>::new("place-order")
+        .step("open", |_, placing| async move { Ok::<_, String>(placing) })
+        .compensate(move |context: StepContext, placing: Placing| {
+            let events = reject_events.clone();
+            async move {
+                // "<step>: <reason>" → the reason.
+                let error = context.error.unwrap_or_default();
+                let reason = error.split_once(": ").map_or(error.as_str(), |(_, r)| r);
+                execute(&events, &placing.order_id, Command::Reject(reason.to_owned())).await?;
+                tracing::info!(order = %placing.order_id, %reason, "order rejected");
+                Ok::<_, String>(placing)
+            }
+        })
+        .step("reserve", move |_, placing: Placing| {
+            let client = reserve_client.clone();
+            async move {
+                let body = json!({ "order_id": placing.order_id, "item": placing.item, "qty": placing.qty });
+                match call(&client, reqwest::Method::POST, "/reservations", "inventory/reservations", Some(body)).await {
+                    Call::Done => Ok(placing),
+                    Call::Refused(reason) => Err(StepError::failed(reason)),
+                    Call::Unavailable(reason) => {
+                        tracing::warn!(order = %placing.order_id, %reason, "inventory unavailable");
+                        Err(StepError::failed(UNAVAILABLE))
+                    }
+                }
+            }
+        })
+        .timeout(Duration::from_secs(10))
+        .compensate(move |_, placing: Placing| {
+            let client = release_client.clone();
+            async move {
+                let path = format!("inventory/reservations/{}", placing.order_id);
+                match call(&client, reqwest::Method::DELETE, "/reservations/{order_id}", &path, None).await {
+                    Call::Done | Call::Refused(_) => Ok(placing),
+                    Call::Unavailable(reason) => Err(format!("releasing the stock: {reason}")),
+                }
+            }
+        })
+        .step("charge", move |_, placing: Placing| {
+            let (client, events, settings) = (charge_client.clone(), hold_events.clone(), settings.clone());
+            async move {
+                let body = json!({ "order_id": placing.order_id, "amount": placing.amount, "currency": placing.currency });
+                match call(&client, reqwest::Method::POST, "/payments", "payments/payments", Some(body)).await {
+                    Call::Done => Ok(placing),
+                    Call::Refused(reason) => Err(StepError::failed(format!("payment declined: {reason}"))),
+                    Call::Unavailable(reason) => {
+                        // The fallback: keep the reservation, answer now, charge later.
+                        let reason = format!(
+                            "payments is unavailable ({reason}); the order will be charged when it is back"
+                        );
+                        execute(&events, &placing.order_id, Command::Hold(reason.clone())).await?;
+                        tracing::warn!(order = %placing.order_id, "payments unavailable; order on hold");
+                        let every = settings.get().orders.resume_every.max(Duration::from_millis(100));
+                        Err(StepError::retry_later(reason, every))
+                    }
+                }
+            }
+        })
+        .timeout(Duration::from_secs(15))
+        .compensate(move |_, placing: Placing| {
+            let client = refund_client.clone();
+            async move {
+                let path = format!("payments/payments/{}", placing.order_id);
+                match call(&client, reqwest::Method::DELETE, "/payments/{order_id}", &path, None).await {
+                    Call::Done | Call::Refused(_) => Ok(placing),
+                    Call::Unavailable(reason) => Err(format!("refunding: {reason}")),
+                }
+            }
+        })
+        .step("confirm", move |_, placing: Placing| {
+            let events = confirm_events.clone();
+            async move {
+                execute(&events, &placing.order_id, Command::Confirm).await?;
+                tracing::info!(order = %placing.order_id, "order confirmed");
+                Ok::<_, String>(placing)
+            }
+        })
 }
 
-async fn save(store: &Store, mut order: Order) -> std::io::Result<Order> {
-    order.updated_ms = now_ms();
-    let store = store.clone();
-    blocking(move || {
-        store.put(&order.id, &order)?;
-        Ok(order)
-    })
-    .await
+/// Runs `command` against order `id`.
+async fn execute(events: &EventStore, id: &str, command: Command) -> Result<Order, String> {
+    events
+        .execute::<Order>(id, command)
+        .await
+        .map(|loaded| loaded.state)
+        .map_err(|e| e.to_string())
 }
 
 async fn place(State(orders): State<Orders>, Json(request): Json<NewOrder>) -> Response {
@@ -170,124 +389,157 @@ async fn place(State(orders): State<Orders>, Json(request): Json<NewOrder>) -> R
     let Some(total) = total else {
         return error(StatusCode::BAD_REQUEST, "the order's total is too large");
     };
-    let order = Order {
-        id: format!("{:016x}", fastrand::u64(..)),
-        item: request.item,
+    let id = format!("{:016x}", fastrand::u64(..));
+    let total = total as f64 / 100.0;
+    tracing::info!(order = %id, item = %request.item, qty = request.qty, total, "order received");
+    let placed = OrderEvent::OrderPlaced {
+        id: id.clone(),
+        item: request.item.clone(),
         qty: request.qty,
         unit_price: price,
-        total: total as f64 / 100.0,
+        total,
         currency: settings.shop.currency.clone(),
-        status: Status::Pending,
-        reason: None,
         trace_id: msa::telemetry::current_trace_id(),
-        updated_ms: 0,
     };
-    tracing::info!(order = %order.id, item = %order.item, qty = order.qty, total = order.total,
-        "order received");
-    let order = match save(&orders.store, order).await {
-        Ok(order) => order,
+    let placing = Placing {
+        order_id: id.clone(),
+        item: request.item,
+        qty: request.qty,
+        amount: total,
+        currency: settings.shop.currency.clone(),
+    };
+    // The order's first event and its saga, together.
+    let started = async {
+        let store = orders.events.store();
+        let mut tx = store.begin().await?;
+        orders
+            .events
+            .append_in::<Order>(&mut tx, &id, 0, &[placed], &Value::Null)
+            .await?;
+        orders
+            .sagas
+            .start_in(&mut tx, "place-order", &id, placing)
+            .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = started {
+        return storage(e);
+    }
+    orders.sagas.resume(&id);
+    // Answer once the saga has finished, or the order is held.
+    let waited = orders
+        .sagas
+        .wait_for(&id, Duration::from_secs(20), |saga| saga.attempts > 0)
+        .await;
+    if let Err(e) = waited {
+        return storage(e);
+    }
+    let order = match orders.events.load::<Order>(&id).await {
+        Ok(loaded) => loaded.state,
         Err(e) => return storage(e),
     };
-    let order = saga(&orders, order).await;
     let status = match order.status {
-        Status::Confirmed | Status::Rejected if order.reason.as_deref() != Some(UNAVAILABLE) => {
-            StatusCode::CREATED
+        Status::Rejected if order.reason.as_deref() == Some(UNAVAILABLE) => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
-        Status::OnHold => StatusCode::ACCEPTED,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+        Status::Confirmed | Status::Rejected => StatusCode::CREATED,
+        Status::OnHold | Status::Pending => StatusCode::ACCEPTED,
     };
-    match save(&orders.store, order).await {
-        Ok(order) => (status, Json(order)).into_response(),
+    (status, Json(order)).into_response()
+}
+
+async fn order(State(orders): State<Orders>, Path(id): Path<String>) -> Response {
+    if id.is_empty() || id.len() > 64 {
+        return error(StatusCode::BAD_REQUEST, "an order id is 1 to 64 characters");
+    }
+    match orders.events.load::<Order>(&id).await {
+        Ok(loaded) if loaded.version > 0 => Json(loaded.state).into_response(),
+        Ok(_) => error(StatusCode::NOT_FOUND, format!("no order {id}")),
         Err(e) => storage(e),
     }
 }
 
-const UNAVAILABLE: &str = "inventory is unavailable";
+/// The read model behind `GET /orders`: one row per order, kept by [`Recent`].
+const RECENT_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS recent_orders (
+    id         TEXT PRIMARY KEY,
+    body       TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);";
 
-/// Runs (or resumes) an order's saga; the result is the order's new state.
-async fn saga(orders: &Orders, mut order: Order) -> Order {
-    if order.status == Status::Pending {
-        let reservation = json!({ "order_id": order.id, "item": order.item, "qty": order.qty });
-        match call(
-            orders,
-            reqwest::Method::POST,
-            "/reservations",
-            "inventory/reservations",
-            Some(reservation),
+/// Folds order events into `recent_orders`.
+struct Recent;
+
+#[async_trait::async_trait]
+impl Projection for Recent {
+    fn name(&self) -> &str {
+        "recent-orders"
+    }
+
+    async fn apply(&self, tx: &mut Tx, event: &RecordedEvent) -> Result<(), msa::events::Error> {
+        if event.stream_type != Order::TYPE {
+            return Ok(());
+        }
+        let Ok(event_of) = serde_json::from_value::<OrderEvent>(event.payload.clone()) else {
+            return Ok(());
+        };
+        let row = sqlx::query("SELECT body FROM recent_orders WHERE id = $1")
+            .bind(&event.stream_id)
+            .fetch_optional(tx.conn())
+            .await?;
+        let mut order: Order = row
+            .and_then(|row| row.try_get::<String, _>(0).ok())
+            .and_then(|body| serde_json::from_str(&body).ok())
+            .unwrap_or_default();
+        order.apply(&event_of);
+        sqlx::query(
+            "INSERT INTO recent_orders (id, body, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
         )
-        .await
-        {
-            Call::Done => {}
-            Call::Refused(reason) => {
-                tracing::info!(order = %order.id, %reason, "order rejected");
-                order.status = Status::Rejected;
-                order.reason = Some(reason);
-                return order;
-            }
-            Call::Unavailable(reason) => {
-                tracing::warn!(order = %order.id, %reason, "inventory unavailable");
-                order.status = Status::Rejected;
-                order.reason = Some(UNAVAILABLE.to_owned());
-                return order;
-            }
-        }
+        .bind(&event.stream_id)
+        .bind(serde_json::to_string(&order).unwrap_or_default())
+        .bind(event.recorded_at)
+        .execute(tx.conn())
+        .await?;
+        Ok(())
     }
-    let charge = json!({ "order_id": order.id, "amount": order.total, "currency": order.currency });
-    match call(
-        orders,
-        reqwest::Method::POST,
-        "/payments",
-        "payments/payments",
-        Some(charge),
-    )
-    .await
-    {
-        Call::Done => {
-            tracing::info!(order = %order.id, "order confirmed");
-            order.status = Status::Confirmed;
-            order.reason = None;
-        }
-        Call::Refused(reason) => {
-            // The compensating step: put the stock back.
-            let release = format!("inventory/reservations/{}", order.id);
-            let uri = "/reservations/{order_id}";
-            match call(orders, reqwest::Method::DELETE, uri, &release, None).await {
-                Call::Done | Call::Refused(_) => {
-                    tracing::info!(order = %order.id, %reason, "payment declined; stock released");
-                    order.status = Status::Rejected;
-                    order.reason = Some(format!("payment declined: {reason}"));
-                }
-                Call::Unavailable(why) => {
-                    // Held: the resumer charges again (declined again) and releases then.
-                    tracing::warn!(order = %order.id, %why, "stock not yet released");
-                    order.status = Status::OnHold;
-                    order.reason = Some(format!("payment declined; releasing the stock: {why}"));
-                }
-            }
-        }
-        Call::Unavailable(reason) => {
-            // The fallback: keep the reservation, answer now, charge later.
-            tracing::warn!(order = %order.id, %reason, "payments unavailable; order on hold");
-            order.status = Status::OnHold;
-            order.reason = Some(format!(
-                "payments is unavailable ({reason}); the order will be charged when it is back"
-            ));
-        }
+
+    async fn reset(&self, tx: &mut Tx) -> Result<(), msa::events::Error> {
+        sqlx::query("DELETE FROM recent_orders")
+            .execute(tx.conn())
+            .await?;
+        Ok(())
     }
-    order
+}
+
+async fn list(State(orders): State<Orders>) -> Response {
+    let rows = sqlx::query("SELECT body FROM recent_orders ORDER BY updated_at DESC LIMIT 100")
+        .fetch_all(orders.events.store().pool())
+        .await;
+    match rows {
+        Ok(rows) => {
+            let all: Vec<Value> = rows
+                .iter()
+                .filter_map(|row| row.try_get::<String, _>(0).ok())
+                .filter_map(|body| serde_json::from_str(&body).ok())
+                .collect();
+            Json(all).into_response()
+        }
+        Err(e) => storage(e),
+    }
 }
 
 /// Calls a service (`uri` is the path template its metrics are labelled with).
 async fn call(
-    orders: &Orders,
+    client: &ClientWithMiddleware,
     method: reqwest::Method,
     uri: &'static str,
     path: &str,
     body: Option<Value>,
 ) -> Call {
     let url = format!("http://{path}");
-    let mut request = orders
-        .client
+    let mut request = client
         .request(method, &url)
         .with_extension(UriTemplate(uri));
     if let Some(body) = &body {
@@ -307,67 +559,5 @@ async fn call(
         }
         Ok(response) => Call::Unavailable(format!("{url} answered {}", response.status())),
         Err(e) => Call::Unavailable(format!("{url}: {e}")),
-    }
-}
-
-/// Charges held orders again, and finishes orders an instance left half-way (it was
-/// killed mid-saga), every `orders.resume-every`.
-async fn resume(orders: Orders) {
-    loop {
-        let every = orders
-            .settings
-            .get()
-            .orders
-            .resume_every
-            .max(Duration::from_millis(100));
-        tokio::time::sleep(every).await;
-        let store = orders.store.clone();
-        let Ok(all) = blocking(move || store.all::<Order>()).await else {
-            continue;
-        };
-        let stale = now_ms().saturating_sub(10_000);
-        for order in all {
-            let due = order.status == Status::OnHold
-                || (order.status == Status::Pending && order.updated_ms < stale);
-            if !due {
-                continue;
-            }
-            let span = tracing::info_span!("resume", order = %order.id);
-            let before = order.status;
-            let order = saga(&orders, order).instrument(span.clone()).await;
-            if order.status != before {
-                span.in_scope(|| {
-                    tracing::info!(order = %order.id, status = ?order.status, "held order resumed");
-                });
-            }
-            if let Err(e) = save(&orders.store, order).await {
-                tracing::error!(error = %e, "saving a resumed order failed");
-            }
-        }
-    }
-}
-
-async fn order(State(orders): State<Orders>, Path(id): Path<String>) -> Response {
-    let store = orders.store.clone();
-    let key = id.clone();
-    match blocking(move || store.get::<Order>(&key)).await {
-        Ok(Some(order)) => Json(order).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no order {id}")),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            error(StatusCode::BAD_REQUEST, e.to_string())
-        }
-        Err(e) => storage(e),
-    }
-}
-
-async fn list(State(orders): State<Orders>) -> Response {
-    let store = orders.store.clone();
-    match blocking(move || store.all::<Order>()).await {
-        Ok(mut all) => {
-            all.sort_by_key(|o| std::cmp::Reverse(o.updated_ms));
-            all.truncate(100);
-            Json(all).into_response()
-        }
-        Err(e) => storage(e),
     }
 }

@@ -59,6 +59,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::Error;
 use crate::store::{Backend, Store, now_ms};
@@ -673,11 +674,16 @@ impl Orchestrator {
     fn kick(&self, id: &str) {
         let orchestrator = self.clone();
         let id = id.to_owned();
-        tokio::spawn(async move {
-            if let Err(error) = orchestrator.advance(&id).await {
-                tracing::warn!(saga = %id, %error, "the saga could not advance; it will be resumed");
+        // In the caller's span: a saga started by a request continues its trace.
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                if let Err(error) = orchestrator.advance(&id).await {
+                    tracing::warn!(saga = %id, %error, "the saga could not advance; it will be resumed");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Saga `id` as it stands.

@@ -181,6 +181,7 @@ pub(crate) fn service_args<'a>(
     registry: &'a str,
     config: &'a str,
     data: &'a str,
+    nats: &'a str,
 ) -> Vec<&'a str> {
     vec![
         name,
@@ -190,6 +191,8 @@ pub(crate) fn service_args<'a>(
         config,
         "--data",
         data,
+        "--nats",
+        nats,
         "--renewal-secs",
         "1",
     ]
