@@ -101,7 +101,8 @@ struct Order {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 enum OrderEvent {
-    OrderPlaced {
+    #[serde(rename = "OrderPlaced")]
+    Placed {
         id: String,
         item: String,
         qty: u64,
@@ -111,15 +112,12 @@ enum OrderEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace_id: Option<String>,
     },
-    OrderHeld {
-        reason: String,
-    },
-    OrderConfirmed {
-        total: f64,
-    },
-    OrderRejected {
-        reason: String,
-    },
+    #[serde(rename = "OrderHeld")]
+    Held { reason: String },
+    #[serde(rename = "OrderConfirmed")]
+    Confirmed { total: f64 },
+    #[serde(rename = "OrderRejected")]
+    Rejected { reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -147,16 +145,16 @@ impl Aggregate for Order {
         Ok(match command {
             // Repeats (a step run again) change nothing.
             Command::Hold(_) if self.status != Status::Pending => vec![],
-            Command::Hold(reason) => vec![OrderEvent::OrderHeld { reason }],
-            Command::Confirm if open => vec![OrderEvent::OrderConfirmed { total: self.total }],
-            Command::Reject(reason) if open => vec![OrderEvent::OrderRejected { reason }],
+            Command::Hold(reason) => vec![OrderEvent::Held { reason }],
+            Command::Confirm if open => vec![OrderEvent::Confirmed { total: self.total }],
+            Command::Reject(reason) if open => vec![OrderEvent::Rejected { reason }],
             Command::Confirm | Command::Reject(_) => vec![],
         })
     }
 
     fn apply(&mut self, event: &OrderEvent) {
         match event {
-            OrderEvent::OrderPlaced {
+            OrderEvent::Placed {
                 id,
                 item,
                 qty,
@@ -177,15 +175,15 @@ impl Aggregate for Order {
                     trace_id: trace_id.clone(),
                 };
             }
-            OrderEvent::OrderHeld { reason } => {
+            OrderEvent::Held { reason } => {
                 self.status = Status::OnHold;
                 self.reason = Some(reason.clone());
             }
-            OrderEvent::OrderConfirmed { .. } => {
+            OrderEvent::Confirmed { .. } => {
                 self.status = Status::Confirmed;
                 self.reason = None;
             }
-            OrderEvent::OrderRejected { reason } => {
+            OrderEvent::Rejected { reason } => {
                 self.status = Status::Rejected;
                 self.reason = Some(reason.clone());
             }
@@ -392,7 +390,7 @@ async fn place(State(orders): State<Orders>, Json(request): Json<NewOrder>) -> R
     let id = format!("{:016x}", fastrand::u64(..));
     let total = total as f64 / 100.0;
     tracing::info!(order = %id, item = %request.item, qty = request.qty, total, "order received");
-    let placed = OrderEvent::OrderPlaced {
+    let placed = OrderEvent::Placed {
         id: id.clone(),
         item: request.item.clone(),
         qty: request.qty,
