@@ -76,6 +76,16 @@ pub(crate) fn announce(addr: SocketAddr) {
     println!("listening on http://{addr}");
 }
 
+/// Announces where `running` listens, stops it when stdin closes (`--stop-on-eof`), and
+/// waits for it to stop.
+pub(crate) async fn serve(running: msa::Running, args: &ServiceArgs) -> Result<(), BoxError> {
+    announce(running.local_addr());
+    if args.stop_on_eof {
+        stop_on_eof(running.shutdown_handle());
+    }
+    Ok(running.wait().await?)
+}
+
 /// Triggers `shutdown` when stdin reaches its end.
 pub(crate) fn stop_on_eof(shutdown: &Shutdown) {
     let shutdown = shutdown.clone();
@@ -89,6 +99,19 @@ pub(crate) fn stop_on_eof(shutdown: &Shutdown) {
         }
         shutdown.trigger();
     });
+}
+
+/// The service's database (`<data>/<name>.db`, msa-events' tables migrated) with the
+/// service's own tables made by `schema` when missing.
+pub(crate) async fn database(
+    app: &mut msa::App,
+    schema: &str,
+) -> Result<msa::events::Store, BoxError> {
+    let store = app.events_store().await?;
+    msa::events::sqlx::raw_sql(schema)
+        .execute(store.pool())
+        .await?;
+    Ok(store)
 }
 
 /// A JSON error answer: `{"error": reason}`.

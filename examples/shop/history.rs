@@ -55,8 +55,7 @@ struct Limit {
 
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("order-history", &args);
-    let store = app.events_store().await?;
-    sqlx::raw_sql(SCHEMA).execute(store.pool()).await?;
+    let store = common::database(&mut app, SCHEMA).await?;
     let router = Router::new()
         .route("/history", get(list))
         .route("/history/{order_id}", get(one))
@@ -71,11 +70,7 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
         })
         .start()
         .await?;
-    common::announce(running.local_addr());
-    if args.stop_on_eof {
-        common::stop_on_eof(running.shutdown_handle());
-    }
-    Ok(running.wait().await?)
+    common::serve(running, &args).await
 }
 
 /// Applies one order event to the read model, once.

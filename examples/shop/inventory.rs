@@ -76,8 +76,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("inventory", &args);
     let settings = app.live_config::<Settings>().await?;
-    let store = app.events_store().await?;
-    sqlx::raw_sql(SCHEMA).execute(store.pool()).await?;
+    let store = common::database(&mut app, SCHEMA).await?;
     // The first instance to start fills the shelves.
     let mut tx = store.begin().await?;
     for (item, qty) in &settings.get().inventory.initial_stock {
@@ -108,12 +107,8 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
         })
         .start()
         .await?;
-    common::announce(running.local_addr());
-    if args.stop_on_eof {
-        common::stop_on_eof(running.shutdown_handle());
-    }
     let _settings = settings; // kept live for as long as the service runs
-    Ok(running.wait().await?)
+    common::serve(running, &args).await
 }
 
 /// An order id as orders makes them (checked so a bad one cannot grow the table).

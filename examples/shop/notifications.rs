@@ -18,8 +18,7 @@ CREATE TABLE IF NOT EXISTS orders (
 
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("notifications", &args);
-    let store = app.events_store().await?;
-    sqlx::raw_sql(SCHEMA).execute(store.pool()).await?;
+    let store = common::database(&mut app, SCHEMA).await?;
     let running = app
         .stream(move |stream| {
             stream.consumer("notify", move |event: Message<Value>| {
@@ -29,11 +28,7 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
         })
         .start()
         .await?;
-    common::announce(running.local_addr());
-    if args.stop_on_eof {
-        common::stop_on_eof(running.shutdown_handle());
-    }
-    Ok(running.wait().await?)
+    common::serve(running, &args).await
 }
 
 async fn notify(store: &Store, event: Message<Value>) -> Result<(), BoxError> {

@@ -229,8 +229,7 @@ const UNAVAILABLE: &str = "inventory is unavailable";
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("orders", &args);
     let settings = app.live_config::<Settings>().await?;
-    let store = app.events_store().await?;
-    sqlx::raw_sql(RECENT_SCHEMA).execute(store.pool()).await?;
+    let store = common::database(&mut app, RECENT_SCHEMA).await?;
     let events = EventStore::new(store.clone())
         .snapshot_every(20)
         .publish(Order::TYPE, "order-events");
@@ -256,11 +255,7 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
         .projection(recent)
         .start()
         .await?;
-    common::announce(running.local_addr());
-    if args.stop_on_eof {
-        common::stop_on_eof(running.shutdown_handle());
-    }
-    Ok(running.wait().await?)
+    common::serve(running, &args).await
 }
 
 /// The saga that places an order: see the module.
@@ -304,10 +299,8 @@ fn place_order(
             let client = release_client.clone();
             async move {
                 let path = format!("inventory/reservations/{}", placing.order_id);
-                match call(&client, reqwest::Method::DELETE, "/reservations/{order_id}", &path, None).await {
-                    Call::Done | Call::Refused(_) => Ok(placing),
-                    Call::Unavailable(reason) => Err(format!("releasing the stock: {reason}")),
-                }
+                undo(&client, "/reservations/{order_id}", &path).await.map_err(|reason| format!("releasing the stock: {reason}"))?;
+                Ok::<_, String>(placing)
             }
         })
         .step("charge", move |_, placing: Placing| {
@@ -335,10 +328,8 @@ fn place_order(
             let client = refund_client.clone();
             async move {
                 let path = format!("payments/payments/{}", placing.order_id);
-                match call(&client, reqwest::Method::DELETE, "/payments/{order_id}", &path, None).await {
-                    Call::Done | Call::Refused(_) => Ok(placing),
-                    Call::Unavailable(reason) => Err(format!("refunding: {reason}")),
-                }
+                undo(&client, "/payments/{order_id}", &path).await.map_err(|reason| format!("refunding: {reason}"))?;
+                Ok::<_, String>(placing)
             }
         })
         .step("confirm", move |_, placing: Placing| {
@@ -525,6 +516,15 @@ async fn list(State(orders): State<Orders>) -> Response {
             Json(all).into_response()
         }
         Err(e) => storage(e),
+    }
+}
+
+/// Undoes what a step did at `path` with a `DELETE` (`uri`: its template): done when the
+/// service answers, or says there is nothing to undo (4xx); why not when it cannot answer.
+async fn undo(client: &ClientWithMiddleware, uri: &'static str, path: &str) -> Result<(), String> {
+    match call(client, reqwest::Method::DELETE, uri, path, None).await {
+        Call::Done | Call::Refused(_) => Ok(()),
+        Call::Unavailable(reason) => Err(reason),
     }
 }
 

@@ -66,18 +66,13 @@ CREATE TABLE IF NOT EXISTS payments (
 pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     let mut app = common::app("payments", &args);
     let settings = app.live_config::<Settings>().await?;
-    let store = app.events_store().await?;
-    sqlx::raw_sql(SCHEMA).execute(store.pool()).await?;
+    let store = common::database(&mut app, SCHEMA).await?;
     let router = Router::new()
         .route("/payments", post(charge))
         .route("/payments/{order_id}", get(payment).delete(refund))
         .with_state(Payments { store, settings });
     let running = app.router(router).start().await?;
-    common::announce(running.local_addr());
-    if args.stop_on_eof {
-        common::stop_on_eof(running.shutdown_handle());
-    }
-    Ok(running.wait().await?)
+    common::serve(running, &args).await
 }
 
 fn payment_of(row: &msa::events::sqlx::any::AnyRow) -> Result<Payment, sqlx::Error> {

@@ -151,6 +151,73 @@ async fn outbox_rows(store: &Store) -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------
+// A child process: this test binary running one ignored test, killed with SIGKILL.
+
+/// This test binary running the ignored test `test` with `env` set, whose lines starting
+/// `msa-child: ` are heard; killed (SIGKILL) when dropped, however the test ends.
+struct ChildProcess {
+    child: std::process::Child,
+    heard: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildProcess {
+    fn start(test: &str, env: (&str, &str)) -> ChildProcess {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                test,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env.0, env.1)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (said, heard) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // libtest's "test name ... " may start the line.
+                if let Some((_, said_it)) = line.split_once("msa-child: ") {
+                    let _ = said.send(said_it.to_owned());
+                }
+            }
+        });
+        ChildProcess { child, heard }
+    }
+
+    /// Waits (30 s at most) for the child to say `what`.
+    fn hear(&self, what: &str) {
+        let line = self
+            .heard
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the child never said {what:?}"));
+        assert_eq!(line, what);
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    fn kill(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The outbox.
 
 /// Committed messages are published in the order they were written, each once while
@@ -301,14 +368,6 @@ pub async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
     nats: &str,
     child_test: &str,
 ) {
-    use std::io::BufRead as _;
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let store = Store::connect(url).await.unwrap();
     sqlx::raw_sql("CREATE TABLE seen (seq BIGINT NOT NULL)")
         .execute(store.pool())
@@ -319,44 +378,11 @@ pub async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
         Arc::new(msa_stream::nats::NatsBinder::connect(nats).await.unwrap());
     let (_consumer, mut rx) = consume(binder.clone(), "events").await;
 
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            child_test,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, format!("{url} {nats}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut child = Killed(child);
-    let (said, hear) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some((_, said_it)) = line.split_once("msa-child: ") {
-                let _ = said.send(said_it.to_owned());
-            }
-        }
-    });
-    let heard = |what: &str| {
-        let line = hear
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("the child never said {what:?}"));
-        assert_eq!(line, what);
-    };
-    heard("relaying");
-    heard(&format!("stalled after {BEFORE_STALL}"));
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &child.0.id().to_string()])
-        .status();
-    let _ = child.0.wait();
+    let urls = format!("{url} {nats}");
+    let mut child = ChildProcess::start(child_test, (CHILD, &urls));
+    child.hear("relaying");
+    child.hear(&format!("stalled after {BEFORE_STALL}"));
+    child.kill();
     assert_eq!(
         outbox_rows(&store).await,
         60,
@@ -1091,53 +1117,14 @@ pub async fn sagas_until_killed(url: &str) {
 /// after a new orchestrator starts, one saga finishes and the other compensates — its
 /// hotel booking is gone — each step's effect once.
 pub async fn a_saga_killed_mid_way_resumes_after_restart(url: &str, child_test: &str) {
-    use std::io::BufRead as _;
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let store = Store::connect(url).await.unwrap();
     sqlx::raw_sql("CREATE TABLE bookings (key TEXT PRIMARY KEY)")
         .execute(store.pool())
         .await
         .unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            child_test,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SAGA_CHILD, url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut child = Killed(child);
-    let (said, hear) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some((_, said_it)) = line.split_once("msa-child: ") {
-                let _ = said.send(said_it.to_owned());
-            }
-        }
-    });
-    let line = hear
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the child never reached the flight step");
-    assert_eq!(line, "in flight");
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &child.0.id().to_string()])
-        .status();
-    let _ = child.0.wait();
+    let mut child = ChildProcess::start(child_test, (SAGA_CHILD, url));
+    child.hear("in flight");
+    child.kill();
     let bookings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bookings")
         .fetch_one(store.pool())
         .await
@@ -1264,4 +1251,75 @@ pub async fn a_step_retried_later_waits_for_its_participant(url: &str) {
     assert_eq!(declined.status, saga::Status::Compensated);
     assert_eq!(reason.lock().unwrap().as_deref(), Some("charge: declined"));
     resumer.stop().await;
+}
+
+/// Every case of the suite as tests of the binary that expands it, on the databases its
+/// `async fn database() -> (String, guard)` makes, with the two process-killing cases and
+/// the children they kill.
+macro_rules! all_cases {
+    () => {
+        all_cases!(@cases
+            the_relay_publishes_committed_messages_in_order,
+            several_relays_publish_each_message_once,
+            a_redelivered_message_has_no_second_effect,
+            parallel_appends_conflict,
+            snapshot_and_replay_agree,
+            old_events_are_upcast,
+            events_are_published_through_the_outbox,
+            a_rebuilt_projection_equals_the_live_one,
+            a_timed_out_step_compensates_in_reverse_order,
+            command_steps_go_over_messages,
+            a_failing_compensation_leaves_a_failed_saga_on_the_report,
+            a_step_retried_later_waits_for_its_participant,
+        );
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_saga_killed_mid_way_resumes_after_restart() {
+            let (url, _dir) = database().await;
+            suite::a_saga_killed_mid_way_resumes_after_restart(&url, "saga_child").await;
+        }
+
+        /// The saga process the test above kills (run only as its child).
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "the child process of a_saga_killed_mid_way_resumes_after_restart"]
+        async fn saga_child() {
+            if let Ok(url) = std::env::var(suite::SAGA_CHILD) {
+                suite::sagas_until_killed(&url).await;
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes() {
+            let store = tempfile::tempdir().unwrap();
+            let nats = nats_server::Server::start(store.path(), nats_server::free_port());
+            nats.binder().await;
+            let (url, _dir) = database().await;
+            suite::a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
+                &url,
+                &nats.url(),
+                "relay_child",
+            )
+            .await;
+        }
+
+        /// The relay process the test above kills (run only as its child).
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "the child process of a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes"]
+        async fn relay_child() {
+            if let Ok(urls) = std::env::var(suite::CHILD)
+                && let Some((database, nats)) = urls.split_once(' ')
+            {
+                suite::relay_until_killed(database, nats).await;
+            }
+        }
+    };
+    (@cases $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (url, _dir) = database().await;
+                suite::$name(&url).await;
+            }
+        )*
+    };
 }
