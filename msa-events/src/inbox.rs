@@ -56,6 +56,21 @@ impl Tx {
     }
 }
 
+impl crate::Store {
+    /// Forgets the inbox records older than `age` (a redelivery after that would act
+    /// again: keep them longer than the brokers keep and redeliver messages); returns how
+    /// many.
+    pub async fn prune_inbox(&self, age: std::time::Duration) -> Result<u64, Error> {
+        let cutoff = now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+        let pruned = sqlx::query("DELETE FROM msa_inbox WHERE received_at < $1")
+            .bind(cutoff)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(pruned)
+    }
+}
+
 /// The message id in `headers` ([`MESSAGE_ID`], which outbox messages carry), if any.
 pub fn message_id(headers: &Headers) -> Option<&str> {
     headers.get(MESSAGE_ID).map(String::as_str)

@@ -130,11 +130,34 @@ static OLDEST: LazyLock<IntGauge> = LazyLock::new(|| {
 
 /// What one turn of a relay did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Turn {
     /// Published this many messages (0: the outbox was empty).
     Published(usize),
+    /// Published this many, then set the next one aside (`msa_outbox_failed`): the broker
+    /// can never take it.
+    SetAside(usize),
     /// Another relay is publishing.
     NotOurs,
+}
+
+/// `msa_events_outbox_failed_total`: messages set aside because the broker can never take
+/// them.
+static FAILED: LazyLock<IntCounter> = LazyLock::new(|| {
+    // Constant name: cannot fail.
+    let counter = IntCounter::new(
+        "msa_events_outbox_failed_total",
+        "Outbox messages set aside (msa_outbox_failed) because the broker can never take them.",
+    )
+    .expect("valid counter");
+    msa_core::metrics::register_or_existing(counter)
+});
+
+/// Why a message was not published, and whether trying again could help.
+struct Failure {
+    error: Error,
+    /// The broker (or the row itself) can never take it: set it aside.
+    permanent: bool,
 }
 
 /// Publishes the outbox's messages through msa-stream: see the [module](self).
@@ -232,11 +255,9 @@ impl Relay {
         .await?;
         let (published, failure) = self.publish(&rows).await;
         delete(&mut tx, &rows[..published]).await?;
+        let turn = set_aside(&mut tx, &rows, published, failure).await?;
         tx.commit().await?;
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(Turn::Published(published)),
-        }
+        turn
     }
 
     async fn publish_sqlite(&self) -> Result<Turn, Error> {
@@ -251,15 +272,11 @@ impl Relay {
         .fetch_all(self.store.pool())
         .await?;
         let (published, failure) = self.publish(&rows).await;
-        if published > 0 {
-            let mut tx = self.store.begin().await?;
-            delete(tx.conn(), &rows[..published]).await?;
-            tx.commit().await?;
-        }
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(Turn::Published(published)),
-        }
+        let mut tx = self.store.begin().await?;
+        delete(tx.conn(), &rows[..published]).await?;
+        let turn = set_aside(tx.conn(), &rows, published, failure).await?;
+        tx.commit().await?;
+        turn
     }
 
     /// Takes or renews the SQLite lease: whether it is this relay's turn.
@@ -295,7 +312,7 @@ impl Relay {
     }
 
     /// Sends `rows` in order; stops at the first failure. Returns how many were sent.
-    async fn publish(&self, rows: &[sqlx::any::AnyRow]) -> (usize, Option<Error>) {
+    async fn publish(&self, rows: &[sqlx::any::AnyRow]) -> (usize, Option<Failure>) {
         if let Some(first) = rows.first() {
             let created: i64 = first.get(6);
             OLDEST.set(now_ms().saturating_sub(created) / 1000);
@@ -303,10 +320,22 @@ impl Relay {
         for (sent, row) in rows.iter().enumerate() {
             let (binding, envelope) = match envelope_of(row) {
                 Ok(message) => message,
-                Err(error) => return (sent, Some(error)),
+                Err(error) => {
+                    let permanent = true; // the row itself does not decode
+                    return (sent, Some(Failure { error, permanent }));
+                }
             };
             if let Err(error) = self.bridge.send_envelope(&binding, envelope).await {
-                return (sent, Some(error.into()));
+                use msa_stream::binder::BinderError;
+                use msa_stream::stream::StreamError;
+                let permanent = matches!(
+                    error,
+                    StreamError::Binder(BinderError::Invalid(_))
+                        | StreamError::Encode { .. }
+                        | StreamError::Settings(_)
+                );
+                let error = error.into();
+                return (sent, Some(Failure { error, permanent }));
             }
             PUBLISHED.inc();
         }
@@ -329,7 +358,8 @@ impl Relay {
                 let relay = self.clone();
                 async move {
                     let turn = relay.publish_batch().await?;
-                    Ok(matches!(turn, Turn::Published(n) if n == full))
+                    Ok(matches!(turn, Turn::Published(n) if n == full)
+                        || matches!(turn, Turn::SetAside(_)))
                 }
             },
         )
@@ -359,6 +389,45 @@ fn envelope_of(row: &sqlx::any::AnyRow) -> Result<(String, Envelope), Error> {
             partition: None,
         },
     ))
+}
+
+/// After `published` of `rows` went out: the turn, having moved the next row to
+/// `msa_outbox_failed` if the broker can never take it.
+async fn set_aside(
+    connection: &mut sqlx::AnyConnection,
+    rows: &[sqlx::any::AnyRow],
+    published: usize,
+    failure: Option<Failure>,
+) -> Result<Result<Turn, Error>, Error> {
+    let Some(failure) = failure else {
+        return Ok(Ok(Turn::Published(published)));
+    };
+    let Some(row) = rows.get(published).filter(|_| failure.permanent) else {
+        return Ok(Err(failure.error));
+    };
+    let id: i64 = row.try_get(0)?;
+    let reason = msa_core::secrets::mask_url(&failure.error.to_string());
+    sqlx::query(
+        "INSERT INTO msa_outbox_failed (id, message_id, binding, message_key, headers, payload, \
+         created_at, error, failed_at) SELECT id, message_id, binding, message_key, headers, \
+         payload, created_at, $1, $2 FROM msa_outbox WHERE id = $3",
+    )
+    .bind(&reason)
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query("DELETE FROM msa_outbox WHERE id = $1")
+        .bind(id)
+        .execute(&mut *connection)
+        .await?;
+    FAILED.inc();
+    tracing::error!(
+        id,
+        error = %reason,
+        "an outbox message the broker can never take was set aside in msa_outbox_failed"
+    );
+    Ok(Ok(Turn::SetAside(published)))
 }
 
 /// Deletes the published `rows`.

@@ -46,6 +46,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_sagas.sql"),
         postgres: include_str!("../migrations/postgres/0002_sagas.sql"),
     },
+    Migration {
+        version: 3,
+        description: "outbox messages set aside",
+        sqlite: include_str!("../migrations/sqlite/0003_outbox_failed.sql"),
+        postgres: include_str!("../migrations/postgres/0003_outbox_failed.sql"),
+    },
 ];
 
 /// The key of the PostgreSQL advisory lock that serialises migrations (`"msa-evts"`).

@@ -126,8 +126,8 @@ pub struct TaskHandle {
 }
 
 impl TaskHandle {
-    /// Spawns `run(stop)`.
-    pub(crate) fn spawn<Fut>(run: impl FnOnce(watch::Receiver<bool>) -> Fut) -> TaskHandle
+    /// Spawns `run(stop)`: a loop that returns once `stop` turns true.
+    pub fn spawn<Fut>(run: impl FnOnce(watch::Receiver<bool>) -> Fut) -> TaskHandle
     where
         Fut: Future<Output = ()> + Send + 'static,
     {

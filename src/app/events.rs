@@ -34,7 +34,20 @@ pub(crate) struct Wiring {
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 struct EventsKeys {
     relay: RelayKeys,
+    inbox: InboxKeys,
 }
+
+/// `msa.events.inbox`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct InboxKeys {
+    /// How long the inbox remembers a handled message (default 7 days); pruned hourly.
+    #[serde(with = "msa_core::duration::option")]
+    retention: Option<Duration>,
+}
+
+/// How long the inbox remembers handled messages unless `msa.events.inbox.retention` says.
+const INBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `msa.events.relay`: the outbox relay the app runs.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -171,6 +184,26 @@ impl App {
                 }
                 loops.push(("outbox relay".into(), Box::new(move || relay.spawn())));
             }
+            let retention = keys.inbox.retention.unwrap_or(INBOX_RETENTION);
+            let pruned = store.clone();
+            loops.push((
+                "inbox pruning".into(),
+                Box::new(move || {
+                    TaskHandle::spawn(move |mut stop| async move {
+                        loop {
+                            match pruned.prune_inbox(retention).await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::info!(records = n, "inbox records pruned"),
+                                Err(error) => tracing::warn!(%error, "cannot prune the inbox"),
+                            }
+                            tokio::select! {
+                                _ = stop.wait_for(|stop| *stop) => return,
+                                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                            }
+                        }
+                    })
+                }),
+            ));
             let checked = store.clone();
             self.actuator = std::mem::replace(&mut self.actuator, Actuator::new(""))
                 .health_indicator_in("db", &[], move || {

@@ -426,6 +426,34 @@ pub async fn a_relay_killed_mid_batch_publishes_again_and_the_inbox_dedupes(
     assert_eq!(outbox_rows(&store).await, 0);
 }
 
+/// A message the broker can never take (a destination name NATS refuses) is set aside in
+/// `msa_outbox_failed` with the reason, and the messages after it still go out.
+pub async fn a_message_the_broker_refuses_is_set_aside(url: &str, nats: &str) {
+    let store = Store::connect(url).await.unwrap();
+    let binder: Arc<dyn Binder> =
+        Arc::new(msa_stream::nats::NatsBinder::connect(nats).await.unwrap());
+    let (_consumer, mut rx) = consume(binder.clone(), "events").await;
+    for (binding, seq) in [("events", 1), ("no.dots.on.nats", 2), ("events", 3)] {
+        let mut tx = store.begin().await.unwrap();
+        tx.send(binding, Message::new(json!({ "seq": seq })))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let relay = Relay::new(store.clone(), bridge(binder).await).spawn();
+    assert_eq!(recv(&mut rx).await.payload["seq"], 1);
+    assert_eq!(recv(&mut rx).await.payload["seq"], 3);
+    relay.stop().await;
+    let row = sqlx::query("SELECT binding, error FROM msa_outbox_failed")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let (binding, error): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(binding, "no.dots.on.nats");
+    assert!(error.contains("NATS names are 1 to 64"), "{error}");
+    assert_eq!(outbox_rows(&store).await, 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // The inbox.
 
@@ -516,6 +544,16 @@ pub async fn a_redelivered_message_has_no_second_effect(url: &str) {
         firsts.iter().filter(|first| **first).count(),
         1,
         "{firsts:?}"
+    );
+    // Records older than the retention are forgotten; younger ones kept.
+    assert_eq!(
+        store.prune_inbox(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.prune_inbox(Duration::from_millis(10)).await.unwrap(),
+        2
     );
     // Bounds: an oversized id is refused, not stored.
     let mut tx = store.begin().await.unwrap();
@@ -1300,6 +1338,15 @@ macro_rules! all_cases {
                 "relay_child",
             )
             .await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_message_the_broker_refuses_is_set_aside() {
+            let store = tempfile::tempdir().unwrap();
+            let nats = nats_server::Server::start(store.path(), nats_server::free_port());
+            nats.binder().await;
+            let (url, _dir) = database().await;
+            suite::a_message_the_broker_refuses_is_set_aside(&url, &nats.url()).await;
         }
 
         /// The relay process the test above kills (run only as its child).
