@@ -19,6 +19,64 @@ use msa::events::saga::{Orchestrator, Saga};
 use msa::stream::message::Message;
 use serde_json::{Value, json};
 
+/// A count per id, event-sourced.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Tally {
+    n: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type")]
+enum Counted {
+    Counted,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl msa::events::Aggregate for Tally {
+    const TYPE: &'static str = "tally";
+    type Command = ();
+    type Event = Counted;
+    type Error = Never;
+    fn handle(&self, (): ()) -> Result<Vec<Counted>, Never> {
+        Ok(vec![Counted::Counted])
+    }
+    fn apply(&mut self, Counted::Counted: &Counted) {
+        self.n += 1;
+    }
+}
+
+/// The tallies' read model.
+struct Tallies;
+
+#[async_trait::async_trait]
+impl msa::events::projection::Projection for Tallies {
+    fn name(&self) -> &str {
+        "tallies"
+    }
+    async fn apply(
+        &self,
+        tx: &mut msa::events::Tx,
+        event: &msa::events::event_store::RecordedEvent,
+    ) -> Result<(), msa::events::Error> {
+        msa::events::sqlx::query(
+            "INSERT INTO tallies (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = tallies.n + 1",
+        )
+        .bind(&event.stream_id)
+        .execute(tx.conn())
+        .await?;
+        Ok(())
+    }
+    async fn reset(&self, tx: &mut msa::events::Tx) -> Result<(), msa::events::Error> {
+        msa::events::sqlx::query("DELETE FROM tallies")
+            .execute(tx.conn())
+            .await?;
+        Ok(())
+    }
+}
+
 fn app(dir: &Path, name: &str, yaml: &str) -> msa::App {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -72,6 +130,15 @@ async fn a_handler_writes_its_row_and_message_together_and_the_app_relays_it() {
         .step("fail", |_, _data: Value| async move {
             Err::<Value, _>("refused")
         });
+    msa::events::sqlx::raw_sql("CREATE TABLE tallies (id TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let events = msa::events::EventStore::new(store.clone());
+    for id in ["a", "b", "a"] {
+        events.execute::<Tally>(id, ()).await.unwrap();
+    }
+    let tallies = msa::events::projection::Projector::new(events, Tallies).unwrap();
     let orchestrator = Orchestrator::new(store.clone())
         .saga(saga)
         .compensation_attempts(1);
@@ -98,6 +165,7 @@ async fn a_handler_writes_its_row_and_message_together_and_the_app_relays_it() {
     let running = orders
         .router(router)
         .sagas(orchestrator.clone())
+        .projection(tallies)
         .start()
         .await
         .unwrap();
@@ -175,6 +243,56 @@ async fn a_handler_writes_its_row_and_message_together_and_the_app_relays_it() {
         .unwrap();
     assert_eq!(too_many.status(), 400);
     assert!(too_many.text().await.unwrap().contains("at most 1000"));
+
+    // The projection: caught up, listed with its lag, rebuilt on demand.
+    let listed = async || -> Value {
+        http.get(format!("{base}/actuator/projections"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    for _ in 0..200 {
+        if listed().await["projections"][0]["lag"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let projections = listed().await;
+    assert_eq!(
+        projections["projections"][0]["name"], "tallies",
+        "{projections}"
+    );
+    assert_eq!(projections["projections"][0]["lag"], 0, "{projections}");
+    let count = |id: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            msa::events::sqlx::query_scalar::<_, i64>("SELECT n FROM tallies WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!((count("a").await, count("b").await), (2, 1));
+    let rebuild = |name: &str| {
+        http.post(format!("{base}/actuator/projections/{name}/rebuild"))
+            .bearer_auth("s3cret")
+            .send()
+    };
+    let rebuilt: Value = rebuild("tallies").await.unwrap().json().await.unwrap();
+    assert_eq!(rebuilt["applied"], 3, "{rebuilt}");
+    assert_eq!((count("a").await, count("b").await), (2, 1));
+    assert_eq!(rebuild("nope").await.unwrap().status(), 404);
+    let unauthorised = http
+        .post(format!("{base}/actuator/projections/tallies/rebuild"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorised.status(), 401);
     running.shutdown().await.unwrap();
 }
 

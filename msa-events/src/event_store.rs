@@ -33,7 +33,7 @@ pub const MAX_ID: usize = 255;
 
 /// Where an event stands in the order projections read: the writing transaction (on
 /// PostgreSQL; 0 on SQLite), then the position given at insert.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Position {
     /// The writing transaction's id (PostgreSQL), 0 on SQLite.
     pub tx: i64,

@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use prometheus::IntGaugeVec;
 use sqlx::Row;
 use tokio::sync::watch;
@@ -209,23 +210,34 @@ impl<P: Projection> Projector<P> {
         self.catch_up().await
     }
 
-    /// Sets the lag gauge: events recorded after the checkpoint's position.
+    /// Events recorded after the checkpoint's position.
+    pub async fn lag(&self) -> Result<u64, Error> {
+        let head = self.events.head().await?;
+        let at = self.checkpoint().await?;
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM msa_events WHERE position > $1 AND position <= $2",
+        )
+        .bind(at.position)
+        .bind(head)
+        .fetch_one(self.events.store().pool())
+        .await?;
+        Ok(u64::try_from(behind).unwrap_or(0))
+    }
+
+    /// Where the projection stands: its checkpoint and lag.
+    pub async fn status(&self) -> Result<ProjectionStatus, Error> {
+        Ok(ProjectionStatus {
+            name: self.projection.name().to_owned(),
+            checkpoint: self.checkpoint().await?,
+            lag: self.lag().await?,
+        })
+    }
+
+    /// Sets the lag gauge.
     async fn record_lag(&self) {
-        let lag = async {
-            let head = self.events.head().await?;
-            let at = self.checkpoint().await?;
-            let behind: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM msa_events WHERE position > $1 AND position <= $2",
-            )
-            .bind(at.position)
-            .bind(head)
-            .fetch_one(self.events.store().pool())
-            .await?;
-            Ok::<_, Error>(behind)
-        }
-        .await;
-        if let Ok(lag) = lag {
-            LAG.with_label_values(&[self.projection.name()]).set(lag);
+        if let Ok(lag) = self.lag().await {
+            LAG.with_label_values(&[self.projection.name()])
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
     }
 
@@ -251,5 +263,40 @@ impl<P: Projection> Projector<P> {
     /// Runs the projector on a task until the returned handle is stopped.
     pub fn spawn(self) -> TaskHandle {
         TaskHandle::spawn(|stop| self.run(stop))
+    }
+}
+
+/// Where a projection stands, as `/actuator/projections` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: String,
+    /// The last event applied.
+    pub checkpoint: Position,
+    /// Events recorded after it.
+    pub lag: u64,
+}
+
+/// A projector of any projection, for code that drives several (the app's actuator).
+pub trait AnyProjector: Send + Sync + 'static {
+    /// The projection's name.
+    fn name(&self) -> &str;
+    /// [`Projector::status`].
+    fn status(&self) -> BoxFuture<'_, Result<ProjectionStatus, Error>>;
+    /// [`Projector::rebuild`].
+    fn rebuild(&self) -> BoxFuture<'_, Result<usize, Error>>;
+}
+
+impl<P: Projection> AnyProjector for Projector<P> {
+    fn name(&self) -> &str {
+        self.projection.name()
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<ProjectionStatus, Error>> {
+        Box::pin(Projector::status(self))
+    }
+
+    fn rebuild(&self) -> BoxFuture<'_, Result<usize, Error>> {
+        Box::pin(Projector::rebuild(self))
     }
 }

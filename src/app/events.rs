@@ -3,16 +3,17 @@
 //! and saga orchestrators running with the app, `/actuator/sagas`, and the `db` health
 //! component.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use msa_core::actuator::{Actuator, Health};
 use msa_core::settings::{Settings, SettingsError};
 use msa_events::outbox::Relay;
-use msa_events::projection::{Projection, Projector};
+use msa_events::projection::{AnyProjector, Projection, Projector};
 use msa_events::saga::Orchestrator;
 use msa_events::{Store, TaskHandle};
 
@@ -27,6 +28,7 @@ pub(crate) struct Wiring {
     store: Option<Store>,
     loops: Vec<(String, Spawn)>,
     orchestrator: Option<Orchestrator>,
+    projectors: Vec<Arc<dyn AnyProjector>>,
 }
 
 /// `msa.events`.
@@ -148,8 +150,12 @@ impl App {
         Ok(store)
     }
 
-    /// Keeps `projector`'s read model current while the app runs.
+    /// Keeps `projector`'s read model current while the app runs. `GET
+    /// /actuator/projections` (a management operation) lists each projection's checkpoint
+    /// and lag; `POST /actuator/projections/{name}/rebuild` empties its read model and
+    /// replays every event into it.
     pub fn projection<P: Projection>(mut self, projector: Projector<P>) -> Self {
+        self.events.projectors.push(Arc::new(projector.clone()));
         let name = format!("projection {}", projector.projection().name());
         self.events
             .loops
@@ -224,6 +230,14 @@ impl App {
                     }
                 });
         }
+        if !wiring.projectors.is_empty() {
+            self.actuator = std::mem::replace(&mut self.actuator, Actuator::new("")).operations(
+                axum::Router::new()
+                    .route("/actuator/projections", get(projections))
+                    .route("/actuator/projections/{name}/rebuild", post(rebuild))
+                    .with_state(Arc::new(wiring.projectors)),
+            );
+        }
         if let Some(orchestrator) = wiring.orchestrator {
             self.actuator = std::mem::replace(&mut self.actuator, Actuator::new("")).operations(
                 axum::Router::new().route(
@@ -267,6 +281,49 @@ async fn sagas_report(
     match orchestrator.report(limit).await {
         Ok(report) => Json(report).into_response(),
         // msa-events' errors mask URL credentials.
+        Err(error) => msa_core::http::error_response(http::StatusCode::SERVICE_UNAVAILABLE, error),
+    }
+}
+
+type Projectors = Arc<Vec<Arc<dyn AnyProjector>>>;
+
+/// `GET /actuator/projections`: each projection's checkpoint and lag.
+async fn projections(State(projectors): State<Projectors>) -> Response {
+    let mut listed = Vec::with_capacity(projectors.len());
+    for projector in projectors.iter() {
+        match projector.status().await {
+            Ok(status) => listed.push(status),
+            Err(error) => {
+                return msa_core::http::error_response(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    error,
+                );
+            }
+        }
+    }
+    Json(serde_json::json!({ "projections": listed })).into_response()
+}
+
+/// `POST /actuator/projections/{name}/rebuild`: empties the read model and replays every
+/// event into it.
+async fn rebuild(
+    State(projectors): State<Projectors>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let Some(projector) = projectors.iter().find(|p| p.name() == name) else {
+        let known: Vec<&str> = projectors.iter().map(|p| p.name()).collect();
+        return msa_core::http::error_response(
+            http::StatusCode::NOT_FOUND,
+            format!(
+                "no projection {:?}; the app has {known:?}",
+                name.chars().take(64).collect::<String>()
+            ),
+        );
+    };
+    match projector.rebuild().await {
+        Ok(applied) => {
+            Json(serde_json::json!({ "name": name, "applied": applied })).into_response()
+        }
         Err(error) => msa_core::http::error_response(http::StatusCode::SERVICE_UNAVAILABLE, error),
     }
 }
