@@ -652,13 +652,14 @@ impl Orchestrator {
         let now = now_ms();
         let inserted = sqlx::query(
             "INSERT INTO msa_sagas (id, saga_type, status, step, data, history, created_at, \
-             updated_at) VALUES ($1, $2, 'RUNNING', 0, $3, '[]', $4, $4) \
+             updated_at, traceparent) VALUES ($1, $2, 'RUNNING', 0, $3, '[]', $4, $4, $5) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(saga)
         .bind(data)
         .bind(now)
+        .bind(current_traceparent())
         .execute(tx.conn())
         .await?
         .rows_affected();
@@ -895,9 +896,37 @@ impl Orchestrator {
     }
 
     async fn advance_claimed(&self, id: &str) -> Result<(), Error> {
-        let Some(mut row) = self.claim(id).await? else {
+        let Some(row) = self.claim(id).await? else {
             return Ok(());
         };
+        // A saga resumed with no request around it continues the trace it started in.
+        let span = tracing::info_span!("saga", saga = %row.id, kind = %row.saga_type);
+        if tracing::Span::current().is_none()
+            && let Some(traceparent) = self.traceparent(id).await
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            let mut headers = http::HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::from_str(&traceparent) {
+                headers.insert("traceparent", value);
+                let _ = span.set_parent(msa_core::telemetry::propagation::extract(&headers));
+            }
+        }
+        self.advance_row(row).instrument(span).await
+    }
+
+    /// The trace saga `id` was started in.
+    async fn traceparent(&self, id: &str) -> Option<String> {
+        sqlx::query_scalar::<_, Option<String>>("SELECT traceparent FROM msa_sagas WHERE id = $1")
+            .bind(id)
+            .fetch_one(self.inner.store.pool())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn advance_row(&self, mut row: SagaRow) -> Result<(), Error> {
+        let id = row.id.clone();
+        let id = id.as_str();
         let definition = self.definition(&row.saga_type)?;
         loop {
             let step = row.step;
@@ -1268,4 +1297,16 @@ fn timed_out(step_index: i64, step: &str, timeout: Duration) -> Change {
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The current span's trace as a W3C `traceparent`, if there is one.
+fn current_traceparent() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return None;
+    }
+    let mut headers = http::HeaderMap::new();
+    msa_core::telemetry::propagation::inject(&span.context(), &mut headers);
+    headers.get("traceparent")?.to_str().ok().map(str::to_owned)
 }

@@ -52,6 +52,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_outbox_failed.sql"),
         postgres: include_str!("../migrations/postgres/0003_outbox_failed.sql"),
     },
+    Migration {
+        version: 4,
+        description: "the trace a saga was started in",
+        sqlite: include_str!("../migrations/sqlite/0004_saga_trace.sql"),
+        postgres: include_str!("../migrations/postgres/0004_saga_trace.sql"),
+    },
 ];
 
 /// The key of the PostgreSQL advisory lock that serialises migrations (`"msa-evts"`).
