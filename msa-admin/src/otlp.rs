@@ -662,22 +662,33 @@ fn answer<T: prost::Message + Serialize>(encoding: &Encoding, response: &T) -> R
     }
 }
 
+/// Decodes an export request as its content type says, hands it to `keep`, and answers
+/// in the same encoding.
+fn receive<Request, Answer>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    keep: impl FnOnce(Request),
+) -> Response
+where
+    Request: prost::Message + Default + serde::de::DeserializeOwned,
+    Answer: prost::Message + Default + Serialize,
+{
+    let received = encoding(headers).and_then(|encoding| {
+        let request = decode::<Request>(&encoding, body)?;
+        keep(request);
+        Ok(answer(&encoding, &Answer::default()))
+    });
+    received.unwrap_or_else(IntoResponse::into_response)
+}
+
 async fn receive_traces(
     State(collector): State<Collector>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let encoding = match encoding(&headers) {
-        Ok(encoding) => encoding,
-        Err(refused) => return refused.into_response(),
-    };
-    match decode::<ExportTraceServiceRequest>(&encoding, &body) {
-        Ok(request) => {
-            collector.add_spans(request);
-            answer(&encoding, &ExportTraceServiceResponse::default())
-        }
-        Err(refused) => refused.into_response(),
-    }
+    receive::<ExportTraceServiceRequest, ExportTraceServiceResponse>(&headers, &body, |r| {
+        collector.add_spans(r)
+    })
 }
 
 async fn receive_logs(
@@ -685,17 +696,9 @@ async fn receive_logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let encoding = match encoding(&headers) {
-        Ok(encoding) => encoding,
-        Err(refused) => return refused.into_response(),
-    };
-    match decode::<ExportLogsServiceRequest>(&encoding, &body) {
-        Ok(request) => {
-            collector.add_logs(request);
-            answer(&encoding, &ExportLogsServiceResponse::default())
-        }
-        Err(refused) => refused.into_response(),
-    }
+    receive::<ExportLogsServiceRequest, ExportLogsServiceResponse>(&headers, &body, |r| {
+        collector.add_logs(r)
+    })
 }
 
 async fn list_traces(
