@@ -233,15 +233,15 @@ impl Relay {
         let mut tx = self.store.pool().begin().await?;
         // What this transaction records (the batch was published) need not be durable: if
         // a crash loses it, the batch is published again, which consumers tolerate. Not
-        // waiting for the flush keeps the relay's turn short.
-        sqlx::query("SET LOCAL synchronous_commit TO OFF")
-            .execute(&mut *tx)
-            .await?;
-        let ours: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+        // waiting for the flush keeps the relay's turn short. One round trip sets that and
+        // takes the turn.
+        let ours: bool = sqlx::query(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_try_advisory_xact_lock($1)",
+        )
+        .bind(RELAY_LOCK)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(1);
         if !ours {
             tx.rollback().await?;
             return Ok(Turn::NotOurs);
@@ -261,6 +261,13 @@ impl Relay {
     }
 
     async fn publish_sqlite(&self) -> Result<Turn, Error> {
+        // An idle relay polls: it looks before it takes SQLite's write lock for its lease.
+        let waiting: Option<i64> = sqlx::query_scalar("SELECT id FROM msa_outbox LIMIT 1")
+            .fetch_optional(self.store.pool())
+            .await?;
+        if waiting.is_none() {
+            return Ok(Turn::Published(0));
+        }
         if !self.take_lease().await? {
             return Ok(Turn::NotOurs);
         }

@@ -135,6 +135,19 @@ impl<P: Projection> Projector<P> {
 
     /// Applies one batch of the events after the checkpoint; returns how many.
     pub async fn step(&self) -> Result<usize, Error> {
+        // A projector with nothing to do looks without a transaction (on SQLite, without
+        // the write lock the checkpoint's takes).
+        let after = self.checkpoint().await?;
+        let mut connection = self.events.store().pool().acquire().await?;
+        if self
+            .events
+            .read_all(&mut connection, after, 1)
+            .await?
+            .is_empty()
+        {
+            return Ok(0);
+        }
+        drop(connection);
         let name = self.projection.name();
         let mut tx = self.events.store().begin().await?;
         sqlx::query(

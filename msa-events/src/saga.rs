@@ -457,10 +457,12 @@ struct SagaRow {
     history: Vec<Value>,
     created_at: i64,
     updated_at: i64,
+    /// The trace it was started in.
+    traceparent: Option<String>,
 }
 
 const COLUMNS: &str = "id, saga_type, status, step, data, error, waiting_since, deadline, \
-                       attempts, history, created_at, updated_at";
+                       attempts, history, created_at, updated_at, traceparent";
 
 impl SagaRow {
     fn read(row: &AnyRow) -> Result<SagaRow, Error> {
@@ -479,6 +481,7 @@ impl SagaRow {
             history: serde_json::from_str(&history).unwrap_or_default(),
             created_at: row.try_get(10)?,
             updated_at: row.try_get(11)?,
+            traceparent: row.try_get(12)?,
         })
     }
 
@@ -902,26 +905,16 @@ impl Orchestrator {
         // A saga resumed with no request around it continues the trace it started in.
         let span = tracing::info_span!("saga", saga = %row.id, kind = %row.saga_type);
         if tracing::Span::current().is_none()
-            && let Some(traceparent) = self.traceparent(id).await
+            && let Some(traceparent) = &row.traceparent
         {
             use tracing_opentelemetry::OpenTelemetrySpanExt as _;
             let mut headers = http::HeaderMap::new();
-            if let Ok(value) = http::HeaderValue::from_str(&traceparent) {
+            if let Ok(value) = http::HeaderValue::from_str(traceparent) {
                 headers.insert("traceparent", value);
                 let _ = span.set_parent(msa_core::telemetry::propagation::extract(&headers));
             }
         }
         self.advance_row(row).instrument(span).await
-    }
-
-    /// The trace saga `id` was started in.
-    async fn traceparent(&self, id: &str) -> Option<String> {
-        sqlx::query_scalar::<_, Option<String>>("SELECT traceparent FROM msa_sagas WHERE id = $1")
-            .bind(id)
-            .fetch_one(self.inner.store.pool())
-            .await
-            .ok()
-            .flatten()
     }
 
     async fn advance_row(&self, mut row: SagaRow) -> Result<(), Error> {
