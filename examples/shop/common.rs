@@ -142,12 +142,29 @@ pub(crate) fn valid_item(item: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// The header naming the order an event is about (its aggregate id).
+/// An order id as orders makes them (checked so a bad one cannot grow a table).
+pub(crate) fn valid_order_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The order an event is about (its aggregate id header), when it is a valid order id.
 pub(crate) fn order_id(message: &msa::stream::message::Message<serde_json::Value>) -> Option<&str> {
     message
         .headers
         .get(msa::events::event_store::AGGREGATE_ID)
         .map(String::as_str)
+        .filter(|id| valid_order_id(id))
+}
+
+/// A text field of an event's payload, at most `max` characters (events come from a
+/// peer: what is kept or logged of them is bounded).
+pub(crate) fn text(payload: &serde_json::Value, field: &str, max: usize) -> String {
+    payload[field]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .take(max)
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch.

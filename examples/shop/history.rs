@@ -89,11 +89,12 @@ async fn record(store: &Store, event: Message<Value>) -> Result<(), BoxError> {
     if !tx.receive_once("order-history", message_id).await? {
         return Ok(()); // seen before
     }
+    let reason = || Some(common::text(payload, "reason", 1024));
     let (status, reason) = match payload["type"].as_str() {
         Some("OrderPlaced") => ("PENDING", None),
-        Some("OrderHeld") => ("ON_HOLD", payload["reason"].as_str()),
+        Some("OrderHeld") => ("ON_HOLD", reason()),
         Some("OrderConfirmed") => ("CONFIRMED", None),
-        Some("OrderRejected") => ("REJECTED", payload["reason"].as_str()),
+        Some("OrderRejected") => ("REJECTED", reason()),
         _ => {
             tx.commit().await?;
             return Ok(());
@@ -121,10 +122,10 @@ async fn record(store: &Store, event: Message<Value>) -> Result<(), BoxError> {
             "UPDATE history SET item = $1, qty = $2, total = $3, currency = $4, placed_at = $5 \
              WHERE order_id = $6",
         )
-        .bind(payload["item"].as_str().unwrap_or_default())
+        .bind(common::text(payload, "item", 64))
         .bind(payload["qty"].as_i64().unwrap_or_default())
         .bind(payload["total"].as_f64().unwrap_or_default().to_string())
-        .bind(payload["currency"].as_str().unwrap_or_default())
+        .bind(common::text(payload, "currency", 8))
         .bind(now)
         .bind(order_id)
         .execute(tx.conn())

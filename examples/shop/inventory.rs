@@ -111,11 +111,6 @@ pub(crate) async fn run(args: ServiceArgs) -> Result<(), BoxError> {
     common::serve(running, &args).await
 }
 
-/// An order id as orders makes them (checked so a bad one cannot grow the table).
-fn valid_order_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
 fn reservation(row: &msa::events::sqlx::any::AnyRow) -> Result<Reservation, sqlx::Error> {
     Ok(Reservation {
         order_id: row.try_get(0)?,
@@ -129,7 +124,7 @@ async fn reserve(State(inventory): State<Inventory>, Json(request): Json<Reserve
     let qty = i64::try_from(request.qty).unwrap_or(0);
     if !common::valid_item(&request.item)
         || !(1..=1_000_000).contains(&qty)
-        || !valid_order_id(&request.order_id)
+        || !common::valid_order_id(&request.order_id)
     {
         return error(
             StatusCode::BAD_REQUEST,

@@ -44,9 +44,9 @@ async fn notify(store: &Store, event: Message<Value>) -> Result<(), BoxError> {
         let summary = format!(
             "{} x {} for {} {}",
             payload["qty"],
-            payload["item"].as_str().unwrap_or_default(),
+            common::text(payload, "item", 64),
             payload["total"],
-            payload["currency"].as_str().unwrap_or_default()
+            common::text(payload, "currency", 8)
         );
         sqlx::query("INSERT INTO orders (order_id, summary) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING")
             .bind(order_id)
@@ -64,7 +64,9 @@ async fn notify(store: &Store, event: Message<Value>) -> Result<(), BoxError> {
         Some("OrderConfirmed") => Some(format!("Order {order_id} confirmed: {summary}.")),
         Some("OrderRejected") => Some(format!(
             "Order {order_id} could not be completed ({}): {summary}. Nothing was charged.",
-            payload["reason"].as_str().unwrap_or("rejected")
+            Some(common::text(payload, "reason", 256))
+                .filter(|reason| !reason.is_empty())
+                .unwrap_or_else(|| "rejected".to_owned())
         )),
         Some("OrderHeld") => Some(format!(
             "Order {order_id} is on hold while payment is arranged: {summary}."

@@ -87,15 +87,11 @@ fn payment_of(row: &msa::events::sqlx::any::AnyRow) -> Result<Payment, sqlx::Err
 
 const COLUMNS: &str = "order_id, amount_cents, currency, status, reason";
 
-fn valid_order_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
 async fn charge(State(payments): State<Payments>, Json(request): Json<Charge>) -> Response {
     if !(request.amount.is_finite() && request.amount > 0.0 && request.amount < 1e12) {
         return error(StatusCode::BAD_REQUEST, "amount must be positive");
     }
-    if !valid_order_id(&request.order_id) || request.currency.len() > 8 {
+    if !common::valid_order_id(&request.order_id) || request.currency.len() > 8 {
         return error(
             StatusCode::BAD_REQUEST,
             "a valid order_id and currency are required",
