@@ -152,9 +152,13 @@ async fn otlp_json_is_taken_and_hostile_requests_are_refused_with_reasons() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let ok = post("/v1/logs", "application/json", LOGS_JSON.into())
-        .await
-        .unwrap();
+    let ok = post(
+        "/v1/logs",
+        "Application/JSON; charset=utf-8",
+        LOGS_JSON.into(),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status(), 200);
     let spans = collector.trace("5b8efff798038103d269b633813fc60c").unwrap();
     assert_eq!(spans[0].service.as_ref(), "payments");
