@@ -77,6 +77,11 @@ impl msa::events::projection::Projection for Tallies {
     }
 }
 
+/// A management GET, with the token.
+async fn managed(http: &reqwest::Client, url: &str) -> reqwest::Response {
+    http.get(url).bearer_auth("s3cret").send().await.unwrap()
+}
+
 fn app(dir: &Path, name: &str, yaml: &str) -> msa::App {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -198,12 +203,8 @@ async fn a_handler_writes_its_row_and_message_together_and_the_app_relays_it() {
         [json!({ "placed": "o-1" }), json!({ "placed": "o-2" })]
     );
 
-    let health: Value = http
-        .get(format!("{base}/actuator/health"))
-        .bearer_auth("s3cret")
-        .send()
+    let health: Value = managed(&http, &format!("{base}/actuator/health"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -221,12 +222,8 @@ async fn a_handler_writes_its_row_and_message_together_and_the_app_relays_it() {
         .await
         .unwrap();
     assert_eq!(unauthorised.status(), 401);
-    let sagas: Value = http
-        .get(format!("{base}/actuator/sagas"))
-        .bearer_auth("s3cret")
-        .send()
+    let sagas: Value = managed(&http, &format!("{base}/actuator/sagas"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -235,22 +232,14 @@ async fn a_handler_writes_its_row_and_message_together_and_the_app_relays_it() {
         sagas["sagas"][0]["error"],
         "compensating hold: the ledger is down"
     );
-    let too_many = http
-        .get(format!("{base}/actuator/sagas?limit=100000"))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap();
+    let too_many = managed(&http, &format!("{base}/actuator/sagas?limit=100000")).await;
     assert_eq!(too_many.status(), 400);
     assert!(too_many.text().await.unwrap().contains("at most 1000"));
 
     // The projection: caught up, listed with its lag, rebuilt on demand.
     let listed = async || -> Value {
-        http.get(format!("{base}/actuator/projections"))
-            .bearer_auth("s3cret")
-            .send()
+        managed(&http, &format!("{base}/actuator/projections"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap()
