@@ -1,5 +1,5 @@
-//! The OTLP/HTTP receiver against OpenTelemetry's own exporter (msa-core's telemetry,
-//! protobuf), an OTLP/JSON document as the specification writes them, hostile requests,
+//! The OTLP/HTTP receiver against OpenTelemetry's own exporters (msa-core's telemetry,
+//! spans and log records in protobuf), an OTLP/JSON document as the specification writes them, hostile requests,
 //! and memory that stays within its budget after 1,000,000 spans.
 
 use std::net::SocketAddr;
@@ -38,7 +38,9 @@ async fn spans_from_opentelemetrys_exporter_are_kept_as_a_waterfall() {
             let _call = call.enter();
             let failing = tracing::info_span!("charge", otel.status_code = "ERROR");
             let _failing = failing.enter();
+            tracing::warn!(amount = 25.0, "card declined");
         }
+        tracing::debug!("below the filter: neither written nor exported");
         trace_id
     });
     tokio::task::spawn_blocking(move || guard.flush())
@@ -59,6 +61,13 @@ async fn spans_from_opentelemetrys_exporter_are_kept_as_a_waterfall() {
         ]
     );
     assert_eq!(spans[1].kind, "client");
+    // The log event, exported as an OTLP log record in the span it was logged in.
+    let logs = collector.logs(&trace_id);
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(&*logs[0].service, "orders");
+    assert_eq!(logs[0].severity, "WARN");
+    assert_eq!(logs[0].body, "card declined");
+    assert_eq!(logs[0].span_id.as_ref(), Some(&spans[2].span_id));
     assert!(spans[2].error, "{:?}", spans[2]);
     let found = collector.traces(&TraceQuery {
         service: Some("orders".into()),

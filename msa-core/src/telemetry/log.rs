@@ -6,7 +6,9 @@ use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry_sdk::logs::{SdkLogRecord, SdkLogger, SdkLoggerProvider};
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::{Dispatch, Event, Level, Subscriber};
@@ -25,6 +27,8 @@ pub(super) struct LogLayer<W> {
     ansi: bool,
     make_writer: W,
     dispatch: OnceLock<WeakDispatch>,
+    /// Where each event also goes as an OpenTelemetry log record, when logs are exported.
+    export: Option<SdkLogger>,
 }
 
 impl<W> LogLayer<W> {
@@ -35,7 +39,14 @@ impl<W> LogLayer<W> {
             ansi,
             make_writer,
             dispatch: OnceLock::new(),
+            export: None,
         }
+    }
+
+    /// Also emits each event as a log record of `provider`'s (exported over OTLP).
+    pub(super) fn export(mut self, provider: Option<&SdkLoggerProvider>) -> Self {
+        self.export = provider.map(|provider| provider.logger("msa"));
+        self
     }
 
     /// The trace and span id of `id`'s OpenTelemetry span, when it has a valid one.
@@ -96,6 +107,81 @@ where
                 let _ = writer.write_all(buf.as_bytes());
             }
         });
+        if let Some(logger) = &self.export {
+            emit(logger, event, sc.as_ref());
+        }
+    }
+}
+
+/// Targets whose events never become log records: the exporter's own HTTP stack, whose
+/// events about sending records would make more records.
+const NOT_EXPORTED: &[&str] = &["opentelemetry", "hyper", "reqwest", "h2", "tonic", "tower"];
+
+/// `event` as an OpenTelemetry log record: the message as its body, the other fields as
+/// attributes, in the span context `sc`.
+fn emit(logger: &SdkLogger, event: &Event<'_>, sc: Option<&SpanContext>) {
+    let meta = event.metadata();
+    let target = meta.target();
+    if NOT_EXPORTED.iter().any(|crate_name| {
+        target
+            .strip_prefix(crate_name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    }) {
+        return;
+    }
+    let mut record = logger.create_log_record();
+    let (number, text) = match *meta.level() {
+        Level::ERROR => (Severity::Error, "ERROR"),
+        Level::WARN => (Severity::Warn, "WARN"),
+        Level::INFO => (Severity::Info, "INFO"),
+        Level::DEBUG => (Severity::Debug, "DEBUG"),
+        Level::TRACE => (Severity::Trace, "TRACE"),
+    };
+    record.set_severity_number(number);
+    record.set_severity_text(text);
+    record.set_target(target.to_owned());
+    record.set_timestamp(std::time::SystemTime::now());
+    if let Some(sc) = sc {
+        record.set_trace_context(sc.trace_id(), sc.span_id(), Some(sc.trace_flags()));
+    }
+    let mut visitor = RecordVisitor(&mut record);
+    event.record(&mut visitor);
+    logger.emit(record);
+}
+
+/// Puts an event's fields on a log record: `message` as the body, others as attributes.
+struct RecordVisitor<'a>(&'a mut SdkLogRecord);
+
+impl RecordVisitor<'_> {
+    fn put(&mut self, field: &Field, value: AnyValue) {
+        match field.name() {
+            "message" => self.0.set_body(value),
+            name => self.0.add_attribute(name, value),
+        }
+    }
+}
+
+impl Visit for RecordVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(value) => self.put(field, value.into()),
+            Err(_) => self.put(field, value.to_string().into()),
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.to_owned().into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
     }
 }
 

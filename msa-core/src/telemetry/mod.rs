@@ -14,6 +14,11 @@
 //!   `OTEL_TRACES_SAMPLER`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //!   `OTEL_SDK_DISABLED`, ...). `service.name` is the application's name unless
 //!   `OTEL_SERVICE_NAME` says otherwise.
+//! - the same log events as OpenTelemetry log records, with their trace and span ids,
+//!   exported over OTLP to the same endpoint (`/v1/logs`) whenever spans are, so a
+//!   collector can show every line of one trace across services.
+//!   `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` and `OTEL_EXPORTER_OTLP_LOGS_PROTOCOL` set them
+//!   apart; `OTEL_LOGS_EXPORTER=none` turns them off. The log filter applies to both.
 //! - the W3C `traceparent`/`tracestate` and `baggage` propagator as OpenTelemetry's global
 //!   propagator, used by [`ServerLayer`](crate::http::ServerLayer) and
 //!   [`ClientLayer`](crate::http::ClientLayer).
@@ -47,6 +52,7 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use tracing::Dispatch;
@@ -74,6 +80,12 @@ pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
 /// Overrides the `service.name` resource attribute.
 pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// `none` turns log export off while traces are still exported.
+pub const OTEL_LOGS_EXPORTER: &str = "OTEL_LOGS_EXPORTER";
+/// The OTLP endpoint for log records only (the full URL, `.../v1/logs`).
+pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
+/// The OTLP protocol for log records only; wins over [`OTEL_EXPORTER_OTLP_PROTOCOL`].
+pub const OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL";
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -231,11 +243,9 @@ impl Telemetry {
         let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
         let loggers = Loggers::new(handle, &filter_text);
 
-        let provider = tracer_provider(
-            &self.service_name,
-            self.service_version.as_deref(),
-            self.otlp_endpoint.as_deref(),
-        )?;
+        let resource = resource(&self.service_name, self.service_version.as_deref());
+        let provider = tracer_provider(resource.clone(), self.otlp_endpoint.as_deref())?;
+        let logs = logger_provider(resource, self.otlp_endpoint.as_deref())?;
         let tracer = provider.tracer("msa");
         match self.propagator {
             Some(propagator) => {
@@ -266,11 +276,12 @@ impl Telemetry {
                     .with_location(false)
                     .with_target(false),
             )
-            .with(log::LogLayer::new(format, service, ansi, writer));
+            .with(log::LogLayer::new(format, service, ansi, writer).export(logs.as_ref()));
         Ok((
             Dispatch::new(subscriber),
             TelemetryGuard {
                 provider: Some(provider),
+                logs,
                 loggers: Some(loggers),
             },
         ))
@@ -303,11 +314,81 @@ fn env_flag(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn tracer_provider(
-    service_name: &str,
-    version: Option<&str>,
-    endpoint: Option<&str>,
-) -> Result<SdkTracerProvider, TelemetryError> {
+/// The OTLP protocol to export one signal with, or `None` when that signal is not
+/// exported: nothing configured, the SDK disabled, or `OTEL_<SIGNAL>_EXPORTER=none`.
+fn export_protocol(signal: Signal, endpoint: Option<&str>) -> Option<String> {
+    let disabled = env_flag(OTEL_SDK_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env_flag(signal.exporter).is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    let configured = endpoint.is_some()
+        || env_flag(OTEL_EXPORTER_OTLP_ENDPOINT).is_some()
+        || env_flag(signal.endpoint).is_some();
+    (!disabled && configured).then(|| {
+        env_flag(signal.protocol)
+            .or_else(|| env_flag(OTEL_EXPORTER_OTLP_PROTOCOL))
+            .unwrap_or_else(|| "http/protobuf".to_owned())
+    })
+}
+
+/// The variables of one OTLP signal.
+#[derive(Clone, Copy)]
+struct Signal {
+    exporter: &'static str,
+    endpoint: &'static str,
+    protocol: &'static str,
+    /// The path appended to a base endpoint given in code.
+    path: &'static str,
+}
+
+const TRACES: Signal = Signal {
+    exporter: OTEL_TRACES_EXPORTER,
+    endpoint: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    protocol: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+    path: "/v1/traces",
+};
+
+const LOGS: Signal = Signal {
+    exporter: OTEL_LOGS_EXPORTER,
+    endpoint: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    protocol: OTEL_EXPORTER_OTLP_LOGS_PROTOCOL,
+    path: "/v1/logs",
+};
+
+/// Builds the OTLP exporter `$builder` (a `SpanExporter` or `LogExporter` builder) for
+/// `$signal` over `$protocol`, to `$endpoint` when one was given in code.
+macro_rules! otlp_exporter {
+    ($builder:expr, $signal:expr, $protocol:expr, $endpoint:expr) => {
+        match $protocol.as_str() {
+            "http/protobuf" | "http/json" => {
+                let mut http = $builder
+                    .with_http()
+                    .with_protocol(if $protocol == "http/json" {
+                        opentelemetry_otlp::Protocol::HttpJson
+                    } else {
+                        opentelemetry_otlp::Protocol::HttpBinary
+                    });
+                if let Some(endpoint) = $endpoint {
+                    http = http.with_endpoint(format!(
+                        "{}{}",
+                        endpoint.trim_end_matches('/'),
+                        $signal.path
+                    ));
+                }
+                http.build()?
+            }
+            #[cfg(feature = "otlp-grpc")]
+            "grpc" => {
+                let mut grpc = $builder.with_tonic();
+                if let Some(endpoint) = $endpoint {
+                    grpc = grpc.with_endpoint(endpoint.to_owned());
+                }
+                grpc.build()?
+            }
+            other => return Err(TelemetryError::Protocol(other.to_owned())),
+        }
+    };
+}
+
+fn resource(service_name: &str, version: Option<&str>) -> Resource {
     let mut resource = Resource::builder();
     if env_flag(OTEL_SERVICE_NAME).is_none() {
         resource = resource.with_service_name(service_name.to_owned());
@@ -318,44 +399,46 @@ fn tracer_provider(
             version.to_owned(),
         ));
     }
-    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    resource.build()
+}
 
-    let disabled = env_flag(OTEL_SDK_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        || env_flag(OTEL_TRACES_EXPORTER).is_some_and(|v| v.eq_ignore_ascii_case("none"));
-    let from_env = env_flag(OTEL_EXPORTER_OTLP_ENDPOINT).is_some()
-        || env_flag(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).is_some();
-    if !disabled && (endpoint.is_some() || from_env) {
-        let protocol = env_flag(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
-            .or_else(|| env_flag(OTEL_EXPORTER_OTLP_PROTOCOL))
-            .unwrap_or_else(|| "http/protobuf".to_owned());
-        let exporter = match protocol.as_str() {
-            "http/protobuf" | "http/json" => {
-                let mut http = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(if protocol == "http/json" {
-                        opentelemetry_otlp::Protocol::HttpJson
-                    } else {
-                        opentelemetry_otlp::Protocol::HttpBinary
-                    });
-                if let Some(endpoint) = endpoint {
-                    http =
-                        http.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
-                }
-                http.build()?
-            }
-            #[cfg(feature = "otlp-grpc")]
-            "grpc" => {
-                let mut grpc = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-                if let Some(endpoint) = endpoint {
-                    grpc = grpc.with_endpoint(endpoint.to_owned());
-                }
-                grpc.build()?
-            }
-            other => return Err(TelemetryError::Protocol(other.to_owned())),
-        };
+fn tracer_provider(
+    resource: Resource,
+    endpoint: Option<&str>,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(protocol) = export_protocol(TRACES, endpoint) {
+        let exporter = otlp_exporter!(
+            opentelemetry_otlp::SpanExporter::builder(),
+            TRACES,
+            protocol,
+            endpoint
+        );
         builder = builder.with_batch_exporter(exporter);
     }
     Ok(builder.build())
+}
+
+/// The log provider exporting log records over OTLP, when logs are exported.
+fn logger_provider(
+    resource: Resource,
+    endpoint: Option<&str>,
+) -> Result<Option<SdkLoggerProvider>, TelemetryError> {
+    let Some(protocol) = export_protocol(LOGS, endpoint) else {
+        return Ok(None);
+    };
+    let exporter = otlp_exporter!(
+        opentelemetry_otlp::LogExporter::builder(),
+        LOGS,
+        protocol,
+        endpoint
+    );
+    Ok(Some(
+        SdkLoggerProvider::builder()
+            .with_resource(resource)
+            .with_batch_exporter(exporter)
+            .build(),
+    ))
 }
 
 /// Flushes and stops span export when dropped or shut down. Returned by
@@ -363,6 +446,7 @@ fn tracer_provider(
 #[must_use = "dropping the guard stops span export"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    logs: Option<SdkLoggerProvider>,
     loggers: Option<Loggers>,
 }
 
@@ -385,6 +469,11 @@ impl TelemetryGuard {
         {
             eprintln!("msa: flushing spans failed: {error}");
         }
+        if let Some(logs) = &self.logs
+            && let Err(error) = logs.force_flush()
+        {
+            eprintln!("msa: flushing log records failed: {error}");
+        }
     }
 
     /// Flushes buffered spans and stops the exporter.
@@ -393,6 +482,11 @@ impl TelemetryGuard {
     }
 
     fn stop(&mut self) {
+        if let Some(logs) = self.logs.take()
+            && let Err(error) = logs.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            eprintln!("msa: stopping log export: {error}");
+        }
         if let Some(provider) = self.provider.take()
             && let Err(error) = provider.shutdown_with_timeout(Duration::from_secs(5))
         {
