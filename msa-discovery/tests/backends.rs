@@ -10,7 +10,9 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use msa_core::shutdown::Shutdown;
 use msa_core::{InstanceStatus, ServiceInstance};
-use msa_discovery::discovery::{Discovery, DnsDiscovery, DnsQuery, EurekaDiscovery, Instances};
+use msa_discovery::discovery::{
+    Catalog, Discovery, DnsDiscovery, DnsQuery, EurekaDiscovery, Instances, RegistryDiscovery,
+};
 use msa_discovery::registration::Registration;
 use tokio::sync::watch;
 
@@ -88,6 +90,86 @@ async fn eureka_discovery_follows_the_delta() {
     );
     until(&mut inventory, "inventory-2 gone", |list| list.len() == 1).await;
     assert!(eureka.instances("payments").is_empty());
+}
+
+/// Waits until the catalog satisfies `done`.
+async fn until_catalog(
+    rx: &mut watch::Receiver<Catalog>,
+    what: &str,
+    done: impl Fn(&Catalog) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done(&rx.borrow_and_update()) {
+        tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .unwrap_or_else(|_| panic!("never: {what}; last {:?}", rx.borrow()))
+            .unwrap();
+    }
+}
+
+fn ids(catalog: &Catalog) -> Vec<(String, Vec<String>)> {
+    catalog
+        .iter()
+        .map(|(service, list)| (service.clone(), list.iter().map(|i| i.id.clone()).collect()))
+        .collect()
+}
+
+/// The whole registry, followed through msa-registry's watch and through the Eureka delta
+/// (what a Spring Eureka server offers): both see services come, change and go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_follows_every_service() {
+    let port = free_port();
+    let _registry = Registry::start(port);
+    let base = format!("http://127.0.0.1:{port}/eureka");
+    let native = RegistryDiscovery::new(&base);
+    let eureka = EurekaDiscovery::new(&base).interval(Duration::from_millis(100));
+    let mut followers = [native.catalog(), eureka.catalog()];
+    for (name, port) in [("orders", 7001), ("payments", 7002)] {
+        Registration::new(
+            base.clone(),
+            ServiceInstance::new(name, "127.0.0.1", port).with_id(format!("{name}-1")),
+        )
+        .register()
+        .await
+        .unwrap();
+    }
+    for catalog in &mut followers {
+        until_catalog(catalog, "both services", |c| {
+            ids(c)
+                == [
+                    ("orders".to_owned(), vec!["orders-1".to_owned()]),
+                    ("payments".to_owned(), vec!["payments-1".to_owned()]),
+                ]
+        })
+        .await;
+    }
+    let http = reqwest::Client::new();
+    let status = http
+        .put(format!(
+            "{base}/apps/PAYMENTS/payments-1/status?value=OUT_OF_SERVICE"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    for catalog in &mut followers {
+        until_catalog(catalog, "payments out of service", |c| {
+            c["payments"][0].status == InstanceStatus::OutOfService
+        })
+        .await;
+    }
+    let cancel = http
+        .delete(format!("{base}/apps/ORDERS/orders-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    for catalog in &mut followers {
+        until_catalog(catalog, "orders gone", |c| {
+            !c.contains_key("orders") && c.contains_key("payments")
+        })
+        .await;
+    }
 }
 
 #[path = "../../tests/support/dnsmasq.rs"]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use msa_core::ServiceInstance;
 use tokio::sync::watch;
 
-use super::{Discovery, Instances};
+use super::{Catalog, Discovery, Instances};
 use crate::eureka::{ActionType, Applications, ApplicationsEnvelope, InstanceInfo, apps_hashcode};
 use crate::service_url::ServiceUrls;
 
@@ -41,6 +41,8 @@ struct Inner {
     urls: ServiceUrls,
     interval: Duration,
     services: Mutex<BTreeMap<String, watch::Sender<Instances>>>,
+    /// Every service's instances, for [`EurekaDiscovery::catalog`].
+    catalog: watch::Sender<Catalog>,
     /// Wakes the fetcher when a service is first watched, so it publishes at once.
     wake: tokio::sync::Notify,
     started: std::sync::Once,
@@ -69,6 +71,7 @@ impl EurekaDiscovery {
                 urls,
                 interval: Duration::from_secs(5),
                 services: Mutex::default(),
+                catalog: watch::Sender::new(Catalog::default()),
                 wake: tokio::sync::Notify::new(),
                 started: std::sync::Once::new(),
             }),
@@ -82,6 +85,19 @@ impl EurekaDiscovery {
             inner.interval = interval.max(Duration::from_millis(10));
         }
         self
+    }
+}
+
+impl EurekaDiscovery {
+    /// Every service's instances, now and at each fetch that changes them (an empty
+    /// catalog until the first fetch).
+    pub fn catalog(&self) -> watch::Receiver<Catalog> {
+        let receiver = self.inner.catalog.subscribe();
+        self.inner.started.call_once(|| {
+            tokio::spawn(fetch(Arc::downgrade(&self.inner)));
+        });
+        self.inner.wake.notify_one();
+        receiver
     }
 }
 
@@ -231,6 +247,25 @@ fn apply(local: &mut Local, delta: Applications) {
 }
 
 fn publish(inner: &Inner, local: &Local) {
+    if inner.catalog.receiver_count() > 0 {
+        let catalog: BTreeMap<String, Instances> = local
+            .iter()
+            .map(|(service, instances)| {
+                let list: Vec<ServiceInstance> = instances
+                    .values()
+                    .map(InstanceInfo::to_service_instance)
+                    .collect();
+                (service.clone(), list.into())
+            })
+            .collect();
+        inner.catalog.send_if_modified(|current| {
+            let changed = **current != catalog;
+            if changed {
+                *current = Arc::new(catalog);
+            }
+            changed
+        });
+    }
     let services = inner
         .services
         .lock()

@@ -34,6 +34,10 @@ use tokio::sync::watch;
 /// A service's instances at one moment.
 pub type Instances = Arc<[ServiceInstance]>;
 
+/// Every service's instances at one moment, by service name (lower case): what a
+/// dashboard follows ([`RegistryDiscovery::catalog`], [`EurekaDiscovery::catalog`]).
+pub type Catalog = Arc<BTreeMap<String, Instances>>;
+
 /// A source of service instances.
 pub trait Discovery: fmt::Debug + Send + Sync + 'static {
     /// The instances of `service`, now and as they change. Service names are

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use msa_core::backoff::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Discovery, EurekaDiscovery, Instances, Watches};
+use super::{Catalog, Discovery, EurekaDiscovery, Instances, Watches};
 use crate::service_url::ServiceUrls;
 
 /// Follows msa-registry's native watch (`/msa/v1/services/{service}`): one long-poll per
@@ -82,6 +83,94 @@ impl RegistryDiscovery {
             inner.restart_grace = grace;
         }
         self
+    }
+}
+
+impl RegistryDiscovery {
+    /// Every service's instances, now and as they change: msa-registry's watch of the
+    /// whole registry (`/msa/v1/services`), or a Eureka server's delta when it has none.
+    /// While the registry is unreachable, the last known catalog stays. The follower runs
+    /// until every receiver is dropped.
+    pub fn catalog(&self) -> watch::Receiver<Catalog> {
+        let (sender, receiver) = watch::channel(Catalog::default());
+        tokio::spawn(follow_all(self.inner.clone(), sender));
+        receiver
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CatalogAnswer {
+    index: u64,
+    services: BTreeMap<String, Vec<ServiceInstance>>,
+}
+
+async fn follow_all(inner: Arc<Inner>, sender: watch::Sender<Catalog>) {
+    let mut index = 0u64;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut failing = false;
+    loop {
+        let which = inner.urls.current();
+        let url = format!(
+            "{}/msa/v1/services?index={index}&wait={}ms",
+            inner.urls.root(),
+            inner.wait.as_millis()
+        );
+        let request = inner
+            .http
+            .get(url)
+            .timeout(inner.wait + Duration::from_secs(10));
+        let answer = tokio::select! {
+            answer = request.send() => answer,
+            () = sender.closed() => return,
+        };
+        let answer = match answer {
+            Ok(response) if response.status().is_success() => response
+                .json::<CatalogAnswer>()
+                .await
+                .map_err(|e| e.without_url().to_string()),
+            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+                tracing::info!("the registry has no watch API; following its Eureka delta");
+                let eureka = inner
+                    .eureka
+                    .get_or_init(|| {
+                        EurekaDiscovery::with_client(inner.urls.clone(), inner.http.clone())
+                    })
+                    .clone();
+                drop(inner);
+                return forward(eureka.catalog(), sender).await;
+            }
+            Ok(response) => Err(format!("registry answered {}", response.status())),
+            Err(error) => Err(error.without_url().to_string()),
+        };
+        match answer {
+            Ok(answer) => {
+                if failing {
+                    tracing::info!("registry reachable again");
+                }
+                failing = false;
+                backoff.reset();
+                if answer.index != index || index == 0 {
+                    index = answer.index;
+                    let catalog = answer
+                        .services
+                        .into_iter()
+                        .map(|(service, list)| (service.to_ascii_lowercase(), list.into()))
+                        .collect();
+                    sender.send_replace(Arc::new(catalog));
+                }
+            }
+            Err(reason) => {
+                inner.urls.failed(which);
+                if !failing {
+                    tracing::warn!(%reason, "registry unreachable; keeping the last known catalog");
+                    failing = true;
+                }
+                tokio::select! {
+                    () = backoff.wait() => {}
+                    () = sender.closed() => return,
+                }
+            }
+        }
     }
 }
 
@@ -188,7 +277,7 @@ async fn follow(inner: std::sync::Weak<Inner>, service: String, sender: watch::S
 }
 
 /// Forwards another backend's lists until either side is dropped.
-async fn forward(mut from: watch::Receiver<Instances>, to: watch::Sender<Instances>) {
+async fn forward<T: Clone>(mut from: watch::Receiver<T>, to: watch::Sender<T>) {
     loop {
         let now = from.borrow_and_update().clone();
         to.send_replace(now);

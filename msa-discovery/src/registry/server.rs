@@ -29,7 +29,7 @@
 //! serves them in Eureka's server: Spring's Eureka client asks for `apps/`, and so do the
 //! JavaScript and Python clients.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use axum::Router;
@@ -133,6 +133,7 @@ impl RegistryServer {
         };
         let token = self.token.clone();
         let native = Router::new()
+            .route("/msa/v1/services", get(watch_all))
             .route("/msa/v1/services/{service}", get(watch_service))
             .with_state(self.clone());
         let eureka = Router::new()
@@ -453,6 +454,61 @@ struct ServiceAnswer {
     service: String,
     index: u64,
     instances: Vec<msa_core::ServiceInstance>,
+}
+
+#[derive(serde::Serialize)]
+struct CatalogAnswer {
+    index: u64,
+    services: BTreeMap<String, Vec<msa_core::ServiceInstance>>,
+}
+
+/// The whole registry, answered when its version passes `index` (or at once without one,
+/// or after `wait`): what msa-admin follows.
+async fn watch_all(
+    State(server): State<RegistryServer>,
+    Query(query): Query<WatchQuery>,
+) -> Response {
+    let wait = match msa_core::wait::parse_wait(query.wait.as_deref()) {
+        Ok(wait) => wait,
+        Err(reason) => return bad_request(reason),
+    };
+    let known = query.index.unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut versions = server.store.subscribe();
+    loop {
+        versions.mark_unchanged();
+        let version = server.store.version();
+        // A client ahead of the registry saw an earlier life of it (a restart): answer now.
+        if version != known || query.index.is_none() {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, versions.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let index = server.store.version();
+    let services = server
+        .store
+        .applications()
+        .application
+        .into_iter()
+        .map(|app| {
+            let instances = app
+                .instance
+                .iter()
+                .map(crate::eureka::InstanceInfo::to_service_instance)
+                .collect();
+            (app.name.to_ascii_lowercase(), instances)
+        })
+        .collect();
+    (
+        [("x-msa-index", index.to_string())],
+        axum::Json(CatalogAnswer { index, services }),
+    )
+        .into_response()
 }
 
 async fn watch_service(
