@@ -188,7 +188,16 @@ async fn start(
     port: &dyn Fn(u16) -> String,
 ) -> Result<(), BoxError> {
     let nats = start_nats(estate, data).await?;
-    let registry = spawn(estate, "msa-registry", &["registry", "--bind", &port(8761)]).await?;
+    // Every process sends its spans and log records to msa-admin's OTLP receiver (the
+    // admin starts last: what is sent before it listens is dropped).
+    let otlp = free_or(port(4318))?;
+    let registry = spawn(
+        estate,
+        "msa-registry",
+        &["registry", "--bind", &port(8761)],
+        &otlp,
+    )
+    .await?;
     let config = spawn(
         estate,
         "msa-config-server",
@@ -199,6 +208,7 @@ async fn start(
             "--source",
             &config_dir.display().to_string(),
         ],
+        &otlp,
     )
     .await?;
     let data_arg = data.display().to_string();
@@ -225,7 +235,7 @@ async fn start(
         for n in 1..=count {
             let args = service(name);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            spawn(estate, &format!("{name}-{n}"), &args).await?;
+            spawn(estate, &format!("{name}-{n}"), &args, &otlp).await?;
         }
         wait_registered(&registry, name, count).await?;
     }
@@ -245,14 +255,56 @@ async fn start(
             "--source",
             &routes_file.display().to_string(),
         ],
+        &otlp,
     )
     .await?;
-    wait_routed(&gateway).await
+    wait_routed(&gateway).await?;
+    let admin_bind = free_or(port(8790))?;
+    spawn(
+        estate,
+        "msa-admin",
+        &[
+            "admin",
+            "--registry",
+            &registry,
+            "--bind",
+            &admin_bind,
+            "--otlp-bind",
+            &otlp,
+            "--gateway",
+            &gateway,
+            "--config-server",
+            &config,
+        ],
+        &otlp,
+    )
+    .await?;
+    Ok(())
 }
 
-/// Starts this executable as `args`, and waits for its "listening on URL" line.
-async fn spawn(estate: &mut Vec<Process>, name: &str, args: &[&str]) -> Result<String, BoxError> {
+/// `bind` itself, or a free port on 127.0.0.1 for `127.0.0.1:0` (for a process that must
+/// be told its address before it listens).
+fn free_or(bind: String) -> Result<String, BoxError> {
+    if bind.ends_with(":0") {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Ok(format!("127.0.0.1:{port}"))
+    } else {
+        Ok(bind)
+    }
+}
+
+/// Starts this executable as `args`, exporting its spans and logs to `otlp`, and waits for
+/// its "listening on URL" line.
+async fn spawn(
+    estate: &mut Vec<Process>,
+    name: &str,
+    args: &[&str],
+    otlp: &str,
+) -> Result<String, BoxError> {
     let mut child = Command::new(std::env::current_exe()?)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .args(args)
         .arg("--stop-on-eof")
         .stdin(Stdio::piped())

@@ -6,7 +6,8 @@
 //! messages), and five services written with msa — orders (2 instances), inventory (2),
 //! payments (1), order-history (1) and notifications (1) — each in its own process with
 //! its own SQLite database, registered with the registry and configured by the config
-//! server. See docs/shop.md.
+//! server, and msa-admin (127.0.0.1:8790) showing them all, receiving every process's
+//! traces and logs over OTLP. See docs/shop.md.
 //!
 //! The same executable is every process: with no subcommand it is the estate and starts
 //! the others as `shop registry`, `shop orders`, ...
@@ -41,6 +42,8 @@ enum Process {
     ConfigServer(servers::ServerArgs),
     /// msa-gateway with a routes file (--source FILE.yaml).
     Gateway(servers::ServerArgs),
+    /// msa-admin (the estate's dashboard and OTLP receiver).
+    Admin(servers::AdminArgs),
     /// The orders service.
     Orders(common::ServiceArgs),
     /// The inventory service.
@@ -63,6 +66,7 @@ async fn main() -> ExitCode {
             ("msa-config-server", servers::config_server(args).await)
         }
         Some(Process::Gateway(args)) => ("msa-gateway", servers::gateway(args).await),
+        Some(Process::Admin(args)) => ("msa-admin", servers::admin(args).await),
         Some(Process::Orders(args)) => ("orders", orders::run(args).await),
         Some(Process::Inventory(args)) => ("inventory", inventory::run(args).await),
         Some(Process::Payments(args)) => ("payments", payments::run(args).await),

@@ -92,3 +92,32 @@ pub(crate) async fn gateway(args: ServerArgs) -> Result<(), BoxError> {
     tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(10))).await?;
     Ok(())
 }
+
+/// Options of the admin process: msa-admin's own flags.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AdminArgs {
+    #[command(flatten)]
+    admin: msa_admin::cli::Args,
+    /// Stop when stdin closes.
+    #[arg(long)]
+    stop_on_eof: bool,
+}
+
+/// msa-admin, as its binary runs it; it stops when stdin closes (`--stop-on-eof`).
+pub(crate) async fn admin(args: AdminArgs) -> Result<(), BoxError> {
+    // The estate gives it a fixed or free --bind: announce it for the estate's banner.
+    println!("listening on http://{}", args.admin.bind);
+    let eof = async {
+        if args.stop_on_eof {
+            let shutdown = Shutdown::new();
+            stop_on_eof(&shutdown);
+            shutdown.triggered().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        outcome = msa_admin::cli::run(args.admin.clone()) => Ok(outcome?),
+        () = eof => Ok(()),
+    }
+}

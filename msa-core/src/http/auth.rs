@@ -86,6 +86,16 @@ impl Authorization {
         auth
     }
 
+    /// Challenges with HTTP Basic (`realm`), so that a browser asks for the credentials
+    /// (it asks for a user and password; with [`Authorization::token`], the token is the
+    /// password).
+    pub fn basic_challenge(mut self, realm: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+            self.challenge = value;
+        }
+        self
+    }
+
     /// Whether `headers` carry the expected `Authorization`.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         headers.get(AUTHORIZATION).is_some_and(|given| {
