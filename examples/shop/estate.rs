@@ -412,13 +412,18 @@ fn banner(estate: &[Process], config_dir: &Path, data: &Path) {
         "Each service's SQLite database (orders.db, inventory.db, ...) in {}; sagas at <orders>/actuator/sagas.",
         data.display()
     );
+    println!(
+        "The estate at a glance: {} (instances, breakers, the service graph, traces and logs).",
+        url("msa-admin")
+    );
     println!("Ctrl-C stops everything.");
     println!();
     println!(
-        "shop: ready gateway={gateway} registry={} config={} nats={}",
+        "shop: ready gateway={gateway} registry={} config={} nats={} admin={}",
         url("msa-registry"),
         url("msa-config-server"),
-        url("nats-server")
+        url("nats-server"),
+        url("msa-admin")
     );
 }
 

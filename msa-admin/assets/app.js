@@ -189,7 +189,23 @@ async function loadLoggers(base, card) {
     filter.addEventListener("input", () => {
       for (const row of rows) row.style.display = row.dataset.loggerRow.includes(filter.value) ? "" : "none";
     });
-    card.replaceChildren(h("h2", {}, "Log levels"), filter, table);
+    // A logger not listed yet (a module path such as shop::payments).
+    const name = h("input", { placeholder: "logger (e.g. shop::payments)", id: "new-logger" });
+    const level = h("select", { id: "new-logger-level" }, levels.map((l) => h("option", { value: l, selected: l === "DEBUG" ? "selected" : null }, l)));
+    const added = h("span", { class: "muted" });
+    const add = h("form", { class: "search", onsubmit: async (event) => {
+      event.preventDefault();
+      try {
+        await api(base + "/loggers/" + encodeURIComponent(name.value.trim()), {
+          method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ configuredLevel: level.value }),
+        });
+        loadLoggers(base, card);
+      } catch (error) {
+        added.textContent = error.message;
+      }
+    } }, name, level, h("button", {}, "Set"), added);
+    card.replaceChildren(h("h2", {}, "Log levels"), filter, table, add);
   } catch (error) {
     card.replaceChildren(h("h2", {}, "Log levels"), failed(error));
   }
@@ -214,7 +230,7 @@ async function loadEnv(base, card) {
 function graphPage() {
   const body = h("div", { class: "graph" });
   show(h("h1", {}, "Service graph"), h("p", { class: "muted" },
-    "Who calls whom over the last scrape interval: requests per second, errors and p99 on each edge, from the callers' client metrics."), body);
+    "Who calls whom: requests per second, errors and p99 over the last 30 s on each edge, from the callers' client metrics (an idle edge is grey)."), body);
   every(2000, async () => {
     try {
       body.replaceChildren(drawGraph(await api("/api/graph")));
@@ -251,8 +267,9 @@ function drawGraph(g) {
     if (!a || !b) continue;
     const x1 = a.x + boxW, y1 = a.y + boxH / 2, x2 = b.x, y2 = b.y + boxH / 2;
     const bad = e.window.errorPct > 1;
+    const idle = e.window.rate === 0;
     root.append(svg("g", { "data-edge": e.from + "->" + e.to },
-      svg("line", { x1, y1, x2, y2, stroke: bad ? "#b91c1c" : "#64748b", "stroke-width": 1.5, "marker-end": "url(#arrow)" }),
+      svg("line", { x1, y1, x2, y2, stroke: bad ? "#b91c1c" : idle ? "#cbd5e1" : "#64748b", "stroke-width": 1.5, "marker-end": "url(#arrow)" }),
       svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6, "text-anchor": "middle", fill: bad ? "#b91c1c" : "#334155" },
         fixed(e.window.rate) + " rps · " + fixed(e.window.errorPct) + "% · p99 " + fixed(e.window.p99Ms, 0) + " ms")));
   }

@@ -215,7 +215,8 @@ pub struct InstanceDetail {
 pub struct Graph {
     /// Every service with its served traffic.
     pub nodes: Vec<Node>,
-    /// Every caller → callee pair with traffic in the last 30 s.
+    /// Every caller → callee pair the callers' metrics name, with the traffic of the
+    /// last 30 s.
     pub edges: Vec<Edge>,
 }
 
@@ -452,10 +453,8 @@ impl Estate {
             node.instances += 1;
             node.healthy += usize::from(t.health == "UP");
             node.window = sum(node.window, t.window);
+            // Every target seen, idle ones too (drawn without traffic), as Kiali does.
             for (target, window) in &t.calls {
-                if window.rate <= 0.0 {
-                    continue;
-                }
                 let edge = edges.entry((service.clone(), target.clone())).or_default();
                 *edge = sum(*edge, *window);
             }

@@ -55,6 +55,8 @@ pub(crate) struct Process {
     log: PathBuf,
     /// The first line it printed.
     ready: String,
+    /// The lines it printed on stdout that a wait passed over.
+    printed: Vec<String>,
 }
 
 impl Process {
@@ -93,6 +95,7 @@ impl Process {
             lines,
             log,
             ready: String::new(),
+            printed: Vec::new(),
         };
         let first = process.wait_line(
             |l| l.starts_with("listening on ") || l.starts_with("shop: ready"),
@@ -113,7 +116,7 @@ impl Process {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if wanted(&line) => return line,
-                Ok(_) => {}
+                Ok(line) => self.printed.push(line),
                 Err(_) => panic!(
                     "{} did not print the expected line within {within:?}; its log:\n{}",
                     self.name,
@@ -130,6 +133,16 @@ impl Process {
             .find_map(|part| part.strip_prefix(key))
             .unwrap_or_else(|| panic!("no {key} in {:?}", self.ready))
             .to_owned()
+    }
+
+    /// The pid of the estate's process `name` (`payments-1`), from its `shop: started`
+    /// line.
+    pub(crate) fn started_pid(&self, name: &str) -> u32 {
+        let prefix = format!("shop: started {name} pid=");
+        self.printed
+            .iter()
+            .find_map(|line| line.strip_prefix(&prefix)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("the estate never said it started {name}"))
     }
 
     pub(crate) fn pid(&self) -> u32 {

@@ -57,6 +57,16 @@ const PEERS: &[Peer] = &[
         package: "rabbitmq-server",
         used_by: "msa-stream's RabbitMQ binder is tested against it",
     },
+    Peer {
+        program: "chromium",
+        package: "chromium",
+        used_by: "msa-admin's pages are tested in headless Chromium",
+    },
+    Peer {
+        program: "chromedriver",
+        package: "chromium-driver",
+        used_by: "the browser tests drive Chromium through WebDriver",
+    },
 ];
 
 fn main() -> ExitCode {
