@@ -47,7 +47,7 @@ async function api(path, options) {
   const response = await fetch(path, options);
   if (!response.ok) {
     let reason = response.status + " " + response.statusText;
-    try { reason = (await response.json()).error || reason; } catch (_) { /* not JSON */ }
+    try { const body = await response.json(); reason = body.message || body.error || reason; } catch (_) { /* not JSON */ }
     throw new Error(reason);
   }
   return response.status === 204 ? null : response.json();
