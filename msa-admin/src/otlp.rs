@@ -165,40 +165,57 @@ pub struct Stats {
     pub logs_received: u64,
 }
 
-/// What a trace costs beyond its spans: its map entry, its place in the eviction order
-/// and its span vector's header.
-const TRACE_OVERHEAD: usize = 96;
+/// What a trace costs beyond its spans' vector: its slot in the map (whose table is up to
+/// half empty), and its place in the eviction order.
+const TRACE_OVERHEAD: usize = 2 * (16 + std::mem::size_of::<Trace>()) + 2 * 16;
+
+/// The memory an allocation of `bytes` takes from the allocator: its header, rounded up to
+/// 16 bytes, at least 32 (glibc's malloc); nothing for an empty one.
+fn heap(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        ((bytes + 8 + 15) & !15).max(32)
+    }
+}
 
 /// Bytes the attributes take: the vector's slots and each text's allocation.
 fn attributes_size(attributes: &Vec<(String, String)>) -> usize {
-    attributes.capacity() * std::mem::size_of::<(String, String)>()
+    heap(attributes.capacity() * std::mem::size_of::<(String, String)>())
         + attributes
             .iter()
-            .map(|(k, v)| k.capacity() + v.capacity())
+            .map(|(k, v)| heap(k.capacity()) + heap(v.capacity()))
             .sum::<usize>()
 }
 
 impl SpanRecord {
-    /// The bytes this span holds: the record and every allocation it owns.
+    /// The bytes this span's allocations hold (its slot in the trace's vector is counted
+    /// with the vector).
     fn size(&self) -> usize {
-        std::mem::size_of::<SpanRecord>()
-            + self.trace_id.capacity()
-            + self.span_id.capacity()
-            + self.parent_span_id.as_ref().map_or(0, String::capacity)
-            + self.name.capacity()
-            + self.status_message.as_ref().map_or(0, String::capacity)
+        heap(self.trace_id.capacity())
+            + heap(self.span_id.capacity())
+            + self
+                .parent_span_id
+                .as_ref()
+                .map_or(0, |p| heap(p.capacity()))
+            + heap(self.name.capacity())
+            + self
+                .status_message
+                .as_ref()
+                .map_or(0, |m| heap(m.capacity()))
             + attributes_size(&self.attributes)
     }
 }
 
 impl LogRecord {
-    /// The bytes this record holds: the record and every allocation it owns.
+    /// The bytes this record holds: its slot in the queue (twice: a queue grows by
+    /// doubling) and every allocation it owns.
     fn size(&self) -> usize {
-        std::mem::size_of::<LogRecord>()
-            + self.trace_id.as_ref().map_or(0, String::capacity)
-            + self.span_id.as_ref().map_or(0, String::capacity)
-            + self.severity.capacity()
-            + self.body.capacity()
+        2 * std::mem::size_of::<(LogRecord, usize)>()
+            + self.trace_id.as_ref().map_or(0, |t| heap(t.capacity()))
+            + self.span_id.as_ref().map_or(0, |t| heap(t.capacity()))
+            + heap(self.severity.capacity())
+            + heap(self.body.capacity())
             + attributes_size(&self.attributes)
     }
 }
@@ -382,7 +399,6 @@ impl Collector {
                         attributes: attributes_of(&span.attributes, limits),
                         depth: 0,
                     };
-                    // A span vector's slots are counted as spans arrive, at their size.
                     let bytes = record.size();
                     let inner = &mut *inner;
                     let trace = match inner.traces.get_mut(&trace_id) {
@@ -399,7 +415,11 @@ impl Collector {
                         inner.stats.spans_dropped += 1;
                         continue;
                     }
+                    // The vector's allocation, counted as it grows.
+                    let slot = std::mem::size_of::<SpanRecord>();
+                    let before = heap(trace.spans.capacity() * slot);
                     trace.spans.push(record);
+                    let bytes = bytes + heap(trace.spans.capacity() * slot) - before;
                     trace.bytes += bytes;
                     inner.span_bytes += bytes;
                     inner.spans += 1;

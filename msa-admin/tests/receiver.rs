@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use msa_admin::otlp::{Collector, Limits, TraceQuery};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
@@ -306,4 +308,130 @@ async fn a_million_spans_stay_within_the_memory_budget() {
     assert_eq!(collector.trace(&newest).unwrap().len(), 10);
     assert!(collector.trace(&oldest).is_none());
     assert_eq!(collector.traces(&TraceQuery::default()).len(), 100);
+}
+
+/// The peak resident memory of process `pid`, in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// The memory budgets the admin process is tested with (MiB): spans, log records, and
+/// the process itself (the runtime, requests being decoded, allocator slack).
+const BUDGETS: (u64, u64, u64) = (16, 8, 48);
+/// Log records sent in batches of 2,000.
+const LOG_BATCHES: u64 = 100;
+
+/// The msa-admin binary, sent 1,000,000 spans and 200,000 log records over OTLP/HTTP with
+/// a 16 MiB span budget and an 8 MiB log budget: its peak resident memory stays under the
+/// budgets plus a stated 48 MiB for the process itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_process_stays_under_its_memory_cap_after_a_million_spans() {
+    let port = |listener: std::net::TcpListener| listener.local_addr().unwrap().port();
+    let otlp = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let pages = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let (span_budget, log_budget, process) = (BUDGETS.0 << 20, BUDGETS.1 << 20, BUDGETS.2 << 20);
+    let mut admin = tokio::process::Command::new(env!("CARGO_BIN_EXE_msa-admin"))
+        .args(["--registry", "http://127.0.0.1:1", "--bind"])
+        .arg(format!("127.0.0.1:{pages}"))
+        .arg("--otlp-bind")
+        .arg(format!("127.0.0.1:{otlp}"))
+        .arg("--max-span-bytes")
+        .arg(span_budget.to_string())
+        .arg("--max-log-bytes")
+        .arg(log_budget.to_string())
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = admin.id().unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{otlp}/v1/traces");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while http.post(&url).send().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "msa-admin did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for batch in 0..1000u64 {
+        let mut body = request(batch * 100, 10, "orders");
+        for trace in 1..100 {
+            body.resource_spans
+                .extend(request(batch * 100 + trace, 10, "orders").resource_spans);
+        }
+        let response = http
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(body.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let logs_url = format!("http://127.0.0.1:{otlp}/v1/logs");
+    for batch in 0..LOG_BATCHES {
+        let records = (0..2000u64)
+            .map(|n| LogRecord {
+                trace_id: u128::from(batch * 2000 + n).to_be_bytes().to_vec(),
+                span_id: n.to_be_bytes().to_vec(),
+                time_unix_nano: 1_700_000_000_000_000_000 + n,
+                severity_text: "INFO".into(),
+                body: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!(
+                        "order {n} confirmed: 2 x widget for 25.0 EUR"
+                    ))),
+                }),
+                ..LogRecord::default()
+            })
+            .collect();
+        let body = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        };
+        let response = http
+            .post(&logs_url)
+            .header("content-type", "application/x-protobuf")
+            .body(body.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let stats: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{pages}/api/collector"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["stats"]["spansReceived"], 1_000_000, "{stats}");
+    assert_eq!(
+        stats["stats"]["logsReceived"],
+        LOG_BATCHES * 2000,
+        "{stats}"
+    );
+    let peak = peak_rss(pid);
+    println!(
+        "msa-admin after 1,000,000 spans: peak RSS {:.1} MiB (cap {} MiB); {stats}",
+        peak as f64 / 1048576.0,
+        (span_budget + log_budget + process) >> 20
+    );
+    assert!(
+        peak <= span_budget + log_budget + process,
+        "peak RSS {peak} B over the cap"
+    );
+    admin.kill().await.unwrap();
 }
