@@ -1,6 +1,7 @@
 //! msa-admin against the real shop estate, in headless Chromium driven through WebDriver:
 //! the estate page lists every service and instance; one order's trace shows the spans of
-//! the gateway, orders, inventory and payments in one waterfall, and their log lines; a log
+//! the gateway, orders, inventory and payments in one waterfall, and their log lines; the
+//! gateway's routes and the config server's applications are listed; a log
 //! level changed in the page changes what the instance logs; payments stopping turns its
 //! instance DOWN and the orders → payments breaker OPEN on the page. Screenshots go to
 //! `target/test-artifacts/admin/`.
@@ -136,6 +137,24 @@ async fn the_admin_shows_the_estate_its_traces_log_levels_and_breakers() {
         }
     }
     screenshot(&browser, "estate.png").await;
+
+    // The gateway's routes and the config server's applications.
+    browser.goto(&format!("{admin}/config")).await.unwrap();
+    until_element(
+        &browser,
+        "the gateway's orders route",
+        "tr[data-route='orders']",
+        Duration::from_secs(10),
+    )
+    .await;
+    until_element(
+        &browser,
+        "the config server's view of orders",
+        "tr[data-application='orders'][data-version]",
+        Duration::from_secs(10),
+    )
+    .await;
+    screenshot(&browser, "config.png").await;
 
     // One order's trace: spans of the gateway, orders, inventory and payments in one
     // waterfall, and the log lines of each.

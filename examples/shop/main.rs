@@ -43,7 +43,7 @@ enum Process {
     /// msa-gateway with a routes file (--source FILE.yaml).
     Gateway(servers::ServerArgs),
     /// msa-admin (the estate's dashboard and OTLP receiver).
-    Admin(servers::AdminArgs),
+    Admin(Box<servers::AdminArgs>),
     /// The orders service.
     Orders(common::ServiceArgs),
     /// The inventory service.
@@ -66,7 +66,7 @@ async fn main() -> ExitCode {
             ("msa-config-server", servers::config_server(args).await)
         }
         Some(Process::Gateway(args)) => ("msa-gateway", servers::gateway(args).await),
-        Some(Process::Admin(args)) => ("msa-admin", servers::admin(args).await),
+        Some(Process::Admin(args)) => ("msa-admin", servers::admin(*args).await),
         Some(Process::Orders(args)) => ("orders", orders::run(args).await),
         Some(Process::Inventory(args)) => ("inventory", inventory::run(args).await),
         Some(Process::Payments(args)) => ("payments", payments::run(args).await),

@@ -148,7 +148,7 @@ function instancePage(service, id) {
                 h("td", {}, new Date(b.sinceMs).toLocaleTimeString()),
                 h("td", {}, b.transitions.map((t) => new Date(t.atMs).toLocaleTimeString() + " " + t.from + " → " + t.to).join(", ") || "–"))))),
         h("div", { class: "card" }, h("h2", {}, "Calls to other services"),
-          Object.keys(d.calls).length === 0 ? h("p", { class: "muted" }, "None in the last interval.") :
+          Object.keys(d.calls).length === 0 ? h("p", { class: "muted" }, "None in the last 30 s.") :
           h("table", {}, h("tr", {}, ["target", "req/s", "errors %", "p99 ms"].map((t) => h("th", {}, t))),
             Object.entries(d.calls).map(([target, w]) => h("tr", {}, h("td", {}, target),
               h("td", { class: "num" }, fixed(w.rate)), h("td", { class: "num" }, fixed(w.errorPct)), h("td", { class: "num" }, fixed(w.p99Ms)))))),
@@ -249,9 +249,12 @@ function drawGraph(g) {
       if (e.from !== e.to && depth[e.to] < depth[e.from] + 1 && depth[e.from] + 1 < g.nodes.length) depth[e.to] = depth[e.from] + 1;
     }
   }
+  // Services on an edge first (callers above what they call), services without calls after.
+  const linked = new Set(g.edges.flatMap((e) => [e.from, e.to]));
+  const nodes = [...g.nodes].sort((a, b) => (linked.has(b.name) - linked.has(a.name)) || a.name.localeCompare(b.name));
   const columns = {};
-  for (const n of g.nodes) (columns[depth[n.name]] = columns[depth[n.name]] || []).push(n);
-  const colWidth = 280, rowHeight = 90, boxW = 170, boxH = 46;
+  for (const n of nodes) (columns[depth[n.name]] = columns[depth[n.name]] || []).push(n);
+  const colWidth = 420, rowHeight = 100, boxW = 180, boxH = 46;
   const pos = {};
   let rows = 1;
   for (const [c, nodes] of Object.entries(columns)) {
@@ -270,8 +273,9 @@ function drawGraph(g) {
     const idle = e.window.rate === 0;
     root.append(svg("g", { "data-edge": e.from + "->" + e.to },
       svg("line", { x1, y1, x2, y2, stroke: bad ? "#b91c1c" : idle ? "#cbd5e1" : "#64748b", "stroke-width": 1.5, "marker-end": "url(#arrow)" }),
-      svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6, "text-anchor": "middle", fill: bad ? "#b91c1c" : "#334155" },
-        fixed(e.window.rate) + " rps · " + fixed(e.window.errorPct) + "% · p99 " + fixed(e.window.p99Ms, 0) + " ms")));
+      idle ? [] : svg("text", { x: x1 + (x2 - x1) * 0.5, y: y1 + (y2 - y1) * 0.5 - 18, "text-anchor": "middle", fill: bad ? "#b91c1c" : "#334155" },
+        svg("tspan", {}, fixed(e.window.rate) + " rps · " + fixed(e.window.errorPct) + "% errors"),
+        svg("tspan", { x: x1 + (x2 - x1) * 0.5, dy: "14" }, "p99 " + fixed(e.window.p99Ms, 0) + " ms"))));
   }
   for (const n of g.nodes) {
     const p = pos[n.name];
@@ -311,7 +315,7 @@ async function configPage() {
       h("h2", {}, s.server),
       s.repository ? h("p", { class: "muted" }, "repository: " + (s.repository.location || "") + " version " + (s.repository.version || "")) : null,
       h("table", {}, h("tr", {}, ["application", "profiles", "version", "property sources"].map((t) => h("th", {}, t))),
-        s.applications.map((a) => h("tr", { "data-application": a.application },
+        s.applications.map((a) => h("tr", { "data-application": a.application, "data-version": a.version || null },
           h("td", {}, a.application),
           h("td", {}, (a.profiles || []).join(", ")),
           h("td", {}, a.error ? h("span", { class: "error-text" }, a.error) : (a.version || "–")),

@@ -160,8 +160,11 @@ fn label<'a>(labels: &'a [(&str, String)], name: &str) -> Option<&'a str> {
         .map(|(_, value)| value.as_str())
 }
 
+/// A sample's labels, as written (values unescaped).
+type Labels<'a> = Vec<(&'a str, String)>;
+
 /// `name{a="1",b="2"} value [timestamp]` as its parts; `None` for anything else.
-fn split(line: &str) -> Option<(&str, Vec<(&str, String)>, f64)> {
+fn split(line: &str) -> Option<(&str, Labels<'_>, f64)> {
     let line = line.trim();
     let name_end = line.find(['{', ' '])?;
     let name = &line[..name_end];
@@ -180,7 +183,7 @@ fn split(line: &str) -> Option<(&str, Vec<(&str, String)>, f64)> {
 }
 
 /// The labels up to the closing brace, and what follows it.
-fn parse_labels(mut text: &str) -> Option<(Vec<(&str, String)>, &str)> {
+fn parse_labels(mut text: &str) -> Option<(Labels<'_>, &str)> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start_matches([' ', ',']);

@@ -186,9 +186,13 @@ impl State {
                     })
             },
         )?;
+        // The unnamed stack only checks the defaults (which the registry checked when it
+        // was made): a breaker of its own would be a live breaker named "" in every
+        // listing and scrape.
         let breaker = self
             .breakers
             .as_ref()
+            .filter(|_| !name.is_empty())
             .map(|registry| {
                 registry
                     .get(name)
@@ -450,6 +454,20 @@ impl<S, C: Clone, R: Clone> Layer<S> for ResilienceLayer<C, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checking_the_defaults_makes_no_unnamed_breaker() {
+        let resilience = Resilience::new(ResilienceConfig {
+            circuitbreaker: Some(Section::default()),
+            ..Default::default()
+        })
+        .unwrap();
+        let registry = resilience.breakers().unwrap();
+        assert!(registry.breakers().is_empty(), "{:?}", registry.breakers());
+        resilience.stack("payments", 8).unwrap();
+        let names: Vec<String> = registry.breakers().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["payments"]);
+    }
 
     #[test]
     fn stacks_past_the_bound_are_not_made() {
