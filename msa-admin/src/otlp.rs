@@ -139,8 +139,14 @@ pub struct TraceQuery {
     pub min_duration_ms: Option<u64>,
     /// Only traces with an error.
     pub error: Option<bool>,
-    /// At most this many, newest first (100; at most 1,000).
+    /// At most this many, the newest to arrive first (100; at most 1,000).
     pub limit: Option<usize>,
+}
+
+impl TraceQuery {
+    fn min_duration_ns(&self) -> u64 {
+        self.min_duration_ms.unwrap_or(0).saturating_mul(1_000_000)
+    }
 }
 
 /// What the collector holds, for its own page and metrics.
@@ -481,24 +487,33 @@ impl Collector {
 
     /// The traces `query` asks for, newest first.
     pub fn traces(&self, query: &TraceQuery) -> Vec<TraceSummary> {
-        let min_ns = query.min_duration_ms.unwrap_or(0).saturating_mul(1_000_000);
+        let min_ns = query.min_duration_ns();
+        let limit = query.limit.unwrap_or(100).min(1000);
         let inner = self.lock();
-        let mut found: Vec<TraceSummary> = inner
-            .traces
-            .values()
-            .filter_map(|trace| {
-                let summary = summary(trace)?;
-                let wanted = summary.duration_ns >= min_ns
-                    && (query.error != Some(true) || summary.error)
-                    && query
-                        .service
-                        .as_deref()
-                        .is_none_or(|service| summary.services.iter().any(|s| &**s == service));
-                wanted.then_some(summary)
-            })
-            .collect();
+        // Newest first, stopping at the limit: a search costs what it returns, not what
+        // the collector holds (unless little matches).
+        let mut found: Vec<TraceSummary> = Vec::with_capacity(limit.min(64));
+        for id in inner.order.iter().rev() {
+            if found.len() == limit {
+                break;
+            }
+            let Some(trace) = inner.traces.get(id) else {
+                continue;
+            };
+            let spans = &trace.spans;
+            let wanted = (query.error != Some(true) || spans.iter().any(|s| s.error))
+                && query
+                    .service
+                    .as_deref()
+                    .is_none_or(|service| spans.iter().any(|s| &*s.service == service));
+            if let Some(summary) = wanted.then(|| summary(trace)).flatten()
+                && summary.duration_ns >= min_ns
+            {
+                found.push(summary);
+            }
+        }
+        drop(inner);
         found.sort_by_key(|trace| std::cmp::Reverse(trace.start_ns));
-        found.truncate(query.limit.unwrap_or(100).min(1000));
         found
     }
 
