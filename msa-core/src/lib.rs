@@ -47,6 +47,8 @@ pub mod backoff;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod duration;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod http;
 mod instance;
 #[cfg(feature = "jwt")]

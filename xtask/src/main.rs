@@ -5,7 +5,8 @@
 //! tests start (servers and tools from Debian's packages) when they are missing, then runs
 //! `cargo test --workspace --all-features [ARGS]`. Where it cannot install them (no
 //! `apt-get`, or neither root nor password-less `sudo`), it names the command to run and
-//! stops before the tests.
+//! stops before the tests. `cargo xtask provision` installs them without running the tests
+//! (CI runs it before clippy: building with `--all-features` needs `protoc`).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -20,7 +21,8 @@ struct Peer {
     used_by: &'static str,
 }
 
-/// Everything beyond the Rust toolchain that the tests run.
+/// Everything beyond the Rust toolchain that the tests run (and `protoc`, which a build
+/// with every feature runs).
 const PEERS: &[Peer] = &[
     Peer {
         program: "kill",
@@ -58,6 +60,16 @@ const PEERS: &[Peer] = &[
         used_by: "msa-stream's RabbitMQ binder is tested against it",
     },
     Peer {
+        program: "etcd",
+        package: "etcd-server",
+        used_by: "the registry, discovery and config on etcd are tested on a 3-member cluster",
+    },
+    Peer {
+        program: "protoc",
+        package: "protobuf-compiler",
+        used_by: "building etcd-client compiles etcd's gRPC API (feature `etcd`)",
+    },
+    Peer {
         program: "chromium",
         package: "chromium",
         used_by: "msa-admin's pages are tested in headless Chromium",
@@ -73,6 +85,13 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("test") => test(args.collect()),
+        Some("provision") => match provision() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => {
+                eprintln!("xtask: {reason}");
+                ExitCode::FAILURE
+            }
+        },
         Some("peers") => {
             for peer in PEERS {
                 let state = if installed(peer.program) {
@@ -81,7 +100,7 @@ fn main() -> ExitCode {
                     "missing"
                 };
                 println!(
-                    "{:<13} {:<13} {state:<9} {}",
+                    "{:<16} {:<18} {state:<9} {}",
                     peer.program, peer.package, peer.used_by
                 );
             }
@@ -91,6 +110,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask test [ARGS]   install the tests' peers if missing, then \
                  cargo test --workspace --all-features [ARGS]\n       \
+                 cargo xtask provision     install the missing peers and build tools only\n       \
                  cargo xtask peers         list the peers and whether they are installed"
             );
             ExitCode::from(2)

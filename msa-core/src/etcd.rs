@@ -1,0 +1,302 @@
+//! etcd, the distributed engine msa runs on past one machine (feature `etcd`): clients
+//! from `etcd://host:port[,host:port…]` URLs, and leader election for work only one replica
+//! should do (an outbox relay, a saga resumer, a sweeper).
+//!
+//! The client is [`etcd_client`] (etcd's gRPC API over tonic), re-exported here so every
+//! msa crate uses one version. A client keeps one channel to the endpoints and moves to
+//! another when one fails.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), msa_core::etcd::EtcdError> {
+//! use msa_core::etcd::{self, Election};
+//!
+//! let client = etcd::connect("etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379").await?;
+//! let leadership = Election::new(client, "outbox-relay", "orders-7f3a").campaign().await?;
+//! // Only this replica runs the relay until it resigns (drops `leadership`) or loses its
+//! // lease (a partition), when `lost()` completes.
+//! leadership.lost().await;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+pub use etcd_client;
+use etcd_client::{Client, ConnectOptions, LeaderKey, ResignOptions};
+use tokio::sync::watch;
+
+use tonic::Code as tonic_code;
+
+/// An etcd URL that cannot be used, or an etcd call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// The URL is not `etcd://host:port[,host:port…]`.
+    #[error("not an etcd URL (etcd://host:port[,host:port...]): {0}")]
+    Url(String),
+    /// etcd answered with an error, or could not be reached.
+    #[error("etcd: {0}")]
+    Client(#[from] etcd_client::Error),
+}
+
+/// The endpoints of `url`: `etcd://h1:2379,h2:2379` (or `http://` URLs, or bare
+/// `host:port`s), each as `http://host:port`.
+///
+/// ```
+/// let endpoints = msa_core::etcd::endpoints("etcd://10.0.0.1:2379,10.0.0.2:2379").unwrap();
+/// assert_eq!(endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+/// assert!(msa_core::etcd::endpoints("etcd://").is_err());
+/// ```
+pub fn endpoints(url: &str) -> Result<Vec<String>, EtcdError> {
+    let list = url
+        .strip_prefix("etcd://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let authority = e.strip_prefix("http://").unwrap_or(e);
+            let valid = authority
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if valid && !authority.contains('/') {
+                Ok(format!("http://{authority}"))
+            } else {
+                Err(EtcdError::Url(crate::secrets::mask_url(url)))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    if endpoints.is_empty() {
+        return Err(EtcdError::Url(crate::secrets::mask_url(url)));
+    }
+    Ok(endpoints)
+}
+
+/// A client of the cluster at `url` (see [`endpoints`]): connects within 5 s, and sends
+/// keep-alive pings so a dead connection is noticed within seconds.
+pub async fn connect(url: &str) -> Result<Client, EtcdError> {
+    let endpoints = endpoints(url)?;
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(10))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    Ok(Client::connect(endpoints, Some(options)).await?)
+}
+
+/// Leader election on etcd's election API: of every replica campaigning for one name,
+/// one leads at a time. Leadership is bound to a lease the leader keeps alive; a leader
+/// that dies or is cut off loses it within the lease's time to live, and the next
+/// campaigner leads.
+#[derive(Clone)]
+pub struct Election {
+    client: Client,
+    name: String,
+    value: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("name", &self.name)
+            .field("value", &self.value)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Election {
+    /// A campaign for `name` (the election's key), announcing `value` (who leads: an
+    /// instance id) while leading. Leadership lasts 10 s past the leader's last renewal
+    /// unless [`ttl`](Self::ttl) says otherwise.
+    pub fn new(client: Client, name: impl Into<String>, value: impl Into<String>) -> Self {
+        Election {
+            client,
+            name: format!("/msa/elections/{}", name.into()),
+            value: value.into(),
+            ttl: Duration::from_secs(10),
+        }
+    }
+
+    /// How long leadership outlives a leader that stopped renewing it (at least 2 s; etcd
+    /// counts leases in whole seconds).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl.max(Duration::from_secs(2));
+        self
+    }
+
+    /// Who leads now (their value), if anyone.
+    pub async fn leader(&self) -> Result<Option<String>, EtcdError> {
+        let mut client = self.client.clone();
+        match client.leader(self.name.as_str()).await {
+            Ok(answer) => Ok(answer
+                .kv()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+            // No campaigner: etcd answers "election: no leader".
+            Err(etcd_client::Error::GRpcStatus(status))
+                if status.message().contains("no leader") =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Waits until this campaign leads, then returns its leadership. While etcd is
+    /// unreachable or electing a leader of its own, the campaign is retried (with growing
+    /// pauses, up to 5 s); other errors end it.
+    pub async fn campaign(&self) -> Result<Leadership, EtcdError> {
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match self.try_campaign().await {
+                Ok(leadership) => return Ok(leadership),
+                Err(EtcdError::Client(error)) if transient(&error) => {
+                    tracing::warn!(election = %self.name, %error, "campaign interrupted; retrying");
+                    backoff.wait().await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn try_campaign(&self) -> Result<Leadership, EtcdError> {
+        let mut client = self.client.clone();
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        let lease = client.lease_grant(ttl, None).await?.id();
+        let (leading, lost) = watch::channel(true);
+        let keeper = tokio::spawn(keep_alive(client.clone(), lease, self.ttl, leading));
+        let campaign = client
+            .campaign(self.name.as_str(), self.value.as_str(), lease)
+            .await;
+        match campaign {
+            Ok(answer) => {
+                let key = answer.leader().cloned();
+                tracing::info!(election = %self.name, value = %self.value, "leading");
+                Ok(Leadership {
+                    client,
+                    key,
+                    lease,
+                    lost,
+                    keeper,
+                })
+            }
+            Err(error) => {
+                keeper.abort();
+                let _ = client.lease_revoke(lease).await;
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// Whether `error` is etcd being unreachable or between leaders: worth retrying.
+pub fn transient(error: &etcd_client::Error) -> bool {
+    use etcd_client::Error;
+    match error {
+        Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic_code::Unavailable | tonic_code::DeadlineExceeded | tonic_code::Unknown
+        ),
+        Error::TransportError(_) | Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Keeps `lease` alive every third of `ttl`; says `false` on `leading` once the lease is
+/// gone (etcd says so, or no renewal got through for a whole `ttl`).
+async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, leading: watch::Sender<bool>) {
+    let every = ttl / 3;
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        let outcome = async {
+            let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+            loop {
+                keeper.keep_alive().await?;
+                match answers.message().await? {
+                    Some(answer) if answer.ttl() > 0 => renewed = tokio::time::Instant::now(),
+                    // The lease expired or was revoked: leadership is over.
+                    _ => return Ok::<bool, etcd_client::Error>(false),
+                }
+                tokio::time::sleep(every).await;
+            }
+        }
+        .await;
+        match outcome {
+            Ok(_) => break,
+            Err(error) => {
+                if renewed.elapsed() >= ttl {
+                    tracing::warn!(%error, "leadership lease not renewed within its ttl");
+                    break;
+                }
+                tokio::time::sleep(every.min(Duration::from_millis(500))).await;
+            }
+        }
+    }
+    let _ = leading.send(false);
+}
+
+/// Leading an [`Election`]. Dropping it resigns (in the background); [`resign`](Self::resign)
+/// waits for etcd to hear it.
+pub struct Leadership {
+    client: Client,
+    key: Option<LeaderKey>,
+    lease: i64,
+    lost: watch::Receiver<bool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("lease", &self.lease)
+            .field("leading", &self.is_leading())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leadership {
+    /// Whether this replica still leads.
+    pub fn is_leading(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Completes when leadership is lost (the lease expired: this replica was cut off or
+    /// too slow to renew it). Stop the leader's work then: another replica may lead.
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        let _ = lost.wait_for(|leading| !leading).await;
+    }
+
+    /// Gives up leadership now, so another campaigner leads at once.
+    pub async fn resign(mut self) -> Result<(), EtcdError> {
+        self.keeper.abort();
+        resign(&mut self.client, self.key.take(), self.lease).await
+    }
+}
+
+async fn resign(client: &mut Client, key: Option<LeaderKey>, lease: i64) -> Result<(), EtcdError> {
+    if let Some(key) = key {
+        client
+            .resign(Some(ResignOptions::new().with_leader(key)))
+            .await?;
+    }
+    client.lease_revoke(lease).await?;
+    Ok(())
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.keeper.abort();
+        if let Some(key) = self.key.take() {
+            let mut client = self.client.clone();
+            let lease = self.lease;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = resign(&mut client, Some(key), lease).await;
+                });
+            }
+        }
+    }
+}
