@@ -166,7 +166,14 @@ impl Election {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let lease = client.lease_grant(ttl, None).await?.id();
         let (leading, lost) = watch::channel(true);
-        let keeper = tokio::spawn(keep_alive(client.clone(), lease, self.ttl, leading));
+        let keeper = {
+            let (client, ttl, name) = (client.clone(), self.ttl, self.name.clone());
+            tokio::spawn(async move {
+                let why = keep_alive(client, lease, ttl).await;
+                tracing::warn!(election = %name, reason = %why, "leadership lost");
+                let _ = leading.send(false);
+            })
+        };
         let campaign = client
             .campaign(self.name.as_str(), self.value.as_str(), lease)
             .await;
@@ -204,9 +211,9 @@ pub fn transient(error: &etcd_client::Error) -> bool {
     }
 }
 
-/// Keeps `lease` alive every third of `ttl`; says `false` on `leading` once the lease is
-/// gone (etcd says so, or no renewal got through for a whole `ttl`).
-async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, leading: watch::Sender<bool>) {
+/// Keeps `lease` alive, renewing it every third of `ttl`, until it is lost: etcd says it
+/// expired or was revoked, or no renewal got through for a whole `ttl`. Returns why.
+pub async fn keep_alive(mut client: Client, lease: i64, ttl: Duration) -> String {
     let every = ttl / 3;
     let mut renewed = tokio::time::Instant::now();
     loop {
@@ -216,25 +223,20 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, leading: watc
                 keeper.keep_alive().await?;
                 match answers.message().await? {
                     Some(answer) if answer.ttl() > 0 => renewed = tokio::time::Instant::now(),
-                    // The lease expired or was revoked: leadership is over.
-                    _ => return Ok::<bool, etcd_client::Error>(false),
+                    _ => return Ok::<(), etcd_client::Error>(()),
                 }
                 tokio::time::sleep(every).await;
             }
         }
         .await;
         match outcome {
-            Ok(_) => break,
-            Err(error) => {
-                if renewed.elapsed() >= ttl {
-                    tracing::warn!(%error, "leadership lease not renewed within its ttl");
-                    break;
-                }
-                tokio::time::sleep(every.min(Duration::from_millis(500))).await;
+            Ok(()) => return "etcd says the lease expired".into(),
+            Err(error) if renewed.elapsed() >= ttl => {
+                return format!("not renewed within its ttl: {error}");
             }
+            Err(_) => tokio::time::sleep(every.min(Duration::from_millis(500))).await,
         }
     }
-    let _ = leading.send(false);
 }
 
 /// Leading an [`Election`]. Dropping it resigns (in the background); [`resign`](Self::resign)

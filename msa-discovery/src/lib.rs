@@ -17,6 +17,8 @@
 
 pub mod balance;
 pub mod discovery;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod eureka;
 pub mod registration;
 #[cfg(feature = "server")]
