@@ -68,7 +68,9 @@ impl Admin {
 
     /// The pages and their JSON API (`/`, `/instances/{service}/{id}`, `/graph`,
     /// `/config`, `/traces`, `/traces/{trace_id}`, `/logs/{trace_id}`, `/api/...`). With
-    /// `login`, every request needs it.
+    /// `login`, every request needs it; without, only requests for `localhost` or a
+    /// loopback address are answered (421 otherwise), so another site's page cannot reach
+    /// them through a name that resolves to 127.0.0.1.
     pub fn router(&self, login: Option<Authorization>) -> Router {
         web::router(self.estate.clone(), &self.collector, login)
     }

@@ -33,8 +33,8 @@ struct AppState {
     estate: Estate,
 }
 
-/// The pages and the API over `estate` and `collector`. With `login`, every request but
-/// `/actuator/health` needs it (HTTP Basic or Bearer).
+/// The pages and the API over `estate` and `collector`. With `login`, every request needs
+/// it (HTTP Basic or Bearer); without, only requests for a loopback host are answered.
 pub(crate) fn router(
     estate: Estate,
     collector: &Collector,
@@ -66,6 +66,9 @@ pub(crate) fn router(
         .with_state(AppState { estate });
     let app = pages.merge(api).merge(collector.api());
     let app = match login {
+        // Without a login the pages are for this machine only: a page of another site
+        // whose name resolves to 127.0.0.1 (DNS rebinding) must not reach them.
+        None => app.layer(axum::middleware::from_fn(loopback_host)),
         Some(login) => app.layer(axum::middleware::from_fn(
             move |request: Request, next: Next| {
                 let login = login.clone();
@@ -78,9 +81,34 @@ pub(crate) fn router(
                 }
             },
         )),
-        None => app,
     };
     app.layer(axum::middleware::from_fn(security_headers))
+}
+
+/// Refuses (421) a request whose `Host` is not a loopback name or address.
+async fn loopback_host(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        next.run(request).await
+    } else {
+        error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "without a login, msa-admin answers only requests for localhost or a loopback address",
+        )
+    }
 }
 
 /// No framing by other sites, no sniffing, scripts and styles from the admin only.

@@ -310,6 +310,21 @@ async fn hostile_instances_and_requests_are_bounded() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+    // Without a login, only loopback names: not another site's name resolving here.
+    let rebound = http
+        .get(url("/api/estate"))
+        .header("host", format!("evil.example:{}", pages.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421);
+    let named = http
+        .get(url("/api/estate"))
+        .header("host", format!("localhost:{}", pages.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 200);
     // The pages come with a policy that keeps other sites' scripts and frames out.
     let page = http.get(url("/traces/abc")).send().await.unwrap();
     assert_eq!(page.status(), 200);
