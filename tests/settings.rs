@@ -9,6 +9,9 @@
 #[cfg(feature = "dns")]
 #[path = "support/dnsmasq.rs"]
 mod dnsmasq;
+#[cfg(feature = "etcd")]
+#[path = "support/etcd.rs"]
+mod etcd;
 #[path = "support/registry.rs"]
 mod registry;
 #[path = "support/tls.rs"]
@@ -427,6 +430,65 @@ async fn dns_discovery_from_settings() {
         "application.yml",
         "msa.discovery.dns.services.inventory: inventory.shop.test\nmsa.discovery.type: dns\n",
     );
+    let app = msa::App::new("orders").load(load(dir.path(), &[]));
+    assert!(app.balancer().is_none());
+}
+
+/// `msa.discovery.type: etcd`: an app registers itself in etcd (a key under its lease)
+/// and another finds it there; a clean stop removes it at once.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_discovery_and_registration_from_settings() {
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let cluster = etcd::Cluster::start(etcd_dir.path(), 1);
+    let settings = |register: bool| {
+        format!(
+            "msa:\n  discovery:\n    type: etcd\n    etcd:\n      endpoints: etcd://{}\n      prefix: /settings-test\n      lease: 3s\n      register: {register}\n",
+            cluster.endpoints()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "application.yml", &settings(true));
+    let inventory = msa::App::new("inventory")
+        .load(load(dir.path(), &[]))
+        .bind("127.0.0.1:0")
+        .handle_signals(false)
+        .router(hello("inventory on etcd"))
+        .start()
+        .await
+        .unwrap();
+    let callers = tempfile::tempdir().unwrap();
+    write(callers.path(), "application.yml", &settings(false));
+    let orders = msa::App::new("orders").load(load(callers.path(), &[]));
+    answers(
+        &orders.client(),
+        "http://inventory/hello",
+        "inventory on etcd",
+    )
+    .await;
+
+    // Only inventory registered (orders says register: false), under the prefix.
+    let client = msa::core::etcd::connect(&cluster.endpoints())
+        .await
+        .unwrap();
+    let discovery = msa::discovery::etcd::EtcdDiscovery::with_prefix(client, "/settings-test");
+    let mut catalog = discovery.catalog();
+    let listed = catalog
+        .wait_for(|c| !c.is_empty())
+        .await
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(listed, ["inventory"]);
+    inventory.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), catalog.wait_for(|c| c.is_empty()))
+        .await
+        .expect("deregistered at once")
+        .unwrap();
+
+    // Without endpoints: an error naming the key.
+    write(dir.path(), "application.yml", "msa.discovery.type: etcd\n");
     let app = msa::App::new("orders").load(load(dir.path(), &[]));
     assert!(app.balancer().is_none());
 }

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use etcd_client;
@@ -82,6 +83,57 @@ pub async fn connect(url: &str) -> Result<Client, EtcdError> {
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
         .with_keep_alive_while_idle(true);
     Ok(Client::connect(endpoints, Some(options)).await?)
+}
+
+/// A client connected on first use: for settings read where nothing can wait (building
+/// an app), used by tasks that can. A failed connection is tried again at the next use.
+/// Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct LazyClient {
+    url: Arc<str>,
+    client: Arc<tokio::sync::OnceCell<Client>>,
+}
+
+impl std::fmt::Debug for LazyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyClient")
+            .field("url", &crate::secrets::mask_url(&self.url))
+            .field("connected", &self.client.initialized())
+            .finish()
+    }
+}
+
+impl LazyClient {
+    /// A client of the cluster at `url`, not connected yet; the URL is checked now.
+    pub fn new(url: &str) -> Result<LazyClient, EtcdError> {
+        endpoints(url)?;
+        Ok(LazyClient {
+            url: url.into(),
+            client: Arc::default(),
+        })
+    }
+
+    /// A client that is connected already.
+    pub fn ready(client: Client) -> LazyClient {
+        LazyClient {
+            url: "".into(),
+            client: Arc::new(tokio::sync::OnceCell::new_with(Some(client))),
+        }
+    }
+
+    /// The client, connecting first if no use has yet.
+    pub async fn get(&self) -> Result<Client, EtcdError> {
+        self.client
+            .get_or_try_init(|| connect(&self.url))
+            .await
+            .cloned()
+    }
+}
+
+impl From<Client> for LazyClient {
+    fn from(client: Client) -> Self {
+        LazyClient::ready(client)
+    }
 }
 
 /// Leader election on etcd's election API: of every replica campaigning for one name,

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use msa_core::ServiceInstance;
 use msa_core::backoff::Backoff;
-use msa_core::etcd::etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use msa_core::etcd::LazyClient;
+use msa_core::etcd::etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
 use msa_core::shutdown::Shutdown;
 use tokio::sync::watch;
 
@@ -57,7 +58,7 @@ pub struct EtcdDiscovery {
 }
 
 struct Inner {
-    client: Client,
+    client: LazyClient,
     prefix: String,
     services: Watches,
 }
@@ -71,18 +72,18 @@ impl std::fmt::Debug for EtcdDiscovery {
 }
 
 impl EtcdDiscovery {
-    /// Discovery through `client`, under the default prefix. Call inside a tokio runtime:
-    /// each watched service is followed by a task until this and every receiver are
-    /// dropped.
-    pub fn new(client: Client) -> Self {
+    /// Discovery through `client` (connected, or a [`LazyClient`] that connects on first
+    /// use), under the default prefix. Call inside a tokio runtime: each watched service
+    /// is followed by a task until this and every receiver are dropped.
+    pub fn new(client: impl Into<LazyClient>) -> Self {
         Self::with_prefix(client, PREFIX)
     }
 
     /// Discovery under another key prefix (several estates in one etcd).
-    pub fn with_prefix(client: Client, prefix: &str) -> Self {
+    pub fn with_prefix(client: impl Into<LazyClient>, prefix: &str) -> Self {
         EtcdDiscovery {
             inner: Arc::new(Inner {
-                client,
+                client: client.into(),
                 prefix: prefix.trim_end_matches('/').to_owned(),
                 services: Watches::default(),
             }),
@@ -136,14 +137,15 @@ impl Discovery for EtcdDiscovery {
 /// revision after it; a broken watch (etcd unreachable, the revision compacted) reads
 /// again. `publish` gets each new list and says whether anyone still listens.
 async fn follow(
-    mut client: Client,
+    client: LazyClient,
     prefix: String,
     mut publish: impl FnMut(Vec<ServiceInstance>) -> bool + Send + 'static,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut failing = false;
     loop {
-        let outcome: Result<(), msa_core::etcd::etcd_client::Error> = async {
+        let outcome: Result<(), msa_core::etcd::EtcdError> = async {
+            let mut client = client.get().await?;
             let read = client
                 .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
                 .await?;
@@ -170,7 +172,8 @@ async fn follow(
                     // Compacted past our revision: read everything again.
                     return Err(msa_core::etcd::etcd_client::Error::WatchError(
                         "watch canceled".into(),
-                    ));
+                    )
+                    .into());
                 }
                 for event in answer.events() {
                     let Some(kv) = event.kv() else { continue };
@@ -192,9 +195,7 @@ async fn follow(
                     return Ok(());
                 }
             }
-            Err(msa_core::etcd::etcd_client::Error::WatchError(
-                "watch stream ended".into(),
-            ))
+            Err(msa_core::etcd::etcd_client::Error::WatchError("watch stream ended".into()).into())
         }
         .await;
         match outcome {
@@ -229,7 +230,7 @@ fn decode(key: &[u8], value: &[u8]) -> Option<ServiceInstance> {
 /// One instance registered in etcd; see the [module docs](self).
 #[derive(Clone)]
 pub struct EtcdRegistration {
-    client: Client,
+    client: LazyClient,
     instance: ServiceInstance,
     key: String,
     lease: Duration,
@@ -246,21 +247,25 @@ impl std::fmt::Debug for EtcdRegistration {
 }
 
 impl EtcdRegistration {
-    /// `instance`'s registration through `client`, under the default prefix, with a 30 s
-    /// lease.
-    pub fn new(client: Client, instance: ServiceInstance) -> Self {
+    /// `instance`'s registration through `client` (connected, or a [`LazyClient`]), under
+    /// the default prefix, with a 30 s lease.
+    pub fn new(client: impl Into<LazyClient>, instance: ServiceInstance) -> Self {
         Self::with_prefix(client, instance, PREFIX)
     }
 
     /// The same under another key prefix.
-    pub fn with_prefix(client: Client, instance: ServiceInstance, prefix: &str) -> Self {
+    pub fn with_prefix(
+        client: impl Into<LazyClient>,
+        instance: ServiceInstance,
+        prefix: &str,
+    ) -> Self {
         let key = format!(
             "{}{}",
             service_prefix(prefix.trim_end_matches('/'), &instance.service),
             instance.id
         );
         EtcdRegistration {
-            client,
+            client: client.into(),
             instance,
             key,
             lease: Duration::from_secs(30),
@@ -287,7 +292,7 @@ impl EtcdRegistration {
 
     /// Grants a lease and puts the instance under it; the lease's id.
     pub async fn register(&self) -> Result<i64, msa_core::etcd::EtcdError> {
-        let mut client = self.client.clone();
+        let mut client = self.client.get().await?;
         let ttl = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
         let lease = client.lease_grant(ttl, None).await?.id();
         let value = serde_json::to_vec(&self.instance).unwrap_or_default();
@@ -306,7 +311,7 @@ impl EtcdRegistration {
     /// Revokes the lease, which deletes the key at once.
     pub async fn deregister(&self) -> Result<(), msa_core::etcd::EtcdError> {
         let lease = self.registered.send_replace(None);
-        let mut client = self.client.clone();
+        let mut client = self.client.get().await?;
         match lease {
             Some(lease) => {
                 client.lease_revoke(lease).await?;
@@ -357,7 +362,10 @@ impl EtcdRegistration {
                 }
             };
             backoff.reset();
-            let lost = msa_core::etcd::keep_alive(self.client.clone(), lease, self.lease).await;
+            let lost = match self.client.get().await {
+                Ok(client) => msa_core::etcd::keep_alive(client, lease, self.lease).await,
+                Err(error) => error.to_string(),
+            };
             tracing::warn!(key = %self.key, reason = %lost, "lease lost; registering again");
             self.registered.send_replace(None);
         }

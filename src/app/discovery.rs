@@ -102,6 +102,22 @@ pub(crate) fn backend(
             Arc::new(eureka)
         }
         DiscoveryKind::Static => Arc::new(static_instances(settings, simple)?),
+        #[cfg(feature = "etcd")]
+        DiscoveryKind::Etcd => {
+            let keys = &msa.discovery.etcd;
+            Arc::new(msa_discovery::etcd::EtcdDiscovery::with_prefix(
+                etcd_client(keys)?,
+                keys.prefix
+                    .as_deref()
+                    .unwrap_or(msa_discovery::etcd::PREFIX),
+            ))
+        }
+        #[cfg(not(feature = "etcd"))]
+        DiscoveryKind::Etcd => {
+            return Err(Error::Discovery(
+                "msa.discovery.type: etcd needs msa's `etcd` feature".into(),
+            ));
+        }
         #[cfg(feature = "dns")]
         DiscoveryKind::Dns => Arc::new(dns(msa)?),
         #[cfg(not(feature = "dns"))]
@@ -112,6 +128,16 @@ pub(crate) fn backend(
         }
     };
     Ok(Some(Shared(backend)))
+}
+
+/// The etcd client of `msa.discovery.etcd.endpoints`, connected on first use.
+#[cfg(feature = "etcd")]
+fn etcd_client(keys: &super::keys::EtcdKeys) -> Result<msa_core::etcd::LazyClient, Error> {
+    let endpoints = keys.endpoints.as_deref().ok_or_else(|| {
+        Error::Discovery("msa.discovery.type: etcd needs msa.discovery.etcd.endpoints".into())
+    })?;
+    msa_core::etcd::LazyClient::new(endpoints)
+        .map_err(|e| Error::Discovery(format!("msa.discovery.etcd.endpoints: {e}")))
 }
 
 /// Spring Cloud's `SimpleDiscoveryClient` instances.
@@ -290,6 +316,12 @@ pub(crate) fn register(
     http: reqwest::Client,
     shutdown: &Shutdown,
 ) -> Result<Option<Registration>, Error> {
+    let discovery: super::keys::DiscoveryKeys =
+        settings.bind("msa.discovery").map_err(Error::Settings)?;
+    if discovery.kind == Some(DiscoveryKind::Etcd) {
+        register_in_etcd(settings, &discovery.etcd, &registered, shutdown)?;
+        return Ok(None);
+    }
     let Some(urls) = service_urls(settings)? else {
         return Ok(None);
     };
@@ -298,6 +330,62 @@ pub(crate) fn register(
     {
         return Ok(None);
     }
+    let (instance, from_keys) = instance(settings, &registered)?;
+    let mut registration = Registration::with_urls(urls, instance).http_client(http);
+    let lease = registered.lease.or(from_keys);
+    if let Some((renewal, lease)) = lease {
+        registration = registration.timings(renewal, lease);
+    }
+    Ok(Some(registration.start(shutdown)))
+}
+
+/// Registers the instance straight in etcd (`msa.discovery.type: etcd`), unless
+/// `msa.discovery.etcd.register` is false.
+#[cfg(feature = "etcd")]
+fn register_in_etcd(
+    settings: &Settings,
+    keys: &super::keys::EtcdKeys,
+    registered: &Registered<'_>,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    if keys.register == Some(false) {
+        return Ok(());
+    }
+    let (instance, from_keys) = instance(settings, registered)?;
+    let lease = keys
+        .lease
+        .or(registered.lease.or(from_keys).map(|(_, lease)| lease))
+        .unwrap_or(Duration::from_secs(30));
+    msa_discovery::etcd::EtcdRegistration::with_prefix(
+        etcd_client(keys)?,
+        instance,
+        keys.prefix
+            .as_deref()
+            .unwrap_or(msa_discovery::etcd::PREFIX),
+    )
+    .lease(lease)
+    .start(shutdown);
+    Ok(())
+}
+
+#[cfg(not(feature = "etcd"))]
+fn register_in_etcd(
+    _: &Settings,
+    _: &super::keys::EtcdKeys,
+    _: &Registered<'_>,
+    _: &Shutdown,
+) -> Result<(), Error> {
+    Err(Error::Discovery(
+        "msa.discovery.type: etcd needs msa's `etcd` feature".into(),
+    ))
+}
+
+/// The instance as it registers, and the renewal and lease of `eureka.instance.*`.
+#[allow(clippy::type_complexity)]
+fn instance(
+    settings: &Settings,
+    registered: &Registered<'_>,
+) -> Result<(ServiceInstance, Option<(Duration, Duration)>), Error> {
     let keys: InstanceKeys = settings.bind("eureka.instance").map_err(Error::Settings)?;
     let host = advertised_host(settings, registered.addr.ip())?;
     let mut instance = ServiceInstance::new(registered.name, host, registered.addr.port());
@@ -321,7 +409,6 @@ pub(crate) fn register(
         // read to find the actuator.
         instance = instance.with_metadata("management.port", port.to_string());
     }
-    let mut registration = Registration::with_urls(urls, instance).http_client(http);
     let from_keys = match (
         keys.lease_renewal_interval_in_seconds,
         keys.lease_expiration_duration_in_seconds,
@@ -334,9 +421,5 @@ pub(crate) fn register(
             Some((Duration::from_secs(renewal), Duration::from_secs(lease)))
         }
     };
-    let lease = registered.lease.or(from_keys);
-    if let Some((renewal, lease)) = lease {
-        registration = registration.timings(renewal, lease);
-    }
-    Ok(Some(registration.start(shutdown)))
+    Ok((instance, from_keys))
 }

@@ -79,6 +79,22 @@ pub(crate) struct DiscoveryKeys {
     #[serde(rename = "type")]
     pub(crate) kind: Option<DiscoveryKind>,
     pub(crate) dns: DnsKeys,
+    pub(crate) etcd: EtcdKeys,
+}
+
+/// `msa.discovery.etcd`: discovery and registration straight on etcd.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct EtcdKeys {
+    /// `etcd://host:port[,host:port...]`.
+    pub(crate) endpoints: Option<String>,
+    /// The key prefix (`/msa`).
+    pub(crate) prefix: Option<String>,
+    /// The registration's lease (30 s; renewed every third of it).
+    #[serde(with = "msa_core::duration::option")]
+    pub(crate) lease: Option<Duration>,
+    /// Whether the app registers itself (true).
+    pub(crate) register: Option<bool>,
 }
 
 /// Where instances come from.
@@ -93,6 +109,8 @@ pub(crate) enum DiscoveryKind {
     Dns,
     /// `spring.cloud.discovery.client.simple.instances`.
     Static,
+    /// etcd's keys, watched (`msa.discovery.etcd`).
+    Etcd,
     /// No discovery.
     None,
 }
