@@ -73,14 +73,16 @@ pub fn endpoints(url: &str) -> Result<Vec<String>, EtcdError> {
     Ok(endpoints)
 }
 
-/// A client of the cluster at `url` (see [`endpoints`]): connects within 5 s, and sends
-/// keep-alive pings so a dead connection is noticed within seconds.
+/// A client of the cluster at `url` (see [`endpoints`]): connects within 2 s, gives up on
+/// a call unanswered for 3 s (a member that hangs, frozen or partitioned, costs a caller
+/// that much before it tries again), and pings every second so a dead connection is
+/// noticed within two.
 pub async fn connect(url: &str) -> Result<Client, EtcdError> {
     let endpoints = endpoints(url)?;
     let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(10))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(3))
+        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
         .with_keep_alive_while_idle(true);
     Ok(Client::connect(endpoints, Some(options)).await?)
 }
@@ -248,6 +250,27 @@ impl Election {
             }
         }
     }
+}
+
+/// Runs `call` again while it fails transiently (see [`transient`]), up to three times
+/// in all, 50 ms and then 200 ms apart: a call that reached a member that died or hung is
+/// tried again, most likely on another.
+pub async fn retrying<T, F>(mut call: impl FnMut() -> F) -> Result<T, EtcdError>
+where
+    F: std::future::Future<Output = Result<T, EtcdError>>,
+{
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..2 {
+        match call().await {
+            Err(EtcdError::Client(error)) if transient(&error) => {
+                tracing::debug!(%error, "etcd call failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+            other => return other,
+        }
+    }
+    call().await
 }
 
 /// Whether `error` is etcd being unreachable or between leaders: worth retrying.

@@ -290,8 +290,13 @@ impl EtcdRegistration {
         self.registered.borrow().is_some()
     }
 
-    /// Grants a lease and puts the instance under it; the lease's id.
+    /// Grants a lease and puts the instance under it; the lease's id. Transient failures
+    /// (a member that died or hangs) are retried.
     pub async fn register(&self) -> Result<i64, msa_core::etcd::EtcdError> {
+        msa_core::etcd::retrying(|| self.try_register()).await
+    }
+
+    async fn try_register(&self) -> Result<i64, msa_core::etcd::EtcdError> {
         let mut client = self.client.get().await?;
         let ttl = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
         let lease = client.lease_grant(ttl, None).await?.id();
@@ -311,6 +316,10 @@ impl EtcdRegistration {
     /// Revokes the lease, which deletes the key at once.
     pub async fn deregister(&self) -> Result<(), msa_core::etcd::EtcdError> {
         let lease = self.registered.send_replace(None);
+        msa_core::etcd::retrying(|| self.try_deregister(lease)).await
+    }
+
+    async fn try_deregister(&self, lease: Option<i64>) -> Result<(), msa_core::etcd::EtcdError> {
         let mut client = self.client.get().await?;
         match lease {
             Some(lease) => {

@@ -27,6 +27,13 @@ struct Args {
     /// Read the token from this file (trimmed).
     #[arg(long, value_name = "PATH")]
     token_file: Option<std::path::PathBuf>,
+    /// Where instances are kept: `memory` (this process), or `etcd://host:port[,...]` (an
+    /// etcd cluster, shared by any number of registry replicas; leases expire in etcd).
+    #[arg(long, value_name = "STORE", default_value = "memory")]
+    store: String,
+    /// The key prefix in etcd (`<prefix>/registry/<APP>/<id>`).
+    #[arg(long, value_name = "PREFIX", default_value = "/msa")]
+    etcd_prefix: String,
     /// Evict expired leases even when many lapse at once.
     #[arg(long)]
     no_self_preservation: bool,
@@ -84,7 +91,16 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(token) = token {
         server = server.token(&token);
     }
-    server.spawn_sweeper();
+    match args.store.as_str() {
+        "memory" => server.spawn_sweeper(),
+        url if url.starts_with("etcd://") => server = with_etcd(server, url, &args.etcd_prefix)?,
+        other => {
+            return Err(format!(
+                "--store {}: memory or etcd://host:port[,host:port...]",
+                msa_core::secrets::mask_url(other)
+            ));
+        }
+    }
     tracing::info!(self_preservation = !args.no_self_preservation, "serving");
     let availability = server.availability();
     args.server
@@ -92,4 +108,18 @@ async fn run(args: Args) -> Result<(), String> {
             server.management(management).router()
         })
         .await
+}
+
+#[cfg(feature = "etcd")]
+fn with_etcd(server: RegistryServer, url: &str, prefix: &str) -> Result<RegistryServer, String> {
+    let client = msa_core::etcd::LazyClient::new(url).map_err(|e| format!("--store {e}"))?;
+    tracing::info!(store = %msa_core::secrets::mask_url(url), %prefix, "instances kept in etcd");
+    Ok(server.etcd(msa_discovery::registry::EtcdStore::with_client(
+        client, prefix,
+    )))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn with_etcd(_: RegistryServer, _: &str, _: &str) -> Result<RegistryServer, String> {
+    Err("--store etcd://...: this msa-registry was built without the `etcd` feature".into())
 }

@@ -56,6 +56,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct RegistryServer {
     store: Store,
+    #[cfg(feature = "etcd")]
+    etcd: Option<super::EtcdStore>,
     token: Option<Authorization>,
     availability: Availability,
     management: Option<Management>,
@@ -66,10 +68,22 @@ impl RegistryServer {
     pub fn new(store: Store) -> Self {
         RegistryServer {
             store,
+            #[cfg(feature = "etcd")]
+            etcd: None,
             token: None,
             availability: Availability::default(),
             management: None,
         }
+    }
+
+    /// Keeps the instances in etcd (see [`EtcdStore`](super::EtcdStore)): every write goes
+    /// through to it, and this server's copy follows it from a task (call inside a tokio
+    /// runtime). Leases expire in etcd: do not [`spawn_sweeper`](Self::spawn_sweeper).
+    #[cfg(feature = "etcd")]
+    pub fn etcd(mut self, etcd: super::EtcdStore) -> Self {
+        etcd.follow(&self.store);
+        self.etcd = Some(etcd);
+        self
     }
 
     /// Who may call `POST /actuator/refresh` (see
@@ -279,10 +293,14 @@ async fn register(
         Ok(envelope) => envelope,
         Err(reason) => return bad_request(reason),
     };
-    match server.store.register(&app, envelope.instance) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => bad_request(error),
+    let id = envelope.instance.instance_id.clone();
+    if let Err(error) = server.store.register(&app, envelope.instance) {
+        return bad_request(error);
     }
+    if let Err(refused) = shared::register(&server, &app, &id).await {
+        return refused;
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn status_param(
@@ -306,8 +324,18 @@ async fn heartbeat(
         Ok(status) => status,
         Err(error) => return bad_request(error),
     };
+    if let Err(refused) = shared::renew(&server, &app, &id).await {
+        return refused;
+    }
+    let before = server.store.instance(&app, &id).map(|i| i.status);
     if let Err(error) = server.store.renew_reporting(&app, &id, dirty, status) {
         return not_found(error);
+    }
+    if status.is_some()
+        && status != before
+        && let Err(refused) = shared::write_through(&server, &app, &id).await
+    {
+        return refused;
     }
     StatusCode::OK.into_response()
 }
@@ -316,8 +344,14 @@ async fn cancel(
     State(server): State<RegistryServer>,
     Path((app, id)): Path<(String, String)>,
 ) -> Response {
+    let shared = match shared::cancel(&server, &app, &id).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
     match server.store.cancel(&app, &id) {
         Ok(()) => StatusCode::OK.into_response(),
+        // Gone here already (the watch was quicker), but it was in the shared store.
+        Err(_) if shared => StatusCode::OK.into_response(),
         Err(error) => not_found(error),
     }
 }
@@ -335,8 +369,16 @@ async fn set_override(
         Err(error) => return bad_request(error),
     };
     match server.store.set_override(&app, &id, status) {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(()) => written(&server, &app, &id).await,
         Err(error) => not_found(error),
+    }
+}
+
+/// 200 once a changed record is in the shared store too.
+async fn written(server: &RegistryServer, app: &str, id: &str) -> Response {
+    match shared::write_through(server, app, id).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(refused) => refused,
     }
 }
 
@@ -350,7 +392,7 @@ async fn remove_override(
         Err(error) => return bad_request(error),
     };
     match server.store.remove_override(&app, &id, status) {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(()) => written(&server, &app, &id).await,
         Err(error) => not_found(error),
     }
 }
@@ -362,7 +404,7 @@ async fn set_metadata(
 ) -> Response {
     let entries: Vec<(String, String)> = query.into_iter().collect();
     match server.store.set_metadata(&app, &id, &entries) {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(()) => written(&server, &app, &id).await,
         Err(MetadataError::NotFound(error)) => not_found(error),
         Err(too_large) => bad_request(too_large),
     }
@@ -547,4 +589,102 @@ async fn watch_service(
         axum::Json(answer),
     )
         .into_response()
+}
+
+/// Writing through to the shared store (etcd), when the server has one; without the
+/// `etcd` feature, nothing to do.
+mod shared {
+    use axum::response::Response;
+
+    use super::RegistryServer;
+
+    #[cfg(feature = "etcd")]
+    fn unavailable(error: msa_core::etcd::EtcdError) -> Response {
+        use axum::response::IntoResponse as _;
+        tracing::warn!(%error, "the registry's etcd store refused a write");
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("the registry's store is unavailable: {error}"),
+        )
+            .into_response()
+    }
+
+    #[cfg(feature = "etcd")]
+    fn gone(app: &str, id: &str) -> Response {
+        super::not_found(super::NotFound {
+            app: app.to_ascii_uppercase(),
+            id: id.to_owned(),
+        })
+    }
+
+    /// Puts a just-registered record under a new lease; on failure the registration is
+    /// undone here too.
+    pub(super) async fn register(
+        server: &RegistryServer,
+        app: &str,
+        id: &str,
+    ) -> Result<(), Response> {
+        #[cfg(feature = "etcd")]
+        if let Some(etcd) = &server.etcd
+            && let Some((record, duration)) = server.store.record(app, id)
+            && let Err(error) = etcd.register(&record, duration).await
+        {
+            let _ = server.store.cancel(app, id);
+            return Err(unavailable(error));
+        }
+        let _ = (server, app, id);
+        Ok(())
+    }
+
+    /// Renews the record's lease in the shared store; 404 when it has none.
+    pub(super) async fn renew(
+        server: &RegistryServer,
+        app: &str,
+        id: &str,
+    ) -> Result<(), Response> {
+        #[cfg(feature = "etcd")]
+        if let Some(etcd) = &server.etcd {
+            return match etcd.renew(app, id).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(gone(app, id)),
+                Err(error) => Err(unavailable(error)),
+            };
+        }
+        let _ = (server, app, id);
+        Ok(())
+    }
+
+    /// Deletes the record from the shared store; whether it was there.
+    pub(super) async fn cancel(
+        server: &RegistryServer,
+        app: &str,
+        id: &str,
+    ) -> Result<bool, Response> {
+        #[cfg(feature = "etcd")]
+        if let Some(etcd) = &server.etcd {
+            return etcd.cancel(app, id).await.map_err(unavailable);
+        }
+        let _ = (server, app, id);
+        Ok(false)
+    }
+
+    /// Puts a changed record in the shared store under its lease; 404 when it has none.
+    pub(super) async fn write_through(
+        server: &RegistryServer,
+        app: &str,
+        id: &str,
+    ) -> Result<(), Response> {
+        #[cfg(feature = "etcd")]
+        if let Some(etcd) = &server.etcd
+            && let Some((record, _)) = server.store.record(app, id)
+        {
+            return match etcd.update(&record).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(gone(app, id)),
+                Err(error) => Err(unavailable(error)),
+            };
+        }
+        let _ = (server, app, id);
+        Ok(())
+    }
 }

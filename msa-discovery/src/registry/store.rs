@@ -572,6 +572,56 @@ impl Store {
             .map(|lease| Self::served(&lease.info))
     }
 
+    /// One instance's record as kept (its own status and the override apart), for a
+    /// shared store to write.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn record(&self, app: &str, id: &str) -> Option<(InstanceInfo, Duration)> {
+        let state = self.read();
+        state
+            .apps
+            .get(&app.to_ascii_uppercase())
+            .and_then(|instances| instances.get(id))
+            .map(|lease| (lease.info.clone(), lease.duration))
+    }
+
+    /// Takes a record from a shared store (etcd) as it is: added or modified, and never
+    /// expiring here (the shared store expires it).
+    #[cfg(feature = "etcd")]
+    pub(crate) fn mirror(&self, info: InstanceInfo) {
+        let now = Instant::now();
+        let mut state = self.write();
+        let instances = state.apps.entry(info.app.clone()).or_default();
+        let action = match instances.get(&info.instance_id) {
+            Some(known) if known.info == info => return,
+            Some(_) => ActionType::Modified,
+            None => ActionType::Added,
+        };
+        let lease = info.lease_info.clone().unwrap_or_default();
+        instances.insert(
+            info.instance_id.clone(),
+            Lease {
+                info: info.clone(),
+                duration: secs(lease.duration_in_secs).unwrap_or(self.config.default_lease),
+                renewal_interval: secs(lease.renewal_interval_in_secs)
+                    .unwrap_or(self.config.default_renewal_interval),
+                registered: now,
+                last_renewal: now,
+            },
+        );
+        self.changed(&mut state, info, action, now);
+    }
+
+    /// Every record's key (application, id), for a shared store to reconcile with.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn keys(&self) -> Vec<(String, String)> {
+        let state = self.read();
+        state
+            .apps
+            .iter()
+            .flat_map(|(app, instances)| instances.keys().map(|id| (app.clone(), id.clone())))
+            .collect()
+    }
+
     /// One instance by id alone (`GET /instances/{id}`).
     pub fn find(&self, id: &str) -> Option<InstanceInfo> {
         let state = self.read();

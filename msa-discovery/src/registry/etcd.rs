@@ -1,0 +1,325 @@
+//! The registry's etcd store: [`EtcdStore`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use msa_core::backoff::Backoff;
+use msa_core::etcd::etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use msa_core::etcd::{EtcdError, LazyClient};
+
+use super::store::Store;
+use crate::eureka::InstanceInfo;
+
+/// The largest record read from etcd; larger ones are skipped.
+const MAX_VALUE: usize = 256 << 10;
+
+/// The registry's instances kept in etcd (`msa-registry --store etcd://...`), so that any
+/// number of registry replicas serve the same registry and any of them may die.
+///
+/// Key layout (the prefix is `/msa` unless set otherwise):
+///
+/// ```text
+/// /msa/registry/<APP>/<instance id>  →  the instance's Eureka record (JSON), bound to a lease
+///                                       of the instance's lease duration
+/// ```
+///
+/// A replica writes through to etcd — a registration grants a lease and puts the record
+/// under it, a renewal keeps that lease alive, a cancellation revokes it, a status or
+/// metadata change puts the record again under the same lease — and serves reads from its
+/// own copy, which a watch of the prefix keeps in step with etcd (the copy of every
+/// replica, so a registration on one is seen on all within milliseconds). Leases expire in
+/// etcd, which deletes their records for every replica at once; a replica never evicts on
+/// its own.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: LazyClient,
+    prefix: String,
+    /// The lease of each record, as etcd's watch reported it.
+    leases: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// A store in the etcd cluster at `url` (`etcd://host:port[,host:port...]`), under the
+    /// default prefix `/msa`. Connects on first use.
+    pub fn new(url: &str) -> Result<EtcdStore, EtcdError> {
+        Ok(Self::with_client(
+            LazyClient::new(url)?,
+            crate::etcd::PREFIX,
+        ))
+    }
+
+    /// A store through `client` under `prefix`.
+    pub fn with_client(client: impl Into<LazyClient>, prefix: &str) -> EtcdStore {
+        EtcdStore {
+            inner: Arc::new(Inner {
+                client: client.into(),
+                prefix: format!("{}/registry/", prefix.trim_end_matches('/')),
+                leases: Mutex::default(),
+            }),
+        }
+    }
+
+    fn key(&self, app: &str, id: &str) -> String {
+        format!("{}{}/{id}", self.inner.prefix, app.to_ascii_uppercase())
+    }
+
+    fn lease_of(&self, app: &str, id: &str) -> Option<i64> {
+        self.inner
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(app.to_ascii_uppercase(), id.to_owned()))
+            .copied()
+    }
+
+    /// The lease of a record: as the watch said, else as etcd says now.
+    async fn find_lease(&self, app: &str, id: &str) -> Result<Option<i64>, EtcdError> {
+        if let Some(lease) = self.lease_of(app, id) {
+            return Ok(Some(lease));
+        }
+        let mut client = self.inner.client.get().await?;
+        let answer = client.get(self.key(app, id), None).await?;
+        Ok(answer.kvs().first().map(|kv| kv.lease()))
+    }
+
+    /// Puts `info` under a new lease of `duration` (a registration). The lease of an
+    /// earlier registration of the same instance is revoked.
+    pub(crate) async fn register(
+        &self,
+        info: &InstanceInfo,
+        duration: Duration,
+    ) -> Result<(), EtcdError> {
+        msa_core::etcd::retrying(|| self.try_register(info, duration)).await
+    }
+
+    async fn try_register(&self, info: &InstanceInfo, duration: Duration) -> Result<(), EtcdError> {
+        let mut client = self.inner.client.get().await?;
+        let earlier = self.lease_of(&info.app, &info.instance_id);
+        let ttl = i64::try_from(duration.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = client.lease_grant(ttl, None).await?.id();
+        let value = serde_json::to_vec(info).unwrap_or_default();
+        client
+            .put(
+                self.key(&info.app, &info.instance_id),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        self.remember(&info.app, &info.instance_id, Some(lease));
+        if let Some(earlier) = earlier.filter(|e| *e != lease) {
+            // It held the same key; revoking it now deletes nothing.
+            let _ = client.lease_revoke(earlier).await;
+        }
+        Ok(())
+    }
+
+    /// Puts a changed record under its current lease; `false` when etcd has no such
+    /// record (its lease expired).
+    pub(crate) async fn update(&self, info: &InstanceInfo) -> Result<bool, EtcdError> {
+        msa_core::etcd::retrying(|| self.try_update(info)).await
+    }
+
+    async fn try_update(&self, info: &InstanceInfo) -> Result<bool, EtcdError> {
+        let Some(lease) = self.find_lease(&info.app, &info.instance_id).await? else {
+            return Ok(false);
+        };
+        let mut client = self.inner.client.get().await?;
+        let value = serde_json::to_vec(info).unwrap_or_default();
+        client
+            .put(
+                self.key(&info.app, &info.instance_id),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// Renews an instance's lease; `false` when etcd has no such instance (the client
+    /// registers again).
+    pub(crate) async fn renew(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
+        msa_core::etcd::retrying(|| self.try_renew(app, id)).await
+    }
+
+    async fn try_renew(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
+        let Some(lease) = self.find_lease(app, id).await? else {
+            return Ok(false);
+        };
+        let mut client = self.inner.client.get().await?;
+        let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        let alive = answers
+            .message()
+            .await?
+            .is_some_and(|answer| answer.ttl() > 0);
+        if !alive {
+            self.remember(app, id, None);
+        }
+        Ok(alive)
+    }
+
+    /// Deletes an instance (revokes its lease); `false` when etcd had none.
+    pub(crate) async fn cancel(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
+        msa_core::etcd::retrying(|| self.try_cancel(app, id)).await
+    }
+
+    async fn try_cancel(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
+        let mut client = self.inner.client.get().await?;
+        match self.find_lease(app, id).await? {
+            Some(lease) if lease != 0 => {
+                client.lease_revoke(lease).await?;
+            }
+            _ => {
+                let deleted = client.delete(self.key(app, id), None).await?.deleted();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+            }
+        }
+        self.remember(app, id, None);
+        Ok(true)
+    }
+
+    fn remember(&self, app: &str, id: &str, lease: Option<i64>) {
+        let mut leases = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = (app.to_ascii_uppercase(), id.to_owned());
+        match lease {
+            Some(lease) => leases.insert(key, lease),
+            None => leases.remove(&key),
+        };
+    }
+
+    /// The application and id of a key under the prefix.
+    fn parse_key(&self, key: &[u8]) -> Option<(String, String)> {
+        let key = std::str::from_utf8(key).ok()?;
+        let rest = key.strip_prefix(&self.inner.prefix)?;
+        let (app, id) = rest.split_once('/')?;
+        Some((app.to_owned(), id.to_owned()))
+    }
+
+    fn decode(&self, key: &[u8], value: &[u8]) -> Option<InstanceInfo> {
+        let (app, id) = self.parse_key(key)?;
+        if value.len() > MAX_VALUE {
+            tracing::warn!(%app, %id, bytes = value.len(), "record skipped: too large");
+            return None;
+        }
+        match serde_json::from_slice::<InstanceInfo>(value) {
+            Ok(info) if info.app == app && info.instance_id == id => Some(info),
+            Ok(_) => {
+                tracing::warn!(%app, %id, "record skipped: its key and contents disagree");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%app, %id, %error, "record skipped: not an instance");
+                None
+            }
+        }
+    }
+
+    /// Keeps `store` a copy of etcd's records, from a task: everything read once, then the
+    /// prefix watched from the next revision (read again when the watch breaks). The task
+    /// ends when the store's last clone is gone.
+    pub(crate) fn follow(&self, store: &Store) {
+        let this = self.clone();
+        let store = store.downgrade();
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+            let mut failing = false;
+            loop {
+                let Some(live) = store.upgrade() else { return };
+                drop(live);
+                match this.sync(&store).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, "etcd watch broken; serving the last known registry");
+                            failing = true;
+                        }
+                        backoff.wait().await;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn sync(&self, store: &super::store::WeakStore) -> Result<(), EtcdError> {
+        let mut client = self.inner.client.get().await?;
+        let prefix = self.inner.prefix.as_str();
+        let read = client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        let revision = read.header().map_or(0, |h| h.revision());
+        let Some(live) = store.upgrade() else {
+            return Ok(());
+        };
+        let mut present = BTreeSet::new();
+        for kv in read.kvs() {
+            if let Some(info) = self.decode(kv.key(), kv.value()) {
+                present.insert((info.app.clone(), info.instance_id.clone()));
+                self.remember(&info.app, &info.instance_id, Some(kv.lease()));
+                live.mirror(info);
+            }
+        }
+        for (app, id) in live.keys() {
+            if !present.contains(&(app.clone(), id.clone())) {
+                let _ = live.cancel(&app, &id);
+                self.remember(&app, &id, None);
+            }
+        }
+        drop(live);
+        tracing::info!(records = present.len(), revision, "registry read from etcd");
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut stream = client.watch(prefix, Some(options)).await?;
+        while let Some(answer) = stream.message().await? {
+            let Some(live) = store.upgrade() else {
+                return Ok(());
+            };
+            if answer.canceled() || answer.compact_revision() > 0 {
+                return Err(msa_core::etcd::etcd_client::Error::WatchError(
+                    "watch canceled".into(),
+                )
+                .into());
+            }
+            for event in answer.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Some((app, id)) = self.parse_key(kv.key()) else {
+                    continue;
+                };
+                match event.event_type() {
+                    EventType::Put => {
+                        if let Some(info) = self.decode(kv.key(), kv.value()) {
+                            self.remember(&app, &id, Some(kv.lease()));
+                            live.mirror(info);
+                        }
+                    }
+                    EventType::Delete => {
+                        self.remember(&app, &id, None);
+                        let _ = live.cancel(&app, &id);
+                    }
+                }
+            }
+        }
+        Err(msa_core::etcd::etcd_client::Error::WatchError("watch stream ended".into()).into())
+    }
+}
