@@ -23,13 +23,17 @@ struct Args {
     #[arg(
         long,
         value_name = "PATH",
-        required_unless_present = "git",
-        conflicts_with = "git"
+        required_unless_present_any = ["git", "etcd"],
+        conflicts_with_all = ["git", "etcd"]
     )]
     dir: Option<PathBuf>,
     /// A git repository (path or URL); labels are branches, tags or commits.
-    #[arg(long, value_name = "REPO")]
+    #[arg(long, value_name = "REPO", conflicts_with = "etcd")]
     git: Option<String>,
+    /// Files in etcd (`etcd://host:port[,...]`): keys `/msa/config/<label>/<file>`, the
+    /// format by the file's suffix; changes are served at once (feature `etcd`).
+    #[arg(long, value_name = "URL")]
+    etcd: Option<String>,
     /// The label served when a request names none (git; main, then master).
     #[arg(long, value_name = "LABEL")]
     default_label: Option<String>,
@@ -64,6 +68,11 @@ async fn run(args: Args) -> Result<(), String> {
         .init()
         .map_err(|e| e.to_string())?;
     let (mut server, source) = match (&args.git, &args.dir) {
+        _ if args.etcd.is_some() => {
+            let url = args.etcd.as_deref().unwrap_or_default();
+            let label = args.default_label.as_deref().unwrap_or("main");
+            (etcd_server(url, label)?, mask_url(url))
+        }
         (Some(git), _) => {
             let options = GitOptions {
                 default_label: args.default_label.clone(),
@@ -82,7 +91,7 @@ async fn run(args: Args) -> Result<(), String> {
                 DirRepository::open(dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
             (ConfigServer::new(repository), dir.display().to_string())
         }
-        (None, None) => return Err("--dir PATH or --git REPO is required".into()),
+        (None, None) => return Err("--dir PATH, --git REPO or --etcd URL is required".into()),
     };
     if let Some(path) = &args.encrypt_key_file {
         let material = std::fs::read(path)
@@ -101,4 +110,16 @@ async fn run(args: Args) -> Result<(), String> {
             server.management(management).router()
         })
         .await
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_server(url: &str, label: &str) -> Result<ConfigServer, String> {
+    let repository =
+        msa_config::server::EtcdRepository::open(url, label).map_err(|e| format!("--etcd {e}"))?;
+    Ok(ConfigServer::new(repository))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_server(_: &str, _: &str) -> Result<ConfigServer, String> {
+    Err("--etcd: this msa-config-server was built without the `etcd` feature".into())
 }

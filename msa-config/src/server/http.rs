@@ -30,6 +30,16 @@ pub enum Repository {
     /// A git repository (labels are branches, tags or commits; feature `git`).
     #[cfg(feature = "git")]
     Git(GitRepository),
+    /// Files in etcd (labels are the keys' first segment; feature `etcd`).
+    #[cfg(feature = "etcd")]
+    Etcd(super::EtcdRepository),
+}
+
+#[cfg(feature = "etcd")]
+impl From<super::EtcdRepository> for Repository {
+    fn from(etcd: super::EtcdRepository) -> Self {
+        Repository::Etcd(etcd)
+    }
 }
 
 impl From<DirRepository> for Repository {
@@ -48,24 +58,24 @@ impl From<GitRepository> for Repository {
 /// Notifications that the repository changed.
 enum Changes {
     Dir(tokio::sync::watch::Receiver<Arc<repository::Snapshot>>),
-    #[cfg(feature = "git")]
-    Git(tokio::sync::watch::Receiver<u64>),
+    #[cfg(any(feature = "git", feature = "etcd"))]
+    Counter(tokio::sync::watch::Receiver<u64>),
 }
 
 impl Changes {
     fn mark_unchanged(&mut self) {
         match self {
             Changes::Dir(rx) => rx.mark_unchanged(),
-            #[cfg(feature = "git")]
-            Changes::Git(rx) => rx.mark_unchanged(),
+            #[cfg(any(feature = "git", feature = "etcd"))]
+            Changes::Counter(rx) => rx.mark_unchanged(),
         }
     }
 
     async fn changed(&mut self) -> bool {
         match self {
             Changes::Dir(rx) => rx.changed().await.is_ok(),
-            #[cfg(feature = "git")]
-            Changes::Git(rx) => rx.changed().await.is_ok(),
+            #[cfg(any(feature = "git", feature = "etcd"))]
+            Changes::Counter(rx) => rx.changed().await.is_ok(),
         }
     }
 }
@@ -74,7 +84,7 @@ impl Repository {
     /// The files as they are now (a directory's changes read first).
     async fn snapshot(&self, label: Option<&str>) -> Result<Arc<repository::Snapshot>, LabelError> {
         // A directory has no labels.
-        #[cfg(not(feature = "git"))]
+        #[cfg(not(any(feature = "git", feature = "etcd")))]
         let _ = label;
         match self {
             Repository::Dir(dir) => Ok(dir.current().await),
@@ -86,6 +96,8 @@ impl Repository {
                     .await
                     .map_err(|e| LabelError::Repository(e.to_string()))?
             }
+            #[cfg(feature = "etcd")]
+            Repository::Etcd(etcd) => etcd.snapshot(label).await,
         }
     }
 
@@ -95,6 +107,8 @@ impl Repository {
             Repository::Dir(_) => None,
             #[cfg(feature = "git")]
             Repository::Git(git) => git.failing(),
+            #[cfg(feature = "etcd")]
+            Repository::Etcd(etcd) => etcd.failing(),
         }
     }
 
@@ -102,7 +116,9 @@ impl Repository {
         match self {
             Repository::Dir(dir) => Changes::Dir(dir.subscribe()),
             #[cfg(feature = "git")]
-            Repository::Git(git) => Changes::Git(git.subscribe()),
+            Repository::Git(git) => Changes::Counter(git.subscribe()),
+            #[cfg(feature = "etcd")]
+            Repository::Etcd(etcd) => Changes::Counter(etcd.subscribe()),
         }
     }
 }

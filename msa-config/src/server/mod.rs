@@ -18,6 +18,8 @@
 #[cfg(feature = "server")]
 pub mod cipher;
 pub mod environment;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "server")]
 pub mod format;
 #[cfg(feature = "git")]
@@ -30,6 +32,8 @@ pub mod repository;
 #[cfg(feature = "server")]
 pub use self::cipher::Cipher;
 pub use self::environment::{Environment, PropertySource};
+#[cfg(feature = "etcd")]
+pub use self::etcd::EtcdRepository;
 #[cfg(feature = "git")]
 pub use self::git::{GitOptions, GitRepository};
 #[cfg(feature = "server")]
