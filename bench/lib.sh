@@ -62,4 +62,30 @@ routes:
 CONF
 }
 
+# Starts an etcd cluster of N members on free loopback ports with data in $work; sets
+# $etcd_endpoints to its client endpoints (host:port,...). Usage: start_etcd_cluster 3
+start_etcd_cluster() {
+  local size="$1" n clients=() peers=() initial=""
+  for n in $(seq 1 "$size"); do
+    clients+=("$(free_port)"); peers+=("$(free_port)")
+    initial="${initial:+$initial,}m$n=http://127.0.0.1:${peers[$((n-1))]}"
+  done
+  for n in $(seq 1 "$size"); do
+    etcd --name "m$n" --data-dir "$work/etcd-m$n" \
+      --listen-client-urls "http://127.0.0.1:${clients[$((n-1))]}" \
+      --advertise-client-urls "http://127.0.0.1:${clients[$((n-1))]}" \
+      --listen-peer-urls "http://127.0.0.1:${peers[$((n-1))]}" \
+      --initial-advertise-peer-urls "http://127.0.0.1:${peers[$((n-1))]}" \
+      --initial-cluster "$initial" --initial-cluster-state new \
+      --initial-cluster-token "bench-$$" --log-level warn >"$work/etcd-m$n.log" 2>&1 &
+    pids+=($!)
+  done
+  for n in $(seq 1 "$size"); do wait_port "${clients[$((n-1))]}"; done
+  sleep 1
+  etcd_endpoints=""
+  for n in $(seq 1 "$size"); do
+    etcd_endpoints="${etcd_endpoints:+$etcd_endpoints,}127.0.0.1:${clients[$((n-1))]}"
+  done
+}
+
 machine() { echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"; }

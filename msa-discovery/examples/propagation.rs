@@ -1,6 +1,7 @@
 //! Run with: bench/propagation.sh (it builds this in release mode and starts msa-registry).
 //!
-//! N clients, each with its own `RegistryDiscovery` (its own long-poll), watch a service.
+//! N clients, each with its own `RegistryDiscovery` (its own long-poll), watch a service
+//! (on `--watch`'s registries in turn: replicas sharing an etcd store, say).
 //! Each round an instance registers, every client sees it, then it leaves, and the time
 //! until each client's balancer can no longer choose it is measured:
 //!
@@ -22,6 +23,10 @@ use support::*;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = arg("--registry", "http://127.0.0.1:8761");
+    // The registries the clients watch, in turn (replicas sharing one store): by default
+    // the one instances register with.
+    let watched = arg("--watch", &registry);
+    let watched: Vec<&str> = watched.split(',').collect();
     let clients: usize = arg("--clients", "100").parse()?;
     let rounds: usize = arg("--rounds", "10").parse()?;
     let lease = Duration::from_secs(arg("--lease", "3").parse()?);
@@ -36,8 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .register()
     .await?;
     let watchers: Vec<(RegistryDiscovery, Balancer)> = (0..clients)
-        .map(|_| {
-            let discovery = RegistryDiscovery::new(&registry);
+        .map(|n| {
+            let discovery = RegistryDiscovery::new(watched[n % watched.len()]);
             let balancer = Balancer::new(discovery.clone(), BalancerConfig::default());
             (discovery, balancer)
         })
