@@ -36,6 +36,9 @@ pub enum EtcdError {
     /// etcd answered with an error, or could not be reached.
     #[error("etcd: {0}")]
     Client(#[from] etcd_client::Error),
+    /// etcd did not answer in time.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// The endpoints of `url`: `etcd://h1:2379,h2:2379` (or `http://` URLs, or bare
@@ -73,15 +76,17 @@ pub fn endpoints(url: &str) -> Result<Vec<String>, EtcdError> {
     Ok(endpoints)
 }
 
-/// A client of the cluster at `url` (see [`endpoints`]): connects within 2 s, gives up on
-/// a call unanswered for 3 s (a member that hangs, frozen or partitioned, costs a caller
-/// that much before it tries again), and pings every second so a dead connection is
-/// noticed within two.
+/// How long one call [`retrying`] makes may go unanswered before it is tried again (a
+/// member that hangs, frozen or partitioned, costs a caller that much).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A client of the cluster at `url` (see [`endpoints`]): connects within 2 s and pings
+/// every second, so a dead connection is noticed within two. Calls have no deadline of
+/// their own (a campaign waits as long as another leads): bound them with [`retrying`].
 pub async fn connect(url: &str) -> Result<Client, EtcdError> {
     let endpoints = endpoints(url)?;
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
         .with_keep_alive_while_idle(true);
     Ok(Client::connect(endpoints, Some(options)).await?)
@@ -252,25 +257,80 @@ impl Election {
     }
 }
 
-/// Runs `call` again while it fails transiently (see [`transient`]), up to three times
-/// in all, 50 ms and then 200 ms apart: a call that reached a member that died or hung is
-/// tried again, most likely on another.
+/// Runs `call`, each attempt bounded by [`CALL_TIMEOUT`], again while it fails
+/// transiently (see [`transient`]) or times out, up to three times in all, 50 ms and then
+/// 200 ms apart: a call that reached a member that died or hung is tried again, most
+/// likely on another.
 pub async fn retrying<T, F>(mut call: impl FnMut() -> F) -> Result<T, EtcdError>
 where
     F: std::future::Future<Output = Result<T, EtcdError>>,
 {
     let mut pause = Duration::from_millis(50);
-    for _ in 0..2 {
-        match call().await {
-            Err(EtcdError::Client(error)) if transient(&error) => {
+    for attempt in 0..3 {
+        let outcome = tokio::time::timeout(CALL_TIMEOUT, call())
+            .await
+            .unwrap_or(Err(EtcdError::Timeout(CALL_TIMEOUT)));
+        match outcome {
+            Err(EtcdError::Client(ref error)) if attempt < 2 && transient(error) => {
                 tracing::debug!(%error, "etcd call failed; trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 4;
+            }
+            Err(EtcdError::Timeout(_)) if attempt < 2 => {
+                tracing::debug!("etcd call unanswered; trying again");
             }
             other => return other,
         }
+        tokio::time::sleep(pause).await;
+        pause *= 4;
     }
-    call().await
+    Err(EtcdError::Timeout(CALL_TIMEOUT))
+}
+
+/// Finds a watch that went silent on a member that hangs (frozen, partitioned): a watch
+/// cannot tell that from quiet. Every [`Stall::EVERY`] its follower looks at the newest
+/// change under the prefix; a watch that has not caught up with it by the next look, or
+/// two looks that got no answer, mean the watch is stalled and the follower should read
+/// and watch again.
+#[derive(Debug)]
+pub struct Stall {
+    prefix: String,
+    behind: u32,
+}
+
+impl Stall {
+    /// How often a follower looks.
+    pub const EVERY: Duration = Duration::from_secs(2);
+
+    /// Looks for stalls of a watch of `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Stall {
+        Stall {
+            prefix: prefix.into(),
+            behind: 0,
+        }
+    }
+
+    /// Whether the watch, having applied changes up to revision `applied`, is stalled.
+    pub async fn stalled(&mut self, client: &Client, applied: i64) -> bool {
+        use etcd_client::{GetOptions, SortOrder, SortTarget};
+        let newest = retrying(|| {
+            let mut client = client.clone();
+            let prefix = self.prefix.clone();
+            async move {
+                let options = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Mod, SortOrder::Descend)
+                    .with_limit(1)
+                    .with_keys_only();
+                let answer = client.get(prefix, Some(options)).await?;
+                Ok(answer.kvs().first().map_or(0, |kv| kv.mod_revision()))
+            }
+        })
+        .await;
+        match newest {
+            Ok(newest) if newest <= applied => self.behind = 0,
+            _ => self.behind += 1,
+        }
+        self.behind >= 2
+    }
 }
 
 /// Whether `error` is etcd being unreachable or between leaders: worth retrying.

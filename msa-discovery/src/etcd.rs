@@ -167,7 +167,27 @@ async fn follow(
                 .with_prefix()
                 .with_start_revision(revision + 1);
             let mut stream = client.watch(prefix.as_str(), Some(options)).await?;
-            while let Some(answer) = stream.message().await? {
+            let mut applied = revision;
+            let mut stall = msa_core::etcd::Stall::new(prefix.as_str());
+            let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);
+            looks.tick().await;
+            loop {
+                let answer = tokio::select! {
+                    answer = stream.message() => answer?,
+                    _ = looks.tick() => {
+                        if stall.stalled(&client, applied).await {
+                            return Err(msa_core::etcd::etcd_client::Error::WatchError(
+                                "the watch fell behind".into(),
+                            )
+                            .into());
+                        }
+                        continue;
+                    }
+                };
+                let Some(answer) = answer else { break };
+                if let Some(header) = answer.header() {
+                    applied = applied.max(header.revision());
+                }
                 if answer.canceled() || answer.compact_revision() > 0 {
                     // Compacted past our revision: read everything again.
                     return Err(msa_core::etcd::etcd_client::Error::WatchError(

@@ -202,7 +202,24 @@ impl EtcdRepository {
             .with_prefix()
             .with_start_revision(revision + 1);
         let mut stream = client.watch(prefix, Some(options)).await?;
-        while let Some(answer) = stream.message().await? {
+        let mut applied = revision;
+        let mut stall = msa_core::etcd::Stall::new(prefix);
+        let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);
+        looks.tick().await;
+        loop {
+            let answer = tokio::select! {
+                answer = stream.message() => answer?,
+                _ = looks.tick() => {
+                    if stall.stalled(&client, applied).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(answer) = answer else { break };
+            if let Some(header) = answer.header() {
+                applied = applied.max(header.revision());
+            }
             if answer.canceled() || answer.compact_revision() > 0 {
                 break;
             }

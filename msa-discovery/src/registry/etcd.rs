@@ -291,7 +291,27 @@ impl EtcdStore {
             .with_prefix()
             .with_start_revision(revision + 1);
         let mut stream = client.watch(prefix, Some(options)).await?;
-        while let Some(answer) = stream.message().await? {
+        let mut applied = revision;
+        let mut stall = msa_core::etcd::Stall::new(prefix);
+        let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);
+        looks.tick().await;
+        loop {
+            let answer = tokio::select! {
+                answer = stream.message() => answer?,
+                _ = looks.tick() => {
+                    if stall.stalled(&client, applied).await {
+                        return Err(msa_core::etcd::etcd_client::Error::WatchError(
+                            "the watch fell behind".into(),
+                        )
+                        .into());
+                    }
+                    continue;
+                }
+            };
+            let Some(answer) = answer else { break };
+            if let Some(header) = answer.header() {
+                applied = applied.max(header.revision());
+            }
             let Some(live) = store.upgrade() else {
                 return Ok(());
             };
