@@ -4,20 +4,34 @@
 # Prints a markdown table of heartbeats per second and wrk's latency percentiles.
 # Goal: >= 50,000 heartbeats/s on this machine.
 #
-# Usage: bench/registry-heartbeats.sh [INSTANCES] [SECONDS]
+# With STORE `etcd`, the registry keeps its instances in a 3-member etcd cluster on
+# loopback (`--store etcd://...`): a registration is a lease grant and a put, a heartbeat
+# a lease keep-alive. The registration rate is printed too.
+#
+# Usage: bench/registry-heartbeats.sh [INSTANCES] [SECONDS] [memory|etcd]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 instances="${1:-10000}"
 seconds="${2:-10}"
+store="${3:-memory}"
 . bench/lib.sh
 
 need wrk
-cargo build --profile dist -q -p msa-discovery --bin msa-registry --example register_many
+features=()
+store_args=()
+if [ "$store" = etcd ]; then
+  need etcd
+  features=(--features etcd)
+  start_etcd_cluster 3
+  store_args=(--store "etcd://$etcd_endpoints")
+fi
+cargo build --profile dist -q -p msa-discovery "${features[@]}" --bin msa-registry --example register_many
 out="$work/wrk.out"
-start_server msa-registry
-"$bin/examples/register_many" --registry "http://$addr" --count "$instances" >/dev/null
+start_server msa-registry "${store_args[@]}"
+registered="$("$bin/examples/register_many" --registry "http://$addr" --count "$instances")"
 
-echo "msa-registry on $addr, $instances instances, wrk -t1 -c64 -d${seconds}s ($(machine))"
+echo "msa-registry ($store store) on $addr, $instances instances, wrk -t1 -c64 -d${seconds}s ($(machine))"
+echo "$registered"
 echo
 echo "| round | heartbeats/s | p50 | p99 | non-2xx |"
 echo "|---:|---:|---:|---:|---:|"

@@ -15,6 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let eureka = format!("{}/eureka", arg("--registry", "http://127.0.0.1:8761"));
     let count: usize = arg("--count", "10000").parse()?;
     let mut next = 0;
+    let started = std::time::Instant::now();
     while next < count {
         let batch: Vec<_> = (next..count.min(next + 32))
             .map(|n| {
@@ -31,6 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         next += 32;
     }
-    println!("registered {count} instances");
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "registered {count} instances in {seconds:.2} s: {:.0} registrations/s",
+        count as f64 / seconds
+    );
     Ok(())
 }
