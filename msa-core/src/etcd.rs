@@ -285,6 +285,17 @@ where
     Err(EtcdError::Timeout(CALL_TIMEOUT))
 }
 
+/// `call` within [`CALL_TIMEOUT`] (one attempt): for calls [`retrying`] cannot repeat,
+/// such as opening a watch.
+pub async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(outcome) => Ok(outcome?),
+        Err(_) => Err(EtcdError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
 /// Finds a watch that went silent on a member that hangs (frozen, partitioned): a watch
 /// cannot tell that from quiet. Every [`Stall::EVERY`] its follower looks at the newest
 /// change under the prefix; a watch that has not caught up with it by the next look, or

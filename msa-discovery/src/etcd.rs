@@ -146,9 +146,16 @@ async fn follow(
     loop {
         let outcome: Result<(), msa_core::etcd::EtcdError> = async {
             let mut client = client.get().await?;
-            let read = client
-                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-                .await?;
+            let read = msa_core::etcd::retrying(|| {
+                let mut client = client.clone();
+                let prefix = prefix.clone();
+                async move {
+                    Ok(client
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await?)
+                }
+            })
+            .await?;
             let revision = read.header().map_or(0, |h| h.revision());
             let mut known: BTreeMap<Vec<u8>, ServiceInstance> = read
                 .kvs()
@@ -166,7 +173,8 @@ async fn follow(
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(revision + 1);
-            let mut stream = client.watch(prefix.as_str(), Some(options)).await?;
+            let mut stream =
+                msa_core::etcd::bounded(client.watch(prefix.as_str(), Some(options))).await?;
             let mut applied = revision;
             let mut stall = msa_core::etcd::Stall::new(prefix.as_str());
             let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);

@@ -182,9 +182,16 @@ impl EtcdRepository {
     async fn follow(&self) -> Result<(), EtcdError> {
         let mut client = self.inner.client.get().await?;
         let prefix = self.inner.prefix.as_str();
-        let read = client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
+        // Bounded: a member that hangs must not hold the copy back (it is tried again).
+        let read = msa_core::etcd::retrying(|| {
+            let mut client = client.clone();
+            async move {
+                Ok(client
+                    .get(prefix, Some(GetOptions::new().with_prefix()))
+                    .await?)
+            }
+        })
+        .await?;
         let revision = read.header().map_or(0, |h| h.revision());
         let mut files: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
         for kv in read.kvs() {
@@ -201,7 +208,7 @@ impl EtcdRepository {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
-        let mut stream = client.watch(prefix, Some(options)).await?;
+        let mut stream = msa_core::etcd::bounded(client.watch(prefix, Some(options))).await?;
         let mut applied = revision;
         let mut stall = msa_core::etcd::Stall::new(prefix);
         let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);
