@@ -19,10 +19,11 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use etcd_client;
-use etcd_client::{Client, ConnectOptions, LeaderKey, ResignOptions};
+use etcd_client::{Client, ConnectOptions, Event, KeyValue, LeaderKey, ResignOptions};
 use tokio::sync::watch;
 
 use tonic::Code as tonic_code;
@@ -76,29 +77,43 @@ pub fn endpoints(url: &str) -> Result<Vec<String>, EtcdError> {
     Ok(endpoints)
 }
 
-/// How long one call [`retrying`] makes may go unanswered before it is tried again (a
+/// How long one call [`LazyClient::retrying`] makes may go unanswered before it is tried again (a
 /// member that hangs, frozen or partitioned, costs a caller that much).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A client of the cluster at `url` (see [`endpoints`]): connects within 2 s and pings
-/// every second, so a dead connection is noticed within two. Calls have no deadline of
-/// their own (a campaign waits as long as another leads): bound them with [`retrying`].
+/// every second, so a dead connection is noticed within two; a member cut off from the
+/// cluster's leader refuses calls (and cancels watches) rather than answer from a stale
+/// view. Calls have no deadline of their own (a campaign waits as long as another
+/// leads): bound them with [`LazyClient::retrying`] or [`bounded`].
 pub async fn connect(url: &str) -> Result<Client, EtcdError> {
     let endpoints = endpoints(url)?;
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
-        .with_keep_alive_while_idle(true);
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
     Ok(Client::connect(endpoints, Some(options)).await?)
 }
 
 /// A client connected on first use: for settings read where nothing can wait (building
 /// an app), used by tasks that can. A failed connection is tried again at the next use.
 /// Cheap to clone; clones share the connection.
+///
+/// A client made from a URL also keeps, on demand, one client per member
+/// ([`pinned`](Self::pinned)): a follower ([`follow`]) reads and watches through one member
+/// and moves to the next when that one hangs, which the shared client's balancing cannot
+/// tell from a slow answer.
 #[derive(Clone)]
 pub struct LazyClient {
     url: Arc<str>,
     client: Arc<tokio::sync::OnceCell<Client>>,
+    /// A client per endpoint of `url` (none for a client given [`ready`](Self::ready)).
+    members: Arc<[tokio::sync::OnceCell<Client>]>,
+    /// The member the next follower starts on (followers spread over the members).
+    next_member: Arc<AtomicUsize>,
+    /// The member [`retrying`](Self::retrying) calls go through.
+    current: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for LazyClient {
@@ -113,18 +128,25 @@ impl std::fmt::Debug for LazyClient {
 impl LazyClient {
     /// A client of the cluster at `url`, not connected yet; the URL is checked now.
     pub fn new(url: &str) -> Result<LazyClient, EtcdError> {
-        endpoints(url)?;
+        let members = endpoints(url)?.iter().map(|_| Default::default()).collect();
         Ok(LazyClient {
             url: url.into(),
             client: Arc::default(),
+            members,
+            next_member: Arc::default(),
+            current: Arc::default(),
         })
     }
 
-    /// A client that is connected already.
+    /// A client that is connected already. Its followers read and watch through it
+    /// rather than one member at a time (it has no URL to pin a member from).
     pub fn ready(client: Client) -> LazyClient {
         LazyClient {
             url: "".into(),
             client: Arc::new(tokio::sync::OnceCell::new_with(Some(client))),
+            members: Arc::new([]),
+            next_member: Arc::default(),
+            current: Arc::default(),
         }
     }
 
@@ -134,6 +156,74 @@ impl LazyClient {
             .get_or_try_init(|| connect(&self.url))
             .await
             .cloned()
+    }
+
+    /// A client of member `n` only (counted modulo the members, in the URL's order), so
+    /// that a caller can leave a member that hangs for the next; the shared client
+    /// ([`get`](Self::get)) when there is no URL.
+    pub async fn pinned(&self, n: usize) -> Result<Client, EtcdError> {
+        if self.members.is_empty() {
+            return self.get().await;
+        }
+        let n = n % self.members.len();
+        self.members[n]
+            .get_or_try_init(|| async {
+                let endpoint = endpoints(&self.url)?.swap_remove(n);
+                connect(&endpoint).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs `call` with a client, each attempt bounded by [`CALL_TIMEOUT`], again while it
+    /// fails transiently (see [`transient`]) or times out, up to three times in all, 50 ms
+    /// and then 200 ms apart.
+    ///
+    /// Calls go through one member (the client's current one; each in turn for a client
+    /// without a URL, through its own balancing): an attempt that times out or finds its
+    /// member unreachable moves this client and every clone to the next member, so a member
+    /// that hangs — which still accepts connections, so balancing keeps choosing it —
+    /// costs one attempt rather than one in three calls.
+    pub async fn retrying<T, F>(&self, mut call: impl FnMut(Client) -> F) -> Result<T, EtcdError>
+    where
+        F: std::future::Future<Output = Result<T, EtcdError>>,
+    {
+        let mut pause = Duration::from_millis(50);
+        for attempt in 0..3 {
+            let member = self.current.load(Ordering::Relaxed);
+            let outcome = match self.pinned(member).await {
+                Ok(client) => tokio::time::timeout(CALL_TIMEOUT, call(client))
+                    .await
+                    .unwrap_or(Err(EtcdError::Timeout(CALL_TIMEOUT))),
+                Err(error) => Err(error),
+            };
+            let failed = match &outcome {
+                Err(EtcdError::Client(error)) => transient(error),
+                Err(EtcdError::Timeout(_)) => true,
+                _ => false,
+            };
+            if !failed {
+                return outcome;
+            }
+            let _ = self.current.compare_exchange(
+                member,
+                member.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if attempt == 2 {
+                return outcome;
+            }
+            tracing::debug!(error = ?outcome.err(), "etcd call failed; trying again");
+            tokio::time::sleep(pause).await;
+            pause *= 4;
+        }
+        unreachable!("the third attempt returns")
+    }
+
+    /// The member a new follower starts on: each in turn.
+    fn first_member(&self) -> usize {
+        self.next_member.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -257,35 +347,7 @@ impl Election {
     }
 }
 
-/// Runs `call`, each attempt bounded by [`CALL_TIMEOUT`], again while it fails
-/// transiently (see [`transient`]) or times out, up to three times in all, 50 ms and then
-/// 200 ms apart: a call that reached a member that died or hung is tried again, most
-/// likely on another.
-pub async fn retrying<T, F>(mut call: impl FnMut() -> F) -> Result<T, EtcdError>
-where
-    F: std::future::Future<Output = Result<T, EtcdError>>,
-{
-    let mut pause = Duration::from_millis(50);
-    for attempt in 0..3 {
-        let outcome = tokio::time::timeout(CALL_TIMEOUT, call())
-            .await
-            .unwrap_or(Err(EtcdError::Timeout(CALL_TIMEOUT)));
-        match outcome {
-            Err(EtcdError::Client(ref error)) if attempt < 2 && transient(error) => {
-                tracing::debug!(%error, "etcd call failed; trying again");
-            }
-            Err(EtcdError::Timeout(_)) if attempt < 2 => {
-                tracing::debug!("etcd call unanswered; trying again");
-            }
-            other => return other,
-        }
-        tokio::time::sleep(pause).await;
-        pause *= 4;
-    }
-    Err(EtcdError::Timeout(CALL_TIMEOUT))
-}
-
-/// `call` within [`CALL_TIMEOUT`] (one attempt): for calls [`retrying`] cannot repeat,
+/// `call` within [`CALL_TIMEOUT`] (one attempt): for calls that cannot be repeated,
 /// such as opening a watch.
 pub async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -296,52 +358,143 @@ pub async fn bounded<T>(
     }
 }
 
-/// Finds a watch that went silent on a member that hangs (frozen, partitioned): a watch
-/// cannot tell that from quiet. Every [`Stall::EVERY`] its follower looks at the newest
-/// change under the prefix; a watch that has not caught up with it by the next look, or
-/// two looks that got no answer, mean the watch is stalled and the follower should read
-/// and watch again.
+/// What a [`follow`]er is told.
 #[derive(Debug)]
-pub struct Stall {
-    prefix: String,
-    behind: u32,
+pub enum Update<'a> {
+    /// Every key under the prefix, as one read found them: the first read, and each read
+    /// after following broke. It replaces everything known before.
+    All(&'a [KeyValue]),
+    /// Changes after the last update, in etcd's order.
+    Events(&'a [Event]),
+    /// Following broke (etcd unreachable, a member that hangs, history compacted past the
+    /// watch); what is known stays known, and the prefix is read again through the next
+    /// member after a pause (100 ms, doubling up to 5 s while it keeps failing).
+    Broken(&'a EtcdError),
 }
 
-impl Stall {
-    /// How often a follower looks.
-    pub const EVERY: Duration = Duration::from_secs(2);
+/// How often a follower looks whether its watch still keeps up.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
 
-    /// Looks for stalls of a watch of `prefix`.
-    pub fn new(prefix: impl Into<String>) -> Stall {
-        Stall {
-            prefix: prefix.into(),
-            behind: 0,
-        }
-    }
+/// How long a look may go unanswered before it counts as the watch being behind.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(1);
 
-    /// Whether the watch, having applied changes up to revision `applied`, is stalled.
-    pub async fn stalled(&mut self, client: &Client, applied: i64) -> bool {
-        use etcd_client::{GetOptions, SortOrder, SortTarget};
-        let newest = retrying(|| {
-            let mut client = client.clone();
-            let prefix = self.prefix.clone();
-            async move {
-                let options = GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Mod, SortOrder::Descend)
-                    .with_limit(1)
-                    .with_keys_only();
-                let answer = client.get(prefix, Some(options)).await?;
-                Ok(answer.kvs().first().map_or(0, |kv| kv.mod_revision()))
+/// Follows every key under `prefix`: reads them all ([`Update::All`]), then watches from
+/// the revision after that read ([`Update::Events`]) — the one way msa keeps a copy of
+/// part of etcd (the registry's instances, services, config files). Returns when `apply`
+/// says `false` (nobody needs the copy any more).
+///
+/// Reads and the watch go through one member at a time (see [`LazyClient::pinned`]). A
+/// watch cannot tell a member that hangs (frozen, partitioned) from a quiet prefix, so
+/// every 2 s the follower asks the member for the prefix's newest revision: a watch that
+/// has not caught up with it by the next look, or two looks in a row unanswered within
+/// 1 s, break following, which moves to the next member. A copy is thus behind for at
+/// most about 5 s while a member hangs.
+pub async fn follow(
+    client: LazyClient,
+    prefix: impl Into<String>,
+    mut apply: impl FnMut(Update<'_>) -> bool,
+) {
+    let prefix = prefix.into();
+    let mut member = client.first_member();
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut failing = false;
+    loop {
+        let error = match follow_member(&client, member, &prefix, &mut apply, &mut || {
+            if failing {
+                tracing::info!(%prefix, "etcd followed again");
+                failing = false;
             }
+            backoff.reset();
         })
-        .await;
-        match newest {
-            Ok(newest) if newest <= applied => self.behind = 0,
-            _ => self.behind += 1,
+        .await
+        {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        if !failing {
+            tracing::warn!(%prefix, %error, "following etcd broke; keeping what is known");
+            failing = true;
         }
-        self.behind >= 2
+        if !apply(Update::Broken(&error)) {
+            return;
+        }
+        member = member.wrapping_add(1);
+        backoff.wait().await;
     }
+}
+
+/// Reads and watches `prefix` through one member until that breaks (an error) or
+/// `apply` says stop (`Ok`). `recovered` runs after a read got through.
+async fn follow_member(
+    client: &LazyClient,
+    member: usize,
+    prefix: &str,
+    apply: &mut impl FnMut(Update<'_>) -> bool,
+    recovered: &mut impl FnMut(),
+) -> Result<(), EtcdError> {
+    use etcd_client::{GetOptions, WatchOptions};
+    let mut client = client.pinned(member).await?;
+    let read = bounded(client.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+    let revision = read.header().map_or(0, |h| h.revision());
+    if !apply(Update::All(read.kvs())) {
+        return Ok(());
+    }
+    recovered();
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    let mut stream = bounded(client.watch(prefix, Some(options))).await?;
+    let mut applied = revision;
+    let mut behind = 0;
+    let mut looks = tokio::time::interval(LOOK_EVERY);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    looks.tick().await;
+    loop {
+        let answer = tokio::select! {
+            answer = stream.message() => answer?,
+            _ = looks.tick() => {
+                match newest_revision(&client, prefix).await {
+                    Some(newest) if newest <= applied => behind = 0,
+                    _ => behind += 1,
+                }
+                if behind >= 2 {
+                    return Err(etcd_client::Error::WatchError("the watch fell behind".into()).into());
+                }
+                continue;
+            }
+        };
+        let Some(answer) = answer else {
+            return Err(etcd_client::Error::WatchError("the watch ended".into()).into());
+        };
+        if answer.canceled() || answer.compact_revision() > 0 {
+            let reason = format!("the watch was canceled: {}", answer.cancel_reason());
+            return Err(etcd_client::Error::WatchError(reason).into());
+        }
+        if let Some(header) = answer.header() {
+            applied = applied.max(header.revision());
+        }
+        if !answer.events().is_empty() && !apply(Update::Events(answer.events())) {
+            return Ok(());
+        }
+    }
+}
+
+/// The newest revision of a key under `prefix` (0 for none), or `None` when the member
+/// does not answer within [`LOOK_TIMEOUT`].
+async fn newest_revision(client: &Client, prefix: &str) -> Option<i64> {
+    use etcd_client::{GetOptions, SortOrder, SortTarget};
+    let options = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Mod, SortOrder::Descend)
+        .with_limit(1)
+        .with_keys_only();
+    let mut client = client.clone();
+    let answer = tokio::time::timeout(LOOK_TIMEOUT, client.get(prefix, Some(options)))
+        .await
+        .ok()?
+        .ok()?;
+    Some(answer.kvs().first().map_or(0, |kv| kv.mod_revision()))
 }
 
 /// Whether `error` is etcd being unreachable or between leaders: worth retrying.

@@ -7,31 +7,17 @@
 #[path = "../../tests/support/etcd.rs"]
 mod etcd_cluster;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use etcd_cluster::Cluster;
 use msa_core::etcd::{self, Election};
 
 /// The tests freeze members: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// One cluster for this test binary.
-fn cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<(tempfile::TempDir, Cluster)> = OnceLock::new();
-    &CLUSTER
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let cluster = Cluster::start(dir.path(), 3);
-            (dir, cluster)
-        })
-        .1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leads_and_the_next_leads_when_it_resigns() {
     let _serial = SERIAL.lock().await;
-    let url = format!("etcd://{}", cluster().endpoints());
+    let url = format!("etcd://{}", etcd_cluster::shared().endpoints());
     let client = etcd::connect(&url).await.unwrap();
     let first = Election::new(client.clone(), "resign-test", "a").ttl(Duration::from_secs(5));
     let second = Election::new(client, "resign-test", "b").ttl(Duration::from_secs(5));
@@ -54,7 +40,7 @@ async fn one_leads_and_the_next_leads_when_it_resigns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_etcd_loses_to_one_that_is_not() {
     let _serial = SERIAL.lock().await;
-    let cluster = cluster();
+    let cluster = etcd_cluster::shared();
     // a talks to member 0 only; b to the other two.
     let only = |members: &[usize]| {
         let list: Vec<String> = members
@@ -76,10 +62,10 @@ async fn a_leader_cut_off_from_etcd_loses_to_one_that_is_not() {
         let b = observer.clone();
         tokio::spawn(async move { b.campaign().await })
     };
-    cluster.freeze(0);
+    let frozen = cluster.frozen(0);
     let lost = tokio::time::timeout(Duration::from_secs(10), leading.lost()).await;
     let next = tokio::time::timeout(Duration::from_secs(10), waiting).await;
-    cluster.thaw(0);
+    drop(frozen);
     lost.expect("a knows it lost leadership");
     let next = next.expect("b leads").unwrap().unwrap();
     assert!(next.is_leading());

@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use msa_core::ServiceInstance;
 use msa_core::backoff::Backoff;
-use msa_core::etcd::LazyClient;
-use msa_core::etcd::etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use msa_core::etcd::etcd_client::{Client, EventType, PutOptions};
+use msa_core::etcd::{LazyClient, Update};
 use msa_core::shutdown::Shutdown;
 use tokio::sync::watch;
 
@@ -133,110 +133,41 @@ impl Discovery for EtcdDiscovery {
     }
 }
 
-/// Follows the instances under `prefix`: a read of them all, then a watch from the
-/// revision after it; a broken watch (etcd unreachable, the revision compacted) reads
-/// again. `publish` gets each new list and says whether anyone still listens.
+/// Follows the instances under `prefix` ([`msa_core::etcd::follow`]); `publish` gets each
+/// new list and says whether anyone still listens.
 async fn follow(
     client: LazyClient,
     prefix: String,
     mut publish: impl FnMut(Vec<ServiceInstance>) -> bool + Send + 'static,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut failing = false;
-    loop {
-        let outcome: Result<(), msa_core::etcd::EtcdError> = async {
-            let mut client = client.get().await?;
-            let read = msa_core::etcd::retrying(|| {
-                let mut client = client.clone();
-                let prefix = prefix.clone();
-                async move {
-                    Ok(client
-                        .get(prefix, Some(GetOptions::new().with_prefix()))
-                        .await?)
-                }
-            })
-            .await?;
-            let revision = read.header().map_or(0, |h| h.revision());
-            let mut known: BTreeMap<Vec<u8>, ServiceInstance> = read
-                .kvs()
-                .iter()
-                .filter_map(|kv| Some((kv.key().to_vec(), decode(kv.key(), kv.value())?)))
-                .collect();
-            if !publish(known.values().cloned().collect()) {
-                return Ok(());
+    let mut known: BTreeMap<Vec<u8>, ServiceInstance> = BTreeMap::new();
+    msa_core::etcd::follow(client, prefix, move |update| {
+        match update {
+            Update::All(kvs) => {
+                known = kvs
+                    .iter()
+                    .filter_map(|kv| Some((kv.key().to_vec(), decode(kv.key(), kv.value())?)))
+                    .collect();
             }
-            if failing {
-                tracing::info!(%prefix, "etcd reachable again");
-                failing = false;
-            }
-            backoff.reset();
-            let options = WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(revision + 1);
-            let mut stream =
-                msa_core::etcd::bounded(client.watch(prefix.as_str(), Some(options))).await?;
-            let mut applied = revision;
-            let mut stall = msa_core::etcd::Stall::new(prefix.as_str());
-            let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);
-            looks.tick().await;
-            loop {
-                let answer = tokio::select! {
-                    answer = stream.message() => answer?,
-                    _ = looks.tick() => {
-                        if stall.stalled(&client, applied).await {
-                            return Err(msa_core::etcd::etcd_client::Error::WatchError(
-                                "the watch fell behind".into(),
-                            )
-                            .into());
-                        }
-                        continue;
-                    }
-                };
-                let Some(answer) = answer else { break };
-                if let Some(header) = answer.header() {
-                    applied = applied.max(header.revision());
-                }
-                if answer.canceled() || answer.compact_revision() > 0 {
-                    // Compacted past our revision: read everything again.
-                    return Err(msa_core::etcd::etcd_client::Error::WatchError(
-                        "watch canceled".into(),
-                    )
-                    .into());
-                }
-                for event in answer.events() {
+            Update::Events(events) => {
+                for event in events {
                     let Some(kv) = event.kv() else { continue };
-                    match event.event_type() {
-                        EventType::Put => match decode(kv.key(), kv.value()) {
-                            Some(instance) => {
-                                known.insert(kv.key().to_vec(), instance);
-                            }
-                            None => {
-                                known.remove(kv.key());
-                            }
-                        },
-                        EventType::Delete => {
-                            known.remove(kv.key());
-                        }
-                    }
-                }
-                if !publish(known.values().cloned().collect()) {
-                    return Ok(());
+                    let instance = match event.event_type() {
+                        EventType::Put => decode(kv.key(), kv.value()),
+                        EventType::Delete => None,
+                    };
+                    match instance {
+                        Some(instance) => known.insert(kv.key().to_vec(), instance),
+                        None => known.remove(kv.key()),
+                    };
                 }
             }
-            Err(msa_core::etcd::etcd_client::Error::WatchError("watch stream ended".into()).into())
+            // The last known instances stay.
+            Update::Broken(_) => return true,
         }
-        .await;
-        match outcome {
-            Ok(()) => return, // nobody listens any more
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(%prefix, %error, "etcd watch broken; keeping the last known instances");
-                    failing = true;
-                }
-                backoff.wait().await;
-            }
-        }
-    }
+        publish(known.values().cloned().collect())
+    })
+    .await;
 }
 
 /// An instance from its key and JSON value; `None` (with a warning) for one that is too
@@ -321,11 +252,12 @@ impl EtcdRegistration {
     /// Grants a lease and puts the instance under it; the lease's id. Transient failures
     /// (a member that died or hangs) are retried.
     pub async fn register(&self) -> Result<i64, msa_core::etcd::EtcdError> {
-        msa_core::etcd::retrying(|| self.try_register()).await
+        self.client
+            .retrying(|client| self.try_register(client))
+            .await
     }
 
-    async fn try_register(&self) -> Result<i64, msa_core::etcd::EtcdError> {
-        let mut client = self.client.get().await?;
+    async fn try_register(&self, mut client: Client) -> Result<i64, msa_core::etcd::EtcdError> {
         let ttl = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
         let lease = client.lease_grant(ttl, None).await?.id();
         let value = serde_json::to_vec(&self.instance).unwrap_or_default();
@@ -344,11 +276,16 @@ impl EtcdRegistration {
     /// Revokes the lease, which deletes the key at once.
     pub async fn deregister(&self) -> Result<(), msa_core::etcd::EtcdError> {
         let lease = self.registered.send_replace(None);
-        msa_core::etcd::retrying(|| self.try_deregister(lease)).await
+        self.client
+            .retrying(|client| self.try_deregister(client, lease))
+            .await
     }
 
-    async fn try_deregister(&self, lease: Option<i64>) -> Result<(), msa_core::etcd::EtcdError> {
-        let mut client = self.client.get().await?;
+    async fn try_deregister(
+        &self,
+        mut client: Client,
+        lease: Option<i64>,
+    ) -> Result<(), msa_core::etcd::EtcdError> {
         match lease {
             Some(lease) => {
                 client.lease_revoke(lease).await?;

@@ -166,6 +166,16 @@ impl Cluster {
         self.signal(member, "-CONT");
     }
 
+    /// Freezes a member until the guard is dropped (also when the test panics, so the
+    /// member is thawed for the tests after it).
+    pub fn frozen(&self, member: usize) -> Frozen<'_> {
+        self.freeze(member);
+        Frozen {
+            cluster: self,
+            member,
+        }
+    }
+
     /// The member that leads now, by asking each member's `/v3/maintenance/status`.
     pub fn leader(&self) -> usize {
         for (n, member) in self.members.iter().enumerate() {
@@ -184,6 +194,31 @@ impl Cluster {
         }
         panic!("no etcd member says it leads");
     }
+}
+
+/// A member frozen by [`Cluster::frozen`]; thawed on drop.
+pub struct Frozen<'a> {
+    cluster: &'a Cluster,
+    member: usize,
+}
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.cluster.thaw(self.member);
+    }
+}
+
+/// The test binary's one 3-member cluster, started on first use (tests sharing it use
+/// their own key prefixes).
+pub fn shared() -> &'static Cluster {
+    static CLUSTER: std::sync::OnceLock<(tempfile::TempDir, Cluster)> = std::sync::OnceLock::new();
+    &CLUSTER
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let cluster = Cluster::start(dir.path(), 3);
+            (dir, cluster)
+        })
+        .1
 }
 
 /// Plain HTTP/1.1 over a std socket, so the cluster starts outside any runtime.

@@ -17,9 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use msa_core::backoff::Backoff;
-use msa_core::etcd::etcd_client::{EventType, GetOptions, WatchOptions};
-use msa_core::etcd::{EtcdError, LazyClient};
+use msa_core::etcd::etcd_client::EventType;
+use msa_core::etcd::{EtcdError, LazyClient, Update};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -94,23 +93,17 @@ impl EtcdRepository {
             }),
         };
         let follower = Arc::downgrade(&repository.inner);
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-            loop {
-                let Some(inner) = follower.upgrade() else {
-                    return;
-                };
-                let repository = EtcdRepository { inner };
-                let outcome = repository.follow().await;
-                if let Err(error) = outcome {
-                    let reason = error.to_string();
-                    tracing::warn!(%reason, "etcd watch broken; serving the last known files");
-                    *lock(&repository.inner.failing) = Some(reason);
-                }
-                drop(repository);
-                backoff.wait().await;
-            }
-        });
+        let (client, prefix) = (
+            repository.inner.client.clone(),
+            repository.inner.prefix.clone(),
+        );
+        tokio::spawn(msa_core::etcd::follow(client, prefix, move |update| {
+            let Some(inner) = follower.upgrade() else {
+                return false;
+            };
+            EtcdRepository { inner }.apply(update);
+            true
+        }));
         repository
     }
 
@@ -178,84 +171,53 @@ impl EtcdRepository {
         self.inner.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Reads every file, then applies the watch's events from the next revision.
-    async fn follow(&self) -> Result<(), EtcdError> {
-        let mut client = self.inner.client.get().await?;
-        let prefix = self.inner.prefix.as_str();
-        // Bounded: a member that hangs must not hold the copy back (it is tried again).
-        let read = msa_core::etcd::retrying(|| {
-            let mut client = client.clone();
-            async move {
-                Ok(client
-                    .get(prefix, Some(GetOptions::new().with_prefix()))
-                    .await?)
-            }
-        })
-        .await?;
-        let revision = read.header().map_or(0, |h| h.revision());
-        let mut files: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
-        for kv in read.kvs() {
-            if let Some((label, file)) = self.split(kv.key())
-                && let Some(bytes) = bounded(kv.key(), kv.value())
-            {
-                files.entry(label).or_default().insert(file, bytes);
-            }
-        }
-        *lock(&self.inner.files) = files;
-        *lock(&self.inner.failing) = None;
-        self.changed();
-        self.inner.ready.send_replace(true);
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let mut stream = msa_core::etcd::bounded(client.watch(prefix, Some(options))).await?;
-        let mut applied = revision;
-        let mut stall = msa_core::etcd::Stall::new(prefix);
-        let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);
-        looks.tick().await;
-        loop {
-            let answer = tokio::select! {
-                answer = stream.message() => answer?,
-                _ = looks.tick() => {
-                    if stall.stalled(&client, applied).await {
-                        break;
+    /// Applies what the follower of etcd heard.
+    fn apply(&self, update: Update<'_>) {
+        match update {
+            Update::All(kvs) => {
+                let mut files: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+                for kv in kvs {
+                    if let Some((label, file)) = self.split(kv.key())
+                        && let Some(bytes) = bounded(kv.key(), kv.value())
+                    {
+                        files.entry(label).or_default().insert(file, bytes);
                     }
-                    continue;
                 }
-            };
-            let Some(answer) = answer else { break };
-            if let Some(header) = answer.header() {
-                applied = applied.max(header.revision());
+                *lock(&self.inner.files) = files;
+                *lock(&self.inner.failing) = None;
+                self.inner.ready.send_replace(true);
             }
-            if answer.canceled() || answer.compact_revision() > 0 {
-                break;
-            }
-            let mut files = lock(&self.inner.files);
-            for event in answer.events() {
-                let Some(kv) = event.kv() else { continue };
-                let Some((label, file)) = self.split(kv.key()) else {
-                    continue;
-                };
-                match event.event_type() {
-                    EventType::Put => {
-                        if let Some(bytes) = bounded(kv.key(), kv.value()) {
-                            files.entry(label).or_default().insert(file, bytes);
+            Update::Events(events) => {
+                let mut files = lock(&self.inner.files);
+                for event in events {
+                    let Some(kv) = event.kv() else { continue };
+                    let Some((label, file)) = self.split(kv.key()) else {
+                        continue;
+                    };
+                    match event.event_type() {
+                        EventType::Put => {
+                            if let Some(bytes) = bounded(kv.key(), kv.value()) {
+                                files.entry(label).or_default().insert(file, bytes);
+                            }
                         }
-                    }
-                    EventType::Delete => {
-                        if let Some(label_files) = files.get_mut(&label) {
-                            label_files.remove(&file);
-                            if label_files.is_empty() {
-                                files.remove(&label);
+                        EventType::Delete => {
+                            if let Some(label_files) = files.get_mut(&label) {
+                                label_files.remove(&file);
+                                if label_files.is_empty() {
+                                    files.remove(&label);
+                                }
                             }
                         }
                     }
                 }
             }
-            drop(files);
-            self.changed();
+            // The last known files are served meanwhile.
+            Update::Broken(error) => {
+                *lock(&self.inner.failing) = Some(error.to_string());
+                return;
+            }
         }
-        Err(msa_core::etcd::etcd_client::Error::WatchError("watch ended".into()).into())
+        self.changed();
     }
 }
 

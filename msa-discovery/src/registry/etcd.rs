@@ -4,9 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use msa_core::backoff::Backoff;
-use msa_core::etcd::etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
-use msa_core::etcd::{EtcdError, LazyClient};
+use msa_core::etcd::etcd_client::{Client, EventType, PutOptions};
+use msa_core::etcd::{EtcdError, LazyClient, Update};
 
 use super::store::Store;
 use crate::eureka::InstanceInfo;
@@ -88,11 +87,15 @@ impl EtcdStore {
     }
 
     /// The lease of a record: as the watch said, else as etcd says now.
-    async fn find_lease(&self, app: &str, id: &str) -> Result<Option<i64>, EtcdError> {
+    async fn find_lease(
+        &self,
+        client: &mut Client,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<i64>, EtcdError> {
         if let Some(lease) = self.lease_of(app, id) {
             return Ok(Some(lease));
         }
-        let mut client = self.inner.client.get().await?;
         let answer = client.get(self.key(app, id), None).await?;
         Ok(answer.kvs().first().map(|kv| kv.lease()))
     }
@@ -104,11 +107,18 @@ impl EtcdStore {
         info: &InstanceInfo,
         duration: Duration,
     ) -> Result<(), EtcdError> {
-        msa_core::etcd::retrying(|| self.try_register(info, duration)).await
+        self.inner
+            .client
+            .retrying(|client| self.try_register(client, info, duration))
+            .await
     }
 
-    async fn try_register(&self, info: &InstanceInfo, duration: Duration) -> Result<(), EtcdError> {
-        let mut client = self.inner.client.get().await?;
+    async fn try_register(
+        &self,
+        mut client: Client,
+        info: &InstanceInfo,
+        duration: Duration,
+    ) -> Result<(), EtcdError> {
         let earlier = self.lease_of(&info.app, &info.instance_id);
         let ttl = i64::try_from(duration.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = client.lease_grant(ttl, None).await?.id();
@@ -131,14 +141,19 @@ impl EtcdStore {
     /// Puts a changed record under its current lease; `false` when etcd has no such
     /// record (its lease expired).
     pub(crate) async fn update(&self, info: &InstanceInfo) -> Result<bool, EtcdError> {
-        msa_core::etcd::retrying(|| self.try_update(info)).await
+        self.inner
+            .client
+            .retrying(|client| self.try_update(client, info))
+            .await
     }
 
-    async fn try_update(&self, info: &InstanceInfo) -> Result<bool, EtcdError> {
-        let Some(lease) = self.find_lease(&info.app, &info.instance_id).await? else {
+    async fn try_update(&self, mut client: Client, info: &InstanceInfo) -> Result<bool, EtcdError> {
+        let Some(lease) = self
+            .find_lease(&mut client, &info.app, &info.instance_id)
+            .await?
+        else {
             return Ok(false);
         };
-        let mut client = self.inner.client.get().await?;
         let value = serde_json::to_vec(info).unwrap_or_default();
         client
             .put(
@@ -153,14 +168,16 @@ impl EtcdStore {
     /// Renews an instance's lease; `false` when etcd has no such instance (the client
     /// registers again).
     pub(crate) async fn renew(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
-        msa_core::etcd::retrying(|| self.try_renew(app, id)).await
+        self.inner
+            .client
+            .retrying(|client| self.try_renew(client, app, id))
+            .await
     }
 
-    async fn try_renew(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
-        let Some(lease) = self.find_lease(app, id).await? else {
+    async fn try_renew(&self, mut client: Client, app: &str, id: &str) -> Result<bool, EtcdError> {
+        let Some(lease) = self.find_lease(&mut client, app, id).await? else {
             return Ok(false);
         };
-        let mut client = self.inner.client.get().await?;
         let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
         keeper.keep_alive().await?;
         let alive = answers
@@ -175,12 +192,14 @@ impl EtcdStore {
 
     /// Deletes an instance (revokes its lease); `false` when etcd had none.
     pub(crate) async fn cancel(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
-        msa_core::etcd::retrying(|| self.try_cancel(app, id)).await
+        self.inner
+            .client
+            .retrying(|client| self.try_cancel(client, app, id))
+            .await
     }
 
-    async fn try_cancel(&self, app: &str, id: &str) -> Result<bool, EtcdError> {
-        let mut client = self.inner.client.get().await?;
-        match self.find_lease(app, id).await? {
+    async fn try_cancel(&self, mut client: Client, app: &str, id: &str) -> Result<bool, EtcdError> {
+        match self.find_lease(&mut client, app, id).await? {
             Some(lease) if lease != 0 => {
                 client.lease_revoke(lease).await?;
             }
@@ -235,118 +254,59 @@ impl EtcdStore {
         }
     }
 
-    /// Keeps `store` a copy of etcd's records, from a task: everything read once, then the
-    /// prefix watched from the next revision (read again when the watch breaks). The task
-    /// ends when the store's last clone is gone.
+    /// Keeps `store` a copy of etcd's records, from a task ([`msa_core::etcd::follow`]).
+    /// The task ends when the store's last clone is gone.
     pub(crate) fn follow(&self, store: &Store) {
         let this = self.clone();
         let store = store.downgrade();
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-            let mut failing = false;
-            loop {
-                let Some(live) = store.upgrade() else { return };
-                drop(live);
-                match this.sync(&store).await {
-                    Ok(()) => return,
-                    Err(error) => {
-                        if !failing {
-                            tracing::warn!(%error, "etcd watch broken; serving the last known registry");
-                            failing = true;
-                        }
-                        backoff.wait().await;
-                    }
-                }
-            }
-        });
-    }
-
-    async fn sync(&self, store: &super::store::WeakStore) -> Result<(), EtcdError> {
-        let mut client = self.inner.client.get().await?;
-        let prefix = self.inner.prefix.as_str();
-        // Bounded: a member that hangs must not hold the copy back (it is tried again).
-        let read = msa_core::etcd::retrying(|| {
-            let mut client = client.clone();
-            async move {
-                Ok(client
-                    .get(prefix, Some(GetOptions::new().with_prefix()))
-                    .await?)
-            }
-        })
-        .await?;
-        let revision = read.header().map_or(0, |h| h.revision());
-        let Some(live) = store.upgrade() else {
-            return Ok(());
-        };
-        let mut present = BTreeSet::new();
-        for kv in read.kvs() {
-            if let Some(info) = self.decode(kv.key(), kv.value()) {
-                present.insert((info.app.clone(), info.instance_id.clone()));
-                self.remember(&info.app, &info.instance_id, Some(kv.lease()));
-                live.mirror(info);
-            }
-        }
-        for (app, id) in live.keys() {
-            if !present.contains(&(app.clone(), id.clone())) {
-                let _ = live.cancel(&app, &id);
-                self.remember(&app, &id, None);
-            }
-        }
-        drop(live);
-        tracing::info!(records = present.len(), revision, "registry read from etcd");
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let mut stream = msa_core::etcd::bounded(client.watch(prefix, Some(options))).await?;
-        let mut applied = revision;
-        let mut stall = msa_core::etcd::Stall::new(prefix);
-        let mut looks = tokio::time::interval(msa_core::etcd::Stall::EVERY);
-        looks.tick().await;
-        loop {
-            let answer = tokio::select! {
-                answer = stream.message() => answer?,
-                _ = looks.tick() => {
-                    if stall.stalled(&client, applied).await {
-                        return Err(msa_core::etcd::etcd_client::Error::WatchError(
-                            "the watch fell behind".into(),
-                        )
-                        .into());
-                    }
-                    continue;
-                }
-            };
-            let Some(answer) = answer else { break };
-            if let Some(header) = answer.header() {
-                applied = applied.max(header.revision());
-            }
+        let client = self.inner.client.clone();
+        let prefix = self.inner.prefix.clone();
+        tokio::spawn(msa_core::etcd::follow(client, prefix, move |update| {
             let Some(live) = store.upgrade() else {
-                return Ok(());
+                return false;
             };
-            if answer.canceled() || answer.compact_revision() > 0 {
-                return Err(msa_core::etcd::etcd_client::Error::WatchError(
-                    "watch canceled".into(),
-                )
-                .into());
-            }
-            for event in answer.events() {
-                let Some(kv) = event.kv() else { continue };
-                let Some((app, id)) = self.parse_key(kv.key()) else {
-                    continue;
-                };
-                match event.event_type() {
-                    EventType::Put => {
-                        if let Some(info) = self.decode(kv.key(), kv.value()) {
-                            self.remember(&app, &id, Some(kv.lease()));
+            match update {
+                Update::All(kvs) => {
+                    let mut present = BTreeSet::new();
+                    for kv in kvs {
+                        if let Some(info) = this.decode(kv.key(), kv.value()) {
+                            present.insert((info.app.clone(), info.instance_id.clone()));
+                            this.remember(&info.app, &info.instance_id, Some(kv.lease()));
                             live.mirror(info);
                         }
                     }
-                    EventType::Delete => {
-                        self.remember(&app, &id, None);
-                        let _ = live.cancel(&app, &id);
+                    for (app, id) in live.keys() {
+                        if !present.contains(&(app.clone(), id.clone())) {
+                            let _ = live.cancel(&app, &id);
+                            this.remember(&app, &id, None);
+                        }
+                    }
+                    tracing::info!(records = present.len(), "registry read from etcd");
+                }
+                Update::Events(events) => {
+                    for event in events {
+                        let Some(kv) = event.kv() else { continue };
+                        let Some((app, id)) = this.parse_key(kv.key()) else {
+                            continue;
+                        };
+                        match event.event_type() {
+                            EventType::Put => {
+                                if let Some(info) = this.decode(kv.key(), kv.value()) {
+                                    this.remember(&app, &id, Some(kv.lease()));
+                                    live.mirror(info);
+                                }
+                            }
+                            EventType::Delete => {
+                                this.remember(&app, &id, None);
+                                let _ = live.cancel(&app, &id);
+                            }
+                        }
                     }
                 }
+                // The last known registry is served meanwhile.
+                Update::Broken(_) => {}
             }
-        }
-        Err(msa_core::etcd::etcd_client::Error::WatchError("watch stream ended".into()).into())
+            true
+        }));
     }
 }
