@@ -327,14 +327,11 @@ async fn heartbeat(
     if let Err(refused) = shared::renew(&server, &app, &id).await {
         return refused;
     }
-    let before = server.store.instance(&app, &id).map(|i| i.status);
-    if let Err(error) = server.store.renew_reporting(&app, &id, dirty, status) {
-        return not_found(error);
-    }
-    if status.is_some()
-        && status != before
-        && let Err(refused) = shared::write_through(&server, &app, &id).await
-    {
+    let changed = match server.store.renew_reporting(&app, &id, dirty, status) {
+        Ok(changed) => changed,
+        Err(error) => return not_found(error),
+    };
+    if changed && let Err(refused) = shared::write_through(&server, &app, &id).await {
         return refused;
     }
     StatusCode::OK.into_response()

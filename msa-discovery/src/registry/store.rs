@@ -416,19 +416,19 @@ impl Store {
     /// Renews a lease. 404 (`NotFound`) for an unknown instance, or when the client's
     /// `last_dirty` is newer than the server's copy: either way the client registers again.
     pub fn renew(&self, app: &str, id: &str, last_dirty: Option<u64>) -> Result<(), NotFound> {
-        self.renew_reporting(app, id, last_dirty, None)
+        self.renew_reporting(app, id, last_dirty, None).map(drop)
     }
 
     /// Renews a lease as [`renew`](Self::renew) does, and takes the client's reported
     /// `status` (a heartbeat's `?status=`) under the same lock, recording a change only
-    /// when the status differs.
+    /// when the status differs; whether it did.
     pub fn renew_reporting(
         &self,
         app: &str,
         id: &str,
         last_dirty: Option<u64>,
         status: Option<InstanceStatus>,
-    ) -> Result<(), NotFound> {
+    ) -> Result<bool, NotFound> {
         let now = Instant::now();
         let mut state = self.write();
         state.renewals.record(now);
@@ -451,8 +451,9 @@ impl Store {
             lease.info.last_updated_timestamp = FlexU64(millis);
             let info = lease.info.clone();
             self.changed(&mut state, info, ActionType::Modified, now);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Removes an instance (deregistration).
