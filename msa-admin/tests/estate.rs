@@ -73,10 +73,17 @@ async fn until(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_come_and_go_with_the_registry_and_their_health() {
+/// `orders-1`, served by `router` and registered in a registry of its own, and an admin
+/// following that registry that sees it UP.
+struct Watched {
+    admin: Admin,
+    registration: Registration,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn watched(router: Router) -> Watched {
     let base = registry().await;
-    let (addr, server) = serve(Actuator::new("orders").version("1.2.3").router()).await;
+    let (addr, server) = serve(router).await;
     let registration = Registration::new(
         &base,
         ServiceInstance::new("orders", "127.0.0.1", addr.port()).with_id("orders-1"),
@@ -89,8 +96,30 @@ async fn instances_come_and_go_with_the_registry_and_their_health() {
     until(
         &admin,
         Duration::from_secs(5),
-        "orders-1 UP with its version",
-        |i| i.is_some_and(|i| i.health == "UP" && i.version.as_deref() == Some("1.2.3")),
+        "orders-1 UP",
+        |i| i.is_some_and(|i| i.health == "UP"),
+        "orders",
+    )
+    .await;
+    Watched {
+        admin,
+        registration,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_come_and_go_with_the_registry_and_their_health() {
+    let Watched {
+        admin,
+        registration,
+        server,
+    } = watched(Actuator::new("orders").version("1.2.3").router()).await;
+    until(
+        &admin,
+        Duration::from_secs(5),
+        "orders-1 with its version",
+        |i| i.is_some_and(|i| i.version.as_deref() == Some("1.2.3")),
         "orders",
     )
     .await;
@@ -164,29 +193,9 @@ fn scrape(breaker: &str, served: u64, calls: u64, failed: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breakers_rates_and_the_graph_come_from_the_scrapes() {
-    let base = registry().await;
     let instance = Scripted::default();
     *instance.prometheus.lock().unwrap() = scrape("closed", 0, 0, 0);
-    let (addr, _server) = serve(scripted(&instance)).await;
-    Registration::new(
-        &base,
-        ServiceInstance::new("orders", "127.0.0.1", addr.port()).with_id("orders-1"),
-    )
-    .register()
-    .await
-    .unwrap();
-    let admin = admin();
-    admin
-        .estate()
-        .follow(RegistryDiscovery::new(&base).catalog());
-    until(
-        &admin,
-        Duration::from_secs(5),
-        "scraped",
-        |i| i.is_some_and(|i| i.health == "UP"),
-        "orders",
-    )
-    .await;
+    let Watched { admin, .. } = watched(scripted(&instance)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Traffic, half of orders' calls to payments failing, and the breaker opening.
@@ -240,30 +249,10 @@ async fn breakers_rates_and_the_graph_come_from_the_scrapes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_instances_and_requests_are_bounded() {
-    let base = registry().await;
     let instance = Scripted::default();
     // A scrape past the admin's body bound (64 KiB here).
     *instance.prometheus.lock().unwrap() = "# padding\n".repeat(20_000);
-    let (addr, _server) = serve(scripted(&instance)).await;
-    Registration::new(
-        &base,
-        ServiceInstance::new("orders", "127.0.0.1", addr.port()).with_id("orders-1"),
-    )
-    .register()
-    .await
-    .unwrap();
-    let admin = admin();
-    admin
-        .estate()
-        .follow(RegistryDiscovery::new(&base).catalog());
-    until(
-        &admin,
-        Duration::from_secs(5),
-        "listed",
-        |i| i.is_some_and(|i| i.health == "UP"),
-        "orders",
-    )
-    .await;
+    let Watched { admin, .. } = watched(scripted(&instance)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let detail = admin.estate().instance("orders", "orders-1").unwrap();
     assert!(detail.history.is_empty(), "an oversized scrape is not read");

@@ -503,6 +503,30 @@ struct CatalogAnswer {
 
 /// The whole registry, answered when its version passes `index` (or at once without one,
 /// or after `wait`): what msa-admin follows.
+/// A watch's long poll: returns at once without an index (`indexed` false) or when
+/// `answer_now` holds, else when the registry changes so that it does, or after `wait`.
+async fn long_poll(
+    server: &RegistryServer,
+    indexed: bool,
+    wait: Duration,
+    answer_now: impl Fn(&Store) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut versions = server.store.subscribe();
+    loop {
+        versions.mark_unchanged();
+        if !indexed || answer_now(&server.store) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, versions.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 async fn watch_all(
     State(server): State<RegistryServer>,
     Query(query): Query<WatchQuery>,
@@ -512,22 +536,11 @@ async fn watch_all(
         Err(reason) => return bad_request(reason),
     };
     let known = query.index.unwrap_or(0);
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut versions = server.store.subscribe();
-    loop {
-        versions.mark_unchanged();
-        let version = server.store.version();
-        // A client ahead of the registry saw an earlier life of it (a restart): answer now.
-        if version != known || query.index.is_none() {
-            break;
-        }
-        if tokio::time::timeout_at(deadline, versions.changed())
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
+    // A client ahead of the registry saw an earlier life of it (a restart): answer now.
+    long_poll(&server, query.index.is_some(), wait, |store| {
+        store.version() != known
+    })
+    .await;
     let index = server.store.version();
     let services = server
         .store
@@ -560,22 +573,11 @@ async fn watch_service(
         Err(reason) => return bad_request(reason),
     };
     let known = query.index.unwrap_or(0);
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut versions = server.store.subscribe();
-    loop {
-        versions.mark_unchanged();
-        let index = server.store.index(&service);
-        // A client ahead of the registry saw an earlier life of it (a restart): answer now.
-        if index > known || query.index.is_none() || known > server.store.version() {
-            break;
-        }
-        if tokio::time::timeout_at(deadline, versions.changed())
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
+    // A client ahead of the registry saw an earlier life of it (a restart): answer now.
+    long_poll(&server, query.index.is_some(), wait, |store| {
+        store.index(&service) > known || known > store.version()
+    })
+    .await;
     let answer = ServiceAnswer {
         index: server.store.index(&service),
         instances: server.store.instances(&service),
