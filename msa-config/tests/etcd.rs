@@ -1,6 +1,7 @@
 //! msa-config-server on etcd: two config servers serve the files a real 3-member etcd
 //! cluster holds (Debian's etcd on loopback, throwaway data), by application, profile and
-//! label, and a change put in etcd reaches a client watching either server.
+//! label, and a change put in etcd reaches a client watching either server; config
+//! clients read the same files from etcd themselves (an `etcd://` URI) and follow them.
 
 #![cfg(feature = "etcd")]
 
@@ -10,7 +11,7 @@ mod etcd_cluster;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use etcd_cluster::Cluster;
+use msa_config::client::ConfigClient;
 use msa_config::server::{ConfigServer, EtcdRepository};
 use serde_json::Value;
 
@@ -50,8 +51,7 @@ fn property(env: &Value, key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_serve_etcd_files_and_changes_reach_watching_clients() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(dir.path(), 3);
+    let cluster = etcd_cluster::shared();
     let mut client = msa_core::etcd::connect(&cluster.endpoints()).await.unwrap();
     for (key, text) in [
         (
@@ -123,4 +123,82 @@ async fn two_servers_serve_etcd_files_and_changes_reach_watching_clients() {
         assert!(tokio::time::Instant::now() < deadline, "{dev}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `orders.max` as the client's merged properties have it.
+fn max(source: &msa_config::client::ConfigServerSource) -> Result<Value, String> {
+    source
+        .properties()
+        .iter()
+        .find(|(key, _)| key == "orders.max")
+        .map(|(_, value)| value.clone())
+        .ok_or_else(|| "no orders.max".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_read_etcd_themselves_and_follow_its_changes() {
+    let cluster = etcd_cluster::shared();
+    let mut etcd = msa_core::etcd::connect(&cluster.endpoints()).await.unwrap();
+    for (key, text) in [
+        ("/direct/config/main/application.yml", "orders:\n  max: 1\n"),
+        ("/direct/config/main/orders.yml", "orders:\n  max: 5\n"),
+        ("/direct/config/main/orders-dev.properties", "orders.max=7\n"),
+        ("/direct/config/v2/orders.yml", "orders:\n  max: 9\n"),
+    ] {
+        etcd.put(key, text, None).await.unwrap();
+    }
+    let uri = format!("etcd://{}/direct", cluster.endpoints());
+    let client = |profiles: &str| ConfigClient::new("orders").uri(&uri).profiles(profiles);
+
+    // Resolved as a config server resolves them: profile over application over shared.
+    let dev = client("dev").live_with(max).await.unwrap();
+    assert_eq!(*dev.get(), Value::from("7"));
+    let plain = client("default").live_with(max).await.unwrap();
+    assert_eq!(*plain.get(), Value::from(5));
+    let v2 = client("default").label("v2").fetch_once().await.unwrap();
+    assert_eq!(v2.environment.property_sources.len(), 1);
+    let missing = client("default").label("nope").fetch_once().await;
+    assert!(
+        missing.is_err_and(|e| e.to_string().contains("nope")),
+        "a label with no file is an error"
+    );
+
+    // A change put in etcd reaches the clients through their watch.
+    let mut following = plain.subscribe();
+    etcd.put("/direct/config/main/orders.yml", "orders:\n  max: 6\n", None)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        following.wait_for(|v| **v == Value::from(6)),
+    )
+    .await
+    .expect("the change reaches the client")
+    .unwrap();
+    assert_eq!(*dev.get(), Value::from("7"), "the profile still wins");
+
+    // A file that does not parse is an error, as a config server answers it (500); a
+    // live client keeps its last good value and takes the next good file.
+    etcd.put("/direct/config/main/orders.yml", "orders: [unclosed\n", None)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match client("default").fetch_once().await {
+            Err(error) if error.to_string().contains("orders.yml") => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*plain.get(), Value::from(6));
+    etcd.put("/direct/config/main/orders.yml", "orders:\n  max: 8\n", None)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        following.wait_for(|v| **v == Value::from(8)),
+    )
+    .await
+    .expect("the next good file reaches the client")
+    .unwrap();
 }

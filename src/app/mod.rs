@@ -1468,7 +1468,7 @@ fn config_import(
     });
     let application = keys.name.clone().or(spring.name).unwrap_or(name.to_owned());
     let mut client = msa_config::client::ConfigClient::new(application)
-        .uris(uri.split(',').map(str::trim).filter(|u| !u.is_empty()))
+        .uri_list(&uri)
         .profiles(profiles)
         .fail_fast(fail_fast)
         .http_client(http(Duration::from_secs(60))?);

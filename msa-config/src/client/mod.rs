@@ -36,6 +36,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod live;
 
 pub use self::live::{Changed, LiveConfig, Rejected};
@@ -48,6 +50,9 @@ use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 
 use crate::server::Environment;
+
+#[cfg(not(feature = "etcd"))]
+const WITHOUT_ETCD: &str = "an etcd:// URI needs msa-config's `etcd` feature";
 
 /// Spring's default config server URI.
 pub const DEFAULT_URI: &str = "http://localhost:8888";
@@ -79,6 +84,9 @@ pub enum ClientError {
 pub struct ConfigClient {
     inner: Arc<Settings>,
     http: reqwest::Client,
+    /// The repositories of `etcd://` URIs, read by the client itself.
+    #[cfg(feature = "etcd")]
+    direct: Arc<etcd::Direct>,
 }
 
 #[derive(Clone, Debug)]
@@ -131,6 +139,8 @@ impl ConfigClient {
                 follow: true,
             }),
             http: reqwest::Client::new(),
+            #[cfg(feature = "etcd")]
+            direct: Arc::default(),
         }
     }
 
@@ -152,12 +162,46 @@ impl ConfigClient {
     }
 
     /// Several server URIs, tried in turn.
+    ///
+    /// An `etcd://host:port[,host:port…][/prefix]` URI (feature `etcd`) has the client
+    /// read the config files from etcd itself, as msa-config-server `--etcd` serves them
+    /// (keys `<prefix>/config/<label>/<file>`, prefix `/msa` by default), and follow them
+    /// with a watch of etcd instead of the server's long poll. `{cipher}` values stay
+    /// sealed that way: only a config server holds the key.
     pub fn uris(self, uris: impl IntoIterator<Item = impl Into<String>>) -> Self {
         let uris: Vec<String> = uris
             .into_iter()
             .map(|u| u.into().trim_end_matches('/').to_owned())
             .collect();
         self.with(|s| s.uris = uris)
+    }
+
+    /// URIs from one comma-separated setting, as Spring's `spring.cloud.config.uri` holds
+    /// them; the members of an `etcd://` URI (`etcd://a:2379,b:2379`) stay one URI.
+    ///
+    /// ```
+    /// # use msa_config::client::ConfigClient;
+    /// let client = ConfigClient::new("orders")
+    ///     .uri_list("etcd://10.0.0.1:2379,10.0.0.2:2379, http://config:8888");
+    /// assert_eq!(client.server_uris(), ["etcd://10.0.0.1:2379,10.0.0.2:2379", "http://config:8888"]);
+    /// ```
+    pub fn uri_list(self, list: &str) -> Self {
+        let mut uris: Vec<String> = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match uris.last_mut() {
+                Some(last) if last.starts_with("etcd://") && !entry.contains("://") => {
+                    last.push(',');
+                    last.push_str(entry);
+                }
+                _ => uris.push(entry.to_owned()),
+            }
+        }
+        self.uris(uris)
+    }
+
+    /// The URIs tried, in order.
+    pub fn server_uris(&self) -> &[String] {
+        &self.inner.uris
     }
 
     /// Comma-separated profiles (`dev,eu`); the last wins.
@@ -267,7 +311,9 @@ impl ConfigClient {
         for uri in &self.inner.uris {
             match self.fetch_from(uri).await {
                 Ok(fetched) => return Ok(fetched),
-                Err(reason) => reasons.push(format!("{uri}: {reason}")),
+                Err(reason) => {
+                    reasons.push(format!("{}: {reason}", msa_core::secrets::mask_url(uri)));
+                }
             }
         }
         Err(ClientError::Unreachable {
@@ -277,6 +323,12 @@ impl ConfigClient {
     }
 
     async fn fetch_from(&self, uri: &str) -> Result<Fetched, String> {
+        if uri.starts_with("etcd://") {
+            #[cfg(feature = "etcd")]
+            return self.fetch_etcd(uri).await;
+            #[cfg(not(feature = "etcd"))]
+            return Err(WITHOUT_ETCD.into());
+        }
         let response = self
             .request(format!("{uri}{}", self.path()))
             .send()
@@ -397,6 +449,19 @@ impl ConfigClient {
         let s = &self.inner;
         let mut reasons = Vec::new();
         for uri in &s.uris {
+            if uri.starts_with("etcd://") {
+                #[cfg(feature = "etcd")]
+                let next = self.next_etcd(uri, current).await;
+                #[cfg(not(feature = "etcd"))]
+                let next = Err(WITHOUT_ETCD.to_owned());
+                match next {
+                    Ok(next) => return Ok(next),
+                    Err(reason) => {
+                        reasons.push(format!("{}: {reason}", msa_core::secrets::mask_url(uri)));
+                        continue;
+                    }
+                }
+            }
             let url = format!(
                 "{uri}/_msa/watch{}?wait={}ms",
                 self.path(),

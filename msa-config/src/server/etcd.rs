@@ -26,6 +26,9 @@ use super::LabelError;
 use super::format::{self, EXTENSIONS};
 use super::repository::Snapshot;
 
+/// The key prefix unless another is given (files are under `<prefix>/config/`).
+pub const PREFIX: &str = "/msa";
+
 /// The largest file read from etcd; larger ones are skipped, with a warning.
 const MAX_FILE: usize = 1 << 20;
 
@@ -65,7 +68,7 @@ impl EtcdRepository {
     pub fn open(url: &str, default_label: &str) -> Result<EtcdRepository, EtcdError> {
         Ok(Self::with_client(
             LazyClient::new(url)?,
-            "/msa",
+            PREFIX,
             default_label,
             &msa_core::secrets::mask_url(url),
         ))
