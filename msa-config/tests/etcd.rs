@@ -170,7 +170,7 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
         .unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
-        following.wait_for(|v| **v == Value::from(6)),
+        following.wait_for(|v| v.as_i64() == Some(6)),
     )
     .await
     .expect("the change reaches the client")
@@ -196,7 +196,7 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
         .unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
-        following.wait_for(|v| **v == Value::from(8)),
+        following.wait_for(|v| v.as_i64() == Some(8)),
     )
     .await
     .expect("the next good file reaches the client")
