@@ -12,11 +12,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Installs Debian packages that are missing: `need wrk nginx`.
+# Installs the Debian packages of tools that are missing: `need wrk nginx etcd`.
 need() {
   local missing=()
   for tool in "$@"; do
-    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || case "$tool" in
+      etcd) missing+=(etcd-server) ;;
+      *) missing+=("$tool") ;;
+    esac
   done
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

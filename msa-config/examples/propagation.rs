@@ -4,6 +4,11 @@
 //! Starts N live clients of one application on a running msa-config-server, then changes
 //! the application's file R times; for each change, measures the time from the write until
 //! each client holds the new value, and prints p50/p99/max over all clients and rounds.
+//!
+//! With `--etcd host:port,...` (feature `etcd`) the file is the key
+//! `/msa/config/main/bench.yml` in that etcd cluster rather than a file in `--repo`: the
+//! clients' `--server` is then an msa-config-server started with `--etcd`, or the
+//! cluster itself (`etcd://host:port,...`) for clients that read etcd directly.
 
 use std::time::{Duration, Instant};
 
@@ -35,13 +40,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clients: usize = arg("--clients", "100").parse()?;
     let rounds: u64 = arg("--rounds", "10").parse()?;
     let file = repo.join("bench.yml");
-    std::fs::write(&file, "value: 0\n")?;
+    let etcd = arg("--etcd", "");
+    let write = Writer::new(&etcd, file).await?;
+    write.value(0).await?;
     // Let the server see the starting file before clients connect.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut live: Vec<LiveConfig<Settings>> = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let client = ConfigClient::new("bench").uri(&server);
+        let client = ConfigClient::new("bench").uri_list(&server);
         live.push(
             client
                 .live(|s| config::Config::builder().add_source(s))
@@ -68,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }));
         }
         let start = Instant::now();
-        std::fs::write(&file, format!("value: {round}\n"))?;
+        write.value(round).await?;
         for wait in waits {
             let seen = tokio::time::timeout(Duration::from_secs(30), wait).await??;
             latencies.push(seen.duration_since(start));
@@ -85,4 +92,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(*latencies.last().unwrap_or(&Duration::ZERO)),
     );
     Ok(())
+}
+
+/// Where the bench's file is written: a file in the repository, or a key in etcd.
+enum Writer {
+    File(std::path::PathBuf),
+    #[cfg(feature = "etcd")]
+    Etcd(msa_core::etcd::etcd_client::Client),
+}
+
+impl Writer {
+    async fn new(etcd: &str, file: std::path::PathBuf) -> Result<Self, Box<dyn std::error::Error>> {
+        if etcd.is_empty() {
+            return Ok(Writer::File(file));
+        }
+        #[cfg(feature = "etcd")]
+        return Ok(Writer::Etcd(msa_core::etcd::connect(etcd).await?));
+        #[cfg(not(feature = "etcd"))]
+        Err("--etcd needs the example built with feature etcd".into())
+    }
+
+    async fn value(&self, value: u64) -> Result<(), Box<dyn std::error::Error>> {
+        let text = format!("value: {value}\n");
+        match self {
+            Writer::File(file) => std::fs::write(file, text)?,
+            #[cfg(feature = "etcd")]
+            Writer::Etcd(client) => {
+                client
+                    .clone()
+                    .put("/msa/config/main/bench.yml", text, None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
