@@ -142,7 +142,10 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
     for (key, text) in [
         ("/direct/config/main/application.yml", "orders:\n  max: 1\n"),
         ("/direct/config/main/orders.yml", "orders:\n  max: 5\n"),
-        ("/direct/config/main/orders-dev.properties", "orders.max=7\n"),
+        (
+            "/direct/config/main/orders-dev.properties",
+            "orders.max=7\n",
+        ),
         ("/direct/config/v2/orders.yml", "orders:\n  max: 9\n"),
     ] {
         etcd.put(key, text, None).await.unwrap();
@@ -165,9 +168,13 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
 
     // A change put in etcd reaches the clients through their watch.
     let mut following = plain.subscribe();
-    etcd.put("/direct/config/main/orders.yml", "orders:\n  max: 6\n", None)
-        .await
-        .unwrap();
+    etcd.put(
+        "/direct/config/main/orders.yml",
+        "orders:\n  max: 6\n",
+        None,
+    )
+    .await
+    .unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
         following.wait_for(|v| v.as_i64() == Some(6)),
@@ -179,9 +186,13 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
 
     // A file that does not parse is an error, as a config server answers it (500); a
     // live client keeps its last good value and takes the next good file.
-    etcd.put("/direct/config/main/orders.yml", "orders: [unclosed\n", None)
-        .await
-        .unwrap();
+    etcd.put(
+        "/direct/config/main/orders.yml",
+        "orders: [unclosed\n",
+        None,
+    )
+    .await
+    .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match client("default").fetch_once().await {
@@ -191,9 +202,13 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(*plain.get(), Value::from(6));
-    etcd.put("/direct/config/main/orders.yml", "orders:\n  max: 8\n", None)
-        .await
-        .unwrap();
+    etcd.put(
+        "/direct/config/main/orders.yml",
+        "orders:\n  max: 8\n",
+        None,
+    )
+    .await
+    .unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
         following.wait_for(|v| v.as_i64() == Some(8)),

@@ -313,7 +313,7 @@ impl Election {
     async fn try_campaign(&self) -> Result<Leadership, EtcdError> {
         let mut client = self.client.clone();
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-        let lease = client.lease_grant(ttl, None).await?.id();
+        let lease = bounded(client.lease_grant(ttl, None)).await?.id();
         let (leading, lost) = watch::channel(true);
         let keeper = {
             let (client, ttl, name) = (client.clone(), self.ttl, self.name.clone());
@@ -323,26 +323,110 @@ impl Election {
                 let _ = leading.send(false);
             })
         };
-        let campaign = client
+        // Until it leads, a campaign given up (an error, or its caller gone) must not stay
+        // queued in the election under a lease kept alive: the guard revokes it.
+        let mut waiting = Campaigning {
+            client: client.clone(),
+            lease,
+            keeper: Some(keeper),
+        };
+        let answer = client
             .campaign(self.name.as_str(), self.value.as_str(), lease)
-            .await;
-        match campaign {
-            Ok(answer) => {
-                let key = answer.leader().cloned();
-                tracing::info!(election = %self.name, value = %self.value, "leading");
-                Ok(Leadership {
-                    client,
-                    key,
-                    lease,
-                    lost,
-                    keeper,
-                })
+            .await?;
+        let key = answer.leader().cloned();
+        tracing::info!(election = %self.name, value = %self.value, "leading");
+        Ok(Leadership {
+            client,
+            key,
+            lease,
+            lost,
+            keeper: waiting
+                .keeper
+                .take()
+                .expect("the keeper is the guard's until now"),
+        })
+    }
+
+    /// Runs `work` whenever this campaign leads, until `stop` turns true: campaigns; once
+    /// leading, starts `work(halt)`; when leadership is lost, turns `halt` true, waits for
+    /// `work` to return and campaigns again. At `stop`, halts the work and resigns, so
+    /// another replica leads at once. Work that returns on its own ends it too.
+    ///
+    /// `work` must stop soon after `halt` turns true: until it does, another replica may
+    /// already be leading.
+    pub async fn lead<Fut>(
+        &self,
+        mut work: impl FnMut(watch::Receiver<bool>) -> Fut,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let campaign = tokio::select! {
+                campaign = self.campaign() => campaign,
+                () = stopped(&mut stop) => return,
+            };
+            let leadership = match campaign {
+                Ok(leadership) => leadership,
+                Err(error) => {
+                    tracing::warn!(election = %self.name, %error, "cannot campaign; trying again");
+                    tokio::select! {
+                        () = backoff.wait() => continue,
+                        () = stopped(&mut stop) => return,
+                    }
+                }
+            };
+            backoff.reset();
+            let (halt, halted) = watch::channel(false);
+            let running = work(halted);
+            tokio::pin!(running);
+            tokio::select! {
+                () = &mut running => {
+                    let _ = leadership.resign().await;
+                    return;
+                }
+                () = leadership.lost() => {
+                    halt.send_replace(true);
+                    running.await;
+                }
+                () = stopped(&mut stop) => {
+                    halt.send_replace(true);
+                    running.await;
+                    if let Err(error) = leadership.resign().await {
+                        tracing::warn!(election = %self.name, %error, "cannot resign; the lease will lapse");
+                    }
+                    return;
+                }
             }
-            Err(error) => {
-                keeper.abort();
-                let _ = client.lease_revoke(lease).await;
-                Err(error.into())
-            }
+        }
+    }
+}
+
+/// Completes when `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// A campaign not leading yet: dropped, it stops keeping its lease alive and revokes it.
+struct Campaigning {
+    client: Client,
+    lease: i64,
+    keeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Campaigning {
+    fn drop(&mut self) {
+        let Some(keeper) = self.keeper.take() else {
+            return;
+        };
+        keeper.abort();
+        let (mut client, lease) = (self.client.clone(), self.lease);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = bounded(client.lease_revoke(lease)).await;
+            });
         }
     }
 }
