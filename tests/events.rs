@@ -1,10 +1,14 @@
 //! Data and events in `msa::App`: the service's database from `spring.datasource.url` (a
 //! JDBC URL as Spring writes it), an HTTP handler writing its row and its message in one
 //! transaction, the app's outbox relay publishing it through the app's stream,
-//! `/actuator/sagas` behind the management token, the `db` health component, and a
-//! missing datasource named at start.
+//! `/actuator/sagas` behind the management token, the `db` health component, a missing
+//! datasource named at start, and (with etcd) the relay running on one replica at a time.
 
 #![cfg(feature = "events")]
+
+#[cfg(feature = "etcd")]
+#[path = "support/etcd.rs"]
+mod etcd_cluster;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -83,7 +87,12 @@ async fn managed(http: &reqwest::Client, url: &str) -> reqwest::Response {
 }
 
 fn app(dir: &Path, name: &str, yaml: &str) -> msa::App {
-    let dir = dir.join(name);
+    replica(dir, name, name, yaml)
+}
+
+/// An app named `name` with its settings in `dir/files`.
+fn replica(dir: &Path, name: &str, files: &str, yaml: &str) -> msa::App {
+    let dir = dir.join(files);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("application.yml"), yaml).unwrap();
     msa::App::new(name)
@@ -292,4 +301,83 @@ async fn an_app_without_a_datasource_is_told_which_key_to_set() {
     let error = app.events_store().await.unwrap_err().to_string();
     assert!(error.contains("spring.datasource.url"), "{error}");
     assert!(error.contains("not set"), "{error}");
+}
+
+/// Messages waiting in `store`'s outbox.
+#[cfg(feature = "etcd")]
+async fn waiting(store: &Store) -> i64 {
+    use msa::events::sqlx::Row as _;
+    msa::events::sqlx::query("SELECT COUNT(*) FROM msa_outbox")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits (up to `within`) until `store`'s outbox is empty.
+#[cfg(feature = "etcd")]
+async fn relayed(store: &Store, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while waiting(store).await > 0 {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_election_one_replica_relays_and_the_next_takes_over_when_it_stops() {
+    let cluster = etcd_cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    // Two replicas of one app, each with its own database (so whose relay runs shows in
+    // whose outbox empties).
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let yaml = format!(
+            "spring.datasource.url: sqlite://{}/{name}.db\n\
+             msa.events.relay.poll-interval: 50ms\n\
+             msa.events.election.endpoints: etcd://{}\n\
+             spring.cloud.stream.bindings.placed.destination: election-orders\n",
+            dir.path().display(),
+            cluster.endpoints(),
+        );
+        let mut replica = replica(dir.path(), "orders", name, &yaml);
+        let store = replica.events_store().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.send("placed", Message::new(json!({ "by": name })))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        replicas.push((replica.start().await.unwrap(), store));
+    }
+    let leader = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            for (n, (_, store)) in replicas.iter().enumerate() {
+                if waiting(store).await == 0 {
+                    return n;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("one replica relays");
+    // The other does not, though its relay would look every 50 ms.
+    let other = 1 - leader;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(waiting(&replicas[other].1).await, 1, "only the leader relays");
+
+    // The leader stops: it resigns, and the other relays well before the 10 s a lapsed
+    // lease would take.
+    let (running, _) = replicas.remove(leader);
+    running.shutdown().await.unwrap();
+    let (running, store) = replicas.remove(0);
+    assert!(
+        relayed(&store, Duration::from_secs(5)).await,
+        "the other replica took over"
+    );
+    running.shutdown().await.unwrap();
 }

@@ -37,6 +37,84 @@ pub(crate) struct Wiring {
 struct EventsKeys {
     relay: RelayKeys,
     inbox: InboxKeys,
+    election: ElectionKeys,
+}
+
+/// `msa.events.election`: with `endpoints`, the outbox relay and the saga resumer run on
+/// one replica of the app at a time, chosen by etcd's election API.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+struct ElectionKeys {
+    /// `etcd://host:port[,host:port...]`.
+    endpoints: Option<String>,
+    /// How long leadership outlives a leader that stopped renewing it (10 s).
+    #[serde(with = "msa_core::duration::option")]
+    ttl: Option<Duration>,
+}
+
+/// Starts an elected loop: on one replica at a time when the app holds elections.
+type Elect = Box<dyn Fn(&str, Arc<dyn Fn() -> TaskHandle + Send + Sync>) -> TaskHandle>;
+
+/// How the app starts loops only one replica should run: campaigning in
+/// `msa.events.election`'s etcd, or (without it) at once.
+fn election(keys: &ElectionKeys, settings: &Settings, app: &str) -> Result<Elect, Error> {
+    let Some(endpoints) = keys.endpoints.clone() else {
+        return Ok(Box::new(|_, spawn| spawn()));
+    };
+    #[cfg(feature = "etcd")]
+    {
+        let client = msa_core::etcd::LazyClient::new(&endpoints).map_err(|e| {
+            Error::Settings(SettingsError {
+                key: "msa.events.election.endpoints".into(),
+                origin: settings.origin("msa.events.election.endpoints"),
+                message: e.to_string(),
+            })
+        })?;
+        let ttl = keys.ttl.unwrap_or(Duration::from_secs(10));
+        // Who leads, as etcd shows it: the app, its process and a random tag (replicas
+        // of one app on one host differ).
+        let value = format!(
+            "{app}:{}:{}",
+            std::process::id(),
+            msa_stream::message::random_id()
+        );
+        let app = app.to_owned();
+        Ok(Box::new(move |work, spawn| {
+            let election = format!("{app}/{work}");
+            let (client, value) = (client.clone(), value.clone());
+            TaskHandle::spawn(move |stop| async move {
+                let client = match client.get().await {
+                    Ok(client) => client,
+                    Err(error) => {
+                        tracing::error!(%election, %error, "cannot reach etcd; not campaigning");
+                        return;
+                    }
+                };
+                msa_core::etcd::Election::new(client, election, value)
+                    .ttl(ttl)
+                    .lead(
+                        |mut halt| {
+                            let running = spawn();
+                            async move {
+                                let _ = halt.wait_for(|halt| *halt).await;
+                                running.stop().await;
+                            }
+                        },
+                        stop,
+                    )
+                    .await;
+            })
+        }))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = (endpoints, app);
+        Err(Error::Settings(SettingsError {
+            key: "msa.events.election.endpoints".into(),
+            origin: settings.origin("msa.events.election.endpoints"),
+            message: "elections need msa's `etcd` feature".into(),
+        }))
+    }
 }
 
 /// `msa.events.inbox`.
@@ -177,6 +255,7 @@ impl App {
         let keys = settings
             .bind::<Option<EventsKeys>>("msa.events")?
             .unwrap_or_default();
+        let elect = election(&keys.election, settings, &self.name)?;
         let wiring = std::mem::take(&mut self.events);
         let mut loops = wiring.loops;
         if let Some(store) = wiring.store {
@@ -188,7 +267,8 @@ impl App {
                 if let Some(poll) = keys.relay.poll_interval {
                     relay = relay.poll(poll);
                 }
-                loops.push(("outbox relay".into(), Box::new(move || relay.spawn())));
+                let relay = elect("outbox-relay", Arc::new(move || relay.clone().spawn()));
+                loops.push(("outbox relay".into(), Box::new(move || relay)));
             }
             let retention = keys.inbox.retention.unwrap_or(INBOX_RETENTION);
             let pruned = store.clone();
@@ -245,10 +325,8 @@ impl App {
                     get(sagas_report).with_state(orchestrator.clone()),
                 ),
             );
-            loops.push((
-                "saga orchestrator".into(),
-                Box::new(move || orchestrator.spawn()),
-            ));
+            let resumer = elect("sagas", Arc::new(move || orchestrator.clone().spawn()));
+            loops.push(("saga orchestrator".into(), Box::new(move || resumer)));
         }
         for (name, spawn) in loops {
             let handle = spawn();
