@@ -368,7 +368,11 @@ async fn with_an_election_one_replica_relays_and_the_next_takes_over_when_it_sto
     // The other does not, though its relay would look every 50 ms.
     let other = 1 - leader;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(waiting(&replicas[other].1).await, 1, "only the leader relays");
+    assert_eq!(
+        waiting(&replicas[other].1).await,
+        1,
+        "only the leader relays"
+    );
 
     // The leader stops: it resigns, and the other relays well before the 10 s a lapsed
     // lease would take.

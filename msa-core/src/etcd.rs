@@ -1,10 +1,11 @@
 //! etcd, the distributed engine msa runs on past one machine (feature `etcd`): clients
-//! from `etcd://host:port[,host:port…]` URLs, and leader election for work only one replica
-//! should do (an outbox relay, a saga resumer, a sweeper).
+//! from `etcd://host:port[,host:port…]` URLs ([`LazyClient`], with calls that move off a
+//! member that hangs), the one follower of a key prefix that every copy of etcd's data in
+//! msa is kept by ([`follow`]), and leader election for work only one replica should do
+//! (an outbox relay, a saga resumer, a sweeper: [`Election`]).
 //!
 //! The client is [`etcd_client`] (etcd's gRPC API over tonic), re-exported here so every
-//! msa crate uses one version. A client keeps one channel to the endpoints and moves to
-//! another when one fails.
+//! msa crate uses one version.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), msa_core::etcd::EtcdError> {
