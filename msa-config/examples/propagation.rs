@@ -98,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 enum Writer {
     File(std::path::PathBuf),
     #[cfg(feature = "etcd")]
-    Etcd(msa_core::etcd::etcd_client::Client),
+    Etcd(Box<msa_core::etcd::etcd_client::Client>),
 }
 
 impl Writer {
@@ -107,7 +107,7 @@ impl Writer {
             return Ok(Writer::File(file));
         }
         #[cfg(feature = "etcd")]
-        return Ok(Writer::Etcd(msa_core::etcd::connect(etcd).await?));
+        return Ok(Writer::Etcd(Box::new(msa_core::etcd::connect(etcd).await?)));
         #[cfg(not(feature = "etcd"))]
         Err("--etcd needs the example built with feature etcd".into())
     }
