@@ -294,7 +294,7 @@ impl Election {
     }
 
     /// Waits until this campaign leads, then returns its leadership. While etcd is
-    /// unreachable or electing a leader of its own, the campaign is retried (with growing
+    /// unreachable, slow to answer or electing a leader of its own, the campaign is retried (with growing
     /// pauses, up to 5 s); other errors end it.
     pub async fn campaign(&self) -> Result<Leadership, EtcdError> {
         let mut backoff =
@@ -304,6 +304,10 @@ impl Election {
                 Ok(leadership) => return Ok(leadership),
                 Err(EtcdError::Client(error)) if transient(&error) => {
                     tracing::warn!(election = %self.name, %error, "campaign interrupted; retrying");
+                    backoff.wait().await;
+                }
+                Err(error @ EtcdError::Timeout(_)) => {
+                    tracing::warn!(election = %self.name, %error, "campaign unanswered; retrying");
                     backoff.wait().await;
                 }
                 Err(error) => return Err(error),

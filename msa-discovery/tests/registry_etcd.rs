@@ -265,3 +265,91 @@ async fn a_frozen_etcd_member_leaves_the_registry_serving() {
     drop(frozen);
     outcome.expect("the registry kept serving");
 }
+
+/// What `replica`'s health says of self-preservation.
+async fn preservation(http: &reqwest::Client, replica: &str) -> String {
+    let base = replica.trim_end_matches("/eureka");
+    let health: serde_json::Value = http
+        .get(format!("{base}/actuator/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    health["components"]["registry"]["details"]["selfPreservation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Self-preservation counts renewals over a minute, as Eureka's does: this test runs for
+/// about 80 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_preservation_is_decided_in_etcd_and_keeps_leases_when_most_renewals_stop() {
+    let cluster = shared();
+    let replicas = [
+        replica(cluster, "/preserve").await,
+        replica(cluster, "/preserve").await,
+    ];
+    let urls: Vec<&str> = replicas.iter().map(|r| r.url.as_str()).collect();
+    let all = urls.join(",");
+    // Ten instances renew every second (lease 20 s); eight of them from tasks the test
+    // will abort, as if a partition cut them off from the registry.
+    let renewing = Shutdown::new();
+    let mut cut_off = tokio::task::JoinSet::new();
+    for n in 0..10u32 {
+        let registration = Registration::new(&all, instance("stock", n))
+            .timings(Duration::from_secs(1), Duration::from_secs(20));
+        if n < 8 {
+            cut_off.spawn(async move {
+                loop {
+                    if registration.renew().await.is_err() {
+                        let _ = registration.register().await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        } else {
+            registration.start(&renewing);
+        }
+    }
+    every_replica_lists(&urls, 10, Duration::from_secs(10), "10 registered").await;
+    // A minute of renewals: the expected count is made of leases at least a minute old.
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    let http = reqwest::Client::new();
+    for url in &urls {
+        assert_eq!(
+            preservation(&http, url).await,
+            "OFF",
+            "every instance renews"
+        );
+    }
+
+    // Eight stop renewing: the estate's renewals fall below 85 % (within about 12 s, as
+    // the minute's count drops), leases lapse, and the elected replica engages before
+    // their 20 s run out; every replica shows it.
+    cut_off.abort_all();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(18);
+    loop {
+        let mut states = Vec::new();
+        for url in &urls {
+            states.push(preservation(&http, url).await);
+        }
+        if states.iter().all(|s| s == "ENGAGED") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "self-preservation engaged on every replica: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past the cut-off instances' 20 s leases: etcd expired none of them.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    every_replica_lists(&urls, 10, Duration::from_secs(1), "preserved").await;
+    drop(renewing);
+    for replica in replicas {
+        replica.task.abort();
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use msa_core::etcd::etcd_client::{Client, EventType, PutOptions};
+use msa_core::etcd::etcd_client::{Client, EventType, GetOptions, PutOptions};
 use msa_core::etcd::{EtcdError, LazyClient, Update};
 
 use super::store::Store;
@@ -12,6 +12,12 @@ use crate::eureka::InstanceInfo;
 
 /// The largest record read from etcd; larger ones are skipped.
 const MAX_VALUE: usize = 256 << 10;
+
+/// How often each replica shares its renewal count, and the preserver decides.
+const PRESERVATION_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a replica's shared renewal count outlives the replica.
+const COUNT_TTL: i64 = 5;
 
 /// The registry's instances kept in etcd (`msa-registry --store etcd://...`), so that any
 /// number of registry replicas serve the same registry and any of them may die.
@@ -22,6 +28,15 @@ const MAX_VALUE: usize = 256 << 10;
 /// /msa/registry/<APP>/<instance id>  →  the instance's Eureka record (JSON), bound to a lease
 ///                                       of the instance's lease duration
 /// ```
+///
+/// Self-preservation is decided from etcd's view, the same for every replica: each replica
+/// shares its renewals of the last minute under `/msa/registry-meta/renewals/<replica>`
+/// every second (under a 5 s lease, so a dead replica's count goes with it), and one
+/// replica, elected through etcd (`/msa/elections/msa-registry/msa`), adds them up. When
+/// the estate's renewals fall below 85 % of those expected and more than one lease has
+/// gone two renewal intervals without a renewal, it engages: it keeps every lease alive
+/// itself, so etcd expires none, until the renewals are back above the threshold. The
+/// decision is shared as `/msa/registry-meta/preserving` and shown by every replica.
 ///
 /// A replica writes through to etcd — a registration grants a lease and puts the record
 /// under it, a renewal keeps that lease alive, a cancellation revokes it, a status or
@@ -40,6 +55,10 @@ pub struct EtcdStore {
 struct Inner {
     client: LazyClient,
     prefix: String,
+    /// Where the replicas share self-preservation (`<prefix>/registry-meta/`).
+    meta: String,
+    /// This replica, among those sharing the store.
+    replica: String,
     /// The lease of each record, as etcd's watch reported it.
     leases: Mutex<HashMap<(String, String), i64>>,
 }
@@ -68,6 +87,8 @@ impl EtcdStore {
             inner: Arc::new(Inner {
                 client: client.into(),
                 prefix: format!("{}/registry/", prefix.trim_end_matches('/')),
+                meta: format!("{}/registry-meta/", prefix.trim_end_matches('/')),
+                replica: format!("{:016x}", fastrand::u64(..)),
                 leases: Mutex::default(),
             }),
         }
@@ -308,5 +329,212 @@ impl EtcdStore {
             }
             true
         }));
+    }
+}
+
+/// The leader's view while it decides on self-preservation.
+#[derive(Default)]
+struct Preserver {
+    /// Whether it preserves now.
+    engaged: bool,
+    /// What it last shared (`None` before its first decision).
+    shared: Option<bool>,
+    /// When it last kept each lease alive itself.
+    kept: HashMap<i64, tokio::time::Instant>,
+}
+
+impl EtcdStore {
+    /// Starts self-preservation for `store` (see [`EtcdStore`]): sharing this replica's
+    /// renewals and following the shared decision, and campaigning to decide it. The
+    /// tasks end when the store's last clone is gone.
+    pub(crate) fn preserve(&self, store: &Store) {
+        let (this, weak) = (self.clone(), store.downgrade());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PRESERVATION_EVERY);
+            loop {
+                every.tick().await;
+                let Some(live) = weak.upgrade() else { return };
+                match this.share(live.renewal_counts().0).await {
+                    Ok(decided) => live.set_preserving(decided),
+                    Err(error) => tracing::debug!(%error, "cannot share renewals in etcd"),
+                }
+            }
+        });
+        let (this, weak) = (self.clone(), store.downgrade());
+        tokio::spawn(async move {
+            // Ends when the store is gone: the work returns, and the leader resigns.
+            let (_running, stop) = tokio::sync::watch::channel(false);
+            let client = match this.inner.client.get().await {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::error!(%error, "cannot reach etcd; not deciding self-preservation");
+                    return;
+                }
+            };
+            let name = format!(
+                "msa-registry{}",
+                this.inner.prefix.trim_end_matches("/registry/")
+            );
+            msa_core::etcd::Election::new(client, name, this.inner.replica.clone())
+                .ttl(Duration::from_secs(5))
+                .lead(|halt| this.clone().decide(weak.clone(), halt), stop)
+                .await;
+        });
+    }
+
+    /// Shares this replica's renewals; whether the estate preserves, as decided.
+    async fn share(&self, renewals: u64) -> Result<bool, EtcdError> {
+        let key = format!("{}renewals/{}", self.inner.meta, self.inner.replica);
+        let flag = format!("{}preserving", self.inner.meta);
+        self.inner
+            .client
+            .retrying(|mut client| {
+                let (key, flag) = (key.clone(), flag.clone());
+                async move {
+                    let lease = client.lease_grant(COUNT_TTL, None).await?.id();
+                    let options = PutOptions::new().with_lease(lease);
+                    client.put(key, renewals.to_string(), Some(options)).await?;
+                    let decided = client.get(flag, None).await?;
+                    Ok(decided
+                        .kvs()
+                        .first()
+                        .is_some_and(|kv| kv.value() == b"true"))
+                }
+            })
+            .await
+    }
+
+    /// The elected replica's work: every second, decides on self-preservation from every
+    /// replica's renewals, shares the decision, and while preserving keeps the leases
+    /// alive. Returns when `halt` turns true or the store is gone.
+    async fn decide(
+        self,
+        store: super::store::WeakStore,
+        mut halt: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut preserver = Preserver::default();
+        let mut every = tokio::time::interval(PRESERVATION_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = halt.wait_for(|halt| *halt) => return,
+            }
+            let Some(live) = store.upgrade() else { return };
+            if let Err(error) = self.decide_once(&live, &mut preserver).await {
+                tracing::warn!(%error, "cannot decide self-preservation in etcd");
+            }
+        }
+    }
+
+    async fn decide_once(&self, store: &Store, preserver: &mut Preserver) -> Result<(), EtcdError> {
+        let config = store.config();
+        let expected = store.renewal_counts().1;
+        let counts = format!("{}renewals/", self.inner.meta);
+        let answer = self
+            .inner
+            .client
+            .retrying(|mut client| {
+                let counts = counts.clone();
+                async move {
+                    Ok(client
+                        .get(counts, Some(GetOptions::new().with_prefix()))
+                        .await?)
+                }
+            })
+            .await?;
+        let renewals: u64 = answer
+            .kvs()
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(kv.value()).ok()?.parse::<u64>().ok())
+            .fold(0, u64::saturating_add);
+        let threshold = (expected * config.renewal_percent_threshold).floor();
+        let below = config.self_preservation && expected > 0.0 && (renewals as f64) < threshold;
+        let timings = store.lease_timings();
+        preserver.engaged = match (preserver.engaged, below) {
+            (_, false) => false,
+            (true, true) => true,
+            // Engages only when leases are lapsing too: renewals may just be on their way.
+            (false, true) => self.lapsing(&timings).await > 1,
+        };
+        if preserver.shared != Some(preserver.engaged) {
+            match preserver.engaged {
+                true => tracing::warn!(
+                    renewals,
+                    expected = expected as u64,
+                    "self-preservation engaged: the estate's renewals fell below {:.0}% of those expected; leases are kept alive",
+                    config.renewal_percent_threshold * 100.0
+                ),
+                false if preserver.shared.is_some() => {
+                    tracing::info!(renewals, "self-preservation released");
+                }
+                false => {}
+            }
+            let flag = format!("{}preserving", self.inner.meta);
+            let value = preserver.engaged.to_string();
+            self.inner
+                .client
+                .retrying(|mut client| {
+                    let (flag, value) = (flag.clone(), value.clone());
+                    async move { Ok(client.put(flag, value, None).await.map(drop)?) }
+                })
+                .await?;
+            preserver.shared = Some(preserver.engaged);
+            store.set_preserving(preserver.engaged);
+        }
+        if !preserver.engaged {
+            preserver.kept.clear();
+            return Ok(());
+        }
+        // Keep every lease alive, each a third of its duration after the last time.
+        let now = tokio::time::Instant::now();
+        let mut client = self.inner.client.get().await?;
+        for ((app, id), duration, _) in timings {
+            let Some(lease) = self.lease_of(&app, &id) else {
+                continue;
+            };
+            if preserver
+                .kept
+                .get(&lease)
+                .is_some_and(|kept| now.duration_since(*kept) < duration / 3)
+            {
+                continue;
+            }
+            let kept = msa_core::etcd::bounded(async {
+                let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                answers.message().await
+            })
+            .await;
+            if kept.is_ok() {
+                preserver.kept.insert(lease, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many leases have gone two renewal intervals without a renewal, as etcd's time
+    /// to live shows them (counting stops at two).
+    async fn lapsing(&self, timings: &[((String, String), Duration, Duration)]) -> usize {
+        let Ok(mut client) = self.inner.client.get().await else {
+            return 0;
+        };
+        let mut lapsing = 0;
+        for ((app, id), _, interval) in timings {
+            let Some(lease) = self.lease_of(app, id) else {
+                continue;
+            };
+            let Ok(answer) = msa_core::etcd::bounded(client.lease_time_to_live(lease, None)).await
+            else {
+                continue;
+            };
+            let silent = answer.granted_ttl().saturating_sub(answer.ttl().max(0));
+            if u64::try_from(silent).unwrap_or(0) >= 2 * interval.as_secs().max(1) {
+                lapsing += 1;
+                if lapsing > 1 {
+                    break;
+                }
+            }
+        }
+        lapsing
     }
 }

@@ -82,6 +82,7 @@ impl RegistryServer {
     #[cfg(feature = "etcd")]
     pub fn etcd(mut self, etcd: super::EtcdStore) -> Self {
         etcd.follow(&self.store);
+        etcd.preserve(&self.store);
         self.etcd = Some(etcd);
         self
     }

@@ -133,7 +133,7 @@ pub struct Store {
 }
 
 /// A handle that does not keep the store alive (for background tasks).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct WeakStore {
     state: Weak<RwLock<State>>,
     config: Arc<StoreConfig>,
@@ -694,6 +694,66 @@ impl Store {
         self.read().preserving
     }
 
+    /// Renewals a minute the leases at least a minute old are expected to send (Eureka's
+    /// expected renewals, before the threshold).
+    fn expected_renewals(state: &State, now: Instant) -> f64 {
+        state
+            .apps
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|l| now.duration_since(l.registered) >= Duration::from_secs(60))
+            .map(|l| 60.0 / l.renewal_interval.as_secs_f64().max(1.0))
+            .sum()
+    }
+
+    /// For a shared store's self-preservation: the renewals this registry took in the
+    /// last minute, and those its leases (at least a minute old) are expected to send.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn renewal_counts(&self) -> (u64, f64) {
+        let now = Instant::now();
+        let mut state = self.write();
+        let renewals = state.renewals.last_minute(now);
+        (renewals, Self::expected_renewals(&state, now))
+    }
+
+    /// The settings self-preservation follows.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Each record's key, lease duration and renewal interval, for a shared store.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn lease_timings(&self) -> Vec<((String, String), Duration, Duration)> {
+        let state = self.read();
+        state
+            .apps
+            .iter()
+            .flat_map(|(app, instances)| {
+                instances.iter().map(|(id, lease)| {
+                    (
+                        (app.clone(), id.clone()),
+                        lease.duration,
+                        lease.renewal_interval,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Self-preservation as a shared store decided it (this registry does not evict).
+    #[cfg(feature = "etcd")]
+    pub(crate) fn set_preserving(&self, preserving: bool) {
+        let mut state = self.write();
+        if state.preserving != preserving {
+            state.preserving = preserving;
+            match preserving {
+                true => tracing::warn!("self-preservation engaged (decided in etcd)"),
+                false => tracing::info!("self-preservation released (decided in etcd)"),
+            }
+        }
+    }
+
     /// Evicts expired leases (unless self-preservation holds); returns those evicted. Run
     /// it every second.
     ///
@@ -705,15 +765,15 @@ impl Store {
     /// lapsed (a single dead instance is evicted, however small the registry).
     pub fn evict(&self) -> Vec<InstanceInfo> {
         let now = Instant::now();
-        let minute = Duration::from_secs(60);
         let mut state = self.write();
         let renewals = state.renewals.last_minute(now);
-        let leases = || state.apps.values().flat_map(BTreeMap::values);
-        let expected: f64 = leases()
-            .filter(|l| now.duration_since(l.registered) >= minute)
-            .map(|l| 60.0 / l.renewal_interval.as_secs_f64().max(1.0))
-            .sum();
-        let lapsed = leases().filter(|l| l.expired(now)).count();
+        let expected = Self::expected_renewals(&state, now);
+        let lapsed = state
+            .apps
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter(|l| l.expired(now))
+            .count();
         let preserving = self.config.self_preservation
             && lapsed > 1
             && (renewals as f64) < (expected * self.config.renewal_percent_threshold).floor();
