@@ -493,6 +493,73 @@ async fn etcd_discovery_and_registration_from_settings() {
     assert!(app.balancer().is_none());
 }
 
+/// `spring.config.import: configserver:etcd://...`: the app reads its config files from
+/// etcd itself (profile over application over shared), and a change put in etcd reaches
+/// its live settings.
+#[cfg(all(feature = "etcd", feature = "config"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_read_from_etcd_directly_from_settings() {
+    let etcd_dir = tempfile::tempdir().unwrap();
+    let cluster = etcd::Cluster::start(etcd_dir.path(), 1);
+    let mut client = msa::core::etcd::connect(&cluster.endpoints())
+        .await
+        .unwrap();
+    for (key, text) in [
+        (
+            "/shop/config/main/application.yml",
+            "orders:\n  currency: EUR\n  max: 1\n",
+        ),
+        ("/shop/config/main/orders.yml", "orders:\n  max: 5\n"),
+        (
+            "/shop/config/main/orders-dev.yml",
+            "orders:\n  currency: GBP\n",
+        ),
+    ] {
+        client.put(key, text, None).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "application.yml",
+        &format!(
+            "spring.config.import: \"configserver:etcd://{}/shop\"\n",
+            cluster.endpoints()
+        ),
+    );
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Orders {
+        currency: String,
+        max: u32,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    struct Root {
+        orders: Orders,
+    }
+    let mut app = msa::App::new("orders")
+        .load(load(dir.path(), &[("MSA_PROFILES_ACTIVE", "dev")]))
+        .handle_signals(false);
+    let live = app.live_config::<Root>().await.unwrap();
+    assert_eq!(
+        live.get().orders,
+        Orders {
+            currency: "GBP".into(),
+            max: 5
+        }
+    );
+    let mut following = live.subscribe();
+    client
+        .put("/shop/config/main/orders.yml", "orders:\n  max: 6\n", None)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        following.wait_for(|root| root.orders.max == 6),
+    )
+    .await
+    .expect("the change reaches the app")
+    .unwrap();
+}
+
 #[tokio::test]
 async fn the_advertised_address_is_an_interface_address_or_the_configured_one() {
     let registry = serve_registry(true).await;
