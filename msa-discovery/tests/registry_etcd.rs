@@ -86,6 +86,17 @@ async fn every_replica_lists(replicas: &[&str], count: usize, within: Duration, 
     }
 }
 
+/// Renews (registering again when told to) every second, until the task is aborted: an
+/// instance whose process dies without deregistering.
+async fn renew_every_second(registration: Registration) {
+    loop {
+        if registration.renew().await.is_err() {
+            let _ = registration.register().await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn instance(service: &str, n: u32) -> ServiceInstance {
     ServiceInstance::new(service, "10.1.0.1", u16::try_from(1000 + n).unwrap())
         .with_id(format!("{service}-{n}"))
@@ -137,14 +148,7 @@ async fn the_etcd_leader_dies_during_registrations_and_renewals_and_nothing_is_l
         let registration = Registration::new(&all, instance("orders", n))
             .timings(Duration::from_secs(1), Duration::from_secs(3));
         if n < 50 {
-            dying.spawn(async move {
-                loop {
-                    if registration.renew().await.is_err() {
-                        let _ = registration.register().await;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            });
+            dying.spawn(renew_every_second(registration));
         } else {
             registration.start(&renewing);
         }
@@ -302,14 +306,7 @@ async fn self_preservation_is_decided_in_etcd_and_keeps_leases_when_most_renewal
         let registration = Registration::new(&all, instance("stock", n))
             .timings(Duration::from_secs(1), Duration::from_secs(20));
         if n < 8 {
-            cut_off.spawn(async move {
-                loop {
-                    if registration.renew().await.is_err() {
-                        let _ = registration.register().await;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            });
+            cut_off.spawn(renew_every_second(registration));
         } else {
             registration.start(&renewing);
         }

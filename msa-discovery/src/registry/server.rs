@@ -504,26 +504,27 @@ struct CatalogAnswer {
 
 /// The whole registry, answered when its version passes `index` (or at once without one,
 /// or after `wait`): what msa-admin follows.
-/// A watch's long poll: returns at once without an index (`indexed` false) or when
-/// `answer_now` holds, else when the registry changes so that it does, or after `wait`.
+/// A watch's long poll: returns at once without an index or when `answer_now` holds, else
+/// when the registry changes so that it does, or after the query's wait; a 400 for a
+/// wait that is not one.
 async fn long_poll(
     server: &RegistryServer,
-    indexed: bool,
-    wait: Duration,
+    query: &WatchQuery,
     answer_now: impl Fn(&Store) -> bool,
-) {
+) -> Result<(), Response> {
+    let wait = msa_core::wait::parse_wait(query.wait.as_deref()).map_err(bad_request)?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut versions = server.store.subscribe();
     loop {
         versions.mark_unchanged();
-        if !indexed || answer_now(&server.store) {
-            return;
+        if query.index.is_none() || answer_now(&server.store) {
+            return Ok(());
         }
         if tokio::time::timeout_at(deadline, versions.changed())
             .await
             .is_err()
         {
-            return;
+            return Ok(());
         }
     }
 }
@@ -532,16 +533,10 @@ async fn watch_all(
     State(server): State<RegistryServer>,
     Query(query): Query<WatchQuery>,
 ) -> Response {
-    let wait = match msa_core::wait::parse_wait(query.wait.as_deref()) {
-        Ok(wait) => wait,
-        Err(reason) => return bad_request(reason),
-    };
     let known = query.index.unwrap_or(0);
-    // A client ahead of the registry saw an earlier life of it (a restart): answer now.
-    long_poll(&server, query.index.is_some(), wait, |store| {
-        store.version() != known
-    })
-    .await;
+    if let Err(refused) = long_poll(&server, &query, |store| store.version() != known).await {
+        return refused;
+    }
     let index = server.store.version();
     let services = server
         .store
@@ -569,16 +564,12 @@ async fn watch_service(
     Path(service): Path<String>,
     Query(query): Query<WatchQuery>,
 ) -> Response {
-    let wait = match msa_core::wait::parse_wait(query.wait.as_deref()) {
-        Ok(wait) => wait,
-        Err(reason) => return bad_request(reason),
-    };
     let known = query.index.unwrap_or(0);
     // A client ahead of the registry saw an earlier life of it (a restart): answer now.
-    long_poll(&server, query.index.is_some(), wait, |store| {
-        store.index(&service) > known || known > store.version()
-    })
-    .await;
+    let answer_now = |store: &Store| store.index(&service) > known || known > store.version();
+    if let Err(refused) = long_poll(&server, &query, answer_now).await {
+        return refused;
+    }
     let answer = ServiceAnswer {
         index: server.store.index(&service),
         instances: server.store.instances(&service),
