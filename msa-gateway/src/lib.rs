@@ -18,6 +18,7 @@
 //!
 //! The `msa-gateway` binary serves it: `msa-gateway --config gateway.yaml`.
 
+mod access_log;
 mod admin;
 mod auth;
 pub mod config;
@@ -33,6 +34,7 @@ mod route;
 mod server;
 mod wire;
 
+pub use self::access_log::AccessLogConfig;
 pub use self::config::{ConfigError, GatewayConfig};
 pub use self::proxy::Gateway;
 pub use self::server::{Options, Server};

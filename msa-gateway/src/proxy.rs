@@ -34,6 +34,8 @@ pub struct Gateway {
 #[derive(Debug)]
 struct State {
     table: RwLock<Arc<RouteTable>>,
+    /// The access log, when the file turns it on.
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
     max_header_size: usize,
     /// `server.max-connections-per-upstream`, shared out among the workers.
     max_connections_per_thread: usize,
@@ -137,6 +139,14 @@ impl Gateway {
         }
         let management = msa_core::management::Management::from_settings(config.server.bind, None)
             .map_err(|e| config.source.error("", e))?;
+        let access_log = crate::access_log::AccessLog::open(&config.access_log)
+            .map_err(|e| ConfigError {
+                file: config.source.file.clone(),
+                line: None,
+                key: "msa.gateway.access-log.path".into(),
+                message: format!("cannot open: {e}"),
+            })?
+            .map(Arc::new);
         Ok(Gateway {
             state: Arc::new(State {
                 table: RwLock::new(Arc::new(table)),
@@ -154,6 +164,7 @@ impl Gateway {
                 generation: std::sync::atomic::AtomicU64::new(0),
                 file: Mutex::default(),
                 management: Mutex::new(management),
+                access_log,
             }),
         })
     }
@@ -459,10 +470,15 @@ impl Gateway {
             Reply::Http(response) => response.status(),
             Reply::Raw(head, _) => head.status,
         };
+        let version = match raw.http10 {
+            true => http::Version::HTTP_10,
+            false => http::Version::HTTP_11,
+        };
         self.record(
             route,
             table.generation,
             &method,
+            (raw.target(), version),
             status,
             started,
             remote,
@@ -603,13 +619,15 @@ impl Gateway {
         ))
     }
 
-    /// Counts a request in its route's metrics and writes its access log line.
+    /// Counts a request in its route's metrics and adds its access log line (when the
+    /// log is on; `target` is the request target as the client sent it).
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         route: &Route,
         generation: u64,
         method: &http::Method,
+        (target, version): (&str, http::Version),
         status: StatusCode,
         started: Instant,
         remote: SocketAddr,
@@ -626,11 +644,25 @@ impl Gateway {
             elapsed.as_secs_f64(),
         );
         span.record("http.response.status_code", status.as_u16());
-        span.in_scope(|| {
-            tracing::info!(target: "msa_gateway::access", route = %route.id, %method,
-                status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-                %remote, "request");
-        });
+        if let Some(log) = &self.state.access_log {
+            let trace = match span.is_disabled() {
+                true => None,
+                false => span.in_scope(msa_core::telemetry::current_trace_id),
+            };
+            log.log(
+                remote.ip(),
+                (method, target, version),
+                status.as_u16(),
+                elapsed,
+                &route.id,
+                trace.as_deref(),
+            );
+        }
+    }
+
+    /// The access log, when the file turns it on.
+    pub(crate) fn access_log(&self) -> Option<&crate::access_log::AccessLog> {
+        self.state.access_log.as_deref()
     }
 
     async fn dispatch(
@@ -704,6 +736,14 @@ impl Gateway {
         } = matched;
         let route = &table.routes[slot];
         let method = parts.method.clone();
+        let version = parts.version;
+        // Copied only for the access log.
+        let target = self.state.access_log.as_ref().map(|_| {
+            parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string)
+        });
         let span = request_span(&method, &route.id, &path);
         if !span.is_disabled()
             && (parts.headers.contains_key("traceparent") || parts.headers.contains_key("baggage"))
@@ -731,6 +771,7 @@ impl Gateway {
             route,
             table.generation,
             &method,
+            (target.as_deref().unwrap_or_default(), version),
             response.status(),
             started,
             remote,

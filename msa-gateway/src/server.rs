@@ -240,6 +240,20 @@ async fn worker(
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     // On this worker's thread: its metrics buffers reach the scrape when it is idle too.
     let flusher = tokio::spawn(crate::metrics::flush_when_asked());
+    // And its access log lines reach the log within the flush interval.
+    let access_flusher = gateway.access_log().map(|log| {
+        let every = log.flush_interval();
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                if let Some(log) = gateway.access_log() {
+                    log.flush();
+                }
+            }
+        })
+    });
     loop {
         let (stream, remote, permit) = tokio::select! {
             accepted = acceptor.accept() => accepted,
@@ -280,6 +294,12 @@ async fn worker(
     let _ = tokio::time::timeout(Duration::from_secs(30), all_closed.recv()).await;
     flusher.abort();
     crate::metrics::flush_thread();
+    if let Some(task) = access_flusher {
+        task.abort();
+    }
+    if let Some(log) = gateway.access_log() {
+        log.flush();
+    }
 }
 
 /// Serves the rest of a connection the gateway's own loop handed over, on hyper.

@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteDefinition>,
     /// Filters applied to every route, before the route's own.
     pub default_filters: Vec<Definition>,
+    /// The access log (`msa.gateway.access-log`, or Spring's
+    /// `reactor.netty.http.server.accessLogEnabled`): off by default. Read at start.
+    pub access_log: crate::AccessLogConfig,
     /// Where each route's and filter's definition is, for errors found later.
     pub(crate) source: Source,
 }
@@ -218,6 +221,77 @@ struct RawRoute {
     metadata: serde_json::Map<String, Value>,
 }
 
+/// The access log's settings, from the file's top level (and taken out of it):
+/// `msa.gateway.access-log`, turned on also by Spring's
+/// `reactor.netty.http.server.accessLogEnabled: true`.
+fn access_log(
+    file: &str,
+    document: &yaml::Document,
+    value: &mut Value,
+) -> Result<crate::AccessLogConfig, ConfigError> {
+    let error = |key: &str, message: String| ConfigError {
+        file: file.to_owned(),
+        line: document.line(key),
+        key: key.to_owned(),
+        message,
+    };
+    let Some(root) = value.as_object_mut() else {
+        return Ok(crate::AccessLogConfig::default());
+    };
+    let section = root
+        .get("msa")
+        .and_then(|msa| msa.pointer("/gateway/access-log"))
+        .cloned();
+    let mut config: crate::AccessLogConfig = match section {
+        None => crate::AccessLogConfig::default(),
+        Some(section) => serde_path_to_error::deserialize(&section).map_err(|e| {
+            let path = e.path().to_string();
+            let key = match path.as_str() {
+                "." | "" => "msa.gateway.access-log".to_owned(),
+                path => format!("msa.gateway.access-log.{path}"),
+            };
+            error(&key, e.inner().to_string())
+        })?,
+    };
+    let spring = root
+        .get("reactor")
+        .and_then(|reactor| reactor.pointer("/netty/http/server"))
+        .and_then(|server| {
+            server
+                .get("accessLogEnabled")
+                .or_else(|| server.get("access-log-enabled"))
+        })
+        .cloned();
+    match &spring {
+        None => {}
+        Some(Value::Bool(on)) => config.enabled |= *on,
+        Some(other) => {
+            return Err(error(
+                "reactor.netty.http.server.accessLogEnabled",
+                format!("expected true or false, not {other}"),
+            ));
+        }
+    }
+    // The gateway's own sections are all that is left at the top level of a plain file.
+    if root
+        .get("msa")
+        .and_then(Value::as_object)
+        .is_some_and(|msa| {
+            msa.len() == 1
+                && msa
+                    .get("gateway")
+                    .and_then(Value::as_object)
+                    .is_some_and(|g| g.len() == 1)
+        })
+    {
+        root.remove("msa");
+    }
+    if spring.is_some() {
+        root.remove("reactor");
+    }
+    Ok(config)
+}
+
 impl GatewayConfig {
     /// Reads and checks the file's shape (routes and filters are checked when built).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
@@ -244,6 +318,7 @@ impl GatewayConfig {
         if value.is_null() {
             value = Value::Object(serde_json::Map::new());
         }
+        let access_log = access_log(file, &document, &mut value)?;
         // A Spring Boot file: the routes are under spring.cloud.gateway.
         let mut prefix = String::new();
         if let Some(spring) = value.pointer("/spring/cloud/gateway").cloned() {
@@ -281,6 +356,7 @@ impl GatewayConfig {
             discovery: raw.discovery,
             routes: Vec::with_capacity(raw.routes.len()),
             default_filters: Vec::with_capacity(raw.default_filters.len()),
+            access_log,
             source,
         };
         if config.server.max_connections_per_upstream == 0 {
