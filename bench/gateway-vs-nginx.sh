@@ -4,12 +4,17 @@
 # alternating, 3 rounds. Prints req/s and p50/p99 side by side with the ratio.
 # Goal: msa-gateway >= 1.0x nginx's req/s, p99 no worse.
 #
-# Usage: bench/gateway-vs-nginx.sh [SECONDS] [ROUNDS] [CONNECTIONS]
+# Both run at their default log levels. With ACCESS_LOG `on`, both also write an access
+# log line per request to a file, buffered the same way (64 KiB, flushed every second:
+# nginx's `access_log ... buffer=64k flush=1s`, msa-gateway's `msa.gateway.access-log`).
+#
+# Usage: bench/gateway-vs-nginx.sh [SECONDS] [ROUNDS] [CONNECTIONS] [ACCESS_LOG: off|on]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 rounds="${2:-3}"
 connections="${3:-64}"
+access_log="${4:-off}"
 . bench/lib.sh
 
 need wrk nginx
@@ -31,7 +36,11 @@ error_log $work/nginx-error.log warn;
 daemon off;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $(if [ "$access_log" = on ]; then
+      echo "access_log $work/nginx-access.log combined buffer=64k flush=1s;"
+    else
+      echo "access_log off;"
+    fi)
   upstream backend { server 127.0.0.1:$up_port; keepalive 128; }
   server {
     listen 127.0.0.1:$nginx_port reuseport;
@@ -50,7 +59,11 @@ CONF
 pids+=($!)
 
 one_route_gateway "$gw_port" "$up_port" >"$work/gateway.yaml"
-RUST_LOG=warn "$bin/msa-gateway" --config "$work/gateway.yaml" 2>"$work/gateway.log" &
+if [ "$access_log" = on ]; then
+  printf 'msa:\n  gateway:\n    access-log:\n      enabled: true\n      path: %s\n' \
+    "$work/gateway-access.log" >>"$work/gateway.yaml"
+fi
+"$bin/msa-gateway" --config "$work/gateway.yaml" 2>"$work/gateway.log" &
 pids+=($!)
 
 for port in "$up_port" "$nginx_port" "$gw_port"; do wait_port "$port"; done
@@ -65,7 +78,7 @@ run() { # name port
   echo "$rps $p50 $p99 ${errors:-}"
 }
 
-echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; $(machine)"
+echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; access logs $access_log; $(machine)"
 echo
 echo "| round | nginx req/s | nginx p50 | nginx p99 | msa-gateway req/s | msa-gateway p50 | msa-gateway p99 | ratio |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -87,3 +100,6 @@ echo
 awk -v n="$n_total" -v g="$g_total" -v r="$rounds" -v b="$p99_better" 'BEGIN {
   printf "All rounds: msa-gateway %.2fx nginx'"'"'s requests; its p99 no worse in %d of %d rounds.\n", g / n, b, r }'
 
+if [ "$access_log" = on ]; then
+  echo "Access log lines: nginx $(wc -l <"$work/nginx-access.log"), msa-gateway $(wc -l <"$work/gateway-access.log")."
+fi

@@ -157,19 +157,20 @@ async fn the_admin_shows_the_estate_its_traces_log_levels_and_breakers() {
     screenshot(&browser, "config.png").await;
 
     // One order's trace: spans of the gateway, orders, inventory and payments in one
-    // waterfall, and the log lines of each.
+    // waterfall, and the log lines of the services (the gateway writes its access log
+    // apart, not as log events).
     let (status, placed) = order(&http, &gateway, TRACE).await;
     assert_eq!(
         (status, placed["status"].as_str()),
         (201, Some("CONFIRMED"))
     );
     let path = ["msa-gateway", "orders", "inventory", "payments"];
+    let logged = &path[1..];
     eventually(Duration::from_secs(20), "the trace at the admin", || {
         let (http, admin) = (http.clone(), admin.clone());
         async move {
             let (spans, logs) = trace_services(&http, &admin, TRACE).await?;
-            path.iter()
-                .all(|s| has(&spans, s) && has(&logs, s))
+            (path.iter().all(|s| has(&spans, s)) && logged.iter().all(|s| has(&logs, s)))
                 .then_some(())
         }
     })
@@ -186,13 +187,15 @@ async fn the_admin_shows_the_estate_its_traces_log_levels_and_breakers() {
             Duration::from_secs(10),
         )
         .await;
-        until_element(
-            &browser,
-            &format!("a log line of {service}"),
-            &format!("#logs tr[data-log-service='{service}']"),
-            Duration::from_secs(10),
-        )
-        .await;
+        if logged.contains(&service) {
+            until_element(
+                &browser,
+                &format!("a log line of {service}"),
+                &format!("#logs tr[data-log-service='{service}']"),
+                Duration::from_secs(10),
+            )
+            .await;
+        }
     }
     screenshot(&browser, "trace.png").await;
 
