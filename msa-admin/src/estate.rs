@@ -8,8 +8,9 @@
 //! [`EstateConfig::max_body`], and everything kept per instance is bounded (history
 //! points, targets, breakers, transitions).
 
+use msa_core::sync::lock;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use msa_core::ServiceInstance;
@@ -619,10 +620,6 @@ fn unsampled_traceparent() -> String {
         random(2),
         random(3)
     )
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Polls one instance until it leaves the estate.

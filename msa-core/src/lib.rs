@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod secrets;
 pub mod settings;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod wait;

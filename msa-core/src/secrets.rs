@@ -47,3 +47,18 @@ pub fn mask_url(text: &str) -> String {
 pub fn has_url_credentials(text: &str) -> bool {
     mask_url(text) != text
 }
+
+/// Whether a secret a client sent (a token, a password, an API key) equals the expected
+/// one, in time that does not depend on where they first differ, only on their lengths.
+///
+/// ```
+/// use msa_core::secrets::same_secret;
+///
+/// assert!(same_secret(b"s3cret", b"s3cret"));
+/// assert!(!same_secret(b"s3cret", b"s3creT"));
+/// assert!(!same_secret(b"s3cret", b"s3cret!"));
+/// ```
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    given.ct_eq(expected).into()
+}

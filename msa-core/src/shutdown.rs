@@ -30,9 +30,10 @@
 //! # }
 //! ```
 
+use crate::sync::lock;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -298,10 +299,6 @@ pub fn exit(name: &str, result: Result<(), String>) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Resolves on the first SIGINT or SIGTERM, returning its name.

@@ -98,7 +98,7 @@ impl ApiKey {
         // Compare against every key in constant time, so timing tells nothing.
         let accepted = given.is_some_and(|given| {
             self.keys.iter().fold(false, |found, key| {
-                found | constant_time_eq(key.as_bytes(), given)
+                found | msa_core::secrets::same_secret(given, key.as_bytes())
             })
         });
         if accepted {
@@ -109,8 +109,4 @@ impl ApiKey {
             HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("ApiKey")),
         ))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

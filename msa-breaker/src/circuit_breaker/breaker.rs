@@ -1,8 +1,9 @@
 //! The breaker itself: state machine, window, permits, events and metrics.
 
+use msa_core::sync::lock;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
@@ -335,10 +336,6 @@ impl fmt::Debug for CircuitBreaker {
             .field("state", &self.state())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl CircuitBreaker {

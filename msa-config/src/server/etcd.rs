@@ -13,8 +13,9 @@
 //! A label is the first segment (`main` by default: `--default-label`); a request for a
 //! label with no file is answered 404, as for a branch git does not have.
 
+use msa_core::sync::lock;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use msa_core::etcd::etcd_client::EventType;
@@ -231,8 +232,4 @@ fn bounded(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
     }
     tracing::warn!(key = %String::from_utf8_lossy(key), bytes = value.len(), limit = MAX_FILE, "config file in etcd skipped: too large");
     None
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -6,9 +6,10 @@
 //! are served from what the mirror has. A fetch that takes longer than the timeout is
 //! given up on and reported by the health endpoint; the next starts when it has ended.
 
+use msa_core::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
@@ -216,10 +217,6 @@ impl GitRepository {
     pub fn location(&self) -> &str {
         &self.inner.location
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The commit a branch, tag or commit id names.

@@ -100,7 +100,7 @@ impl Authorization {
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         headers.get(AUTHORIZATION).is_some_and(|given| {
             let given = given.as_bytes();
-            if same(given, &self.expected) {
+            if crate::secrets::same_secret(given, &self.expected) {
                 return true;
             }
             let Some(password) = &self.basic_password else {
@@ -117,7 +117,7 @@ impl Authorization {
             decoded
                 .iter()
                 .position(|&b| b == b':')
-                .is_some_and(|colon| same(&decoded[colon + 1..], password))
+                .is_some_and(|colon| crate::secrets::same_secret(&decoded[colon + 1..], password))
         })
     }
 
@@ -130,14 +130,4 @@ impl Authorization {
         )
             .into_response()
     }
-}
-
-/// Whether two byte strings are equal, in time that depends on their lengths only.
-fn same(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }

@@ -1,7 +1,7 @@
 //! The registry's etcd store: [`EtcdStore`].
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use msa_core::etcd::etcd_client::{Client, EventType, GetOptions, PutOptions};
@@ -99,10 +99,7 @@ impl EtcdStore {
     }
 
     fn lease_of(&self, app: &str, id: &str) -> Option<i64> {
-        self.inner
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        msa_core::sync::lock(&self.inner.leases)
             .get(&(app.to_ascii_uppercase(), id.to_owned()))
             .copied()
     }
@@ -236,11 +233,7 @@ impl EtcdStore {
     }
 
     fn remember(&self, app: &str, id: &str, lease: Option<i64>) {
-        let mut leases = self
-            .inner
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut leases = msa_core::sync::lock(&self.inner.leases);
         let key = (app.to_ascii_uppercase(), id.to_owned());
         match lease {
             Some(lease) => leases.insert(key, lease),
