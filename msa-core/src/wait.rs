@@ -8,8 +8,10 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// The longest a long-poll may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// Reads `wait=`: `500ms`, `30s` or a bare number of seconds, capped at [`MAX_WAIT`];
-/// [`DEFAULT_WAIT`] when absent.
+/// Reads `wait=`: a duration with its unit (`500ms`, `30s`, `1m`: the grammar of
+/// [`crate::duration::parse`]), capped at [`MAX_WAIT`]; [`DEFAULT_WAIT`] when absent. A
+/// bare number is refused rather than guessed: config files read one as milliseconds (as
+/// Spring Boot does) while Consul-style clients mean seconds.
 ///
 /// # Examples
 ///
@@ -18,24 +20,20 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// use msa_core::wait::parse_wait;
 ///
 /// assert_eq!(parse_wait(Some("250ms")), Ok(Duration::from_millis(250)));
-/// assert_eq!(parse_wait(Some("45")), Ok(Duration::from_secs(45)));
-/// assert_eq!(parse_wait(Some("1h")).is_err(), true);
-/// assert_eq!(parse_wait(Some("9999s")), Ok(Duration::from_secs(300)));
+/// assert_eq!(parse_wait(Some("45s")), Ok(Duration::from_secs(45)));
+/// assert!(parse_wait(Some("45")).unwrap_err().contains("needs a unit"));
+/// assert!(parse_wait(Some("soon")).is_err());
+/// assert_eq!(parse_wait(Some("1h")), Ok(Duration::from_secs(300)));
 /// assert_eq!(parse_wait(None), Ok(Duration::from_secs(30)));
 /// ```
 pub fn parse_wait(wait: Option<&str>) -> Result<Duration, String> {
     let Some(wait) = wait.map(str::trim) else {
         return Ok(DEFAULT_WAIT);
     };
-    let parsed = match wait.strip_suffix("ms") {
-        Some(ms) => ms.parse().map(Duration::from_millis),
-        None => wait
-            .strip_suffix('s')
-            .unwrap_or(wait)
-            .parse()
-            .map(Duration::from_secs),
-    };
-    parsed
+    if wait.parse::<u64>().is_ok() {
+        return Err(format!("wait={wait:?} needs a unit: 30s or 500ms"));
+    }
+    crate::duration::parse(wait)
         .map(|d| d.min(MAX_WAIT))
         .map_err(|_| format!("wait={wait:?} is not a duration: use 30s or 500ms"))
 }
