@@ -135,6 +135,21 @@ fn max(source: &msa_config::client::ConfigServerSource) -> Result<Value, String>
         .ok_or_else(|| "no orders.max".to_owned())
 }
 
+/// Waits (up to 5 s) until a live client's `orders.max` is `max`.
+async fn sees(
+    following: &mut tokio::sync::watch::Receiver<std::sync::Arc<Value>>,
+    max: i64,
+    what: &str,
+) {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        following.wait_for(|v| v.as_i64() == Some(max)),
+    )
+    .await
+    .expect(what)
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_read_etcd_themselves_and_follow_its_changes() {
     let cluster = etcd_cluster::shared();
@@ -175,13 +190,7 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
     )
     .await
     .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        following.wait_for(|v| v.as_i64() == Some(6)),
-    )
-    .await
-    .expect("the change reaches the client")
-    .unwrap();
+    sees(&mut following, 6, "the change reaches the client").await;
     assert_eq!(*dev.get(), Value::from("7"), "the profile still wins");
 
     // A file that does not parse is an error, as a config server answers it (500); a
@@ -209,11 +218,5 @@ async fn clients_read_etcd_themselves_and_follow_its_changes() {
     )
     .await
     .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        following.wait_for(|v| v.as_i64() == Some(8)),
-    )
-    .await
-    .expect("the next good file reaches the client")
-    .unwrap();
+    sees(&mut following, 8, "the next good file reaches the client").await;
 }
