@@ -42,11 +42,25 @@ impl Dnsmasq {
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq starts (Debian's dnsmasq-base; `cargo xtask test` installs it)");
-        Dnsmasq {
+        let mut dns = Dnsmasq {
             child,
             port,
             hosts: file,
+        };
+        // Ready once its port is bound (it has read its files by then): a query sent
+        // earlier is refused, and a resolver may hold on to that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !udp_bound(port) {
+            if let Ok(Some(status)) = dns.child.try_wait() {
+                panic!("dnsmasq exited at start: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dnsmasq did not listen on port {port} within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        dns
     }
 
     /// Replaces the hosts file and tells dnsmasq to read it again.
@@ -72,6 +86,17 @@ fn dnsmasq() -> &'static str {
         .into_iter()
         .find(|path| std::path::Path::new(path).exists())
         .expect("dnsmasq is installed (Debian's dnsmasq-base; `cargo xtask test` installs it)")
+}
+
+/// Whether a UDP socket is bound to 127.0.0.1:`port`, as `/proc/net/udp` lists them.
+fn udp_bound(port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp").is_ok_and(|table| {
+        table
+            .lines()
+            .skip(1)
+            .any(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
+    })
 }
 
 fn free_udp_port() -> u16 {
