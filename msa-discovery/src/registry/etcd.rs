@@ -347,7 +347,7 @@ impl EtcdStore {
             loop {
                 every.tick().await;
                 let Some(live) = weak.upgrade() else { return };
-                match this.share(live.renewal_counts().0).await {
+                match this.share(live.renewals_last_minute()).await {
                     Ok(decided) => live.set_preserving(decided),
                     Err(error) => tracing::debug!(%error, "cannot share renewals in etcd"),
                 }
@@ -421,7 +421,7 @@ impl EtcdStore {
 
     async fn decide_once(&self, store: &Store, preserver: &mut Preserver) -> Result<(), EtcdError> {
         let config = store.config();
-        let expected = store.renewal_counts().1;
+        let expected = store.expected_renewals_now();
         let counts = format!("{}renewals/", self.inner.meta);
         let answer = self
             .inner
@@ -442,12 +442,11 @@ impl EtcdStore {
             .fold(0, u64::saturating_add);
         let threshold = (expected * config.renewal_percent_threshold).floor();
         let below = config.self_preservation && expected > 0.0 && (renewals as f64) < threshold;
-        let timings = store.lease_timings();
         preserver.engaged = match (preserver.engaged, below) {
             (_, false) => false,
             (true, true) => true,
             // Engages only when leases are lapsing too: renewals may just be on their way.
-            (false, true) => self.lapsing(&timings).await > 1,
+            (false, true) => self.lapsing(&store.lease_timings()).await > 1,
         };
         if preserver.shared != Some(preserver.engaged) {
             match preserver.engaged {
@@ -481,7 +480,7 @@ impl EtcdStore {
         // Keep every lease alive, each a third of its duration after the last time.
         let now = tokio::time::Instant::now();
         let mut client = self.inner.client.get().await?;
-        for ((app, id), duration, _) in timings {
+        for ((app, id), duration, _) in store.lease_timings() {
             let Some(lease) = self.lease_of(&app, &id) else {
                 continue;
             };

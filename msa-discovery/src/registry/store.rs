@@ -707,13 +707,17 @@ impl Store {
     }
 
     /// For a shared store's self-preservation: the renewals this registry took in the
-    /// last minute, and those its leases (at least a minute old) are expected to send.
+    /// last minute.
     #[cfg(feature = "etcd")]
-    pub(crate) fn renewal_counts(&self) -> (u64, f64) {
-        let now = Instant::now();
-        let mut state = self.write();
-        let renewals = state.renewals.last_minute(now);
-        (renewals, Self::expected_renewals(&state, now))
+    pub(crate) fn renewals_last_minute(&self) -> u64 {
+        self.write().renewals.last_minute(Instant::now())
+    }
+
+    /// For a shared store's self-preservation: the renewals a minute its leases (at least
+    /// a minute old) are expected to send.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn expected_renewals_now(&self) -> f64 {
+        Self::expected_renewals(&self.read(), Instant::now())
     }
 
     /// The settings self-preservation follows.
