@@ -344,10 +344,12 @@ impl EtcdStore {
         let (this, weak) = (self.clone(), store.downgrade());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(PRESERVATION_EVERY);
+            // The lease the count is kept under, renewed at each share.
+            let mut lease = None;
             loop {
                 every.tick().await;
                 let Some(live) = weak.upgrade() else { return };
-                match this.share(live.renewals_last_minute()).await {
+                match this.share(&mut lease, live.renewals_last_minute()).await {
                     Ok(decided) => live.set_preserving(decided),
                     Err(error) => tracing::debug!(%error, "cannot share renewals in etcd"),
                 }
@@ -375,26 +377,44 @@ impl EtcdStore {
         });
     }
 
-    /// Shares this replica's renewals; whether the estate preserves, as decided.
-    async fn share(&self, renewals: u64) -> Result<bool, EtcdError> {
+    /// Shares this replica's renewals under `lease` (kept alive, or granted when there is
+    /// none or it lapsed); whether the estate preserves, as decided.
+    async fn share(&self, lease: &mut Option<i64>, renewals: u64) -> Result<bool, EtcdError> {
         let key = format!("{}renewals/{}", self.inner.meta, self.inner.replica);
         let flag = format!("{}preserving", self.inner.meta);
-        self.inner
+        let held = *lease;
+        let (kept, decided) = self
+            .inner
             .client
             .retrying(|mut client| {
                 let (key, flag) = (key.clone(), flag.clone());
                 async move {
-                    let lease = client.lease_grant(COUNT_TTL, None).await?.id();
-                    let options = PutOptions::new().with_lease(lease);
+                    let alive = match held {
+                        Some(id) => {
+                            let (mut keeper, mut answers) = client.lease_keep_alive(id).await?;
+                            keeper.keep_alive().await?;
+                            let renewed = answers.message().await?;
+                            renewed.is_some_and(|answer| answer.ttl() > 0).then_some(id)
+                        }
+                        None => None,
+                    };
+                    let id = match alive {
+                        Some(id) => id,
+                        None => client.lease_grant(COUNT_TTL, None).await?.id(),
+                    };
+                    let options = PutOptions::new().with_lease(id);
                     client.put(key, renewals.to_string(), Some(options)).await?;
                     let decided = client.get(flag, None).await?;
-                    Ok(decided
+                    let decided = decided
                         .kvs()
                         .first()
-                        .is_some_and(|kv| kv.value() == b"true"))
+                        .is_some_and(|kv| kv.value() == b"true");
+                    Ok((id, decided))
                 }
             })
-            .await
+            .await?;
+        *lease = Some(kept);
+        Ok(decided)
     }
 
     /// The elected replica's work: every second, decides on self-preservation from every
