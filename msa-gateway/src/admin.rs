@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::config::Definition;
-use crate::proxy::Gateway;
+use crate::gateway::Gateway;
 use crate::route::Route;
 
 pub(crate) fn router(gateway: Gateway) -> axum::Router {

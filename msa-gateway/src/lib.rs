@@ -18,23 +18,19 @@
 //!
 //! The `msa-gateway` binary serves it: `msa-gateway --config gateway.yaml`.
 
-mod access_log;
 mod admin;
-mod auth;
+mod client;
 pub mod config;
+mod error;
 mod filter;
+mod gateway;
 mod h1;
-mod http1;
-mod metrics;
-mod pool;
+mod observe;
 mod proxy;
-mod rate_limit;
-mod resilience;
 mod route;
 mod server;
-mod wire;
 
-pub use self::access_log::AccessLogConfig;
 pub use self::config::{ConfigError, GatewayConfig};
-pub use self::proxy::Gateway;
+pub use self::gateway::Gateway;
+pub use self::observe::access_log::AccessLogConfig;
 pub use self::server::{Options, Server};

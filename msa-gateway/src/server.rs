@@ -18,8 +18,8 @@ use msa_core::listener::{self, Acceptor, Limits, is_management_path};
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
-use crate::http1::{self, End, RawRequest, Reply};
-use crate::proxy::Gateway;
+use crate::gateway::Gateway;
+use crate::h1::server::{self as http1, End, RawRequest, Reply};
 
 /// A running server: stop it with [`Server::stop`].
 #[derive(Debug)]
@@ -177,7 +177,7 @@ impl Handler {
                 Box::pin(async move { Reply::Http(answer.await) })
             }
             Err(reason) => {
-                let refused = crate::proxy::error_response(StatusCode::BAD_REQUEST, reason);
+                let refused = crate::error::error_response(StatusCode::BAD_REQUEST, reason);
                 Box::pin(std::future::ready(Reply::Http(refused)))
             }
         }
@@ -186,7 +186,7 @@ impl Handler {
     fn call_http(&self, request: Request<Body>) -> HttpAnswer<'_> {
         let path = request.uri().path();
         if self.probes_only && is_management_path(path) {
-            let elsewhere = crate::proxy::error_response(
+            let elsewhere = crate::error::error_response(
                 StatusCode::NOT_FOUND,
                 "not found (served on the management listener)",
             );
@@ -239,7 +239,7 @@ async fn worker(
     // Every connection task holds a sender; when all are gone, every connection is closed.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     // On this worker's thread: its metrics buffers reach the scrape when it is idle too.
-    let flusher = tokio::spawn(crate::metrics::flush_when_asked());
+    let flusher = tokio::spawn(crate::observe::metrics::flush_when_asked());
     // And its access log lines reach the log within the flush interval.
     let access_flusher = gateway.access_log().map(|log| {
         let every = log.flush_interval();
@@ -293,7 +293,7 @@ async fn worker(
     drop(open);
     let _ = tokio::time::timeout(Duration::from_secs(30), all_closed.recv()).await;
     flusher.abort();
-    crate::metrics::flush_thread();
+    crate::observe::metrics::flush_thread();
     if let Some(task) = access_flusher {
         task.abort();
     }

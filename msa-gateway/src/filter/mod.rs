@@ -1,6 +1,10 @@
 //! Route filters: Spring Cloud Gateway's set. Each changes the request on its way to the
 //! upstream, the response on its way back, or answers in the upstream's place.
 
+pub(crate) mod auth;
+pub(crate) mod rate_limit;
+pub(crate) mod resilience;
+
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
 use regex::Regex;
@@ -78,12 +82,12 @@ pub(crate) enum Filter {
     RewriteLocationResponseHeader(Regex),
     SecureHeaders,
     SetStatus(StatusCode),
-    CircuitBreaker(crate::resilience::BreakerFilter),
-    Retry(crate::resilience::RetryFilter),
+    CircuitBreaker(crate::filter::resilience::BreakerFilter),
+    Retry(crate::filter::resilience::RetryFilter),
     CacheRequestBody,
-    RequestRateLimiter(Box<crate::rate_limit::RateLimit>),
-    JwtAuth(crate::auth::JwtAuth),
-    ApiKey(crate::auth::ApiKey),
+    RequestRateLimiter(Box<crate::filter::rate_limit::RateLimit>),
+    JwtAuth(crate::filter::auth::JwtAuth),
+    ApiKey(crate::filter::auth::ApiKey),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -229,16 +233,16 @@ impl Filter {
             }
             "SecureHeaders" => Filter::SecureHeaders,
             "SetStatus" => Filter::SetStatus(status(&a.required("status", 0)?)?),
-            "CircuitBreaker" => {
-                Filter::CircuitBreaker(crate::resilience::BreakerFilter::build(a, breakers)?)
-            }
-            "Retry" => Filter::Retry(crate::resilience::RetryFilter::build(a)?),
+            "CircuitBreaker" => Filter::CircuitBreaker(
+                crate::filter::resilience::BreakerFilter::build(a, breakers)?,
+            ),
+            "Retry" => Filter::Retry(crate::filter::resilience::RetryFilter::build(a)?),
             "CacheRequestBody" => Filter::CacheRequestBody,
             "RequestRateLimiter" => Filter::RequestRateLimiter(Box::new(
-                crate::rate_limit::RateLimit::build(a, route_id)?,
+                crate::filter::rate_limit::RateLimit::build(a, route_id)?,
             )),
-            "JwtAuth" => Filter::JwtAuth(crate::auth::JwtAuth::build(a)?),
-            "ApiKey" => Filter::ApiKey(crate::auth::ApiKey::build(a)?),
+            "JwtAuth" => Filter::JwtAuth(crate::filter::auth::JwtAuth::build(a)?),
+            "ApiKey" => Filter::ApiKey(crate::filter::auth::ApiKey::build(a)?),
             other => return Err(format!("unknown filter {other:?}")),
         })
     }
@@ -296,7 +300,7 @@ impl Filter {
             }
             Filter::SetPath(template) => {
                 ex.path = substitute_path(template, &ex.vars).map_err(|reason| {
-                    Box::new(crate::proxy::error_response(
+                    Box::new(crate::error::error_response(
                         StatusCode::BAD_REQUEST,
                         &reason,
                     ))
@@ -324,7 +328,7 @@ impl Filter {
             }
             Filter::RequestHeaderSize(max) => {
                 if let Some((name, size)) = oversized_header(&ex.headers, *max) {
-                    return Err(Box::new(crate::proxy::error_response(
+                    return Err(Box::new(crate::error::error_response(
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                         &format!("request header {name} is {size} bytes; the limit is {max}"),
                     )));
@@ -339,7 +343,7 @@ impl Filter {
                 if let Some(length) = declared
                     && length > *max
                 {
-                    let mut response = crate::proxy::error_response(
+                    let mut response = crate::error::error_response(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         &format!("request size is {length} bytes; the limit is {max}"),
                     );

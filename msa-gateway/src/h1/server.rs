@@ -27,7 +27,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::wire::{self, HopByHop, Name, RawHead};
+use super::wire::{self, HopByHop, Name, RawHead, ResponseHead};
 
 /// The most headers a request may carry (hyper's limit too); more is a 431.
 const MAX_HEADERS: usize = 100;
@@ -131,7 +131,7 @@ impl RawRequest {
 /// upstream sent it (written on with its hop-by-hop fields left out).
 pub(crate) enum Reply {
     Http(Response<Body>),
-    Raw(crate::h1::Head, Body),
+    Raw(ResponseHead, Body),
 }
 
 /// A request ready to be served, and how its connection goes on after it.
@@ -819,7 +819,7 @@ mod tests {
             let request = match request.into_request() {
                 Ok(request) => request,
                 Err(reason) => {
-                    let refused = crate::proxy::error_response(StatusCode::BAD_REQUEST, reason);
+                    let refused = crate::error::error_response(StatusCode::BAD_REQUEST, reason);
                     return Reply::Http(refused);
                 }
             };

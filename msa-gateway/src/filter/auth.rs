@@ -57,7 +57,7 @@ impl JwtAuth {
     }
 
     /// `Ok` when the request carries a valid token; otherwise the 401 to answer.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> crate::filter::Outcome {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> crate::error::Outcome {
         match self.verifier.verify_headers(headers) {
             Ok(_) => Ok(()),
             Err(error) => Err(unauthorized(self.verifier.challenge(error))),
@@ -67,7 +67,7 @@ impl JwtAuth {
 
 fn unauthorized(challenge: HeaderValue) -> Box<http::Response<axum::body::Body>> {
     let mut response =
-        crate::proxy::error_response(StatusCode::UNAUTHORIZED, "authentication required");
+        crate::error::error_response(StatusCode::UNAUTHORIZED, "authentication required");
     response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
     Box::new(response)
 }
@@ -93,7 +93,7 @@ impl ApiKey {
         Ok(ApiKey { header, keys })
     }
 
-    pub(crate) fn check(&self, headers: &HeaderMap) -> crate::filter::Outcome {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> crate::error::Outcome {
         let given = headers.get(&self.header).map(HeaderValue::as_bytes);
         // Compare against every key in constant time, so timing tells nothing.
         let accepted = given.is_some_and(|given| {

@@ -55,14 +55,14 @@ struct Upstream {
 /// An idle connection: msa's lean HTTP/1.1 client ([`crate::h1`], plain TCP), or hyper's
 /// (TLS).
 enum Idle {
-    Lean(crate::h1::Conn),
+    Lean(crate::h1::client::Conn),
     Hyper(SendRequest<Body>),
 }
 
 impl Idle {
     /// Whether it may carry a request: not closed by the upstream meanwhile (`strict`: as
     /// the socket says now, for a request that cannot be sent twice; see
-    /// [`crate::h1::Conn::is_reusable`]).
+    /// [`crate::h1::client::Conn::is_reusable`]).
     fn is_reusable(&self, strict: bool) -> bool {
         match self {
             Idle::Lean(conn) => conn.is_reusable(strict),
@@ -207,21 +207,6 @@ impl tower::Service<Request<Body>> for PoolClient {
     }
 }
 
-/// The TLS settings for `https://` upstreams: the public web's and the system's roots, and
-/// the certificates in `ca_file` (PEM) too, if given (msa_core's one TLS configuration).
-/// No ALPN: the pool chooses HTTP/2 itself.
-pub(crate) fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<rustls::ClientConfig, String> {
-    let mut tls = msa_core::tls::ClientTls::default();
-    if let Some(file) = ca_file {
-        tls = tls.trust_certificate(file);
-    }
-    let mut config = tls.config().map_err(|e| e.to_string())?;
-    config.alpn_protocols.clear();
-    Ok(config)
-}
-
 /// Whether a request is gRPC (which needs HTTP/2 and its `te: trailers`).
 fn is_grpc(request: &Request<Body>) -> bool {
     request
@@ -309,10 +294,10 @@ pub(crate) async fn send(
                 let release = move |conn| give_back(Idle::Lean(conn), slot);
                 // Boxed: the futures above it stay small, and each level's await moves
                 // less (they are moved whole, at every level, on every request).
-                match Box::pin(crate::h1::send(conn, request, release)).await {
+                match Box::pin(crate::h1::client::send(conn, request, release)).await {
                     Ok(response) => return Ok(response),
                     // An idle connection the upstream had closed: send on another one.
-                    Err(crate::h1::Failed {
+                    Err(crate::h1::client::Failed {
                         unsent: Some(unsent),
                         ..
                     }) if !fresh => request = unsent,
@@ -332,16 +317,16 @@ pub(crate) async fn send(
     }
 }
 
-/// Sends a request already written out (see [`crate::h1::send_raw`]) to `authority` over
+/// Sends a request already written out (see [`crate::h1::client::send_raw`]) to `authority` over
 /// plain HTTP/1.1 on this thread's pooled connections; the response head comes back as
 /// the upstream sent it.
 pub(crate) async fn send_raw(
     authority: &str,
-    mut request: crate::h1::Outgoing,
+    mut request: crate::h1::client::Outgoing,
     connect_timeout: Duration,
     tls: &Arc<rustls::ClientConfig>,
     max_connections: usize,
-) -> Result<(crate::h1::Head, Body), BoxError> {
+) -> Result<(crate::h1::wire::ResponseHead, Body), BoxError> {
     let destination = Destination {
         key: authority,
         authority,
@@ -357,9 +342,9 @@ pub(crate) async fn send_raw(
             return Err("a plain upstream's pool holds a TLS connection".into());
         };
         let release = move |conn| give_back(Idle::Lean(conn), slot);
-        match Box::pin(crate::h1::send_raw(conn, request, release)).await {
+        match Box::pin(crate::h1::client::send_raw(conn, request, release)).await {
             Ok(answer) => return Ok(answer),
-            Err(crate::h1::Failed {
+            Err(crate::h1::client::Failed {
                 unsent: Some(unsent),
                 ..
             }) if !fresh => request = unsent,
@@ -408,7 +393,7 @@ impl Destination<'_> {
                                 .await?,
                         )
                     } else {
-                        Idle::Lean(crate::h1::Conn::new(
+                        Idle::Lean(crate::h1::client::Conn::new(
                             Box::pin(tcp(self.authority, self.connect_timeout)).await?,
                         ))
                     };
@@ -548,25 +533,9 @@ async fn connect_tls(
     timeout: Duration,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<SendRequest<Body>, BoxError> {
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => authority,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("{host:?} cannot be checked against a certificate: {e}"))?;
-    let address = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:443")
-    };
+    let (name, address) = super::tls::server_name(authority)?;
     let stream = tcp(&address, timeout).await?;
-    let connector = tokio_rustls::TlsConnector::from(tls.clone());
-    let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
-        .await
-        .map_err(|_| {
-            format!("the TLS handshake with {authority} took longer than {timeout:?}")
-        })??;
+    let stream = super::tls::handshake(stream, name, authority, timeout, tls).await?;
     handshake(stream).await
 }
 
@@ -691,7 +660,7 @@ mod tests {
             let (mut second, _) = listener.accept().await.unwrap();
             answer(&mut second, "second").await;
         });
-        let tls = Arc::new(tls_config(None).unwrap());
+        let tls = Arc::new(crate::client::tls::tls_config(None).unwrap());
         assert_eq!(&get(addr, &tls).await[..], b"first");
         close.send(()).unwrap();
         is_closed.await.unwrap();
@@ -702,5 +671,50 @@ mod tests {
         }
         assert_eq!(&get(addr, &tls).await[..], b"second");
         upstream.await.unwrap();
+    }
+
+    /// The pool sends again, on a new connection, a request whose pooled connection the
+    /// upstream had closed while it was idle.
+    #[tokio::test]
+    async fn the_pool_resends_on_a_new_connection_when_the_idle_one_was_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // One answer per connection, each time announcing keep-alive, then closing.
+        let upstream = tokio::spawn(async move {
+            let mut connections = 0;
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                connections += 1;
+                let mut received = Vec::new();
+                while !received.ends_with(b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    match socket.read(&mut chunk).await.unwrap() {
+                        0 => break,
+                        read => received.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                if received.is_empty() {
+                    continue;
+                }
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{connections}");
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                if connections == 2 {
+                    return connections;
+                }
+            }
+        });
+        let tls = Arc::new(super::super::tls::tls_config(None).unwrap());
+        for expected in ["1", "2"] {
+            let mut request = Request::new(Body::empty());
+            *request.uri_mut() = format!("http://{addr}/x").parse().unwrap();
+            let response = send(request, std::time::Duration::from_secs(1), false, &tls, 4)
+                .await
+                .expect("an answer");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], expected.as_bytes());
+            // The upstream's close reaches the pooled connection.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(upstream.await.unwrap(), 2);
     }
 }

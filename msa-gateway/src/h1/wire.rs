@@ -1,5 +1,5 @@
-//! HTTP/1.1 wire format shared by the gateway's client ([`crate::h1`]) and server
-//! ([`crate::http1`]) sides: a message head kept as the bytes that arrived, with its
+//! HTTP/1.1 wire format shared by the gateway's client ([`client`](super::client)) and server
+//! ([`server`](super::server)) sides: a message head kept as the bytes that arrived, with its
 //! header fields as ranges of them, and the hop-by-hop rules a proxy applies to it.
 //!
 //! A head kept this way is passed on line by line, as received (names keep their case):
@@ -294,6 +294,15 @@ pub(crate) fn decimal(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |n, b| {
         b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
+}
+
+/// A response head as the upstream sent it.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: http::StatusCode,
+    pub(crate) version: http::Version,
+    /// Its bytes and header fields.
+    pub(crate) raw: RawHead,
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::wire::{self, Name, RawHead};
+use super::wire::{self, Name, RawHead, ResponseHead};
 
 /// The most bytes a response head may take.
 const MAX_HEAD: usize = 64 * 1024;
@@ -252,7 +252,7 @@ pub(crate) async fn send_raw<R>(
     mut conn: Conn,
     request: Outgoing,
     release: R,
-) -> Result<(Head, Body), Failed<Outgoing>>
+) -> Result<(ResponseHead, Body), Failed<Outgoing>>
 where
     R: FnOnce(Conn) + Send + Unpin + 'static,
 {
@@ -309,7 +309,7 @@ async fn read_response<R>(
     mut conn: Conn,
     head_only: bool,
     release: R,
-) -> Result<(Head, Body), Unread>
+) -> Result<(ResponseHead, Body), Unread>
 where
     R: FnOnce(Conn) + Send + Unpin + 'static,
 {
@@ -344,18 +344,9 @@ where
     }
 }
 
-/// A response head as the upstream sent it.
-#[derive(Debug)]
-pub(crate) struct Head {
-    pub(crate) status: StatusCode,
-    version: Version,
-    /// Its bytes and header fields.
-    pub(crate) raw: RawHead,
-}
-
 /// A complete response head at the start of `buf`, taken out of it; `None` if more bytes
 /// are needed.
-fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
+fn parse_head(buf: &mut BytesMut) -> io::Result<Option<ResponseHead>> {
     // Left uninitialised: httparse writes the ones it uses (4 KiB not zeroed per response).
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -386,14 +377,19 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<Head>> {
     )
     .map_err(|_| invalid("the upstream's response head could not be read"))?;
     buf.advance(length);
-    Ok(Some(Head {
+    Ok(Some(ResponseHead {
         status,
         version,
         raw,
     }))
 }
 
-fn respond<R>(conn: Conn, head: Head, head_only: bool, release: R) -> io::Result<(Head, Body)>
+fn respond<R>(
+    conn: Conn,
+    head: ResponseHead,
+    head_only: bool,
+    release: R,
+) -> io::Result<(ResponseHead, Body)>
 where
     R: FnOnce(Conn) + Send + Unpin + 'static,
 {
@@ -928,52 +924,6 @@ mod tests {
             }
         }
         closer.await.unwrap();
-    }
-
-    /// The pool sends again, on a new connection, a request whose pooled connection the
-    /// upstream had closed while it was idle.
-    #[tokio::test]
-    async fn the_pool_resends_on_a_new_connection_when_the_idle_one_was_closed() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        // One answer per connection, each time announcing keep-alive, then closing.
-        let upstream = tokio::spawn(async move {
-            let mut connections = 0;
-            loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                connections += 1;
-                let mut received = Vec::new();
-                while !received.ends_with(b"\r\n\r\n") {
-                    let mut chunk = [0u8; 1024];
-                    match socket.read(&mut chunk).await.unwrap() {
-                        0 => break,
-                        read => received.extend_from_slice(&chunk[..read]),
-                    }
-                }
-                if received.is_empty() {
-                    continue;
-                }
-                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{connections}");
-                socket.write_all(answer.as_bytes()).await.unwrap();
-                if connections == 2 {
-                    return connections;
-                }
-            }
-        });
-        let tls = Arc::new(crate::pool::tls_config(None).unwrap());
-        for expected in ["1", "2"] {
-            let mut request = Request::new(Body::empty());
-            *request.uri_mut() = format!("http://{addr}/x").parse().unwrap();
-            let response =
-                crate::pool::send(request, std::time::Duration::from_secs(1), false, &tls, 4)
-                    .await
-                    .expect("an answer");
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(&body[..], expected.as_bytes());
-            // The upstream's close reaches the pooled connection.
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(upstream.await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ impl BreakerFilter {
         let statuses = args
             .list("statusCodes", 2)?
             .iter()
-            .map(|s| super::filter::status(s))
+            .map(|s| super::status(s))
             .collect::<Result<_, _>>()?;
         let breaker = registry.get(&name).map_err(|e| e.to_string())?;
         Ok(BreakerFilter {
@@ -74,7 +74,7 @@ impl RetryFilter {
         let statuses = args
             .list("statuses", 1)?
             .iter()
-            .map(|s| super::filter::status(s))
+            .map(|s| super::status(s))
             .collect::<Result<Vec<_>, _>>()?;
         let series = if args.has("series") {
             args.list("series", usize::MAX)?
