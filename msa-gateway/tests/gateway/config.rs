@@ -1,0 +1,144 @@
+//! The gateway's file: reloads, configuration errors with file, line and key.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{GatewayProcess, client, json_of, upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_reload_and_a_bad_file_keeps_the_old_ones() {
+    let a = upstream("a").await;
+    let first =
+        format!("routes:\n  - id: one\n    uri: http://{a}\n    predicates: [ 'Path=/one' ]\n");
+    let gateway = GatewayProcess::start(&first).await;
+    assert_eq!(gateway.get("/one").await.status(), 200);
+
+    // A bad edit: the refresh says why, and /one still works.
+    std::fs::write(
+        gateway.file.path(),
+        format!("{first}  - id: two\n    uri: http://{a}\n    predicates: [ 'Path=two' ]\n"),
+    )
+    .unwrap();
+    let response = gateway.refresh().await;
+    assert_eq!(response.status(), 400);
+    let error = json_of(response).await["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(":7: routes.1.predicates.0: path pattern \"two\" must start with /"),
+        "{error}"
+    );
+    assert_eq!(gateway.get("/one").await.status(), 200);
+
+    // A good edit applies through the refresh endpoint (and the file watch).
+    std::fs::write(
+        gateway.file.path(),
+        format!("{first}  - id: two\n    uri: http://{a}\n    predicates: [ 'Path=/two' ]\n"),
+    )
+    .unwrap();
+    let response = gateway.refresh().await;
+    assert_eq!(json_of(response).await["routes"], 2);
+    assert_eq!(gateway.get("/two").await.status(), 200);
+}
+
+#[test]
+fn a_bad_file_stops_start_up_with_file_line_and_key() {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(
+        file.path(),
+        "routes:\n  - id: a\n    uri: http://127.0.0.1:1\n    filters:\n      - StripPrefix=x\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
+        .arg("--config")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "msa-gateway: {}:5: routes.0.filters.0: `parts` \"x\" is not a whole number\n",
+        file.path().display()
+    );
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn tls_termination_is_refused_with_the_reason_rather_than_ignored() {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), "routes: []\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
+        .arg("--config")
+        .arg(file.path())
+        .args([
+            "--ssl-certificate",
+            "cert.pem",
+            "--ssl-certificate-private-key",
+            "key.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("msa-gateway: --ssl-certificate: msa-gateway does not terminate TLS"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_fail_no_request() {
+    let a = upstream("a").await;
+    let file = |n: usize| {
+        format!(
+            "routes:\n  - id: api-{n}\n    uri: http://{a}\n    predicates: [ 'Path=/api/**' ]\n    filters: [ 'AddResponseHeader=X-Version, {n}' ]\n"
+        )
+    };
+    let gateway = GatewayProcess::start(&file(0)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let url = gateway.url("/api/x");
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let http = client();
+            let (mut ok, mut failed, mut versions) = (0, 0, std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http.get(&url).send().await {
+                    Ok(response) if response.status() == 200 => {
+                        ok += 1;
+                        versions
+                            .insert(response.headers()["x-version"].to_str().unwrap().to_owned());
+                    }
+                    other => {
+                        eprintln!("a request failed: {:?}", other.map(|r| r.status()));
+                        failed += 1
+                    }
+                }
+            }
+            (ok, failed, versions)
+        }));
+    }
+    for n in 1..=10 {
+        std::fs::write(gateway.file.path(), file(n)).unwrap();
+        let response = gateway.refresh().await;
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut versions) = (0, 0, std::collections::BTreeSet::new());
+    for task in load {
+        let (o, f, v) = task.await.unwrap();
+        ok += o;
+        failed += f;
+        versions.extend(v);
+    }
+    assert_eq!(failed, 0, "{ok} succeeded");
+    assert!(ok > 100, "{ok}");
+    assert!(
+        versions.len() >= 5,
+        "the routes changed under load: {versions:?}"
+    );
+    assert!(versions.contains("10"));
+}

@@ -1,0 +1,12 @@
+//! The msa-gateway binary over real HTTP, by topic.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod config;
+mod observe;
+mod resilience;
+mod routing;
+mod upstreams;
+mod wire;
