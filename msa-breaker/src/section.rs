@@ -128,12 +128,7 @@ pub fn kebab(key: &str) -> String {
 
 /// Logs a Resilience4j setting msa does not implement, once per key and process.
 fn warn_unimplemented(path: &str) {
-    static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut warned = WARNED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if warned.len() < 1_000 && warned.insert(path.to_owned()) {
+    if msa_core::sync::first_time(&format!("resilience4j.{path}")) {
         tracing::warn!(key = %path, "a Resilience4j setting msa does not implement: ignored");
     }
 }

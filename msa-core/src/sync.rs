@@ -26,3 +26,19 @@ pub fn read<T: ?Sized>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 pub fn write<T: ?Sized>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Whether `key` is seen here for the first time in this process: for what should be said
+/// once (a setting that is accepted but ignored, a deprecated key), however often the
+/// configuration that holds it is read. Remembers at most 1,000 keys; past that, every key
+/// counts as seen.
+///
+/// ```
+/// assert!(msa_core::sync::first_time("doc.example.key"));
+/// assert!(!msa_core::sync::first_time("doc.example.key"));
+/// ```
+pub fn first_time(key: &str) -> bool {
+    static SEEN: Mutex<std::collections::BTreeSet<String>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let mut seen = lock(&SEEN);
+    seen.len() < 1_000 && seen.insert(key.to_owned())
+}

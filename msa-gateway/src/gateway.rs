@@ -67,13 +67,28 @@ impl std::ops::Deref for ThreadTable {
     }
 }
 
+/// Logs the file's warnings (Spring keys msa does not implement), each once per process.
+fn report(warnings: &[ConfigError]) {
+    for warning in warnings {
+        let key = format!("msa-gateway:{}:{}", warning.file, warning.key);
+        if msa_core::sync::first_time(&key) {
+            tracing::warn!("{warning}");
+        }
+    }
+}
+
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Gateway {
     /// A gateway serving `config`'s routes; the first mistake in them is the error.
     pub fn new(config: &GatewayConfig) -> Result<Self, ConfigError> {
-        let breakers = CircuitBreakerRegistry::new(msa_breaker::Section::default())
-            .map_err(|e| config.source.error("", e.to_string()))?;
+        let breakers = CircuitBreakerRegistry::new(config.resilience.circuit_breaker.clone())
+            .map_err(|e| {
+                config
+                    .source
+                    .error("resilience4j.circuitbreaker", e.to_string())
+            })?;
+        report(&config.warnings);
         let table = RouteTable::build(config, &breakers)?;
         let tls = Arc::new(
             crate::client::tls::tls_config(config.server.upstream_ca_file.as_deref())
@@ -145,6 +160,14 @@ impl Gateway {
     /// A bad config changes nothing.
     pub fn reload(&self, config: &GatewayConfig) -> Result<usize, ConfigError> {
         let table = RouteTable::build(config, &self.state.breakers)?;
+        // Last: a file whose routes fail leaves the breakers as they were.
+        let section = config.resilience.circuit_breaker.clone();
+        self.state.breakers.update(section).map_err(|e| {
+            config
+                .source
+                .error("resilience4j.circuitbreaker", e.to_string())
+        })?;
+        report(&config.warnings);
         let count = table.routes.len();
         *write(&self.state.table) = Arc::new(table);
         self.state

@@ -17,10 +17,14 @@
 //!   - AddResponseHeader=X-Gateway, msa
 //! ```
 //!
-//! A Spring Boot file with the same under `spring.cloud.gateway` reads too. Every mistake
-//! is reported as one [`ConfigError`] naming the file, the line and the key.
+//! A Spring Cloud Gateway `application.yml` reads unchanged: the routes under
+//! `spring.cloud.gateway.server.webflux` (4.x) or `spring.cloud.gateway` (3.x), Spring
+//! Boot's `server.port`, the gateway's `httpclient` timeouts and `resilience4j.*`;
+//! Spring keys msa does not implement are [warnings](GatewayConfig::warnings).
+//! Every mistake is reported as one [`ConfigError`] naming the file, the line and the key.
 
 mod definition;
+mod spring;
 
 pub(crate) use self::definition::masked_map;
 pub use self::definition::{Args, Definition, MASK, mask_url};
@@ -52,8 +56,31 @@ pub struct GatewayConfig {
     /// The access log (`msa.gateway.access-log`, or Spring's
     /// `reactor.netty.http.server.accessLogEnabled`): off by default. Read at start.
     pub access_log: crate::AccessLogConfig,
+    /// Resilience4j's sections the CircuitBreaker and Retry filters read their settings
+    /// from, by name.
+    pub resilience: ResilienceConfig,
+    /// Spring keys in the file that msa does not implement: accepted, and logged once
+    /// each when a [`Gateway`](crate::Gateway) is built or reloaded from the file.
+    pub warnings: Vec<ConfigError>,
     /// Where each route's and filter's definition is, for errors found later.
     pub(crate) source: Source,
+}
+
+/// The file's `resilience4j` sections, as Resilience4j's Spring Boot properties shape them
+/// (`configs.default`, `instances.<name>`).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ResilienceConfig {
+    /// `resilience4j.circuitbreaker`: a CircuitBreaker filter's breaker is the instance
+    /// its `name` argument names.
+    pub circuit_breaker: msa_breaker::Section,
+    /// `resilience4j.retry`: a Retry filter starts from the instance its `name` argument
+    /// names (the route id when it has none); its own arguments say the rest.
+    pub retry: msa_breaker::Section,
+    /// `resilience4j.timelimiter`: when the file gives a CircuitBreaker's name a
+    /// `timeout-duration` (or a default one), its calls are limited by it rather than by
+    /// the route's response timeout.
+    pub time_limiter: msa_breaker::Section,
 }
 
 /// Where the configuration came from, to name file, line and key in errors.
@@ -68,7 +95,13 @@ pub(crate) struct Source {
 impl Source {
     /// An error at `path` (below the gateway section, `routes.0.filters.1`).
     pub(crate) fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
-        let key = format!("{}{path}", self.prefix);
+        // Spring Boot's `server` and `resilience4j` sit at the top of a Spring file.
+        let top =
+            path == "server" || path.starts_with("server.") || path.starts_with("resilience4j");
+        let key = match top {
+            true => path.to_owned(),
+            false => format!("{}{path}", self.prefix),
+        };
         ConfigError {
             file: self.file.clone(),
             line: self.lines.line(&key),
@@ -319,16 +352,15 @@ impl GatewayConfig {
             value = Value::Object(serde_json::Map::new());
         }
         let access_log = access_log(file, &document, &mut value)?;
-        // A Spring Boot file: the routes are under spring.cloud.gateway.
-        let mut prefix = String::new();
-        if let Some(spring) = value.pointer("/spring/cloud/gateway").cloned() {
-            let mut section = spring;
-            if let (Some(map), Some(server)) = (section.as_object_mut(), value.get("server")) {
-                map.entry("server").or_insert_with(|| server.clone());
-            }
-            value = section;
-            prefix = "spring.cloud.gateway.".to_owned();
-        }
+        let mut spring = spring::Translation {
+            file,
+            document: &document,
+            warnings: Vec::new(),
+        };
+        let (mut value, prefix) = spring.section(value)?;
+        let resilience = value.as_object_mut().and_then(|v| v.remove("resilience4j"));
+        let resilience = spring.resilience(resilience)?;
+        let warnings = std::mem::take(&mut spring.warnings);
         let source = Source {
             file: file.to_owned(),
             lines: std::sync::Arc::new(document),
@@ -357,6 +389,8 @@ impl GatewayConfig {
             routes: Vec::with_capacity(raw.routes.len()),
             default_filters: Vec::with_capacity(raw.default_filters.len()),
             access_log,
+            resilience,
+            warnings,
             source,
         };
         if config.server.max_connections_per_upstream == 0 {

@@ -115,7 +115,7 @@ impl Filter {
 
     pub(crate) fn build(
         definition: &Definition,
-        breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
+        resilience: resilience::Resilience<'_>,
         route_id: &str,
     ) -> Result<Self, String> {
         let a = &definition.args;
@@ -233,10 +233,14 @@ impl Filter {
             }
             "SecureHeaders" => Filter::SecureHeaders,
             "SetStatus" => Filter::SetStatus(status(&a.required("status", 0)?)?),
-            "CircuitBreaker" => Filter::CircuitBreaker(
-                crate::filter::resilience::BreakerFilter::build(a, breakers)?,
-            ),
-            "Retry" => Filter::Retry(crate::filter::resilience::RetryFilter::build(a)?),
+            "CircuitBreaker" => {
+                Filter::CircuitBreaker(resilience::BreakerFilter::build(a, resilience)?)
+            }
+            "Retry" => Filter::Retry(resilience::RetryFilter::build(
+                a,
+                route_id,
+                resilience.retry,
+            )?),
             "CacheRequestBody" => Filter::CacheRequestBody,
             "RequestRateLimiter" => Filter::RequestRateLimiter(Box::new(
                 crate::filter::rate_limit::RateLimit::build(a, route_id)?,
@@ -658,7 +662,13 @@ mod tests {
     fn run(shortcut: &str, ex: &mut Exchange) -> Outcome {
         let breakers =
             msa_breaker::circuit_breaker::CircuitBreakerRegistry::new(Default::default()).unwrap();
-        Filter::build(&Definition::shortcut(shortcut).unwrap(), &breakers, "r")
+        let none = msa_breaker::Section::default();
+        let resilience = resilience::Resilience {
+            breakers: &breakers,
+            retry: &none,
+            time_limiter: &none,
+        };
+        Filter::build(&Definition::shortcut(shortcut).unwrap(), resilience, "r")
             .unwrap()
             .request(ex)
     }

@@ -44,9 +44,6 @@ pub(crate) struct Matched {
     pub(crate) host_header: Option<String>,
 }
 
-/// The most body bytes CacheRequestBody keeps for retries (unless RequestSize says less).
-pub(crate) const CACHE_LIMIT: usize = 10 << 20;
-
 /// How many times `forward:` may dispatch again within one request.
 pub(crate) const MAX_FORWARDS: u8 = 4;
 

@@ -10,10 +10,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::forwarded::{forwarded, strip_hop_by_hop};
 use super::path::{host, upstream_uri};
-use super::send::guards;
 use super::websocket::{is_websocket, tunnel};
 use super::{Arrived, MAX_FORWARDS, Matched};
 use crate::error::error_response;
+use crate::filter::resilience::Guards;
 use crate::filter::{Exchange, Filter};
 use crate::gateway::Gateway;
 use crate::observe::request_span;
@@ -224,7 +224,8 @@ impl Gateway {
                     "this connection cannot be upgraded",
                 );
             };
-            let (response, _) = Box::pin(self.send_once(route, request)).await;
+            let (response, _) =
+                Box::pin(self.send_once(route, request, route.response_timeout)).await;
             return self.respond(
                 route,
                 &ex,
@@ -235,8 +236,12 @@ impl Gateway {
 
         // Awaited here rather than in a helper `async fn`, which would be one more level of
         // future as large as the request's, moved whole on every request.
-        let response = match guards(route) {
-            None => self.send_once(route, request).await.0,
+        let response = match Guards::of(&route.filters) {
+            None => {
+                self.send_once(route, request, route.response_timeout)
+                    .await
+                    .0
+            }
             // Boxed: the common path's future stays small.
             Some(guards) => Box::pin(self.send_guarded(route, request, remote, guards)).await,
         };

@@ -82,6 +82,11 @@ impl RouteTable {
         config: &GatewayConfig,
         breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
     ) -> Result<Self, ConfigError> {
+        let resilience = crate::filter::resilience::Resilience {
+            breakers,
+            retry: &config.resilience.retry,
+            time_limiter: &config.resilience.time_limiter,
+        };
         let mut defaults = Vec::new();
         for (n, definition) in config.default_filters.iter().enumerate() {
             defaults.push((n, definition));
@@ -100,13 +105,13 @@ impl RouteTable {
             let mut filters = Vec::with_capacity(defaults.len() + definition.filters.len());
             for (n, f) in &defaults {
                 filters.push(
-                    Filter::build(f, breakers, &definition.id)
+                    Filter::build(f, resilience, &definition.id)
                         .map_err(|e| config.source.error(&format!("default-filters.{n}"), e))?,
                 );
             }
             for (n, f) in definition.filters.iter().enumerate() {
                 filters.push(
-                    Filter::build(f, breakers, &definition.id)
+                    Filter::build(f, resilience, &definition.id)
                         .map_err(|e| config.source.error(&at(&format!("filters.{n}")), e))?,
                 );
             }
