@@ -157,6 +157,9 @@ impl Builder {
                         });
                     }
                     *key_slot(self.stack.last_mut()) = Some(key);
+                    // A key's line is its value's: a nested mapping or list starts on
+                    // the lines below it, but the key is what an error names.
+                    self.remember(line);
                 }
             },
         }
@@ -267,6 +270,9 @@ mod tests {
         assert_eq!(doc.line("routes.0.uri"), Some(5));
         assert_eq!(doc.line("routes.0.predicates.0"), Some(8));
         assert_eq!(doc.line("routes.0.predicates.0.nope"), Some(8));
+        // A key whose value is nested is on its own line, not its first child's.
+        assert_eq!(doc.line("server"), Some(1));
+        assert_eq!(doc.line("routes.0.predicates"), Some(7));
     }
 
     #[test]

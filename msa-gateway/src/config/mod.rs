@@ -522,4 +522,72 @@ default-filters:
         assert_eq!(error.key, "spring.cloud.gateway.routes.0.bogus");
         assert_eq!(error.line, Some(7), "{error}");
     }
+
+    #[test]
+    fn spring_cloud_gateway_4_keys_read_as_the_gateway_s_own() {
+        let spring = "\
+server:
+  port: 9191
+  max-http-request-header-size: 16384
+spring:
+  cloud:
+    gateway:
+      server:
+        webflux:
+          httpclient:
+            connect-timeout: 500
+            response-timeout: 2s
+            pool: { max-connections: 64, max-idle-time: 10s }
+          routes:
+            - id: a
+              uri: http://127.0.0.1:1
+resilience4j:
+  circuitbreaker:
+    instances:
+      a: { sliding-window-size: 4 }
+  bulkhead:
+    instances:
+      a: { max-concurrent-calls: 2 }
+";
+        let config = GatewayConfig::parse("application.yml", spring).unwrap();
+        assert_eq!(config.server.bind, "0.0.0.0:9191".parse().unwrap());
+        assert_eq!(config.server.max_header_size, 16384);
+        assert_eq!(config.server.connect_timeout, Duration::from_millis(500));
+        assert_eq!(config.server.response_timeout, Duration::from_secs(2));
+        assert_eq!(config.server.max_connections_per_upstream, 64);
+        assert_eq!(config.routes[0].id, "a");
+        assert!(
+            config
+                .resilience
+                .circuit_breaker
+                .instances
+                .contains_key("a")
+        );
+        let warned: Vec<_> = config
+            .warnings
+            .iter()
+            .map(|w| (w.key.as_str(), w.line))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                (
+                    "spring.cloud.gateway.server.webflux.httpclient.pool.max-idle-time",
+                    Some(12)
+                ),
+                ("resilience4j.bulkhead", Some(20)),
+            ]
+        );
+
+        // A typo is still an error, at its line.
+        let typo = spring.replace("          routes:", "          routs:");
+        let error = GatewayConfig::parse("application.yml", &typo).unwrap_err();
+        assert_eq!(
+            (error.key.as_str(), error.line),
+            ("spring.cloud.gateway.server.webflux.routs", Some(13)),
+            "{error}"
+        );
+        let error = GatewayConfig::parse("a.yml", "server:\n  port: http\n").unwrap_err();
+        assert_eq!((error.key.as_str(), error.line), ("server.port", Some(2)));
+    }
 }

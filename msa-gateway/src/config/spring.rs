@@ -124,7 +124,14 @@ impl Translation<'_> {
             match key.as_str() {
                 "server" => {
                     let server = self.server(value, "server.")?;
-                    section.insert("server".into(), Value::Object(server));
+                    // Over what `httpclient` said: Spring Boot's server keys are the
+                    // gateway's own.
+                    match section.get_mut("server") {
+                        Some(Value::Object(client)) => client.extend(server),
+                        _ => {
+                            section.insert("server".into(), Value::Object(server));
+                        }
+                    }
                 }
                 "resilience4j" => {
                     section.insert(key, value);

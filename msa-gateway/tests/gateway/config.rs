@@ -142,3 +142,107 @@ async fn reloads_under_load_fail_no_request() {
     );
     assert!(versions.contains("10"));
 }
+
+/// A Spring Cloud Gateway 4.x `application.yml`, unchanged: Spring Boot's `server.port`,
+/// the routes under `spring.cloud.gateway.server.webflux`, and the keys msa does not
+/// implement reported once each as warnings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spring_cloud_gateway_4_file_is_accepted() {
+    let a = upstream("a").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        "\
+server:
+  port: {port}
+  address: 127.0.0.1
+  shutdown: graceful
+spring:
+  application:
+    name: edge
+  cloud:
+    gateway:
+      server:
+        webflux:
+          httpclient:
+            connect-timeout: 500
+            response-timeout: 2s
+            wiretap: true
+          metrics:
+            enabled: true
+          default-filters:
+            - AddResponseHeader=X-Edge, msa
+          routes:
+            - id: orders
+              uri: http://{a}
+              predicates:
+                - Path=/orders/**
+              filters:
+                - StripPrefix=1
+management:
+  endpoints:
+    web:
+      exposure:
+        include: \"*\"
+"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("application.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let log = dir.path().join("stderr.log");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(
+        Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
+            .arg("--config")
+            .arg(&file)
+            .env_remove("MSA_MANAGEMENT_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/actuator/health"))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "{}", std::fs::read_to_string(&log).unwrap());
+
+    let response = client()
+        .get(format!("{base}/orders/list"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-edge"], "msa");
+    assert_eq!(response.headers()["x-echo-path"], "/list");
+
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    for (key, line) in [
+        ("server.shutdown", 4),
+        ("spring.application", 6),
+        ("spring.cloud.gateway.server.webflux.httpclient.wiretap", 15),
+        ("spring.cloud.gateway.server.webflux.metrics", 16),
+        ("management", 27),
+    ] {
+        let said = format!("application.yml:{line}: {key}: ");
+        assert_eq!(stderr.matches(&said).count(), 1, "{key} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}

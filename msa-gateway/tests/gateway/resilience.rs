@@ -200,3 +200,74 @@ routes:
     let response = http.get(one.url("/shared/x")).send().await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The breakers and retries take their settings from `resilience4j.*` by name: a breaker
+/// with a window of 4 opens after 4 failures (a default one is still closed after 5), and
+/// a route whose retry budget is spent does not retry where a funded one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakers_and_retries_take_their_settings_from_resilience4j() {
+    let a = upstream("a").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = format!(
+        "
+resilience4j:
+  circuitbreaker:
+    instances:
+      tight:
+        sliding-window-size: 4
+        minimum-number-of-calls: 4
+        failure-rate-threshold: 50
+        wait-duration-in-open-state: 60s
+  retry:
+    instances:
+      spent:
+        budget: {{ retry-percent: 0, min-retries-per-second: 0 }}
+routes:
+  - id: tight
+    uri: http://{dead}
+    predicates: [ 'Path=/tight/**' ]
+    filters: [ 'CircuitBreaker=tight' ]
+  - id: loose
+    uri: http://{dead}
+    predicates: [ 'Path=/loose/**' ]
+    filters: [ 'CircuitBreaker=loose' ]
+  - id: spent
+    uri: http://{a}
+    predicates: [ 'Path=/spent/**' ]
+    filters: [ StripPrefix=1, Retry=3 ]
+  - id: funded
+    uri: http://{a}
+    predicates: [ 'Path=/funded/**' ]
+    filters: [ StripPrefix=1, Retry=3 ]
+"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let message = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 503);
+        json_of(response).await["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    for _ in 0..4 {
+        let said = message(gateway.get("/tight/x").await).await;
+        assert!(said.contains("unreachable"), "{said}");
+    }
+    let said = message(gateway.get("/tight/x").await).await;
+    assert!(said.contains("'tight' is OPEN"), "{said}");
+    for _ in 0..5 {
+        let said = message(gateway.get("/loose/x").await).await;
+        assert!(said.contains("unreachable"), "{said}");
+    }
+
+    let response = gateway.get("/spent/fail-times/spent/1").await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.text().await.unwrap(), "failure 1");
+    let response = gateway.get("/funded/fail-times/funded/1").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok after 1: ");
+}
