@@ -1,5 +1,16 @@
 //! The generic cell rate algorithm on one atomic: lock-free admission at a steady rate with
-//! a burst.
+//! a burst. msa's one implementation: the rate limiter layer's, and the gateway's
+//! RequestRateLimiter buckets (which take several tokens a call).
+//!
+//! ```
+//! use msa_breaker::rate_limit::gcra::{Decision, Gcra, Rate};
+//!
+//! // 10 tokens a second, a burst of 20; times in nanoseconds on the caller's clock.
+//! let (cell, rate) = (Gcra::new(), Rate::tokens(10, 20));
+//! assert_eq!(cell.decide_n(rate, 15, 0), Decision::Now);
+//! assert_eq!(cell.available(rate, 0), 5);
+//! assert!(matches!(cell.decide_n(rate, 6, 0), Decision::Rejected { .. }));
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,14 +24,14 @@ use super::RateLimiterConfig;
 /// The state is the theoretical arrival time (TAT) of the next call, in nanoseconds on the
 /// limiter's clock. A call at `now` is admitted when `TAT - now <= tolerance`, and moves TAT
 /// one emission interval on; compare-and-swap keeps concurrent callers exact.
-#[derive(Debug)]
-pub(super) struct Gcra {
+#[derive(Debug, Default)]
+pub struct Gcra {
     tat: AtomicU64,
 }
 
 /// The rate, precomputed.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Rate {
+pub struct Rate {
     /// Nanoseconds between calls at the steady rate.
     interval: u64,
     /// How far ahead of `now` TAT may run: `period - interval`, the burst.
@@ -30,6 +41,17 @@ pub(super) struct Rate {
 }
 
 impl Rate {
+    /// `per_second` tokens a second, at most `burst` at once, never waiting (a token
+    /// bucket's terms; both at least 1).
+    pub fn tokens(per_second: u64, burst: u64) -> Self {
+        let interval = (1_000_000_000 / per_second.max(1)).max(1);
+        Rate {
+            interval,
+            tolerance: interval.saturating_mul(burst.max(1)) - interval,
+            max_wait: 0,
+        }
+    }
+
     pub(super) fn new(config: &RateLimiterConfig) -> Self {
         let period = nanos(config.limit_refresh_period).max(1);
         let limit = u64::from(config.limit_for_period.max(1));
@@ -44,37 +66,48 @@ impl Rate {
 
 /// What the limiter says to one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Decision {
+pub enum Decision {
     /// Go now.
     Now,
     /// Go after this many nanoseconds (the turn is reserved).
     After(u64),
     /// Over the rate, and the turn is further away than the allowed wait.
-    Rejected { next_in: u64 },
+    Rejected {
+        /// Nanoseconds until the call would have its turn.
+        next_in: u64,
+    },
 }
 
 impl Gcra {
-    pub(super) fn new() -> Self {
+    /// A cell with its whole burst available.
+    pub fn new() -> Self {
         Gcra {
             tat: AtomicU64::new(0),
         }
     }
 
+    /// One call at `now` (nanoseconds on the caller's clock).
     #[inline]
-    pub(super) fn decide(&self, rate: Rate, now: u64) -> Decision {
+    pub fn decide(&self, rate: Rate, now: u64) -> Decision {
+        self.decide_n(rate, 1, now)
+    }
+
+    /// A call that takes `cost` turns at once (at least 1) at `now`.
+    #[inline]
+    pub fn decide_n(&self, rate: Rate, cost: u64, now: u64) -> Decision {
+        let step = rate.interval.saturating_mul(cost.max(1));
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let start = tat.max(now);
-            let wait = start.saturating_sub(now + rate.tolerance);
+            let next = start.saturating_add(step);
+            let wait = next.saturating_sub(now + rate.tolerance + rate.interval);
             if wait > rate.max_wait {
                 return Decision::Rejected { next_in: wait };
             }
-            match self.tat.compare_exchange_weak(
-                tat,
-                start + rate.interval,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) if wait == 0 => return Decision::Now,
                 Ok(_) => return Decision::After(wait),
                 Err(actual) => tat = actual,
@@ -82,16 +115,22 @@ impl Gcra {
         }
     }
 
-    /// Whether this state is no different from a fresh one at `now` (so it can be dropped).
     /// Calls that may start at `now` without waiting.
-    pub(super) fn available(&self, rate: Rate, now: u64) -> i64 {
+    pub fn available(&self, rate: Rate, now: u64) -> i64 {
         let tat = self.tat.load(Ordering::Acquire).max(now);
         let room = (now + rate.tolerance + rate.interval).saturating_sub(tat);
         (room / rate.interval) as i64
     }
 
-    pub(super) fn idle(&self, now: u64) -> bool {
+    /// Whether this cell is no different from a fresh one at `now` (so it can be dropped).
+    pub fn idle(&self, now: u64) -> bool {
         self.tat.load(Ordering::Acquire) <= now
+    }
+
+    /// When the cell's whole burst is available again (its theoretical arrival time):
+    /// the earlier, the less a cell holds that a fresh one would not.
+    pub fn full_at(&self) -> u64 {
+        self.tat.load(Ordering::Acquire)
     }
 }
 

@@ -28,7 +28,7 @@
 //! ```
 
 pub mod error;
-mod gcra;
+pub mod gcra;
 mod layer;
 
 pub use self::layer::RateLimiterLayer;

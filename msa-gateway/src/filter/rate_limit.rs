@@ -7,11 +7,11 @@
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderName};
+use msa_breaker::rate_limit::gcra::{self, Gcra, Rate};
 
 use crate::config::Args;
 
@@ -43,16 +43,16 @@ pub(crate) struct RateLimit {
     pub(crate) replenish_rate: u64,
     pub(crate) burst_capacity: u64,
     pub(crate) requested_tokens: u64,
-    /// Nanoseconds per token.
-    interval: u64,
+    /// Tokens a second and the burst, for msa-breaker's GCRA.
+    rate: Rate,
     key: KeyResolver,
     /// The most buckets kept (`max-keys`).
     max_keys: usize,
-    route_bucket: AtomicU64,
+    route_bucket: Gcra,
     /// By a keyed hash of the key (SipHash with this process's random keys): eight bytes
     /// a bucket however long the key a client sends, and no key it can choose to share
     /// another's bucket.
-    buckets: DashMap<u64, AtomicU64>,
+    buckets: DashMap<u64, Gcra>,
     hasher: std::hash::RandomState,
     #[cfg(feature = "redis")]
     redis: Option<redis_bucket::RedisBuckets>,
@@ -147,10 +147,10 @@ impl RateLimit {
             replenish_rate,
             burst_capacity,
             requested_tokens,
-            interval: (1_000_000_000 / replenish_rate).max(1),
+            rate: Rate::tokens(replenish_rate, burst_capacity),
             key,
             max_keys,
-            route_bucket: AtomicU64::new(0),
+            route_bucket: Gcra::new(),
             buckets: DashMap::new(),
             hasher: std::hash::RandomState::new(),
         })
@@ -243,59 +243,42 @@ impl RateLimit {
         if self.buckets.len() >= self.max_keys {
             self.evict(now);
         }
-        let bucket = self.buckets.entry(key).or_insert_with(|| AtomicU64::new(0));
+        let bucket = self.buckets.entry(key).or_default();
         self.take(&bucket, now)
     }
 
     /// Makes room: drops the buckets that are full again (they hold nothing a fresh one
     /// would not), then, if that was not a quarter of them, the quarter nearest to full.
     fn evict(&self, now: u64) {
-        self.buckets
-            .retain(|_, full_at| full_at.load(Ordering::Relaxed) > now);
+        self.buckets.retain(|_, bucket| !bucket.idle(now));
         if self.buckets.len() < self.max_keys / 4 * 3 {
             return;
         }
         let mut full_at: Vec<u64> = self
             .buckets
             .iter()
-            .map(|bucket| bucket.value().load(Ordering::Relaxed))
+            .map(|bucket| bucket.value().full_at())
             .collect();
         let mut quarter = full_at.len() / 4;
         let (_, cut, _) = full_at.select_nth_unstable(quarter);
         let cut = *cut;
         // A quarter exactly, however many share the cut.
-        self.buckets.retain(|_, full_at| {
-            let drop = quarter > 0 && full_at.load(Ordering::Relaxed) <= cut;
+        self.buckets.retain(|_, bucket| {
+            let drop = quarter > 0 && bucket.full_at() <= cut;
             quarter -= usize::from(drop);
             !drop
         });
     }
 
-    /// GCRA: `full_at` is when the bucket will be full again. Taking `n` tokens moves it
-    /// `n` intervals on; allowed while that stays within the burst.
-    fn take(&self, full_at: &AtomicU64, now: u64) -> Decision {
-        let cost = self.interval * self.requested_tokens;
-        let burst = self.interval * self.burst_capacity;
-        let mut current = full_at.load(Ordering::Relaxed);
-        loop {
-            let next = current.max(now) + cost;
-            if next - now > burst {
-                let used = current.max(now) - now;
-                return Decision {
-                    allowed: false,
-                    remaining: (burst.saturating_sub(used)) / self.interval,
-                };
-            }
-            match full_at.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    return Decision {
-                        allowed: true,
-                        remaining: (burst - (next - now)) / self.interval,
-                    };
-                }
-                Err(actual) => current = actual,
-            }
+    /// Takes `requestedTokens` from `bucket` (msa-breaker's GCRA), if it has them.
+    fn take(&self, bucket: &Gcra, now: u64) -> Decision {
+        let allowed = matches!(
+            bucket.decide_n(self.rate, self.requested_tokens, now),
+            gcra::Decision::Now
+        );
+        Decision {
+            allowed,
+            remaining: bucket.available(self.rate, now).max(0) as u64,
         }
     }
 }
@@ -411,7 +394,7 @@ mod tests {
     #[test]
     fn a_burst_then_the_replenish_rate() {
         let limit = limiter("RequestRateLimiter=10, 20, 1, route");
-        let bucket = AtomicU64::new(0);
+        let bucket = Gcra::new();
         let start = 1_000_000_000_000;
         let allowed = (0..25)
             .filter(|_| limit.take(&bucket, start).allowed)
@@ -469,7 +452,7 @@ mod tests {
     #[test]
     fn requested_tokens_cost_more_and_arguments_are_checked() {
         let limit = limiter("RequestRateLimiter=1, 10, 5, route");
-        let bucket = AtomicU64::new(0);
+        let bucket = Gcra::new();
         let t = 5_000_000_000;
         assert!(limit.take(&bucket, t).allowed);
         assert!(limit.take(&bucket, t).allowed);
