@@ -28,25 +28,7 @@ pub(crate) fn upstream_error(error: &(dyn std::error::Error + 'static)) -> Respo
         }
         source = e.source();
     }
-    let connect = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-        let mut found = false;
-        while let Some(e) = source {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                found = matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::HostUnreachable
-                        | std::io::ErrorKind::NetworkUnreachable
-                        | std::io::ErrorKind::AddrNotAvailable
-                );
-                break;
-            }
-            source = e.source();
-        }
-        found
-    };
+    let connect = msa_core::http::client::is_connect_failure(error);
     if connect {
         error_response(
             StatusCode::SERVICE_UNAVAILABLE,

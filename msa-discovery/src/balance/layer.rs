@@ -1,4 +1,3 @@
-use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -274,7 +273,7 @@ where
 }
 
 pub(crate) fn is_connect_box(error: &BoxError) -> bool {
-    is_connect_failure(&**error)
+    msa_core::http::client::is_connect_failure(&**error)
 }
 
 /// The service a URI names, if it names one: a host without a port that is not an IP
@@ -321,37 +320,6 @@ pub(crate) fn sticky_key(config: &BalancerConfig, headers: &HeaderMap) -> Option
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value.trim_matches('"').to_owned())
-}
-
-/// Whether an error means the connection failed before the request was sent: a refused
-/// or unreachable connection, as hyper-util, reqwest and tonic report it.
-pub(crate) fn is_connect_failure(error: &(dyn StdError + 'static)) -> bool {
-    let mut next: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(error) = next {
-        if let Some(error) = error.downcast_ref::<hyper_util::client::legacy::Error>()
-            && error.is_connect()
-        {
-            return true;
-        }
-        if let Some(error) = error.downcast_ref::<reqwest::Error>()
-            && error.is_connect()
-        {
-            return true;
-        }
-        if let Some(error) = error.downcast_ref::<std::io::Error>()
-            && matches!(
-                error.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::HostUnreachable
-                    | std::io::ErrorKind::NetworkUnreachable
-                    | std::io::ErrorKind::AddrNotAvailable
-            )
-        {
-            return true;
-        }
-        next = error.source();
-    }
-    false
 }
 
 #[cfg(test)]

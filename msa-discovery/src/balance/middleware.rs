@@ -1,8 +1,9 @@
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
-use super::layer::{Answer, Attempt, Failed, is_connect_failure, send_balanced, sticky_key};
+use super::layer::{Answer, Attempt, Failed, send_balanced, sticky_key};
 use super::{Balancer, BalancerConfig};
+use msa_core::http::client::is_connect_failure;
 
 /// Balances a `reqwest_middleware` client's calls to services, as Spring's
 /// `@LoadBalanced` clients do; see the [module docs](super).

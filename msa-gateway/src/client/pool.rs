@@ -507,15 +507,22 @@ fn give_back(conn: Idle, slot: Slot) {
     }
 }
 
+/// A TCP connection to `authority` within `timeout`; failing, a [`ConnectError`]: nothing
+/// of the request was sent.
+///
+/// [`ConnectError`]: msa_core::http::client::ConnectError
 async fn tcp(authority: &str, timeout: Duration) -> Result<tokio::net::TcpStream, BoxError> {
+    use msa_core::http::client::ConnectError;
     let connecting = tokio::net::TcpStream::connect(authority);
     let stream = match tokio::time::timeout(timeout, connecting).await {
-        Ok(stream) => stream?,
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            let message = format!("connecting to {authority}: {error}");
+            return Err(Box::new(ConnectError::new(message, Some(error))));
+        }
         Err(_) => {
-            return Err(Box::new(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("connecting to {authority} took longer than {timeout:?}"),
-            )));
+            let message = format!("connecting to {authority} took longer than {timeout:?}");
+            return Err(Box::new(ConnectError::new(message, None)));
         }
     };
     stream.set_nodelay(true)?;

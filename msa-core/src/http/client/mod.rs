@@ -1,8 +1,10 @@
 //! The client side: a span per outgoing request, context injection, and request metrics.
 
+mod connect;
 pub mod future;
 mod layer;
 
+pub use self::connect::{ConnectError, is_connect_failure};
 pub use self::layer::ClientLayer;
 
 use std::task::{Context, Poll};
