@@ -5,23 +5,13 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+use crate::h1::wire::Name;
 
-/// Removes hop-by-hop headers, and those the Connection header names.
+/// Removes the hop-by-hop headers (the one list: [`Name::is_hop_by_hop`], which the raw
+/// path applies to header lines as they arrived) and those the Connection header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let present = headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection");
-    if !present {
+    let hop = |name: &HeaderName| Name::of(name.as_str().as_bytes()).is_hop_by_hop();
+    if !headers.keys().any(hop) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -30,11 +20,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .chain(headers.keys().filter(|name| hop(name)).cloned())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
 }
 
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
