@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use msa_core::http::error_response;
 use serde_json::{Value, json};
 
 use crate::config::Definition;
@@ -46,11 +47,7 @@ async fn routes(State(gateway): State<Gateway>) -> Json<Vec<Value>> {
 async fn route(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
     match gateway.table().routes.iter().find(|r| r.id == id) {
         Some(route) => Json(describe(route)).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no route {id:?}")})),
-        )
-            .into_response(),
+        None => error_response(StatusCode::NOT_FOUND, format!("no route {id:?}")),
     }
 }
 
@@ -62,11 +59,8 @@ async fn refresh(State(gateway): State<Gateway>) -> Response {
         }
         Err(error) => {
             tracing::warn!(%error, "refresh rejected; keeping the current routes");
-            (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": error.to_string(), "kept": "the current routes"})),
-            )
-                .into_response()
+            let message = format!("{error} (the current routes are kept)");
+            error_response(StatusCode::BAD_REQUEST, message)
         }
     }
 }

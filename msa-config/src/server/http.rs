@@ -9,7 +9,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use msa_core::actuator::{Actuator, Availability, Health};
-use msa_core::http::{Authorization, ServerLayer};
+use msa_core::http::{Authorization, ServerLayer, error_response};
 use msa_core::management::Management;
 use serde::Deserialize;
 
@@ -333,34 +333,20 @@ fn profiles(list: &str) -> Vec<String> {
 fn failed(failure: Failure) -> Response {
     match failure {
         Failure::Parse(error) => broken(error),
-        Failure::Label(LabelError::Unknown(label)) => (
+        Failure::Label(LabelError::Unknown(label)) => error_response(
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "status": 404,
-                "error": "Not Found",
-                "message": format!("no label {label:?}: not a branch, tag or commit of the repository"),
-            })),
-        )
-            .into_response(),
-        Failure::Label(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({ "status": 500, "error": "Internal Server Error", "message": error.to_string() })),
-        )
-            .into_response(),
+            format!("no label {label:?}: not a branch, tag or commit of the repository"),
+        ),
+        Failure::Label(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
 fn broken(error: ParseError) -> Response {
     tracing::warn!(%error, "config file does not parse");
-    (
+    error_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(serde_json::json!({
-            "status": 500,
-            "error": "Internal Server Error",
-            "message": format!("cannot read config file {error}"),
-        })),
+        format!("cannot read config file {error}"),
     )
-        .into_response()
 }
 
 fn environment_response(env: &Environment) -> Response {
@@ -567,7 +553,7 @@ async fn encrypt(State(server): State<ConfigServer>, body: String) -> Response {
     };
     match cipher.encrypt(&body) {
         Ok(hex) => ([(header::CONTENT_TYPE, "text/plain")], hex).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
@@ -577,6 +563,6 @@ async fn decrypt(State(server): State<ConfigServer>, body: String) -> Response {
     };
     match cipher.decrypt(&body) {
         Ok(plain) => ([(header::CONTENT_TYPE, "text/plain")], plain).into_response(),
-        Err(error) => (StatusCode::BAD_REQUEST, format!("cannot decrypt: {error}")).into_response(),
+        Err(error) => error_response(StatusCode::BAD_REQUEST, format!("cannot decrypt: {error}")),
     }
 }

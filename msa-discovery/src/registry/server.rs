@@ -41,7 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use msa_core::InstanceStatus;
 use msa_core::actuator::{Actuator, Availability, Health};
-use msa_core::http::{Authorization, ServerLayer};
+use msa_core::http::{Authorization, ServerLayer, error_response};
 use msa_core::management::Management;
 
 use super::store::{MetadataError, NotFound, Store};
@@ -226,16 +226,16 @@ fn respond<T: serde::Serialize>(headers: &HeaderMap, value: &T) -> Response {
     }
     match xml::to_string(value) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/xml")], text).into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+        Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error),
     }
 }
 
 fn not_found(error: NotFound) -> Response {
-    (StatusCode::NOT_FOUND, error.to_string()).into_response()
+    error_response(StatusCode::NOT_FOUND, error)
 }
 
 fn bad_request(reason: impl std::fmt::Display) -> Response {
-    (StatusCode::BAD_REQUEST, format!("bad request: {reason}")).into_response()
+    error_response(StatusCode::BAD_REQUEST, reason)
 }
 
 async fn all_apps(State(server): State<RegistryServer>, headers: HeaderMap) -> Response {
@@ -429,7 +429,7 @@ async fn instance_by_id(
 ) -> Response {
     match server.store.find(&id) {
         Some(instance) => respond(&headers, &InstanceEnvelope { instance }),
-        None => (StatusCode::NOT_FOUND, format!("no instance {id:?}")).into_response(),
+        None => error_response(StatusCode::NOT_FOUND, format!("no instance {id:?}")),
     }
 }
 

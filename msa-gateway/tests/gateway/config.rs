@@ -21,7 +21,7 @@ async fn routes_reload_and_a_bad_file_keeps_the_old_ones() {
     .unwrap();
     let response = gateway.refresh().await;
     assert_eq!(response.status(), 400);
-    let error = json_of(response).await["error"]
+    let error = json_of(response).await["message"]
         .as_str()
         .unwrap()
         .to_owned();
