@@ -9,7 +9,7 @@
 //! services), and served as JSON by [`Collector::api`].
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -364,7 +364,7 @@ impl Collector {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        msa_core::sync::lock(&self.inner)
     }
 
     /// Keeps the spans of an export request. Spans without a valid trace id (16 bytes)

@@ -3,7 +3,7 @@
 //! Resilience4j project's Grafana dashboard works unchanged.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Once, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Once, Weak};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -97,7 +97,7 @@ fn named() -> std::sync::MutexGuard<'static, Named> {
     COLLECTOR.call_once(|| {
         msa_core::metrics::register_or_existing(Gauges::new());
     });
-    NAMED.lock().unwrap_or_else(PoisonError::into_inner)
+    msa_core::sync::lock(&NAMED)
 }
 
 /// Reports `slots` as bulkhead `name` while it lives.
@@ -201,7 +201,7 @@ impl Collector for Gauges {
     fn collect(&self) -> Vec<MetricFamily> {
         let fresh = Gauges::new();
         {
-            let named = NAMED.lock().unwrap_or_else(PoisonError::into_inner);
+            let named = msa_core::sync::lock(&NAMED);
             for entry in &named.bulkheads {
                 if let Some(slots) = entry.slots.upgrade() {
                     let name = [&*entry.name];

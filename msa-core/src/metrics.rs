@@ -113,16 +113,12 @@ pub fn client_name(host: &str) -> &str {
     static SEEN: std::sync::RwLock<Option<std::collections::HashSet<Box<str>>>> =
         std::sync::RwLock::new(None);
     {
-        let seen = SEEN
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = crate::sync::read(&SEEN);
         if seen.as_ref().is_some_and(|seen| seen.contains(host)) {
             return host;
         }
     }
-    let mut seen = SEEN
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut seen = crate::sync::write(&SEEN);
     let seen = seen.get_or_insert_with(Default::default);
     if seen.contains(host) {
         return host;
@@ -152,9 +148,7 @@ static NAMERS: std::sync::RwLock<Vec<Namer>> = std::sync::RwLock::new(Vec::new()
 /// (`CallNotPermittedException`, `TimeoutException`, `ConnectException`), so Spring
 /// dashboards group them alike.
 pub fn name_errors(namer: Namer) {
-    let mut namers = NAMERS
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut namers = crate::sync::write(&NAMERS);
     if !namers
         .iter()
         .any(|known| std::ptr::fn_addr_eq(*known, namer))
@@ -167,9 +161,7 @@ pub fn name_errors(namer: Namer) {
 /// for one of its sources, else what reqwest says of it (`TimeoutException`,
 /// `ConnectException`), else `IOException`.
 pub fn exception_name(error: &(dyn std::error::Error + 'static)) -> &'static str {
-    let namers = NAMERS
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let namers = crate::sync::read(&NAMERS);
     let mut next = Some(error);
     while let Some(error) = next {
         if let Some(name) = namers.iter().find_map(|namer| namer(error)) {

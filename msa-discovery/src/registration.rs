@@ -152,11 +152,7 @@ impl Registration {
     }
 
     fn info(&self) -> InstanceInfo {
-        self.inner
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        msa_core::sync::lock(&self.inner.info).clone()
     }
 
     /// Sends `method` to `apps/{app}{suffix}` at the current registry, moving on to the
@@ -264,11 +260,7 @@ impl Registration {
     /// carry it too.
     pub async fn set_status(&self, status: InstanceStatus) -> Result<(), RegistrationError> {
         {
-            let mut info = self
-                .inner
-                .info
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut info = msa_core::sync::lock(&self.inner.info);
             info.status = status;
             info.last_dirty_timestamp.0 = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -301,11 +293,7 @@ impl Registration {
         value: impl Into<String>,
     ) -> Result<(), RegistrationError> {
         {
-            let mut info = self
-                .inner
-                .info
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut info = msa_core::sync::lock(&self.inner.info);
             info.metadata.insert(key.into(), value.into());
         }
         if self.is_registered() {

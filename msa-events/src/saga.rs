@@ -48,7 +48,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -880,21 +880,13 @@ impl Orchestrator {
     /// Advances saga `id` as far as it goes now: to its end, or to a command's reply.
     async fn advance(&self, id: &str) -> Result<(), Error> {
         {
-            let mut advancing = self
-                .inner
-                .advancing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut advancing = msa_core::sync::lock(&self.inner.advancing);
             if !advancing.insert(id.to_owned()) {
                 return Ok(()); // already advancing here
             }
         }
         let result = self.advance_claimed(id).await;
-        self.inner
-            .advancing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        msa_core::sync::lock(&self.inner.advancing).remove(id);
         result
     }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::FutureExt as _;
@@ -311,11 +311,7 @@ impl StreamBuilder {
                 consumer,
                 stopped.clone(),
             ));
-            inner
-                .tasks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(task);
+            msa_core::sync::lock(&inner.tasks).push(task);
         }
         Ok(Stream { inner })
     }
@@ -342,11 +338,7 @@ struct BoundOutput {
 
 impl Inner {
     fn bound(&self, binding: &str) -> Option<Arc<BoundOutput>> {
-        self.outputs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(binding)
-            .cloned()
+        msa_core::sync::read(&self.outputs).get(binding).cloned()
     }
 
     async fn output(&self, binding: &str) -> Result<Arc<BoundOutput>, StreamError> {
@@ -371,10 +363,7 @@ impl Inner {
             content_type: settings.content_type.unwrap_or_else(|| JSON.to_owned()),
             partition_key: settings.producer.partition_key,
         });
-        self.outputs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(binding.to_owned(), output.clone());
+        msa_core::sync::write(&self.outputs).insert(binding.to_owned(), output.clone());
         Ok(output)
     }
 
@@ -464,13 +453,8 @@ impl Stream {
     /// every input has stopped.
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(
-            &mut *self
-                .inner
-                .tasks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *msa_core::sync::lock(&self.inner.tasks));
         for task in tasks {
             let _ = task.await;
         }

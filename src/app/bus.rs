@@ -4,7 +4,7 @@
 //! on it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -30,11 +30,7 @@ impl Overrides {
     /// Adds the properties set so far to `settings`, over every other source, as the
     /// source `busenv`.
     pub(crate) fn add_to(&self, settings: &mut Settings) {
-        let values = self
-            .values
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let values = msa_core::sync::lock(&self.values).clone();
         if !values.is_empty() {
             settings.add_properties(
                 Layer::Code,
@@ -48,22 +44,12 @@ impl Overrides {
 
     /// Runs `rebuild` whenever properties are set.
     pub(crate) fn on_change(&self, rebuild: impl Fn() + Send + Sync + 'static) {
-        self.rebuilders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::new(rebuild));
+        msa_core::sync::lock(&self.rebuilders).push(Arc::new(rebuild));
     }
 
     fn set(&self, values: BTreeMap<String, String>) {
-        self.values
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(values);
-        let rebuilders = self
-            .rebuilders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        msa_core::sync::lock(&self.values).extend(values);
+        let rebuilders = msa_core::sync::lock(&self.rebuilders).clone();
         for rebuild in rebuilders {
             rebuild();
         }

@@ -2,7 +2,7 @@
 //! the resilience stacks, shared by every client and clone, and updated in place when a
 //! builder call or a config change comes after the client was made.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
@@ -33,26 +33,19 @@ impl Clients {
 
     /// Every client sends through `http` from now on.
     pub(crate) fn set_http(&self, http: reqwest::Client) {
-        *self.http.write().unwrap_or_else(PoisonError::into_inner) = http;
+        *msa_core::sync::write(&self.http) = http;
     }
 
     /// Every client balances with `balancer` from now on.
     #[cfg(feature = "discovery")]
     pub(crate) fn set_balancer(&self, balancer: Option<msa_discovery::balance::Balancer>) {
-        *self
-            .balancer
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = balancer;
+        *msa_core::sync::write(&self.balancer) = balancer;
     }
 
     /// A client: trace and metrics, then the resilience stack named by the target host,
     /// then the load balancer, then the shared pool.
     pub(crate) fn client(&self) -> reqwest_middleware::ClientWithMiddleware {
-        let http = self
-            .http
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let http = msa_core::sync::read(&self.http).clone();
         let builder = reqwest_middleware::ClientBuilder::new(http)
             .with(msa_core::http::TraceMiddleware::new());
         #[cfg(feature = "breaker")]
@@ -78,11 +71,7 @@ impl Middleware for Balance {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let balancer = self
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let balancer = msa_core::sync::read(&self.0).clone();
         match balancer {
             Some(balancer) => {
                 msa_discovery::balance::LoadBalancerMiddleware::new(balancer)
@@ -105,11 +94,7 @@ impl Middleware for Execute {
         _: &mut Extensions,
         _: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let http = self
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let http = msa_core::sync::read(&self.0).clone();
         http.execute(req).await.map_err(Into::into)
     }
 }

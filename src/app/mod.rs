@@ -823,14 +823,14 @@ fn config_health(
     client: msa_config::client::ConfigClient,
 ) -> impl msa_core::actuator::HealthIndicator {
     use msa_core::actuator::Health;
-    use std::sync::{Arc, Mutex, PoisonError};
+    use std::sync::{Arc, Mutex};
     type Last = Option<(tokio::time::Instant, Health)>;
     let last: Arc<Mutex<Last>> = Arc::default();
     move || {
         let client = client.clone();
         let last = last.clone();
         async move {
-            if let Some((at, health)) = &*last.lock().unwrap_or_else(PoisonError::into_inner)
+            if let Some((at, health)) = &*msa_core::sync::lock(&last)
                 && at.elapsed() < Duration::from_secs(60)
             {
                 return health.clone();
@@ -849,8 +849,7 @@ fn config_health(
                 }
                 Err(error) => Health::unknown().with_detail("error", error.to_string()),
             };
-            *last.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((tokio::time::Instant::now(), health.clone()));
+            *msa_core::sync::lock(&last) = Some((tokio::time::Instant::now(), health.clone()));
             health
         }
     }

@@ -2,7 +2,7 @@
 //! dashboards work unchanged. Read from the breakers' own counters at scrape time: calls
 //! pay nothing for them.
 
-use std::sync::{Mutex, Once, PoisonError};
+use std::sync::{Mutex, Once};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -22,7 +22,7 @@ pub(super) fn register(inner: &'static Inner) {
     COLLECTOR.call_once(|| {
         msa_core::metrics::register_or_existing(BreakerCollector::new());
     });
-    let mut breakers = BREAKERS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut breakers = msa_core::sync::lock(&BREAKERS);
     breakers.push(inner);
     let made = breakers.len();
     if made > WARN_AFTER && made.is_power_of_two() {
@@ -174,10 +174,7 @@ impl Collector for BreakerCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         // Rebuilt on each scrape, so breakers that are gone disappear.
         let fresh = BreakerCollector::new();
-        let breakers: Vec<&'static Inner> = BREAKERS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let breakers: Vec<&'static Inner> = msa_core::sync::lock(&BREAKERS).clone();
         for &inner in &breakers {
             let breaker = CircuitBreaker { inner };
             let name = breaker.name();

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use super::{CircuitBreaker, CircuitBreakerConfig};
 use crate::{Section, SectionError};
@@ -72,7 +72,7 @@ impl CircuitBreakerRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        msa_core::sync::lock(&self.inner)
     }
 
     /// The breaker named `name`, made on first use from its settings (`configs.default`

@@ -10,7 +10,7 @@
 //! decrypt them.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use super::{ConfigClient, Fetched};
 use crate::server::{EtcdRepository, environment};
@@ -36,10 +36,7 @@ fn split(uri: &str) -> (&str, &str) {
 
 impl Direct {
     fn repository(&self, uri: &str) -> Result<EtcdRepository, String> {
-        let mut repositories = self
-            .repositories
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut repositories = msa_core::sync::lock(&self.repositories);
         if let Some(repository) = repositories.get(uri) {
             return Ok(repository.clone());
         }

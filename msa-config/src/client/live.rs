@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use msa_core::BoxError;
@@ -106,7 +106,7 @@ where
             &*self.validate,
             Some(fetched.environment.clone()),
         );
-        let mut seen = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = msa_core::sync::lock(&self.state);
         seen.latest = Some(fetched);
         let (value, source) = match evaluated {
             Ok(ok) => ok,
@@ -142,11 +142,7 @@ where
     }
 
     fn latest(&self) -> Option<Fetched> {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .latest
-            .clone()
+        msa_core::sync::lock(&self.state).latest.clone()
     }
 }
 

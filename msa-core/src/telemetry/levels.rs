@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::reload::Handle;
 use tracing_subscriber::{EnvFilter, Registry};
@@ -178,7 +178,7 @@ impl Loggers {
     }
 
     fn model(&self) -> std::sync::MutexGuard<'_, Model> {
-        self.model.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.model)
     }
 
     /// The filter in force, as directives.

@@ -1,8 +1,8 @@
 //! What the balancer knows about one instance: requests in flight, peak-EWMA latency,
 //! failures in a row and ejection.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ impl Stats {
     /// The latency estimate now, decayed toward zero since the last observation, as
     /// Finagle's and tower's peak-EWMA do, so an instance nobody chose gets tried again.
     pub(crate) fn cost_ns(&self, now: Instant, decay: Duration) -> f64 {
-        let ewma = self.ewma.lock().unwrap_or_else(PoisonError::into_inner);
+        let ewma = msa_core::sync::lock(&self.ewma);
         ewma.cost_ns * weight(now.saturating_duration_since(ewma.stamp), decay)
     }
 
@@ -54,7 +54,7 @@ impl Stats {
     /// a faster one is averaged in with a weight that grows with the time since the last.
     pub(crate) fn observe(&self, now: Instant, rtt: Duration, decay: Duration) {
         let rtt = rtt.as_nanos() as f64;
-        let mut ewma = self.ewma.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ewma = msa_core::sync::lock(&self.ewma);
         if rtt > ewma.cost_ns {
             ewma.cost_ns = rtt;
         } else {

@@ -64,7 +64,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -286,11 +286,7 @@ impl Balancer {
 impl ServiceState {
     /// The current snapshot, rebuilt first if discovery's list changed.
     fn snapshot(&self, shared: &Shared) -> Arc<Snapshot> {
-        let current = self
-            .snapshot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let current = msa_core::sync::read(&self.snapshot).clone();
         let latest = self.receiver.borrow();
         if Arc::ptr_eq(&latest, &current.source) {
             return current;
@@ -301,7 +297,7 @@ impl ServiceState {
 
     fn rebuild(&self, shared: &Shared, source: Instances) -> Arc<Snapshot> {
         let now = Instant::now();
-        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stats = msa_core::sync::lock(&self.stats);
         // Newcomers start at the mean cost of the instances already measured, so they
         // neither flood (cost zero) nor starve (a cold default far above the others).
         let initial = if stats.is_empty() {
@@ -327,10 +323,7 @@ impl ServiceState {
         }
         *stats = kept;
         let snapshot = Arc::new(Snapshot { source, up });
-        *self
-            .snapshot
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = snapshot.clone();
+        *msa_core::sync::write(&self.snapshot) = snapshot.clone();
         snapshot
     }
 }

@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use msa_core::{BoxError, ServiceInstance};
@@ -55,7 +55,7 @@ where
     F: Fn(&ServiceInstance) -> S,
 {
     fn client(&self, instance: &ServiceInstance) -> S {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut clients = msa_core::sync::lock(&self.clients);
         let address = instance.authority();
         match clients.get(&instance.id) {
             Some((known, client)) if *known == address => client.clone(),

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use msa_core::ServiceInstance;
@@ -105,11 +105,7 @@ impl Discovery for EurekaDiscovery {
     fn watch(&self, service: &str) -> watch::Receiver<Instances> {
         let service = service.to_ascii_lowercase();
         let receiver = {
-            let mut services = self
-                .inner
-                .services
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut services = msa_core::sync::lock(&self.inner.services);
             services
                 .entry(service)
                 .or_insert_with(|| watch::Sender::new(Instances::from(Vec::new())))
@@ -266,10 +262,7 @@ fn publish(inner: &Inner, local: &Local) {
             changed
         });
     }
-    let services = inner
-        .services
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let services = msa_core::sync::lock(&inner.services);
     for (service, sender) in services.iter() {
         let now: Vec<ServiceInstance> = local
             .get(service)

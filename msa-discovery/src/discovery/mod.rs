@@ -26,7 +26,7 @@ pub use self::registry::RegistryDiscovery;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use msa_core::ServiceInstance;
 use tokio::sync::watch;
@@ -71,7 +71,7 @@ impl Watches {
         start: impl FnOnce(String, watch::Sender<Instances>),
     ) -> watch::Receiver<Instances> {
         let service = service.to_ascii_lowercase();
-        let mut services = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut services = msa_core::sync::lock(&self.0);
         if let Some(sender) = services.get(&service) {
             return sender.subscribe();
         }

@@ -4,7 +4,7 @@
 //! Time is `tokio::time::Instant`, so tests drive leases with `tokio::time::pause()`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use msa_core::InstanceStatus;
@@ -243,11 +243,11 @@ impl Store {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+        msa_core::sync::read(&self.state)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+        msa_core::sync::write(&self.state)
     }
 
     /// A receiver of the registry's version, bumped on every change (the native watch).

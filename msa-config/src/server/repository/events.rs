@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use inotify::{EventMask, Inotify, WatchMask};
 
@@ -100,6 +100,6 @@ impl Events {
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Inotify> {
-        self.inotify.lock().unwrap_or_else(PoisonError::into_inner)
+        msa_core::sync::lock(&self.inotify)
     }
 }
