@@ -2,8 +2,10 @@
 //! later (by serde or by validation) can name the file, line and key.
 //!
 //! Plain scalars are read by YAML 1.2's core schema (`yes` stays a string), anchors and
-//! aliases are resolved, a duplicate key is an error, and block nesting is bounded
-//! ([`MAX_INDENT`]) so that hostile input cannot exhaust the parser's stack.
+//! aliases are resolved, a duplicate key is an error, block nesting is bounded
+//! ([`MAX_INDENT`]) so that hostile input cannot exhaust the parser's stack, and so is the
+//! number of values a document holds once its aliases are expanded ([`MAX_VALUES`]: a few
+//! lines of nested aliases would otherwise expand to billions).
 //!
 //! # Examples
 //!
@@ -22,6 +24,10 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// The deepest a line may be indented, in columns: it bounds block nesting, which the YAML
 /// parser follows by recursion.
 pub const MAX_INDENT: usize = 256;
+
+/// The most values (scalars, lists and mappings, aliases counted as what they stand for)
+/// a text may hold.
+pub const MAX_VALUES: usize = 1_000_000;
 
 /// A parsed document and the line (1-based) of each value, by path (`routes.0.uri`).
 #[derive(Debug, Default, Clone)]
@@ -108,7 +114,12 @@ struct Builder {
     path: Vec<String>,
     documents: Vec<Document>,
     lines: HashMap<String, usize>,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values, and how many values each holds.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Values read so far, aliases expanded; and, for each open list or mapping, the count
+    /// when it started (what it holds, when it ends).
+    values: usize,
+    started: Vec<usize>,
     error: Option<SyntaxError>,
 }
 
@@ -130,9 +141,9 @@ impl Builder {
     }
 
     /// Adds a finished value to its parent; `line` is where it started.
-    fn push(&mut self, value: Value, anchor: usize, line: usize) {
+    fn push(&mut self, value: Value, anchor: usize, line: usize, holds: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), holds));
         }
         match self.stack.last_mut() {
             None => self.documents.push(Document {
@@ -165,6 +176,23 @@ impl Builder {
         }
     }
 
+    /// Counts `n` more values; false (and the error set) past [`MAX_VALUES`].
+    fn count(&mut self, n: usize, line: usize) -> bool {
+        self.values = self.values.saturating_add(n);
+        if self.values <= MAX_VALUES {
+            return true;
+        }
+        if self.error.is_none() {
+            self.error = Some(SyntaxError {
+                line,
+                message: format!(
+                    "more than {MAX_VALUES} values once its aliases are expanded: refused"
+                ),
+            });
+        }
+        false
+    }
+
     fn remember(&mut self, line: usize) {
         if let Some(path) = self.child_path() {
             self.lines.entry(path).or_insert(line);
@@ -193,30 +221,45 @@ impl MarkedEventReceiver for Builder {
                 } else {
                     plain(text)
                 };
-                self.push(value, anchor, line);
+                self.count(1, line);
+                self.push(value, anchor, line, 1);
             }
             Event::Alias(anchor) => {
                 self.remember(line);
-                let value = self.anchors.get(&anchor).cloned().unwrap_or(Value::Null);
-                self.push(value, 0, line);
+                let holds = self.anchors.get(&anchor).map_or(1, |(_, holds)| *holds);
+                let value = match self.count(holds, line) {
+                    true => self.anchors.get(&anchor).map(|(value, _)| value.clone()),
+                    false => None,
+                };
+                let value = value.unwrap_or(Value::Null);
+                self.push(value, 0, line, holds);
             }
             Event::SequenceStart(anchor, _) => {
                 self.remember(line);
+                self.count(1, line);
+                self.started.push(self.values);
                 let path = self.child_path().unwrap_or_default();
                 self.path.push(path);
                 self.stack.push(Frame::Seq(Vec::new(), anchor));
             }
             Event::MappingStart(anchor, _) => {
                 self.remember(line);
+                self.count(1, line);
+                self.started.push(self.values);
                 let path = self.child_path().unwrap_or_default();
                 self.path.push(path);
                 self.stack.push(Frame::Map(Map::new(), None, anchor));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.path.pop();
+                let holds = 1 + self.values - self.started.pop().unwrap_or(self.values);
                 match self.stack.pop() {
-                    Some(Frame::Seq(items, anchor)) => self.push(Value::Array(items), anchor, line),
-                    Some(Frame::Map(map, _, anchor)) => self.push(Value::Object(map), anchor, line),
+                    Some(Frame::Seq(items, anchor)) => {
+                        self.push(Value::Array(items), anchor, line, holds)
+                    }
+                    Some(Frame::Map(map, _, anchor)) => {
+                        self.push(Value::Object(map), anchor, line, holds)
+                    }
                     None => {}
                 }
             }
@@ -273,6 +316,24 @@ mod tests {
         // A key whose value is nested is on its own line, not its first child's.
         assert_eq!(doc.line("server"), Some(1));
         assert_eq!(doc.line("routes.0.predicates"), Some(7));
+    }
+
+    #[test]
+    fn aliases_are_expanded_within_a_bound() {
+        let doc = parse("base: &b { a: 1, b: [x, y] }\ncopy: *b\n").unwrap();
+        assert_eq!(doc.value["copy"]["b"][1], "y");
+        // Nine levels of ten aliases each: a billion values from ten lines.
+        let mut laughs =
+            String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for n in 1..10 {
+            let p = n - 1;
+            laughs.push_str(&format!(
+                "l{n}: &l{n} [*l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}, *l{p}]\n"
+            ));
+        }
+        let error = parse(&laughs).unwrap_err();
+        assert!(error.message.contains("aliases are expanded"), "{error}");
+        assert_eq!(error.line, 6, "{error}");
     }
 
     #[test]

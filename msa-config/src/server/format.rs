@@ -4,7 +4,7 @@
 use std::fmt;
 
 use serde_json::{Map, Value};
-use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
+use yaml_rust2::{Yaml, YamlEmitter};
 
 /// A file format the repository reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,8 +80,8 @@ pub fn parse_bytes(file: &str, format: Format, bytes: &[u8]) -> Result<Flat, Par
 }
 
 /// The deepest a YAML line may be indented, in columns: it bounds block nesting, which
-/// the YAML parser follows by recursion.
-pub const MAX_YAML_INDENT: usize = 256;
+/// the YAML parser follows by recursion (msa_core's YAML reader's bound).
+pub const MAX_YAML_INDENT: usize = msa_core::yaml::MAX_INDENT;
 /// The largest list index a key may name when nested output (`.yml`, `.json`) is rebuilt
 /// from flattened keys; `a[99999999]` stays a plain name instead of a list that long.
 pub const MAX_LIST_INDEX: usize = 10_000;
@@ -99,26 +99,12 @@ pub fn parse(file: &str, format: Format, text: &str) -> Result<Flat, ParseError>
     let mut flat = Flat::new();
     match format {
         Format::Yaml => {
-            for (number, line) in text.lines().enumerate() {
-                let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
-                if indent > MAX_YAML_INDENT {
-                    return Err(error(
-                        Some(number + 1),
-                        Some(indent + 1),
-                        format!("indented more than {MAX_YAML_INDENT} columns: nested too deep"),
-                    ));
-                }
-            }
-            let docs = YamlLoader::load_from_str(text).map_err(|e| {
-                error(
-                    Some(e.marker().line()),
-                    Some(e.marker().col() + 1),
-                    e.info().to_owned(),
-                )
-            })?;
+            // msa's one YAML reader (lines in errors, nesting and alias expansion bounded,
+            // a duplicate key refused as Spring's SnakeYAML refuses it).
+            let docs = msa_core::yaml::parse_documents(text)
+                .map_err(|e| error(Some(e.line), None, e.message))?;
             for doc in docs {
-                let value = yaml_to_json(&doc).map_err(|m| error(None, None, m))?;
-                flatten("", &value, &mut flat);
+                flatten("", &doc.value, &mut flat);
             }
         }
         Format::Json => {
@@ -159,38 +145,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-fn yaml_to_json(yaml: &Yaml) -> Result<Value, String> {
-    Ok(match yaml {
-        Yaml::Real(text) => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map_or_else(|| Value::String(text.clone()), Value::Number),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        Yaml::Null => Value::Null,
-        Yaml::Array(items) => {
-            Value::Array(items.iter().map(yaml_to_json).collect::<Result<_, _>>()?)
-        }
-        Yaml::Hash(hash) => {
-            let mut map = Map::new();
-            for (key, value) in hash {
-                let key = match key {
-                    Yaml::String(s) | Yaml::Real(s) => s.clone(),
-                    Yaml::Integer(i) => i.to_string(),
-                    Yaml::Boolean(b) => b.to_string(),
-                    other => return Err(format!("unsupported mapping key {other:?}")),
-                };
-                map.insert(key, yaml_to_json(value)?);
-            }
-            Value::Object(map)
-        }
-        Yaml::Alias(_) => return Err("YAML aliases are not supported".into()),
-        Yaml::BadValue => return Err("invalid YAML value".into()),
-    })
 }
 
 /// Flattens nested maps to dotted keys and lists to `key[0]`; an empty map or list becomes
