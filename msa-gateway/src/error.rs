@@ -62,3 +62,10 @@ pub(crate) fn timed_out(timeout: std::time::Duration) -> Response<Body> {
         &format!("the upstream did not answer within {timeout:?}"),
     )
 }
+
+/// RequestRateLimiter's refusal.
+pub(crate) fn too_many_requests() -> Box<Response<Body>> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    Box::new(response)
+}

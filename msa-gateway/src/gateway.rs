@@ -14,6 +14,7 @@ use msa_discovery::balance::Balancer;
 use msa_discovery::discovery::{EurekaDiscovery, RegistryDiscovery, StaticDiscovery};
 
 use crate::config::{ConfigError, GatewayConfig};
+use crate::filter::Filters;
 use crate::h1::server::{RawRequest, Reply};
 use crate::route::{RouteTable, Target};
 
@@ -37,6 +38,8 @@ pub(crate) struct State {
     pub(crate) tls: Arc<rustls::ClientConfig>,
     /// CircuitBreaker filters' breakers, by name, kept across reloads.
     pub(crate) breakers: CircuitBreakerRegistry,
+    /// The team's own filters, for every build of the routes.
+    pub(crate) filters: Filters,
     /// Unique per gateway in the process (for per-thread caches).
     pub(crate) id: u64,
     /// Bumped on every reload, so threads refresh their cached table.
@@ -82,6 +85,13 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 impl Gateway {
     /// A gateway serving `config`'s routes; the first mistake in them is the error.
     pub fn new(config: &GatewayConfig) -> Result<Self, ConfigError> {
+        Self::with_filters(config, Filters::new())
+    }
+
+    /// A gateway serving `config`'s routes, whose files may also name the filters in
+    /// `filters` (and every route runs its global filters); the first mistake in the
+    /// routes is the error.
+    pub fn with_filters(config: &GatewayConfig, filters: Filters) -> Result<Self, ConfigError> {
         let breakers = CircuitBreakerRegistry::new(config.resilience.circuit_breaker.clone())
             .map_err(|e| {
                 config
@@ -89,7 +99,7 @@ impl Gateway {
                     .error("resilience4j.circuitbreaker", e.to_string())
             })?;
         report(&config.warnings);
-        let table = RouteTable::build(config, &breakers)?;
+        let table = RouteTable::build(config, &breakers, &filters)?;
         let tls = Arc::new(
             crate::client::tls::tls_config(config.server.upstream_ca_file.as_deref())
                 .map_err(|e| config.source.error("server.upstream-ca-file", e))?,
@@ -147,6 +157,7 @@ impl Gateway {
                 metrics: crate::observe::metrics::Metrics::new(),
                 tls,
                 breakers,
+                filters,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 file: Mutex::default(),
@@ -159,7 +170,7 @@ impl Gateway {
     /// Swaps in `config`'s routes; in-flight requests finish on the routes they matched.
     /// A bad config changes nothing.
     pub fn reload(&self, config: &GatewayConfig) -> Result<usize, ConfigError> {
-        let table = RouteTable::build(config, &self.state.breakers)?;
+        let table = RouteTable::build(config, &self.state.breakers, &self.state.filters)?;
         // Last: a file whose routes fail leaves the breakers as they were.
         let section = config.resilience.circuit_breaker.clone();
         self.state.breakers.update(section).map_err(|e| {

@@ -19,10 +19,11 @@
 //! The `msa-gateway` binary serves it: `msa-gateway --config gateway.yaml`.
 
 mod admin;
+pub mod cli;
 mod client;
 pub mod config;
 mod error;
-mod filter;
+pub mod filter;
 mod gateway;
 mod h1;
 mod observe;

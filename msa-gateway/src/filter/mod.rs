@@ -1,19 +1,73 @@
-//! Route filters: Spring Cloud Gateway's set. Each changes the request on its way to the
-//! upstream, the response on its way back, or answers in the upstream's place.
+//! Route filters: Spring Cloud Gateway's set, built in, and a team's own written in Rust
+//! ([`GatewayFilter`], registered by name in [`Filters`]; see the `custom_filter`
+//! example). Each changes the request on its way to the upstream, the response on its way
+//! back, or answers in the upstream's place.
 
+// Spring's filters are an enum (`Filter`) matched exhaustively: a request step (arguments
+// checked at load), a response step, or around the upstream call (CircuitBreaker, Retry
+// and CacheRequestBody, in `resilience`); RequestRateLimiter's buckets are in
+// `rate_limit`, JwtAuth and ApiKey in `auth`.
+
+mod args;
 pub(crate) mod auth;
+mod custom;
+mod headers;
+mod path;
 pub(crate) mod rate_limit;
 pub(crate) mod resilience;
+
+pub use self::custom::{FilterFuture, Filters, GatewayFilter};
+
+pub(crate) use self::args::status;
+pub(crate) use self::headers::oversized_field;
+
+use self::args::{java_replacement, number, size};
+use self::headers::{SECURE_HEADERS, expand, oversized_header, substitute};
+use self::path::substitute_path;
 
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
 use regex::Regex;
 
 use crate::config::Definition;
+use crate::error::Outcome;
+
+/// The filters msa-gateway implements, by the names the routes file gives them.
+pub(crate) const BUILT_IN: &[&str] = &[
+    "AddRequestHeader",
+    "AddRequestHeadersIfNotPresent",
+    "SetRequestHeader",
+    "RemoveRequestHeader",
+    "MapRequestHeader",
+    "PreserveHostHeader",
+    "PrefixPath",
+    "StripPrefix",
+    "RewritePath",
+    "SetPath",
+    "AddRequestParameter",
+    "RemoveRequestParameter",
+    "RequestHeaderSize",
+    "RequestSize",
+    "RedirectTo",
+    "AddResponseHeader",
+    "SetResponseHeader",
+    "RemoveResponseHeader",
+    "DedupeResponseHeader",
+    "RewriteResponseHeader",
+    "RewriteLocationResponseHeader",
+    "SecureHeaders",
+    "SetStatus",
+    "CircuitBreaker",
+    "Retry",
+    "CacheRequestBody",
+    "RequestRateLimiter",
+    "JwtAuth",
+    "ApiKey",
+];
 
 /// The request as filters see and change it.
 #[derive(Debug)]
-pub(crate) struct Exchange {
+pub struct Exchange {
     /// The path to send upstream (starts as the request's normalized path).
     pub(crate) path: String,
     /// The query to send upstream, without `?`.
@@ -54,9 +108,6 @@ impl Exchange {
     }
 }
 
-/// What a filter decided: go on, or answer now.
-pub(crate) type Outcome = Result<(), Box<http::Response<axum::body::Body>>>;
-
 #[derive(Debug)]
 pub(crate) enum Filter {
     AddRequestHeader(HeaderName, String),
@@ -88,6 +139,8 @@ pub(crate) enum Filter {
     RequestRateLimiter(Box<crate::filter::rate_limit::RateLimit>),
     JwtAuth(crate::filter::auth::JwtAuth),
     ApiKey(crate::filter::auth::ApiKey),
+    /// A team's own, built by a factory in [`Filters`], or one of its global filters.
+    Custom(std::sync::Arc<dyn GatewayFilter>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +169,7 @@ impl Filter {
     pub(crate) fn build(
         definition: &Definition,
         resilience: resilience::Resilience<'_>,
+        custom: &Filters,
         route_id: &str,
     ) -> Result<Self, String> {
         let a = &definition.args;
@@ -247,11 +301,15 @@ impl Filter {
             )),
             "JwtAuth" => Filter::JwtAuth(crate::filter::auth::JwtAuth::build(a)?),
             "ApiKey" => Filter::ApiKey(crate::filter::auth::ApiKey::build(a)?),
-            other => return Err(format!("unknown filter {other:?}")),
+            other => match custom.build(other, a) {
+                Some(built) => Filter::Custom(built?),
+                None => return Err(format!("unknown filter {other:?}")),
+            },
         })
     }
 
-    /// On the way in.
+    /// On the way in, for the filters that need no waiting (all but a team's own and
+    /// RequestRateLimiter with buckets in Redis: see [`run`]).
     pub(crate) fn request(&self, ex: &mut Exchange) -> Outcome {
         match self {
             Filter::AddRequestHeader(name, value) => {
@@ -372,9 +430,11 @@ impl Filter {
                 let decision = limit.check(&ex.headers, ex.remote);
                 limit.headers(decision, &mut ex.response_headers);
                 if !decision.allowed {
-                    return Err(too_many_requests());
+                    return Err(crate::error::too_many_requests());
                 }
             }
+            // Buckets in Redis are asked by `run`, which awaits them.
+            Filter::RequestRateLimiter(_) => {}
             Filter::RedirectTo(status, url) => {
                 let mut response = http::Response::new(axum::body::Body::empty());
                 *response.status_mut() = *status;
@@ -383,7 +443,19 @@ impl Filter {
                 }
                 return Err(Box::new(response));
             }
-            _ => {}
+            // On the way out.
+            Filter::AddResponseHeader(..)
+            | Filter::SetResponseHeader(..)
+            | Filter::RemoveResponseHeader(_)
+            | Filter::DedupeResponseHeader(..)
+            | Filter::RewriteResponseHeader(..)
+            | Filter::RewriteLocationResponseHeader(_)
+            | Filter::SecureHeaders
+            | Filter::SetStatus(_) => {}
+            // Around the upstream call (`resilience::Guards`).
+            Filter::CircuitBreaker(_) | Filter::Retry(_) | Filter::CacheRequestBody => {}
+            // Awaited by `run`.
+            Filter::Custom(_) => {}
         }
         Ok(())
     }
@@ -391,10 +463,11 @@ impl Filter {
     /// On the way out.
     pub(crate) fn response(
         &self,
-        vars: &[(String, String)],
+        ex: &Exchange,
         host: Option<&str>,
         response: &mut http::response::Parts,
     ) {
+        let vars = &ex.vars;
         let headers = &mut response.headers;
         match self {
             Filter::AddResponseHeader(name, value) => {
@@ -475,174 +548,49 @@ impl Filter {
                 }
             }
             Filter::SetStatus(status) => response.status = *status,
-            _ => {}
+            Filter::Custom(filter) => filter.response(ex, response),
+            // On the way in.
+            Filter::AddRequestHeader(..)
+            | Filter::AddRequestHeadersIfNotPresent(_)
+            | Filter::SetRequestHeader(..)
+            | Filter::RemoveRequestHeader(_)
+            | Filter::MapRequestHeader(..)
+            | Filter::PreserveHostHeader
+            | Filter::PrefixPath(_)
+            | Filter::StripPrefix(_)
+            | Filter::RewritePath(..)
+            | Filter::SetPath(_)
+            | Filter::AddRequestParameter(..)
+            | Filter::RemoveRequestParameter(_)
+            | Filter::RequestHeaderSize(_)
+            | Filter::RequestSize(_)
+            | Filter::RedirectTo(..)
+            | Filter::RequestRateLimiter(_)
+            | Filter::JwtAuth(_)
+            | Filter::ApiKey(_) => {}
+            // Around the upstream call.
+            Filter::CircuitBreaker(_) | Filter::Retry(_) | Filter::CacheRequestBody => {}
         }
     }
 }
 
-/// RequestRateLimiter's refusal.
-pub(crate) fn too_many_requests() -> Box<http::Response<axum::body::Body>> {
-    let mut response = http::Response::new(axum::body::Body::empty());
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    Box::new(response)
-}
-
-/// SecureHeaders' defaults, as Spring Cloud Gateway sends them.
-const SECURE_HEADERS: &[(&str, &str)] = &[
-    ("x-xss-protection", "1 ; mode=block"),
-    ("strict-transport-security", "max-age=631138519"),
-    ("x-frame-options", "DENY"),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-    (
-        "content-security-policy",
-        "default-src 'self' https:; font-src 'self' https: data:; img-src 'self' https: data:; object-src 'none'; script-src https:; style-src 'self' https: 'unsafe-inline'",
-    ),
-    ("x-download-options", "noopen"),
-    ("x-permitted-cross-domain-policies", "none"),
-];
-
-/// The first header (name or value) longer than `max` bytes, or the total when all
-/// headers together are.
-pub(crate) fn oversized_header(headers: &HeaderMap, max: usize) -> Option<(String, usize)> {
-    oversized_field(
-        headers
-            .iter()
-            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
-        max,
-    )
-}
-
-/// The first header field (name and value) longer than `max` bytes, or all of them
-/// together if they are, and its size.
-pub(crate) fn oversized_field<'a>(
-    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-    max: usize,
-) -> Option<(String, usize)> {
-    let mut total = 0;
-    for (name, value) in fields {
-        let size = name.len() + value.len();
-        if size > max {
-            return Some((String::from_utf8_lossy(name).to_ascii_lowercase(), size));
+/// Runs `filters`' request steps in order, awaiting those that wait (a team's own, and
+/// RequestRateLimiter with buckets in Redis); the first answer stops them.
+pub(crate) async fn run(filters: &[Filter], ex: &mut Exchange) -> Outcome {
+    for filter in filters {
+        match filter {
+            Filter::Custom(custom) => custom.request(ex).await.map_err(Box::new)?,
+            Filter::RequestRateLimiter(limit) if !limit.is_local() => {
+                let decision = Box::pin(limit.check_shared(&ex.headers, ex.remote)).await;
+                limit.headers(decision, &mut ex.response_headers);
+                if !decision.allowed {
+                    return Err(crate::error::too_many_requests());
+                }
+            }
+            _ => filter.request(ex)?,
         }
-        total += size;
     }
-    (total > max).then(|| ("(all headers)".to_owned(), total))
-}
-
-/// `{name}` in `template` replaced by captured variables.
-fn substitute(template: &str, vars: &[(String, String)]) -> String {
-    if !template.contains('{') {
-        return template.to_owned();
-    }
-    let mut out = template.to_owned();
-    for (name, value) in vars {
-        out = out.replace(&format!("{{{name}}}"), value);
-    }
-    out
-}
-
-/// What a path keeps as it is: RFC 3986's unreserved characters and sub-delimiters, `:`,
-/// `@` and `/`. Everything else in a capture is percent-encoded again.
-const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'!')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')')
-    .remove(b'*')
-    .remove(b'+')
-    .remove(b',')
-    .remove(b';')
-    .remove(b'=')
-    .remove(b':')
-    .remove(b'@')
-    .remove(b'/');
-
-/// `{name}` in a path template replaced by captured variables, encoded again: a capture
-/// decoded from `%3F` or `%25` stays inside its segment rather than starting a query or
-/// being decoded twice upstream. A capture with a dot segment (`%2e%2e` in `{name}.txt`)
-/// is refused, as it would climb out of the template; encoded slashes and backslashes
-/// never reach a capture (the gateway refuses them, see `proxy::firewall`).
-fn substitute_path(template: &str, vars: &[(String, String)]) -> Result<String, String> {
-    if !template.contains('{') {
-        return Ok(template.to_owned());
-    }
-    let mut out = template.to_owned();
-    for (name, value) in vars {
-        if value
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
-        {
-            return Err(format!("the path variable {name} is a dot segment"));
-        }
-        let value = percent_encoding::utf8_percent_encode(value, PATH).to_string();
-        out = out.replace(&format!("{{{name}}}"), &value);
-    }
-    Ok(out)
-}
-
-fn expand(template: &str, vars: &[(String, String)]) -> Option<HeaderValue> {
-    HeaderValue::from_str(&substitute(template, vars)).ok()
-}
-
-/// Java's `$\{name}` (escaped for YAML) and `${name}` replacement syntax, as the regex
-/// crate writes it.
-fn java_replacement(replacement: &str) -> String {
-    replacement.replace("$\\{", "${")
-}
-
-fn number(text: &str, name: &str) -> Result<usize, String> {
-    text.parse()
-        .map_err(|_| format!("`{name}` {text:?} is not a whole number"))
-}
-
-pub(crate) fn status(text: &str) -> Result<StatusCode, String> {
-    let code = match text {
-        "NOT_FOUND" => 404,
-        "UNAUTHORIZED" => 401,
-        "FORBIDDEN" => 403,
-        "MOVED_PERMANENTLY" => 301,
-        "FOUND" => 302,
-        "SEE_OTHER" => 303,
-        "TEMPORARY_REDIRECT" => 307,
-        "PERMANENT_REDIRECT" => 308,
-        "BAD_REQUEST" => 400,
-        "SERVICE_UNAVAILABLE" => 503,
-        "INTERNAL_SERVER_ERROR" => 500,
-        "OK" => 200,
-        other => other
-            .parse()
-            .map_err(|_| format!("status {other:?} is not a number or a known name"))?,
-    };
-    StatusCode::from_u16(code).map_err(|_| format!("{code} is not an HTTP status"))
-}
-
-/// `5MB`, `512KB`, `100` (bytes), as Spring's DataSize reads them.
-fn size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("size {text:?} is not like 5MB or 1024"))?;
-    let factor = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "KB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        other => return Err(format!("size unit {other:?} is not B, KB, MB or GB")),
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -668,9 +616,14 @@ mod tests {
             retry: &none,
             time_limiter: &none,
         };
-        Filter::build(&Definition::shortcut(shortcut).unwrap(), resilience, "r")
-            .unwrap()
-            .request(ex)
+        Filter::build(
+            &Definition::shortcut(shortcut).unwrap(),
+            resilience,
+            &Filters::new(),
+            "r",
+        )
+        .unwrap()
+        .request(ex)
     }
 
     #[test]

@@ -13,8 +13,8 @@ use super::path::{host, upstream_uri};
 use super::websocket::{is_websocket, tunnel};
 use super::{Arrived, MAX_FORWARDS, Matched};
 use crate::error::error_response;
+use crate::filter::Exchange;
 use crate::filter::resilience::Guards;
-use crate::filter::{Exchange, Filter};
 use crate::gateway::Gateway;
 use crate::observe::request_span;
 use crate::route::{Route, Target};
@@ -128,22 +128,8 @@ impl Gateway {
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         let mut ex = Exchange::new(path, parts.uri.query(), headers, vars, remote);
-        for filter in &route.filters {
-            if let Err(response) = filter.request(&mut ex) {
-                return self.respond(route, &ex, host_header.as_deref(), *response);
-            }
-        }
-        for filter in &route.filters {
-            if let Filter::RequestRateLimiter(limit) = filter
-                && !limit.is_local()
-            {
-                let decision = Box::pin(limit.check_shared(&ex.headers, remote)).await;
-                limit.headers(decision, &mut ex.response_headers);
-                if !decision.allowed {
-                    let refused = *crate::filter::too_many_requests();
-                    return self.respond(route, &ex, host_header.as_deref(), refused);
-                }
-            }
+        if let Err(response) = crate::filter::run(&route.filters, &mut ex).await {
+            return self.respond(route, &ex, host_header.as_deref(), *response);
         }
         let body = match ex.max_body {
             Some(max) => Body::new(Limited::new(body, max as usize)),
@@ -260,7 +246,7 @@ impl Gateway {
             parts.headers.insert(name, value.clone());
         }
         for filter in &route.filters {
-            filter.response(&ex.vars, host, &mut parts);
+            filter.response(ex, host, &mut parts);
         }
         Response::from_parts(parts, body)
     }

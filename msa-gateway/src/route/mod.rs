@@ -81,6 +81,7 @@ impl RouteTable {
     pub(crate) fn build(
         config: &GatewayConfig,
         breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
+        custom: &crate::filter::Filters,
     ) -> Result<Self, ConfigError> {
         let resilience = crate::filter::resilience::Resilience {
             breakers,
@@ -102,16 +103,19 @@ impl RouteTable {
                         .map_err(|e| config.source.error(&at(&format!("predicates.{n}")), e))?,
                 );
             }
-            let mut filters = Vec::with_capacity(defaults.len() + definition.filters.len());
+            let globals = custom.globals();
+            let mut filters =
+                Vec::with_capacity(globals.len() + defaults.len() + definition.filters.len());
+            filters.extend(globals.iter().cloned().map(Filter::Custom));
             for (n, f) in &defaults {
                 filters.push(
-                    Filter::build(f, resilience, &definition.id)
+                    Filter::build(f, resilience, custom, &definition.id)
                         .map_err(|e| config.source.error(&format!("default-filters.{n}"), e))?,
                 );
             }
             for (n, f) in definition.filters.iter().enumerate() {
                 filters.push(
-                    Filter::build(f, resilience, &definition.id)
+                    Filter::build(f, resilience, custom, &definition.id)
                         .map_err(|e| config.source.error(&at(&format!("filters.{n}")), e))?,
                 );
             }
@@ -324,7 +328,12 @@ mod tests {
     }
 
     fn table(yaml: &str) -> RouteTable {
-        RouteTable::build(&GatewayConfig::parse("t.yaml", yaml).unwrap(), &breakers()).unwrap()
+        RouteTable::build(
+            &GatewayConfig::parse("t.yaml", yaml).unwrap(),
+            &breakers(),
+            &Default::default(),
+        )
+        .unwrap()
     }
 
     fn find(table: &RouteTable, path: &str) -> Option<String> {
@@ -430,7 +439,7 @@ mod tests {
             "routes:\n  - id: a\n    uri: http://127.0.0.1:1\n    filters:\n      - StripPrefix=x\n",
         )
         .unwrap();
-        let error = RouteTable::build(&config, &breakers()).unwrap_err();
+        let error = RouteTable::build(&config, &breakers(), &Default::default()).unwrap_err();
         assert_eq!(
             error.to_string(),
             "t.yaml:5: routes.0.filters.0: `parts` \"x\" is not a whole number"
@@ -438,7 +447,9 @@ mod tests {
         let config =
             GatewayConfig::parse("t.yaml", "routes:\n  - id: a\n    uri: ftp://x\n").unwrap();
         assert_eq!(
-            RouteTable::build(&config, &breakers()).unwrap_err().line,
+            RouteTable::build(&config, &breakers(), &Default::default())
+                .unwrap_err()
+                .line,
             Some(3)
         );
     }
