@@ -59,6 +59,9 @@ pub struct GatewayConfig {
     /// Resilience4j's sections the CircuitBreaker and Retry filters read their settings
     /// from, by name.
     pub resilience: ResilienceConfig,
+    /// `globalcors` (Spring Cloud Gateway's CORS section), checked when the routes are
+    /// built.
+    pub(crate) globalcors: Option<Value>,
     /// Spring keys in the file that msa does not implement: accepted, and logged once
     /// each when a [`Gateway`](crate::Gateway) is built or reloaded from the file.
     pub warnings: Vec<ConfigError>,
@@ -237,6 +240,8 @@ struct RawFile {
     routes: Vec<RawRoute>,
     #[serde(default)]
     default_filters: Vec<Value>,
+    #[serde(default)]
+    globalcors: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +395,7 @@ impl GatewayConfig {
             default_filters: Vec::with_capacity(raw.default_filters.len()),
             access_log,
             resilience,
+            globalcors: raw.globalcors,
             warnings,
             source,
         };

@@ -83,6 +83,9 @@ pub struct Exchange {
     pub(crate) remote: std::net::SocketAddr,
     /// Headers request filters add to the response (RequestRateLimiter's).
     pub(crate) response_headers: HeaderMap,
+    /// A CORS configuration judged the request: the upstream's CORS headers give way to
+    /// the gateway's (in `response_headers`).
+    pub(crate) cors: bool,
 }
 
 impl Exchange {
@@ -104,6 +107,7 @@ impl Exchange {
             max_body: None,
             remote,
             response_headers: HeaderMap::new(),
+            cors: false,
         }
     }
 }

@@ -38,6 +38,7 @@ pub(crate) enum Name {
     Te,
     Trailer,
     Upgrade,
+    Origin,
 }
 
 impl Name {
@@ -51,6 +52,7 @@ impl Name {
             (2, b't') => (b"te", Name::Te),
             (4, b'h') => (b"host", Name::Host),
             (4, b'd') => (b"date", Name::Date),
+            (6, b'o') => (b"origin", Name::Origin),
             (7, b't') => (b"trailer", Name::Trailer),
             (7, b'u') => (b"upgrade", Name::Upgrade),
             (7, b'b') => (b"baggage", Name::Baggage),

@@ -9,7 +9,7 @@ use http_body_util::Limited;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::forwarded::{forwarded, strip_hop_by_hop};
-use super::path::{host, upstream_uri};
+use super::path::{host, normalize, upstream_uri};
 use super::websocket::{is_websocket, tunnel};
 use super::{Arrived, MAX_FORWARDS, Matched};
 use crate::error::error_response;
@@ -17,6 +17,7 @@ use crate::filter::Exchange;
 use crate::filter::resilience::Guards;
 use crate::gateway::Gateway;
 use crate::observe::request_span;
+use crate::route::cors::{self, CorsConfig};
 use crate::route::{Route, Target};
 
 impl Gateway {
@@ -38,8 +39,23 @@ impl Gateway {
         };
         let fields = parts.headers.iter();
         let fields = fields.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-        let mut matched = match self.find(self.current_table(), request, fields) {
+        let table = self.current_table();
+        let mut matched = match self.find(table.clone(), request, fields) {
             Ok(matched) => matched,
+            Err(answer) if answer.status() == StatusCode::NOT_FOUND && table.any_cors => {
+                // A preflight for a path no route takes is answered by a global CORS
+                // configuration that covers it (as Spring's globalcors does).
+                let origin = cors::cross_origin(&parts.headers, host_header.as_deref());
+                return match origin {
+                    Some(origin) if cors::is_preflight(&parts.method, &parts.headers) => {
+                        match normalize(parts.uri.path()).and_then(|p| table.cors.find(&p)) {
+                            Some(config) => config.preflight(origin, &parts.headers),
+                            None => *answer,
+                        }
+                    }
+                    _ => *answer,
+                };
+            }
             Err(answer) => return *answer,
         };
         matched.host_header = host_header;
@@ -82,8 +98,13 @@ impl Gateway {
         }
         // Pinned where it is made and polled in the span by hand: `instrument` would move
         // it whole (twice), and awaiting it either way would keep room for it twice.
+        let cors = match table.any_cors {
+            true => route.cors.as_ref().or_else(|| table.cors.find(&path)),
+            false => None,
+        };
         let mut through = std::pin::pin!(self.through(
             route,
+            cors,
             parts,
             body,
             path,
@@ -114,6 +135,7 @@ impl Gateway {
     pub(crate) async fn through(
         &self,
         route: &Route,
+        cors: Option<&CorsConfig>,
         parts: http::request::Parts,
         body: Body,
         path: String,
@@ -125,9 +147,31 @@ impl Gateway {
         // Hop-by-hop fields go before the filters run: a client's `Connection: X-Name`
         // cannot remove a header a filter adds.
         let websocket = is_websocket(&parts.headers);
+        // A cross-origin request its CORS configuration covers is judged first: a
+        // preflight is answered here, a refused one gets 403.
+        let origin = cors.and_then(|c| {
+            Some((
+                c,
+                cors::cross_origin(&parts.headers, host_header.as_deref())?,
+            ))
+        });
+        let cors_headers = match origin {
+            None => None,
+            Some((config, origin)) if cors::is_preflight(&parts.method, &parts.headers) => {
+                return config.preflight(origin, &parts.headers);
+            }
+            Some((config, origin)) => match config.actual(origin, &parts.method) {
+                Ok(headers) => Some(headers),
+                Err(refused) => return *refused,
+            },
+        };
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         let mut ex = Exchange::new(path, parts.uri.query(), headers, vars, remote);
+        if let Some(cors_headers) = cors_headers {
+            ex.response_headers.extend(cors_headers);
+            ex.cors = true;
+        }
         if let Err(response) = crate::filter::run(&route.filters, &mut ex).await {
             return self.respond(route, &ex, host_header.as_deref(), *response);
         }
@@ -242,8 +286,17 @@ impl Gateway {
         response: Response<Body>,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
+        if ex.cors {
+            for name in &cors::RESPONSE_HEADERS {
+                parts.headers.remove(name);
+            }
+        }
         for (name, value) in &ex.response_headers {
-            parts.headers.insert(name, value.clone());
+            if name == header::VARY {
+                parts.headers.append(name, value.clone());
+            } else {
+                parts.headers.insert(name, value.clone());
+            }
         }
         for filter in &route.filters {
             filter.response(ex, host, &mut parts);

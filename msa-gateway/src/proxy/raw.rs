@@ -35,7 +35,15 @@ impl Gateway {
                 .get(Name::ContentType)
                 .is_some_and(|v| v.starts_with(b"application/grpc"))
         };
-        if !table.raw || !path.starts_with('/') || !plain_target(target.as_bytes()) || grpc() {
+        // A browser's cross-origin request is judged by the CORS configuration, which
+        // reads its headers.
+        let cors = || table.any_cors && raw.head().has(Name::Origin);
+        if !table.raw
+            || !path.starts_with('/')
+            || !plain_target(target.as_bytes())
+            || grpc()
+            || cors()
+        {
             return self.dispatch_parsed(raw, remote).await;
         }
         // As `HeaderValue::to_str` reads it: visible ASCII only.

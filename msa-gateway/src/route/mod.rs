@@ -1,6 +1,7 @@
 //! Routes built from their definitions, and the index that finds the route for a request
 //! without trying every route.
 
+pub(crate) mod cors;
 mod pattern;
 pub(crate) mod predicate;
 
@@ -44,6 +45,8 @@ pub(crate) struct Route {
     /// Its requests may be forwarded with their header lines as they arrived: a plain
     /// `http://` upstream, and no filter but ones that rewrite the path or query.
     pub(crate) raw: bool,
+    /// Its own CORS configuration (`metadata.cors`).
+    pub(crate) cors: Option<cors::CorsConfig>,
 }
 
 impl Route {
@@ -66,6 +69,11 @@ pub(crate) struct RouteTable {
     /// No route's predicates read headers (other than Host): a request can be matched
     /// without its header map.
     pub(crate) raw: bool,
+    /// `globalcors.cors-configurations`.
+    pub(crate) cors: cors::GlobalCors,
+    /// Some CORS configuration exists (global or a route's): a request with an `Origin`
+    /// is served the general way, where it is judged.
+    pub(crate) any_cors: bool,
 }
 
 #[derive(Debug, Default)]
@@ -134,11 +142,22 @@ impl RouteTable {
                         }),
                 }
             };
+            let cors = match definition.metadata.get("cors") {
+                None => None,
+                Some(value) => Some(cors::CorsConfig::parse(value).map_err(|(key, e)| {
+                    let key = match key.is_empty() {
+                        true => "metadata.cors".to_owned(),
+                        false => format!("metadata.cors.{key}"),
+                    };
+                    config.source.error(&at(&key), e)
+                })?),
+            };
             let raw = matches!(&target, Target::Http { base, h2c: false }
                     if base.scheme() == Some(&http::uri::Scheme::HTTP))
                 && filters.iter().all(Filter::only_rewrites_target);
             routes.push(Route {
                 raw,
+                cors,
                 id: definition.id.clone(),
                 target,
                 order: definition.order,
@@ -181,11 +200,23 @@ impl RouteTable {
                 None => root.routes.push(slot),
             }
         }
+        let cors = match &config.globalcors {
+            None => cors::GlobalCors::default(),
+            Some(value) => cors::GlobalCors::parse(value).map_err(|(key, e)| {
+                let key = match key.is_empty() {
+                    true => "globalcors".to_owned(),
+                    false => format!("globalcors.{key}"),
+                };
+                config.source.error(&key, e)
+            })?,
+        };
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(RouteTable {
             raw: !routes
                 .iter()
                 .any(|r| r.predicates.iter().any(Predicate::reads_headers)),
+            any_cors: !cors.is_empty() || routes.iter().any(|r| r.cors.is_some()),
+            cors,
             routes: routes.into_iter().map(Arc::new).collect(),
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             root,
