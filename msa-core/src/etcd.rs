@@ -276,20 +276,32 @@ impl Election {
         self
     }
 
-    /// Who leads now (their value), if anyone.
+    /// Who leads now (their value), if anyone. Asked again (up to 20 times) while etcd is
+    /// unreachable or electing a leader of its own.
     pub async fn leader(&self) -> Result<Option<String>, EtcdError> {
         let mut client = self.client.clone();
-        match client.leader(self.name.as_str()).await {
-            Ok(answer) => Ok(answer
-                .kv()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
-            // No campaigner: etcd answers "election: no leader".
-            Err(etcd_client::Error::GRpcStatus(status))
-                if status.message().contains("no leader") =>
-            {
-                Ok(None)
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match client.leader(self.name.as_str()).await {
+                Ok(answer) => {
+                    return Ok(answer
+                        .kv()
+                        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()));
+                }
+                // No campaigner: the election service answers "election: no leader". (The
+                // cluster's own "etcdserver: no leader", while it elects one, is not that:
+                // asked again below.)
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if status.message().contains("election: no leader") =>
+                {
+                    return Ok(None);
+                }
+                Err(error) if tries < 20 && transient(&error) => backoff.wait().await,
+                Err(error) => return Err(error.into()),
             }
-            Err(error) => Err(error.into()),
         }
     }
 
