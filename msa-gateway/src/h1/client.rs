@@ -939,4 +939,75 @@ mod tests {
         let error = outcome.response.expect_err("an error");
         assert!(error.to_string().contains("too"), "{error}");
     }
+
+    /// Answers one request on a loopback connection with `answer` (written in two parts,
+    /// split at `split`), then closes; the client reads the head and the whole body.
+    async fn read_hostile(answer: Vec<u8>, split: usize) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            while !received.ends_with(b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => received.extend_from_slice(&chunk[..read]),
+                }
+            }
+            let split = split % (answer.len() + 1);
+            let _ = socket.write_all(&answer[..split]).await;
+            tokio::task::yield_now().await;
+            let _ = socket.write_all(&answer[split..]).await;
+        });
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = "/hostile".parse().unwrap();
+        if let Ok(response) = send(conn, request, drop).await {
+            let body = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                response.into_body().collect(),
+            )
+            .await;
+            assert!(body.is_ok(), "the body never ended");
+        }
+        let _ = upstream.await;
+    }
+
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+
+    proptest::proptest! {
+        /// Hostile upstream answers: any bytes, and a valid chunked answer with bytes
+        /// changed or inserted, arriving in two parts, are read as a response or refused
+        /// with an error — never a panic, and the body always ends.
+        /// Longer runs: `PROPTEST_CASES=20000 cargo test -p msa-gateway --lib hostile_answers`.
+        #[test]
+        fn hostile_answers_are_read_or_refused(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), proptest::prelude::any::<bool>()),
+                0..10,
+            ),
+            split in proptest::prelude::any::<usize>(),
+        ) {
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n5;ext=1\r\nhello\r\n0\r\nTrailer: x\r\n\r\n".to_vec();
+            for (at, byte, insert) in edits {
+                let at = at % (answer.len() + 1);
+                if insert || at == answer.len() {
+                    answer.insert(at, byte);
+                } else {
+                    answer[at] = byte;
+                }
+            }
+            RUNTIME.block_on(async {
+                read_hostile(noise, split).await;
+                read_hostile(answer, split).await;
+            });
+        }
+    }
 }
