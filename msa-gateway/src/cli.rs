@@ -49,14 +49,18 @@ pub async fn main(filters: Filters) -> ExitCode {
 }
 
 async fn run(args: Args, filters: Filters) -> Result<(), String> {
-    if args.server.tls.ssl_certificate.is_some() {
-        return Err(
-            "--ssl-certificate: msa-gateway does not terminate TLS yet; \
-             put a TLS proxy or load balancer in front of it"
-                .into(),
-        );
+    let mut config = GatewayConfig::load(&args.config).map_err(|e| e.to_string())?;
+    // `--ssl-certificate` and its key, as the other msa servers take them, over the file's.
+    let flags = args.server.tls.server_tls();
+    if flags.client_auth != msa_core::tls::ClientAuth::None {
+        return Err("--ssl-client-auth: msa-gateway does not ask clients for certificates".into());
     }
-    let config = GatewayConfig::load(&args.config).map_err(|e| e.to_string())?;
+    if flags.certificate.is_some() {
+        config.server.ssl.enabled = Some(true);
+        config.server.ssl.certificate = flags.certificate;
+        config.server.ssl.certificate_private_key = flags.certificate_private_key;
+        config.server.ssl.bundle = None;
+    }
     let _telemetry = Telemetry::new("msa-gateway")
         .init()
         .map_err(|e| e.to_string())?;

@@ -36,10 +36,16 @@ pub(crate) struct State {
     pub(crate) metrics: crate::observe::metrics::Metrics,
     /// How `https://` upstreams are verified.
     pub(crate) tls: Arc<rustls::ClientConfig>,
+    /// TLS for clients (`server.ssl`), when the gateway terminates it.
+    pub(crate) termination: Option<Arc<crate::tls::Termination>>,
     /// CircuitBreaker filters' breakers, by name, kept across reloads.
     pub(crate) breakers: CircuitBreakerRegistry,
     /// The team's own filters, for every build of the routes.
     pub(crate) filters: Filters,
+    /// The services discovery knows (for `discovery.locator`'s routes), and the
+    /// configuration last applied, to build the routes again when they change.
+    pub(crate) services: Mutex<Vec<String>>,
+    pub(crate) applied: Mutex<GatewayConfig>,
     /// Unique per gateway in the process (for per-thread caches).
     pub(crate) id: u64,
     /// Bumped on every reload, so threads refresh their cached table.
@@ -68,6 +74,33 @@ impl std::ops::Deref for ThreadTable {
     fn deref(&self) -> &RouteTable {
         &self.0
     }
+}
+
+/// Builds the routes again whenever the set of services in `catalog` changes, until the
+/// gateway is dropped.
+fn follow_catalog(
+    state: std::sync::Weak<State>,
+    mut catalog: tokio::sync::watch::Receiver<msa_discovery::discovery::Catalog>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let services: Vec<String> = catalog
+                .borrow_and_update()
+                .iter()
+                .filter(|(_, instances)| !instances.is_empty())
+                .map(|(service, _)| service.clone())
+                .collect();
+            let Some(state) = state.upgrade() else { return };
+            let gateway = Gateway { state };
+            if *lock(&gateway.state.services) != services {
+                gateway.discovered(services);
+            }
+            drop(gateway);
+            if catalog.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Logs the file's warnings (Spring keys msa does not implement), each once per process.
@@ -99,23 +132,36 @@ impl Gateway {
                     .error("resilience4j.circuitbreaker", e.to_string())
             })?;
         report(&config.warnings);
-        let table = RouteTable::build(config, &breakers, &filters)?;
-        let tls = Arc::new(
-            crate::client::tls::tls_config(config.server.upstream_ca_file.as_deref())
-                .map_err(|e| config.source.error("server.upstream-ca-file", e))?,
-        );
         let discovery = &config.discovery;
+        let locator = discovery.locator.enabled;
+        let dynamic = discovery.registry.is_some() || discovery.eureka.is_some();
+        if locator && dynamic && tokio::runtime::Handle::try_current().is_err() {
+            return Err(config.source.error(
+                "discovery.locator.enabled",
+                "following discovery needs the gateway built inside a tokio runtime",
+            ));
+        }
+        // The catalog of services, followed when the locator makes routes from it.
+        let mut catalog = None;
+        let mut services = Vec::new();
         let balancer = if let Some(registry) = &discovery.registry {
-            Some(Balancer::new(
-                RegistryDiscovery::new(registry),
-                discovery.balancer.clone(),
-            ))
+            let registry = RegistryDiscovery::new(registry);
+            catalog = locator.then(|| registry.catalog());
+            Some(Balancer::new(registry, discovery.balancer.clone()))
         } else if let Some(eureka) = &discovery.eureka {
-            Some(Balancer::new(
-                EurekaDiscovery::new(eureka),
-                discovery.balancer.clone(),
-            ))
+            let eureka = EurekaDiscovery::new(eureka);
+            catalog = locator.then(|| eureka.catalog());
+            Some(Balancer::new(eureka, discovery.balancer.clone()))
         } else if !discovery.instances.is_empty() {
+            if locator {
+                services = discovery
+                    .instances
+                    .iter()
+                    .map(|i| i.service.clone())
+                    .collect();
+                services.sort();
+                services.dedup();
+            }
             Some(Balancer::new(
                 StaticDiscovery::new(discovery.instances.clone()),
                 discovery.balancer.clone(),
@@ -123,6 +169,18 @@ impl Gateway {
         } else {
             None
         };
+        let table = RouteTable::build(config, &breakers, &filters, &services)?;
+        let tls = Arc::new(
+            crate::client::tls::tls_config(&config.server)
+                .map_err(|(key, e)| config.source.error(key, e))?,
+        );
+        let termination = crate::tls::Termination::from_config(config)?;
+        if balancer.is_none() && locator {
+            return Err(config.source.error(
+                "discovery.locator.enabled",
+                "routes from discovery need a `discovery` section (registry, eureka or instances)",
+            ));
+        }
         if balancer.is_none()
             && let Some(route) = table
                 .routes
@@ -130,7 +188,7 @@ impl Gateway {
                 .find(|r| matches!(r.target, Target::Lb(_)))
         {
             return Err(config.source.error(
-                &format!("routes.{}.uri", route.index),
+                &route.definition.key("uri"),
                 "lb:// needs a `discovery` section (registry, eureka or instances)",
             ));
         }
@@ -144,7 +202,7 @@ impl Gateway {
                 message: format!("cannot open: {e}"),
             })?
             .map(Arc::new);
-        Ok(Gateway {
+        let gateway = Gateway {
             state: Arc::new(State {
                 table: RwLock::new(Arc::new(table)),
                 max_header_size: config.server.max_header_size,
@@ -156,21 +214,30 @@ impl Gateway {
                 balancer,
                 metrics: crate::observe::metrics::Metrics::new(),
                 tls,
+                termination,
                 breakers,
                 filters,
+                services: Mutex::new(services),
+                applied: Mutex::new(config.clone()),
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 file: Mutex::default(),
                 management: Mutex::new(management),
                 access_log,
             }),
-        })
+        };
+        if let Some(catalog) = catalog {
+            follow_catalog(Arc::downgrade(&gateway.state), catalog);
+        }
+        Ok(gateway)
     }
 
     /// Swaps in `config`'s routes; in-flight requests finish on the routes they matched.
     /// A bad config changes nothing.
     pub fn reload(&self, config: &GatewayConfig) -> Result<usize, ConfigError> {
-        let table = RouteTable::build(config, &self.state.breakers, &self.state.filters)?;
+        let services = lock(&self.state.services).clone();
+        let table =
+            RouteTable::build(config, &self.state.breakers, &self.state.filters, &services)?;
         // Last: a file whose routes fail leaves the breakers as they were.
         let section = config.resilience.circuit_breaker.clone();
         self.state.breakers.update(section).map_err(|e| {
@@ -179,12 +246,37 @@ impl Gateway {
                 .error("resilience4j.circuitbreaker", e.to_string())
         })?;
         report(&config.warnings);
+        *lock(&self.state.applied) = config.clone();
+        Ok(self.install(table))
+    }
+
+    /// Serves `table` from now on; its route count.
+    fn install(&self, table: RouteTable) -> usize {
         let count = table.routes.len();
         *write(&self.state.table) = Arc::new(table);
         self.state
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
-        Ok(count)
+        count
+    }
+
+    /// The routes built again for `services` (discovery's catalog changed).
+    fn discovered(&self, services: Vec<String>) {
+        let config = lock(&self.state.applied).clone();
+        let built = RouteTable::build(
+            &config,
+            &self.state.breakers,
+            &self.state.filters,
+            &services,
+        );
+        match built {
+            Ok(table) => {
+                *lock(&self.state.services) = services;
+                let count = self.install(table);
+                tracing::info!(routes = count, "routes rebuilt for discovery's services");
+            }
+            Err(error) => tracing::warn!(%error, "routes from discovery were not rebuilt"),
+        }
     }
 
     /// Who may call `/actuator/gateway/*` (the routes reveal filter settings; refresh
@@ -228,7 +320,7 @@ impl Gateway {
     }
 
     /// Reloads the routes whenever the file given to [`with_file`](Self::with_file)
-    /// changes (checked every `every`; a change is applied once the file has stayed the
+    /// changes, and the TLS certificates whenever their files do (checked every `every`; a change is applied once the file has stayed the
     /// same for one check), in a task on the current tokio runtime; a bad file
     /// keeps the routes running and is logged with its `file:line: key`. The task ends
     /// when every clone of the gateway is dropped.
@@ -248,6 +340,16 @@ impl Gateway {
                 tokio::time::sleep(every).await;
                 let Some(state) = state.upgrade() else { return };
                 let gateway = Gateway { state };
+                if let Some(termination) = &gateway.state.termination {
+                    match termination.reload_if_changed() {
+                        None => {}
+                        Some(Ok(())) => tracing::info!("TLS certificates reloaded"),
+                        Some(Err(error)) => tracing::warn!(
+                            %error,
+                            "the new TLS certificates were rejected; the old ones stay"
+                        ),
+                    }
+                }
                 let Some(path) = gateway.file() else { continue };
                 let now = stamp(&path);
                 if now == applied {
@@ -296,6 +398,11 @@ impl Gateway {
                 }
             }
         })
+    }
+
+    /// The TLS clients are served with, when the gateway terminates it.
+    pub(crate) fn termination(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.state.termination.as_ref().map(|t| t.config())
     }
 
     /// The largest request header accepted (`server.max-header-size`).

@@ -30,6 +30,7 @@ mod observe;
 mod proxy;
 mod route;
 mod server;
+mod tls;
 
 pub use self::config::{ConfigError, GatewayConfig};
 pub use self::gateway::Gateway;

@@ -254,6 +254,7 @@ async fn worker(
             }
         })
     });
+    let tls = gateway.termination().map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, remote, permit) = tokio::select! {
             accepted = acceptor.accept() => accepted,
@@ -269,6 +270,22 @@ async fn worker(
         let builder = builder.clone();
         let mut stopped = stopped.clone();
         let open = open.clone();
+        if let Some(tls) = &tls {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let (_open, _permit) = (open, permit);
+                Box::pin(serve_tls(
+                    tls,
+                    stream,
+                    handler,
+                    &builder,
+                    limits,
+                    &mut stopped,
+                ))
+                .await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let (_open, _permit) = (open, permit);
             let stop = stopping(&mut stopped);
@@ -315,6 +332,36 @@ async fn serve_with_hyper(
         async move { Ok::<_, std::convert::Infallible>(handler.call_http(request).await) }
     });
     listener::serve_connection(builder, rewind, service, limits, stopping(stopped)).await;
+}
+
+/// Serves a client over TLS: the handshake (bounded like a request head: a client that
+/// connects and stays silent holds the connection no longer), then HTTP/2 or HTTP/1.1 as
+/// ALPN chose, on hyper.
+async fn serve_tls(
+    tls: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    handler: Handler,
+    builder: &auto::Builder<TokioExecutor>,
+    limits: Limits,
+    stopped: &mut watch::Receiver<bool>,
+) {
+    let remote = handler.remote;
+    let stream = match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    let service = tower::service_fn(move |request: Request<Body>| {
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(handler.call_http(request).await) }
+    });
+    listener::serve_connection(builder, stream, service, limits, stopping(stopped)).await;
 }
 
 /// Completes once the server is told to stop.

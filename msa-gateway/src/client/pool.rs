@@ -667,7 +667,7 @@ mod tests {
             let (mut second, _) = listener.accept().await.unwrap();
             answer(&mut second, "second").await;
         });
-        let tls = Arc::new(crate::client::tls::tls_config(None).unwrap());
+        let tls = Arc::new(crate::client::tls::tls_config(&Default::default()).unwrap());
         assert_eq!(&get(addr, &tls).await[..], b"first");
         close.send(()).unwrap();
         is_closed.await.unwrap();
@@ -710,7 +710,7 @@ mod tests {
                 }
             }
         });
-        let tls = Arc::new(super::super::tls::tls_config(None).unwrap());
+        let tls = Arc::new(super::super::tls::tls_config(&Default::default()).unwrap());
         for expected in ["1", "2"] {
             let mut request = Request::new(Body::empty());
             *request.uri_mut() = format!("http://{addr}/x").parse().unwrap();

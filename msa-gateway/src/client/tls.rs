@@ -7,16 +7,41 @@ use msa_core::BoxError;
 use rustls::pki_types::ServerName;
 
 /// The TLS settings for `https://` upstreams: the public web's and the system's roots, and
-/// the certificates in `ca_file` (PEM) too, if given (msa_core's one TLS configuration).
-/// No ALPN: the pool chooses HTTP/2 itself.
+/// the certificates in `server.upstream-ca-file` (PEM) too, if given; with
+/// `server.upstream-certificate`, the client certificate upstreams that ask get (msa_core's
+/// one TLS configuration). No ALPN: the pool chooses HTTP/2 itself. `Err` is the key and
+/// what is wrong.
 pub(crate) fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<rustls::ClientConfig, String> {
+    server: &crate::config::ServerConfig,
+) -> Result<rustls::ClientConfig, (&'static str, String)> {
     let mut tls = msa_core::tls::ClientTls::default();
-    if let Some(file) = ca_file {
+    if let Some(file) = &server.upstream_ca_file {
         tls = tls.trust_certificate(file);
     }
-    let mut config = tls.config().map_err(|e| e.to_string())?;
+    match (
+        &server.upstream_certificate,
+        &server.upstream_certificate_private_key,
+    ) {
+        (Some(certificate), Some(key)) => tls = tls.identity(certificate, key),
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err((
+                "server.upstream-certificate-private-key",
+                "the upstream certificate needs its key".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((
+                "server.upstream-certificate",
+                "the key needs its certificate".into(),
+            ));
+        }
+    }
+    let key = match server.upstream_certificate.is_some() {
+        true => "server.upstream-certificate",
+        false => "server.upstream-ca-file",
+    };
+    let mut config = tls.config().map_err(|e| (key, e.to_string()))?;
     config.alpn_protocols.clear();
     Ok(config)
 }

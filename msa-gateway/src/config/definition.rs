@@ -156,6 +156,22 @@ impl std::fmt::Display for Definition {
 }
 
 impl Args {
+    /// The same arguments with every text value passed through `f` (the discovery
+    /// locator's templates).
+    pub(crate) fn map_text(&self, f: impl Fn(&str) -> String) -> Args {
+        Args {
+            positional: self.positional.iter().map(|s| f(s)).collect(),
+            named: self
+                .named
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => (k.clone(), Value::String(f(s))),
+                    other => (k.clone(), other.clone()),
+                })
+                .collect(),
+        }
+    }
+
     /// Named arguments, as the full form gives them.
     pub fn named(named: serde_json::Map<String, Value>) -> Self {
         Args {

@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     /// `globalcors` (Spring Cloud Gateway's CORS section), checked when the routes are
     /// built.
     pub(crate) globalcors: Option<Value>,
+    /// `spring.ssl.bundle.pem`: the bundles `server.ssl` names.
+    pub ssl_bundles: std::collections::BTreeMap<String, PemBundle>,
     /// Spring keys in the file that msa does not implement: accepted, and logged once
     /// each when a [`Gateway`](crate::Gateway) is built or reloaded from the file.
     pub warnings: Vec<ConfigError>,
@@ -98,12 +100,14 @@ pub(crate) struct Source {
 impl Source {
     /// An error at `path` (below the gateway section, `routes.0.filters.1`).
     pub(crate) fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
-        // Spring Boot's `server` and `resilience4j` sit at the top of a Spring file.
+        // Spring Boot's `server`, `resilience4j` and `spring.ssl` sit at the top of a
+        // Spring file.
         let top =
             path == "server" || path.starts_with("server.") || path.starts_with("resilience4j");
-        let key = match top {
-            true => path.to_owned(),
-            false => format!("{}{path}", self.prefix),
+        let key = match path.strip_prefix("ssl-bundles") {
+            Some(rest) => format!("spring.ssl.bundle.pem{rest}"),
+            None if top => path.to_owned(),
+            None => format!("{}{path}", self.prefix),
         };
         ConfigError {
             file: self.file.clone(),
@@ -143,6 +147,89 @@ pub struct ServerConfig {
     /// timeout. Default: 256. Raise it for upstreams that hold requests open (long
     /// polls, server-sent events): each holds a connection for as long as it lasts.
     pub max_connections_per_upstream: usize,
+    /// TLS for clients, as Spring Boot's `server.ssl`. Default: off.
+    pub ssl: SslConfig,
+    /// A client certificate (PEM chain, leaf first) for `https://` upstreams that ask for
+    /// one, and its key. Default: none.
+    pub upstream_certificate: Option<std::path::PathBuf>,
+    /// The key of `upstream-certificate` (PEM).
+    pub upstream_certificate_private_key: Option<std::path::PathBuf>,
+}
+
+/// `server.ssl`: the gateway terminates TLS (HTTP/2 and HTTP/1.1 through ALPN), with a
+/// certificate per server name (SNI), as Spring Boot's PEM settings and SSL bundles say.
+/// Edits to the files are applied while running.
+///
+/// ```yaml
+/// server:
+///   ssl:
+///     certificate: /etc/tls/gateway.crt            # the default: any other name
+///     certificate-private-key: /etc/tls/gateway.key
+///     server-name-bundles:
+///       - { server-name: api.example.com, bundle: api }
+/// spring:
+///   ssl:
+///     bundle:
+///       pem:
+///         api:
+///           keystore: { certificate: /etc/tls/api.crt, private-key: /etc/tls/api.key }
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SslConfig {
+    /// On when a certificate or bundle is given, unless `false`.
+    pub enabled: Option<bool>,
+    /// The default certificate chain (PEM, leaf first).
+    pub certificate: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    pub certificate_private_key: Option<std::path::PathBuf>,
+    /// The default certificate as a bundle of `spring.ssl.bundle.pem` instead.
+    pub bundle: Option<String>,
+    /// Certificates by the server name a client asks for (SNI), as bundles.
+    pub server_name_bundles: Vec<ServerNameBundle>,
+}
+
+impl SslConfig {
+    /// Whether the gateway terminates TLS.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(
+            self.certificate.is_some()
+                || self.bundle.is_some()
+                || !self.server_name_bundles.is_empty(),
+        )
+    }
+}
+
+/// A server name and the bundle whose certificate answers it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerNameBundle {
+    /// The name clients ask for (`api.example.com`, or `*.example.com`).
+    pub server_name: String,
+    /// The bundle in `spring.ssl.bundle.pem`.
+    pub bundle: String,
+}
+
+/// A PEM bundle of `spring.ssl.bundle.pem`: its key store (certificate and key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PemBundle {
+    /// The certificate and its key.
+    pub keystore: PemKeystore,
+}
+
+/// A bundle's certificate chain and key files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PemKeystore {
+    /// The certificate chain (PEM, leaf first).
+    pub certificate: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub private_key: std::path::PathBuf,
 }
 
 impl ServerConfig {
@@ -164,6 +251,9 @@ impl Default for ServerConfig {
             workers: None,
             upstream_ca_file: None,
             max_connections_per_upstream: 256,
+            ssl: SslConfig::default(),
+            upstream_certificate: None,
+            upstream_certificate_private_key: None,
         }
     }
 }
@@ -181,6 +271,47 @@ pub struct DiscoveryConfig {
     pub instances: Vec<ServiceInstance>,
     /// The load balancer's settings.
     pub balancer: BalancerConfig,
+    /// Routes made from the registered services (Spring Cloud Gateway's
+    /// `discovery.locator`).
+    pub locator: LocatorConfig,
+}
+
+/// `discovery.locator`: a route `/<service>/**` → `lb://<service>` for every service
+/// discovery knows, appearing and disappearing with it, as Spring Cloud Gateway's
+/// `DiscoveryClientRouteDefinitionLocator` makes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LocatorConfig {
+    /// Make the routes. Default: false.
+    pub enabled: bool,
+    /// Lowercase the service id in the routes (Eureka's ids are uppercase). Default:
+    /// false.
+    #[serde(alias = "lowerCaseServiceId")]
+    pub lower_case_service_id: bool,
+    /// Each route's id is this and the service id. Default:
+    /// `ReactiveCompositeDiscoveryClient_`, as Spring's.
+    #[serde(alias = "routeIdPrefix")]
+    pub route_id_prefix: String,
+    /// The routes' predicates, as a route's; `serviceId` in an argument written as
+    /// Spring's expression (`"'/'+serviceId+'/**'"`) is the service's. Default:
+    /// `Path=/<service>/**`.
+    pub predicates: Vec<Value>,
+    /// The routes' filters, likewise. Default: `RewritePath=/<service>/?(?<remaining>.*),
+    /// /${remaining}`.
+    pub filters: Vec<Value>,
+}
+
+impl Default for LocatorConfig {
+    fn default() -> Self {
+        LocatorConfig {
+            enabled: false,
+            lower_case_service_id: false,
+            route_id_prefix: "ReactiveCompositeDiscoveryClient_".to_owned(),
+            predicates: Vec::new(),
+            filters: Vec::new(),
+        }
+    }
 }
 
 /// One route as written.
@@ -199,8 +330,30 @@ pub struct RouteDefinition {
     pub filters: Vec<Definition>,
     /// `connect-timeout` and `response-timeout` in ms, and anything else for filters.
     pub metadata: serde_json::Map<String, Value>,
-    /// The route's index in the file.
+    /// The route's index in the file (or after the file's routes, for the locator's).
     pub(crate) index: usize,
+    /// Where the route was defined, for errors.
+    pub(crate) source: RouteSource,
+}
+
+/// Where a route was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteSource {
+    /// The file's `routes`.
+    File,
+    /// Made by `discovery.locator` for a registered service.
+    Locator,
+}
+
+impl RouteDefinition {
+    /// The key of `key` in this route's definition, for errors: `routes.2.uri`, or
+    /// `discovery.locator.filters.0` for the locator's routes.
+    pub(crate) fn key(&self, key: &str) -> String {
+        match self.source {
+            RouteSource::File => format!("routes.{}.{key}", self.index),
+            RouteSource::Locator => format!("discovery.locator.{key}"),
+        }
+    }
 }
 
 /// A configuration mistake: file, line, key and what is wrong.
@@ -242,6 +395,9 @@ struct RawFile {
     default_filters: Vec<Value>,
     #[serde(default)]
     globalcors: Option<Value>,
+    /// `spring.ssl.bundle.pem`, moved here by the Spring translation.
+    #[serde(default)]
+    ssl_bundles: std::collections::BTreeMap<String, PemBundle>,
 }
 
 #[derive(Deserialize)]
@@ -396,6 +552,7 @@ impl GatewayConfig {
             access_log,
             resilience,
             globalcors: raw.globalcors,
+            ssl_bundles: raw.ssl_bundles,
             warnings,
             source,
         };
@@ -442,6 +599,7 @@ impl GatewayConfig {
                 filters,
                 metadata: route.metadata,
                 index,
+                source: RouteSource::File,
             });
         }
         Ok(config)

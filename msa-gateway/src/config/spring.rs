@@ -93,9 +93,13 @@ impl Translation<'_> {
             .cloned();
         let Some(gateway) = gateway else {
             let resilience = root.remove("resilience4j");
+            let bundles = self.bundles(&mut root);
             let mut section = self.gateway(root, "")?;
             if let Some(resilience) = resilience {
                 section.insert("resilience4j".into(), resilience);
+            }
+            if let Some(bundles) = bundles {
+                section.insert("ssl-bundles".into(), bundles);
             }
             return Ok((Value::Object(section), String::new()));
         };
@@ -120,6 +124,9 @@ impl Translation<'_> {
             return Err(self.at(key, "expected a mapping"));
         };
         let mut section = self.gateway(section, prefix)?;
+        if let Some(bundles) = self.bundles(&mut root) {
+            section.insert("ssl-bundles".into(), bundles);
+        }
         for (key, value) in root {
             match key.as_str() {
                 "server" => {
@@ -141,6 +148,27 @@ impl Translation<'_> {
             }
         }
         Ok((Value::Object(section), prefix.to_owned()))
+    }
+
+    /// `spring.ssl.bundle.pem` (what `server.ssl` names), taken out of `root`; other
+    /// bundle kinds are warned about.
+    fn bundles(&mut self, root: &mut Map<String, Value>) -> Option<Value> {
+        let spring = root.get_mut("spring")?.as_object_mut()?;
+        let mut ssl = spring.remove("ssl")?;
+        if spring.is_empty() {
+            root.remove("spring");
+        }
+        let bundles = ssl.get_mut("bundle").and_then(Value::as_object_mut)?;
+        for kind in bundles.keys() {
+            if kind != "pem" {
+                let key = format!("spring.ssl.bundle.{kind}");
+                self.warn(
+                    &key,
+                    "msa reads PEM bundles only (spring.ssl.bundle.pem): ignored",
+                );
+            }
+        }
+        bundles.remove("pem")
     }
 
     /// Warns about every key under `spring` but the gateway's.
@@ -176,6 +204,10 @@ impl Translation<'_> {
                     out.insert(key, Value::Object(server));
                 }
                 "server" => {}
+                "discovery" => {
+                    let discovery = self.discovery(value, &format!("{prefix}discovery."));
+                    out.insert(key, discovery);
+                }
                 _ if GATEWAY_ONLY.contains(&key.as_str()) => {
                     let key = format!("{prefix}{key}");
                     self.warn(
@@ -200,6 +232,32 @@ impl Translation<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// `discovery` with the locator's SpEL settings (which msa does not evaluate) taken
+    /// out with a warning.
+    fn discovery(&mut self, mut value: Value, prefix: &str) -> Value {
+        let locator = value.get_mut("locator").and_then(Value::as_object_mut);
+        let mut warn = Vec::new();
+        if let Some(locator) = locator {
+            for key in [
+                "include-expression",
+                "includeExpression",
+                "url-expression",
+                "urlExpression",
+            ] {
+                if locator.remove(key).is_some() {
+                    warn.push(key);
+                }
+            }
+        }
+        for key in warn {
+            self.warn(
+                &format!("{prefix}locator.{key}"),
+                "a SpEL expression msa does not evaluate: every service gets a route, to lb://<service>",
+            );
+        }
+        value
     }
 
     /// Spring Cloud Gateway's `httpclient` as the gateway's `server` keys.

@@ -2,6 +2,7 @@
 //! without trying every route.
 
 pub(crate) mod cors;
+mod locator;
 mod pattern;
 pub(crate) mod predicate;
 
@@ -90,6 +91,7 @@ impl RouteTable {
         config: &GatewayConfig,
         breakers: &msa_breaker::circuit_breaker::CircuitBreakerRegistry,
         custom: &crate::filter::Filters,
+        services: &[String],
     ) -> Result<Self, ConfigError> {
         let resilience = crate::filter::resilience::Resilience {
             breakers,
@@ -100,9 +102,15 @@ impl RouteTable {
         for (n, definition) in config.default_filters.iter().enumerate() {
             defaults.push((n, definition));
         }
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for definition in &config.routes {
-            let at = |key: &str| format!("routes.{}.{key}", definition.index);
+        let locator = &config.discovery.locator;
+        let discovered = match locator.enabled {
+            false => Vec::new(),
+            true => locator::definitions(locator, services, config.routes.len())
+                .map_err(|(key, e)| config.source.error(&format!("discovery.locator.{key}"), e))?,
+        };
+        let mut routes = Vec::with_capacity(config.routes.len() + discovered.len());
+        for definition in config.routes.iter().chain(&discovered) {
+            let at = |key: &str| definition.key(key);
             let target = target(&definition.uri).map_err(|e| config.source.error(&at("uri"), e))?;
             let mut predicates = Vec::with_capacity(definition.predicates.len());
             for (n, p) in definition.predicates.iter().enumerate() {
@@ -363,6 +371,7 @@ mod tests {
             &GatewayConfig::parse("t.yaml", yaml).unwrap(),
             &breakers(),
             &Default::default(),
+            &[],
         )
         .unwrap()
     }
@@ -470,7 +479,7 @@ mod tests {
             "routes:\n  - id: a\n    uri: http://127.0.0.1:1\n    filters:\n      - StripPrefix=x\n",
         )
         .unwrap();
-        let error = RouteTable::build(&config, &breakers(), &Default::default()).unwrap_err();
+        let error = RouteTable::build(&config, &breakers(), &Default::default(), &[]).unwrap_err();
         assert_eq!(
             error.to_string(),
             "t.yaml:5: routes.0.filters.0: `parts` \"x\" is not a whole number"
@@ -478,7 +487,7 @@ mod tests {
         let config =
             GatewayConfig::parse("t.yaml", "routes:\n  - id: a\n    uri: ftp://x\n").unwrap();
         assert_eq!(
-            RouteTable::build(&config, &breakers(), &Default::default())
+            RouteTable::build(&config, &breakers(), &Default::default(), &[])
                 .unwrap_err()
                 .line,
             Some(3)

@@ -65,24 +65,26 @@ fn a_bad_file_stops_start_up_with_file_line_and_key() {
 }
 
 #[test]
-fn tls_termination_is_refused_with_the_reason_rather_than_ignored() {
+fn tls_flags_name_the_file_that_does_not_read() {
     let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(file.path(), "routes: []\n").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
         .arg("--config")
         .arg(file.path())
         .args([
+            "--bind",
+            "127.0.0.1:0",
             "--ssl-certificate",
-            "cert.pem",
+            "/nonexistent/cert.pem",
             "--ssl-certificate-private-key",
-            "key.pem",
+            "/nonexistent/key.pem",
         ])
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.starts_with("msa-gateway: --ssl-certificate: msa-gateway does not terminate TLS"),
+        stderr.contains("server.ssl: /nonexistent/cert.pem"),
         "{stderr}"
     );
 }

@@ -121,8 +121,34 @@ impl GatewayProcess {
         Self::start_with(yaml, "127.0.0.1", &[]).await
     }
 
+    /// Started with TLS (the file's `server.ssl`): ready once it accepts connections.
+    pub(crate) async fn start_tls(yaml: &str) -> Self {
+        let gateway = Self::spawn(yaml, "127.0.0.1", &[]);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(gateway.addr()).await.is_ok() {
+                return gateway;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        drop(gateway); // kills the process
+        panic!("msa-gateway did not start");
+    }
+
     /// Started on `ip` (reached through 127.0.0.1) with more arguments.
     pub(crate) async fn start_with(yaml: &str, ip: &str, args: &[&str]) -> Self {
+        let gateway = Self::spawn(yaml, ip, args);
+        for _ in 0..200 {
+            if reqwest::get(gateway.url("/actuator/health")).await.is_ok() {
+                return gateway;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        drop(gateway); // kills the process
+        panic!("msa-gateway did not start");
+    }
+
+    /// The process, started on a free port of `ip`.
+    fn spawn(yaml: &str, ip: &str, args: &[&str]) -> Self {
         let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::fs::write(file.path(), yaml).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -140,19 +166,11 @@ impl GatewayProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let gateway = GatewayProcess {
+        GatewayProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
             file,
-        };
-        for _ in 0..200 {
-            if reqwest::get(gateway.url("/actuator/health")).await.is_ok() {
-                return gateway;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        drop(gateway); // kills the process
-        panic!("msa-gateway did not start");
     }
 
     /// The resident memory of the gateway's process, from `/proc`, in bytes.
