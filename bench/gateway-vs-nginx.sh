@@ -8,22 +8,42 @@
 # log line per request to a file, buffered the same way (64 KiB, flushed every second:
 # nginx's `access_log ... buffer=64k flush=1s`, msa-gateway's `msa.gateway.access-log`).
 #
-# Usage: bench/gateway-vs-nginx.sh [SECONDS] [ROUNDS] [CONNECTIONS] [ACCESS_LOG: off|on]
+# With TLS `on`, both terminate TLS with the same certificate (a P-256 key, made for the
+# run): nginx with OpenSSL, msa-gateway with rustls (`--ssl-certificate`); wrk speaks
+# HTTPS/1.1 with keep-alive, so handshakes are a small part of the work. Goal: >= 1.0x.
+#
+# Usage: bench/gateway-vs-nginx.sh [SECONDS] [ROUNDS] [CONNECTIONS] [ACCESS_LOG: off|on] [TLS: off|on]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 rounds="${2:-3}"
 connections="${3:-64}"
 access_log="${4:-off}"
+tls="${5:-off}"
 . bench/lib.sh
 
 need wrk nginx
+scheme=http
+if [ "$tls" = on ]; then
+  need openssl
+  scheme=https
+fi
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 cargo build --profile dist -q -p msa-gateway --bin msa-gateway --example upstream
 nginx_stop() { kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; }
 trap 'nginx_stop; cleanup' EXIT
 
 up_port="$(free_port)"; nginx_port="$(free_port)"; gw_port="$(free_port)"
+gw_tls=()
+nginx_listen="listen 127.0.0.1:$nginx_port reuseport;"
+if [ "$tls" = on ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  gw_tls=(--ssl-certificate "$work/cert.pem" --ssl-certificate-private-key "$work/key.pem")
+  nginx_listen="listen 127.0.0.1:$nginx_port ssl reuseport;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;"
+fi
 
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &
 pids+=($!)
@@ -43,7 +63,7 @@ http {
     fi)
   upstream backend { server 127.0.0.1:$up_port; keepalive 128; }
   server {
-    listen 127.0.0.1:$nginx_port reuseport;
+    $nginx_listen
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -63,13 +83,13 @@ if [ "$access_log" = on ]; then
   printf 'msa:\n  gateway:\n    access-log:\n      enabled: true\n      path: %s\n' \
     "$work/gateway-access.log" >>"$work/gateway.yaml"
 fi
-"$bin/msa-gateway" --config "$work/gateway.yaml" 2>"$work/gateway.log" &
+"$bin/msa-gateway" --config "$work/gateway.yaml" "${gw_tls[@]}" 2>"$work/gateway.log" &
 pids+=($!)
 
 for port in "$up_port" "$nginx_port" "$gw_port"; do wait_port "$port"; done
 
 run() { # name port
-  wrk -t1 -c"$connections" -d"${seconds}s" --latency "http://127.0.0.1:$2/api/ping" >"$work/$1.out"
+  wrk -t1 -c"$connections" -d"${seconds}s" --latency "$scheme://127.0.0.1:$2/api/ping" >"$work/$1.out"
   local rps p50 p99 errors
   rps="$(awk '/Requests\/sec/ {print $2}' "$work/$1.out")"
   p50="$(awk '$1 == "50%" {print $2}' "$work/$1.out")"
@@ -78,7 +98,7 @@ run() { # name port
   echo "$rps $p50 $p99 ${errors:-}"
 }
 
-echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; access logs $access_log; $(machine)"
+echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; access logs $access_log; TLS $tls; $(machine)"
 echo
 echo "| round | nginx req/s | nginx p50 | nginx p99 | msa-gateway req/s | msa-gateway p50 | msa-gateway p99 | ratio |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|"

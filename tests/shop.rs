@@ -57,6 +57,58 @@ async fn the_estate_takes_orders_through_the_gateway_and_follows_its_config() {
     let stock = format!("{gateway}/api/stock");
     assert_eq!(get_json(&http, &stock).await["widget"], 998);
 
+    // The mobile gateway, a backend for frontend: routes of its own, answers trimmed to
+    // what the app shows (the shop's JsonFields filter), a rate limit per device.
+    let mobile = estate.ready_field("mobile=");
+    let phone = |request: reqwest::RequestBuilder| request.header("x-device-id", "phone-1");
+    let response = phone(http.get(format!("{mobile}/m/stock/widget")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-shaped-for"], "mobile");
+    assert_eq!(response.headers()["cache-control"], "max-age=5");
+    let shaped: Value = response.json().await.unwrap();
+    let mut fields: Vec<&String> = shaped.as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(fields, ["available", "item"], "{shaped}");
+    let web: Value = get_json(&http, &format!("{gateway}/api/stock/widget")).await;
+    assert!(web.get("reserved").is_some(), "{web}");
+    let response = phone(http.get(format!("{mobile}/m/orders/{id}")))
+        .send()
+        .await
+        .unwrap();
+    let shaped: Value = response.json().await.unwrap();
+    assert_eq!(shaped["status"], "CONFIRMED");
+    assert!(shaped.get("trace_id").is_none(), "{shaped}");
+    assert_eq!(
+        phone(http.get(format!("{mobile}/api/stock")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let mut limited = false;
+    for _ in 0..20 {
+        let response = phone(http.get(format!("{mobile}/m/orders/{id}")))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "phone-1 was never limited");
+    let other = http
+        .get(format!("{mobile}/m/orders/{id}"))
+        .header("x-device-id", "phone-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+
     // Every process on the path logged under the caller's trace id: the gateway in its
     // access log (on the estate's standard output, within its 1 s flush).
     estate.wait_line(

@@ -240,24 +240,22 @@ async fn start(
         wait_registered(&registry, name, count).await?;
     }
 
-    // The routes file, pointed at this estate's registry.
-    let routes = std::fs::read_to_string(Path::new(SOURCE).join("examples/shop/gateway.yaml"))?
-        .replace("http://127.0.0.1:8761", &registry);
-    let routes_file = data.join("gateway.yaml");
-    std::fs::write(&routes_file, routes)?;
-    let gateway = spawn(
-        estate,
-        "msa-gateway",
-        &[
-            "gateway",
-            "--bind",
-            &port(8080),
-            "--source",
-            &routes_file.display().to_string(),
-        ],
-        &otlp,
-    )
-    .await?;
+    // The web gateway, and the phone app's (a backend for frontend with routes of its
+    // own), each with its routes file pointed at this estate's registry.
+    let mut gateways = Vec::new();
+    for (name, file, fixed) in [
+        ("msa-gateway", "gateway.yaml", 8080),
+        ("msa-gateway-mobile", "gateway-mobile.yaml", 8081),
+    ] {
+        let routes = std::fs::read_to_string(Path::new(SOURCE).join("examples/shop").join(file))?
+            .replace("http://127.0.0.1:8761", &registry);
+        let routes_file = data.join(file);
+        std::fs::write(&routes_file, routes)?;
+        let source = routes_file.display().to_string();
+        let args = ["gateway", "--bind", &port(fixed), "--source", &source];
+        gateways.push(spawn(estate, name, &args, &otlp).await?);
+    }
+    let gateway = gateways.swap_remove(0);
     wait_routed(&gateway).await?;
     let admin_bind = free_or(port(8790))?;
     spawn(
@@ -402,6 +400,10 @@ fn banner(estate: &[Process], config_dir: &Path, data: &Path) {
     println!("  curl -s {gateway}/api/orders/history   # order-history's read model (CQRS)");
     println!("  curl -s {gateway}/api/stock");
     println!(
+        "  curl -s {}/m/stock/widget -H 'X-Device-Id: phone-1'   # the mobile gateway (BFF): trimmed answers, a limit per device",
+        url("msa-gateway-mobile")
+    );
+    println!(
         "  curl -si -X POST {gateway}/api/orders -H 'content-type: application/json' -d '{{\"item\": \"gizmo\", \"qty\": 5}}'   # over the payment limit: REJECTED, stock released"
     );
     println!(
@@ -419,11 +421,12 @@ fn banner(estate: &[Process], config_dir: &Path, data: &Path) {
     println!("Ctrl-C stops everything.");
     println!();
     println!(
-        "shop: ready gateway={gateway} registry={} config={} nats={} admin={}",
+        "shop: ready gateway={gateway} registry={} config={} nats={} admin={} mobile={}",
         url("msa-registry"),
         url("msa-config-server"),
         url("nats-server"),
-        url("msa-admin")
+        url("msa-admin"),
+        url("msa-gateway-mobile")
     );
 }
 

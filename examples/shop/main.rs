@@ -1,9 +1,10 @@
 //! Run with: cargo run --release --example shop
 //!
 //! The shop estate: msa-registry (127.0.0.1:8761), msa-config-server (127.0.0.1:8888,
-//! serving examples/shop/config), msa-gateway (127.0.0.1:8080, routes in
-//! examples/shop/gateway.yaml), nats-server (a free port, throwaway data: the services'
-//! messages), and five services written with msa — orders (2 instances), inventory (2),
+//! serving examples/shop/config), msa-gateway for the web (127.0.0.1:8080, routes in
+//! examples/shop/gateway.yaml) and for the phone app (127.0.0.1:8081, a backend for
+//! frontend: gateway-mobile.yaml, with the shop's own filter in bff.rs), nats-server (a
+//! free port, throwaway data: the services' messages), and five services written with msa — orders (2 instances), inventory (2),
 //! payments (1), order-history (1) and notifications (1) — each in its own process with
 //! its own SQLite database, registered with the registry and configured by the config
 //! server, and msa-admin (127.0.0.1:8790) showing them all, receiving every process's
@@ -12,6 +13,7 @@
 //! The same executable is every process: with no subcommand it is the estate and starts
 //! the others as `shop registry`, `shop orders`, ...
 
+mod bff;
 mod common;
 mod estate;
 mod history;

@@ -64,7 +64,8 @@ pub(crate) async fn config_server(args: ServerArgs) -> Result<(), BoxError> {
     serve("msa-config-server", &args, server.router()).await
 }
 
-/// msa-gateway with a routes file, reloaded when it changes.
+/// msa-gateway with a routes file, reloaded when it changes: the web gateway, or the
+/// mobile one (a backend for frontend, `gateway-mobile.yaml`).
 pub(crate) async fn gateway(args: ServerArgs) -> Result<(), BoxError> {
     let file = args
         .source
@@ -72,7 +73,8 @@ pub(crate) async fn gateway(args: ServerArgs) -> Result<(), BoxError> {
         .ok_or("--source FILE.yaml is required")?;
     let config = GatewayConfig::load(&file)?;
     let _telemetry = Telemetry::new("msa-gateway").init()?;
-    let gateway = Gateway::new(&config)?.with_file(&file);
+    // Spring Cloud Gateway's filters and the shop's own (the mobile gateway's JsonFields).
+    let gateway = Gateway::with_filters(&config, crate::bff::filters())?.with_file(&file);
     gateway.watch_file(Duration::from_millis(500));
     let bind = args
         .bind

@@ -38,6 +38,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::{HeaderMap, Response};
 
 use super::Exchange;
@@ -61,7 +62,30 @@ pub trait GatewayFilter: fmt::Debug + Send + Sync + 'static {
     fn response(&self, exchange: &Exchange, response: &mut http::response::Parts) {
         let _ = (exchange, response);
     }
+
+    /// Whether this filter rewrites the upstream's answer bodies ([`shape`](Self::shape)):
+    /// then the gateway reads each whole (up to [`MAX_SHAPED_BODY`]; a larger one is a 502,
+    /// never passed on unshaped) before answering. By default, no.
+    fn shapes_body(&self) -> bool {
+        false
+    }
+
+    /// Rewrites an upstream's answer body, read whole (see [`shapes_body`](Self::shapes_body));
+    /// `response`'s headers may change too (the gateway sets `Content-Length` after).
+    /// By default, the body as it is.
+    fn shape(
+        &self,
+        exchange: &Exchange,
+        response: &mut http::response::Parts,
+        body: Bytes,
+    ) -> Bytes {
+        let _ = (exchange, response);
+        body
+    }
 }
+
+/// The largest upstream answer body a shaping filter is given (1 MiB).
+pub const MAX_SHAPED_BODY: usize = 1 << 20;
 
 type Factory = dyn Fn(&Args) -> Result<Arc<dyn GatewayFilter>, String> + Send + Sync;
 

@@ -16,7 +16,7 @@ mod path;
 pub(crate) mod rate_limit;
 pub(crate) mod resilience;
 
-pub use self::custom::{FilterFuture, Filters, GatewayFilter};
+pub use self::custom::{FilterFuture, Filters, GatewayFilter, MAX_SHAPED_BODY};
 
 pub(crate) use self::args::status;
 pub(crate) use self::headers::oversized_field;
@@ -595,6 +595,47 @@ pub(crate) async fn run(filters: &[Filter], ex: &mut Exchange) -> Outcome {
         }
     }
     Ok(())
+}
+
+/// The upstream's answer, its body rewritten by the route's shaping filters (a team's own
+/// that [`shape`](GatewayFilter::shape)); as it is when none does.
+pub(crate) async fn shape(
+    filters: &[Filter],
+    ex: &Exchange,
+    response: http::Response<axum::body::Body>,
+) -> http::Response<axum::body::Body> {
+    use http_body_util::BodyExt;
+    let shapers = || {
+        filters.iter().filter_map(|f| match f {
+            Filter::Custom(custom) if custom.shapes_body() => Some(custom),
+            _ => None,
+        })
+    };
+    if shapers().next().is_none() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_SHAPED_BODY);
+    let mut body = match limited.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let reason = match error.is::<http_body_util::LengthLimitError>() {
+                true => format!(
+                    "the upstream's answer is over {MAX_SHAPED_BODY} bytes, too large to shape"
+                ),
+                false => format!("the upstream's answer could not be read: {error}"),
+            };
+            return crate::error::error_response(StatusCode::BAD_GATEWAY, &reason);
+        }
+    };
+    for shaper in shapers() {
+        body = shaper.shape(ex, &mut parts, body);
+    }
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    http::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 #[cfg(test)]

@@ -275,6 +275,11 @@ impl Gateway {
             // Boxed: the common path's future stays small.
             Some(guards) => Box::pin(self.send_guarded(route, request, remote, guards)).await,
         };
+        let response = match route.shapes_body {
+            false => response,
+            // Boxed: only routes with a shaping filter carry its state.
+            true => Box::pin(crate::filter::shape(&route.filters, &ex, response)).await,
+        };
         self.respond(route, &ex, host_header.as_deref(), response)
     }
 

@@ -48,6 +48,8 @@ pub(crate) struct Route {
     pub(crate) raw: bool,
     /// Its own CORS configuration (`metadata.cors`).
     pub(crate) cors: Option<cors::CorsConfig>,
+    /// A filter of its rewrites the upstream's answer bodies.
+    pub(crate) shapes_body: bool,
 }
 
 impl Route {
@@ -163,9 +165,13 @@ impl RouteTable {
             let raw = matches!(&target, Target::Http { base, h2c: false }
                     if base.scheme() == Some(&http::uri::Scheme::HTTP))
                 && filters.iter().all(Filter::only_rewrites_target);
+            let shapes_body = filters
+                .iter()
+                .any(|f| matches!(f, Filter::Custom(custom) if custom.shapes_body()));
             routes.push(Route {
                 raw,
                 cors,
+                shapes_body,
                 id: definition.id.clone(),
                 target,
                 order: definition.order,
