@@ -276,20 +276,9 @@ pub(crate) async fn serve(
             let Some(tls) = tls else {
                 return serve_connection(&builder, stream, service, limits, stopping).await;
             };
-            // The handshake is bounded like a request head: a client that opens and stays
-            // silent holds a connection for no longer.
-            let stream =
-                match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%remote, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let Some(stream) = accept_tls(&tls, stream, remote, limits).await else {
+                return;
+            };
             service.peer = stream
                 .get_ref()
                 .1
@@ -301,6 +290,28 @@ pub(crate) async fn serve(
     drop(acceptor);
     drop(open);
     let _ = all_closed.recv().await;
+}
+
+/// The TLS handshake of a client connection from `remote`, bounded like a request head
+/// (`limits.header_read_timeout`): a client that connects and stays silent holds the
+/// connection no longer. `None` (logged at debug) when it fails or takes too long.
+pub async fn accept_tls(
+    tls: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+    limits: Limits,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// A connection builder for [`serve_connection`]: HTTP/1.1 and HTTP/2 (by preface), with

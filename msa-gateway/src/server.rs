@@ -334,9 +334,8 @@ async fn serve_with_hyper(
     listener::serve_connection(builder, rewind, service, limits, stopping(stopped)).await;
 }
 
-/// Serves a client over TLS: the handshake (bounded like a request head: a client that
-/// connects and stays silent holds the connection no longer), then HTTP/2 or HTTP/1.1 as
-/// ALPN chose, on hyper.
+/// Serves a client over TLS: the handshake (bounded like a request head), then HTTP/2 or
+/// HTTP/1.1 as ALPN chose, on hyper.
 async fn serve_tls(
     tls: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
@@ -345,17 +344,8 @@ async fn serve_tls(
     limits: Limits,
     stopped: &mut watch::Receiver<bool>,
 ) {
-    let remote = handler.remote;
-    let stream = match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%remote, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%remote, "TLS handshake timed out");
-            return;
-        }
+    let Some(stream) = listener::accept_tls(&tls, stream, handler.remote, limits).await else {
+        return;
     };
     let service = tower::service_fn(move |request: Request<Body>| {
         let handler = handler.clone();

@@ -237,3 +237,31 @@ pub(crate) async fn raw(gateway: &GatewayProcess, target: &str) -> String {
 pub(crate) async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.unwrap()
 }
+
+/// An HTTPS upstream on a free loopback port (HTTP/1.1, TLS as `config` says) answering
+/// every request with `body`; its port.
+#[allow(dead_code)] // not every test binary has an https upstream
+pub(crate) async fn https_upstream(config: rustls::ServerConfig, body: &'static [u8]) -> u16 {
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_request| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(body)),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
