@@ -350,13 +350,14 @@ fn rejected(vary: HeaderMap) -> Response<axum::body::Body> {
     response
 }
 
-/// The request's `Origin` when it is cross-origin: another scheme, host or port than the
-/// gateway's own as the client addressed it (`Host`).
+/// The request's `Origin` when it is cross-origin: another host or port than the
+/// gateway's own as the client addressed it (`Host`), over HTTP or HTTPS.
 pub(crate) fn cross_origin<'a>(headers: &'a HeaderMap, host: Option<&str>) -> Option<&'a str> {
     let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
     let same = host.is_some_and(|host| {
         origin
             .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
             .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
     });
     (!same).then_some(origin)
@@ -419,6 +420,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::ORIGIN, "http://gw.example:8080".parse().unwrap());
         assert_eq!(cross_origin(&headers, Some("gw.example:8080")), None);
+        headers.insert(header::ORIGIN, "https://gw.example".parse().unwrap());
+        assert_eq!(cross_origin(&headers, Some("gw.example")), None);
+        headers.insert(header::ORIGIN, "http://gw.example:8080".parse().unwrap());
         assert_eq!(
             cross_origin(&headers, Some("other.example")),
             Some("http://gw.example:8080")
