@@ -39,10 +39,13 @@ impl Gateway {
         };
         let fields = parts.headers.iter();
         let fields = fields.map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-        let table = self.current_table();
-        let mut matched = match self.find(table.clone(), request, fields) {
+        let mut matched = match self.find(self.current_table(), request, fields) {
             Ok(matched) => matched,
-            Err(answer) if answer.status() == StatusCode::NOT_FOUND && table.any_cors => {
+            Err(answer) if answer.status() == StatusCode::NOT_FOUND => {
+                let table = self.current_table();
+                if !table.any_cors {
+                    return *answer;
+                }
                 // A preflight for a path no route takes is answered by a global CORS
                 // configuration that covers it (as Spring's globalcors does).
                 let origin = cors::cross_origin(&parts.headers, host_header.as_deref());

@@ -67,9 +67,7 @@ impl Gateway {
             Ok(matched) => matched,
             Err(answer) => return Reply::Http(*answer),
         };
-        let table = matched.table.clone();
-        let route = &table.routes[matched.slot];
-        if !route.raw {
+        if !matched.table.routes[matched.slot].raw {
             // Served the general way, with the header map its filters need.
             matched.host_header = host_header.map(str::to_owned);
             let started = matched.started;
@@ -87,11 +85,14 @@ impl Gateway {
             };
         }
         let Matched {
+            table,
+            slot,
             path,
             vars,
             started,
             ..
         } = matched;
+        let route = &table.routes[slot];
         let method = raw.method.clone();
         let span = request_span(&method, &route.id, &path);
         if !span.is_disabled() {
