@@ -16,7 +16,20 @@ pub(crate) fn definitions(
     let predicates = templates(&config.predicates, "predicates")?;
     let filters = templates(&config.filters, "filters")?;
     let mut routes = Vec::with_capacity(services.len());
-    for (n, service) in services.iter().enumerate() {
+    // A name from discovery that could not be a path segment gets no route (rather than
+    // stopping every route from being built): letters, digits, `.`, `-` and `_`.
+    let usable = |service: &&String| {
+        let fits = !service.is_empty()
+            && service.len() <= 256
+            && service
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !fits && msa_core::sync::first_time(&format!("msa-gateway:locator:{service}")) {
+            tracing::warn!(%service, "a service name that cannot be a path segment gets no route");
+        }
+        fits
+    };
+    for (n, service) in services.iter().filter(usable).enumerate() {
         let id = match config.lower_case_service_id {
             true => service.to_ascii_lowercase(),
             false => service.clone(),
@@ -148,6 +161,14 @@ mod tests {
             expression("serviceId.toUpperCase()", "x"),
             "serviceId.toUpperCase()"
         );
+    }
+
+    #[test]
+    fn names_that_cannot_be_a_path_segment_get_no_route() {
+        let services = ["orders".to_owned(), "a{b}/**".to_owned(), String::new()];
+        let routes = definitions(&LocatorConfig::default(), &services, 0).unwrap();
+        let ids: Vec<&str> = routes.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["ReactiveCompositeDiscoveryClient_orders"]);
     }
 
     #[test]
