@@ -43,7 +43,8 @@ pub(crate) struct State {
     /// The team's own filters, for every build of the routes.
     pub(crate) filters: Filters,
     /// The services discovery knows (for `discovery.locator`'s routes), and the
-    /// configuration last applied, to build the routes again when they change.
+    /// configuration last applied, to build the routes again when they change; `applied`
+    /// is held while a table is built and installed (then `services`, if both).
     pub(crate) services: Mutex<Vec<String>>,
     pub(crate) applied: Mutex<GatewayConfig>,
     /// Unique per gateway in the process (for per-thread caches).
@@ -235,6 +236,9 @@ impl Gateway {
     /// Swaps in `config`'s routes; in-flight requests finish on the routes they matched.
     /// A bad config changes nothing.
     pub fn reload(&self, config: &GatewayConfig) -> Result<usize, ConfigError> {
+        // Held until the table is installed: a rebuild for discovery's services waits, so
+        // neither installs a table built from the other's stale half.
+        let mut applied = lock(&self.state.applied);
         let services = lock(&self.state.services).clone();
         let table =
             RouteTable::build(config, &self.state.breakers, &self.state.filters, &services)?;
@@ -246,7 +250,7 @@ impl Gateway {
                 .error("resilience4j.circuitbreaker", e.to_string())
         })?;
         report(&config.warnings);
-        *lock(&self.state.applied) = config.clone();
+        *applied = config.clone();
         Ok(self.install(table))
     }
 
@@ -262,7 +266,8 @@ impl Gateway {
 
     /// The routes built again for `services` (discovery's catalog changed).
     fn discovered(&self, services: Vec<String>) {
-        let config = lock(&self.state.applied).clone();
+        // Held until the table is installed (see `reload`).
+        let config = lock(&self.state.applied);
         let built = RouteTable::build(
             &config,
             &self.state.breakers,
