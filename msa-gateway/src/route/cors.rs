@@ -355,10 +355,17 @@ fn rejected(vary: HeaderMap) -> Response<axum::body::Body> {
 pub(crate) fn cross_origin<'a>(headers: &'a HeaderMap, host: Option<&str>) -> Option<&'a str> {
     let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
     let same = host.is_some_and(|host| {
-        origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+        let (rest, port) = match (
+            origin.strip_prefix("http://"),
+            origin.strip_prefix("https://"),
+        ) {
+            (Some(rest), _) => (rest, ":80"),
+            (_, Some(rest)) => (rest, ":443"),
+            _ => return false,
+        };
+        // The scheme's default port may be written or left out on either side.
+        let bare = |text: &'a str| text.strip_suffix(port).unwrap_or(text);
+        bare(rest).eq_ignore_ascii_case(host.strip_suffix(port).unwrap_or(host))
     });
     (!same).then_some(origin)
 }
@@ -422,6 +429,8 @@ mod tests {
         assert_eq!(cross_origin(&headers, Some("gw.example:8080")), None);
         headers.insert(header::ORIGIN, "https://gw.example".parse().unwrap());
         assert_eq!(cross_origin(&headers, Some("gw.example")), None);
+        assert_eq!(cross_origin(&headers, Some("gw.example:443")), None);
+        assert!(cross_origin(&headers, Some("gw.example:8443")).is_some());
         headers.insert(header::ORIGIN, "http://gw.example:8080".parse().unwrap());
         assert_eq!(
             cross_origin(&headers, Some("other.example")),
