@@ -160,7 +160,9 @@ routes:
     assert_eq!(served, renewed);
     // ...and a file that does not read keeps the certificates in use.
     std::fs::write(dir.path().join("default.crt"), "not a certificate").unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gateway
+        .wait_log("the new TLS certificates were rejected; the old ones stay")
+        .await;
     assert_eq!(presented(addr, "localhost", &ca).await, renewed);
 }
 

@@ -114,6 +114,8 @@ pub(crate) struct GatewayProcess {
     child: Child,
     pub(crate) base: String,
     pub(crate) file: tempfile::NamedTempFile,
+    /// Where its standard error (its log) goes.
+    log: tempfile::NamedTempFile,
 }
 
 impl GatewayProcess {
@@ -156,6 +158,7 @@ impl GatewayProcess {
             .local_addr()
             .unwrap()
             .port();
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_msa-gateway"))
             .arg("--config")
             .arg(file.path())
@@ -163,14 +166,28 @@ impl GatewayProcess {
             .args(args)
             .env_remove("MSA_MANAGEMENT_TOKEN")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
         GatewayProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
             file,
+            log,
         }
+    }
+
+    /// Waits (up to 10 s) until the gateway's log has a line containing `text`.
+    #[allow(dead_code)] // not every test binary reads the log
+    pub(crate) async fn wait_log(&self, text: &str) {
+        for _ in 0..400 {
+            let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+            if log.contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the gateway never logged {text:?}");
     }
 
     /// The resident memory of the gateway's process, from `/proc`, in bytes.
