@@ -244,9 +244,15 @@ impl Telemetry {
         let loggers = Loggers::new(handle, &filter_text);
 
         let resource = resource(&self.service_name, self.service_version.as_deref());
+        let exporting = export_protocol(TRACES, self.otlp_endpoint.as_deref()).is_some();
         let provider = tracer_provider(resource.clone(), self.otlp_endpoint.as_deref())?;
         let logs = logger_provider(resource, self.otlp_endpoint.as_deref())?;
         let tracer = provider.tracer("msa");
+        // A sampler of the user's own decides which new traces are sampled, which only a
+        // span built by the SDK asks it.
+        let default_sampler = env_flag("OTEL_TRACES_SAMPLER")
+            .is_none_or(|s| s == "parentbased_always_on" || s == "always_on");
+        let context_only = !exporting && self.propagator.is_none() && default_sampler;
         match self.propagator {
             Some(propagator) => {
                 opentelemetry::global::set_text_map_propagator(propagator);
@@ -283,6 +289,7 @@ impl Telemetry {
                 provider: Some(provider),
                 logs,
                 loggers: Some(loggers),
+                context_only,
             },
         ))
     }
@@ -306,6 +313,7 @@ impl Telemetry {
         if let Some(loggers) = &guard.loggers {
             loggers.install_global();
         }
+        propagation::set_context_only(guard.context_only);
         Ok(guard)
     }
 }
@@ -448,6 +456,9 @@ pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     logs: Option<SdkLoggerProvider>,
     loggers: Option<Loggers>,
+    /// Whether a request's trace context is all this telemetry needs of it (W3C
+    /// propagation, no trace exporter): see [`propagation::context_only`].
+    context_only: bool,
 }
 
 impl fmt::Debug for TelemetryGuard {

@@ -79,6 +79,130 @@ pub(super) fn set_w3c_only(on: bool) {
     W3C_ONLY.store(on, Ordering::Release);
 }
 
+/// Whether a request's trace context is all the installed telemetry needs of it: msa set
+/// telemetry up with W3C propagation and without a trace exporter, so a span would be
+/// recorded for no one.
+static CONTEXT_ONLY: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn set_context_only(on: bool) {
+    CONTEXT_ONLY.store(on, Ordering::Release);
+}
+
+/// Whether a request's trace context is all that telemetry needs of it: msa installed
+/// telemetry ([`Telemetry::init`](super::Telemetry::init)) with W3C propagation, the
+/// default sampler and no trace exporter, so a span for the request would be recorded for
+/// no one.
+///
+/// A proxy may then pass a [`TraceParent`] on instead of making a span: the trace goes on
+/// through it unbroken, for the price of a random number. `false` under any other
+/// subscriber, propagator or exporter: spans are made as usual.
+pub fn context_only() -> bool {
+    CONTEXT_ONLY.load(Ordering::Acquire)
+}
+
+/// A request's place in a trace without a span: the trace it belongs to (the caller's, or
+/// a new one), a span id of its own for what it sends on, and the caller's sampled flag.
+///
+/// What a proxy passes on in [`context_only`] mode: the `traceparent` it writes makes its
+/// span id the parent of the upstream's, as a span would.
+///
+/// # Examples
+///
+/// ```
+/// use msa_core::telemetry::propagation::TraceParent;
+///
+/// let incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// let child = TraceParent::child_of(Some(incoming));
+/// assert!(child.continued());
+/// let header = child.header();
+/// let header = std::str::from_utf8(&header).unwrap();
+/// assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+/// assert!(header.ends_with("-01"));
+/// assert_ne!(&header[36..52], "00f067aa0ba902b7");
+///
+/// // Nothing (or nothing valid) came in: a new trace, sampled.
+/// let root = TraceParent::child_of(Some(b"00-zz"));
+/// assert!(!root.continued() && root.sampled());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    trace_id: TraceId,
+    span_id: SpanId,
+    flags: TraceFlags,
+    continued: bool,
+}
+
+impl TraceParent {
+    /// A child of the `traceparent` value that came in (read strictly, as [`extract`]
+    /// does), or the root of a new sampled trace when none came or it is not valid; its
+    /// span id is new either way.
+    pub fn child_of(incoming: Option<&[u8]>) -> TraceParent {
+        use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
+        let ids = RandomIdGenerator::default();
+        let mut span_id = ids.new_span_id();
+        while span_id == SpanId::INVALID {
+            span_id = ids.new_span_id();
+        }
+        match incoming.and_then(parse_traceparent) {
+            Some((trace_id, _, flags)) => TraceParent {
+                trace_id,
+                span_id,
+                flags,
+                continued: true,
+            },
+            None => {
+                let mut trace_id = ids.new_trace_id();
+                while trace_id == TraceId::INVALID {
+                    trace_id = ids.new_trace_id();
+                }
+                TraceParent {
+                    trace_id,
+                    span_id,
+                    flags: TraceFlags::SAMPLED,
+                    continued: false,
+                }
+            }
+        }
+    }
+
+    /// The trace's id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// This request's own span id: the parent of whatever it calls.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// Whether the trace is sampled (the caller's flag; a new trace is).
+    pub fn sampled(&self) -> bool {
+        self.flags.is_sampled()
+    }
+
+    /// Whether it continues a trace that came in: then the caller's `tracestate` goes on
+    /// with it; a new trace has none.
+    pub fn continued(&self) -> bool {
+        self.continued
+    }
+
+    /// The `traceparent` value to send on: `00-{trace id}-{span id}-{flags}`.
+    pub fn header(&self) -> [u8; 55] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        fn write(out: &mut [u8], bytes: &[u8]) {
+            for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = DIGITS[usize::from(byte >> 4)];
+                pair[1] = DIGITS[usize::from(byte & 0xf)];
+            }
+        }
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write(&mut out[3..35], &self.trace_id.to_bytes());
+        write(&mut out[36..52], &self.span_id.to_bytes());
+        write(&mut out[53..55], &[self.flags.to_u8()]);
+        out
+    }
+}
+
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 const BAGGAGE: &str = "baggage";
@@ -125,10 +249,12 @@ fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// Writes `cx` (trace parent, trace state, baggage) into outgoing request headers.
+/// Writes `cx` (trace parent, trace state, baggage) into outgoing request headers, in
+/// place of any the headers had: a proxy passing on the headers that came in sends the
+/// context it continues, never the caller's `tracestate` beside a trace it restarted.
 ///
-/// Nothing is written for a context without a valid span, so no `traceparent` of zeros ever
-/// leaves the process.
+/// Nothing is written (nor removed) for a context without a valid span or baggage, so no
+/// `traceparent` of zeros ever leaves the process.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     // Injection always goes through the global propagator: it is what a custom propagator
     // needs, and for W3C it is one formatted header.
@@ -136,8 +262,20 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
         return;
     }
     opentelemetry::global::get_text_map_propagator(|p| {
+        for field in p.fields() {
+            headers.remove(field);
+        }
         p.inject_context(cx, &mut HeaderInjector(headers))
     });
+}
+
+/// Whether `name` (any case) is a header field the installed propagator reads and
+/// writes: `traceparent`, `tracestate` and `baggage` for W3C's. [`inject`] replaces these.
+pub fn is_field(name: &[u8]) -> bool {
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.fields()
+            .any(|field| field.as_bytes().eq_ignore_ascii_case(name))
+    })
 }
 
 use opentelemetry::baggage::BaggageExt as _;
@@ -239,6 +377,36 @@ mod tests {
         let cx = Context::new().with_remote_span_context(sc);
         TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
         assert_eq!(headers["tracestate"], "vendor=abc");
+    }
+
+    #[test]
+    fn a_trace_parent_continues_the_trace_under_a_span_id_of_its_own() {
+        let incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let child = TraceParent::child_of(Some(incoming));
+        let (trace_id, span_id, flags) = parse_traceparent(&child.header()).unwrap();
+        assert_eq!(trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(span_id, child.span_id());
+        assert_ne!(span_id.to_string(), "00f067aa0ba902b7");
+        assert!(
+            !flags.is_sampled() && !child.sampled(),
+            "unsampled stays unsampled"
+        );
+        assert!(child.continued());
+        let again = TraceParent::child_of(Some(incoming));
+        assert_ne!(again.span_id(), child.span_id(), "a new span id each time");
+
+        for bad in [
+            &b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"[..],
+            b"",
+            b"-",
+        ] {
+            let root = TraceParent::child_of(Some(bad));
+            let (trace_id, _, flags) = parse_traceparent(&root.header()).unwrap();
+            assert_eq!(trace_id, root.trace_id());
+            assert!(flags.is_sampled() && !root.continued());
+        }
+        let root = TraceParent::child_of(None);
+        assert_ne!(root.trace_id(), TraceParent::child_of(None).trace_id());
     }
 
     #[test]

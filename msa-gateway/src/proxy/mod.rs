@@ -25,7 +25,7 @@ use self::path::{firewall, normalize, strip_port};
 use crate::error::{climbs_above_root, error_response, no_route};
 use crate::filter::oversized_field;
 use crate::gateway::{Gateway, ThreadTable};
-use crate::observe::unrouted;
+use crate::observe::{RequestTrace, unrouted};
 use crate::route::Route;
 use crate::route::predicate::RequestInfo;
 
@@ -134,7 +134,7 @@ impl Gateway {
         status: StatusCode,
         started: Instant,
         remote: SocketAddr,
-        span: &tracing::Span,
+        trace: &RequestTrace,
     ) {
         let now = Instant::now();
         let elapsed = now.duration_since(started);
@@ -146,12 +146,9 @@ impl Gateway {
             now,
             elapsed.as_secs_f64(),
         );
-        span.record("http.response.status_code", status.as_u16());
+        trace.answered(status);
         if let Some(log) = &self.state.access_log {
-            let trace = match span.is_disabled() {
-                true => None,
-                false => span.in_scope(msa_core::telemetry::current_trace_id),
-            };
+            let trace = trace.trace_id();
             log.log(
                 remote.ip(),
                 (method, target, version),

@@ -16,7 +16,7 @@ use crate::error::error_response;
 use crate::filter::Exchange;
 use crate::filter::resilience::Guards;
 use crate::gateway::Gateway;
-use crate::observe::request_span;
+use crate::observe::{RequestTrace, request_span};
 use crate::route::cors::{self, CorsConfig};
 use crate::route::{Route, Target};
 
@@ -129,7 +129,7 @@ impl Gateway {
             response.status(),
             started,
             remote,
-            &span,
+            &RequestTrace::Span(span),
         );
         response
     }

@@ -9,7 +9,6 @@ use std::time::Instant;
 use axum::body::Body;
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::forwarded::{forwarded_element, forwarded_for, write_ip};
 use super::{Arrived, Matched};
@@ -19,7 +18,7 @@ use crate::gateway::Gateway;
 use crate::h1::client::Outgoing;
 use crate::h1::server::{RawRequest, Reply};
 use crate::h1::wire::{HopByHop, Name, push_field};
-use crate::observe::{request_span, trace_context, unrouted};
+use crate::observe::{RequestTrace, unrouted};
 use crate::route::Route;
 
 impl Gateway {
@@ -94,23 +93,23 @@ impl Gateway {
         } = matched;
         let route = &table.routes[slot];
         let method = raw.method.clone();
-        let span = request_span(&method, &route.id, &path);
-        if !span.is_disabled() {
-            let carrier = trace_context(raw.head());
-            if !carrier.is_empty() {
-                let _ = span.set_parent(msa_core::telemetry::propagation::extract(&carrier));
-            }
-        }
-        // In the span: the trace context sent upstream is the gateway span's.
-        let request =
-            span.in_scope(|| upstream_request(route, &raw, path, query, vars, host_header, remote));
+        let trace = RequestTrace::begin(&method, &route.id, &path, raw.head());
+        let request = upstream_request(
+            route,
+            &raw,
+            (path, query, vars),
+            host_header,
+            remote,
+            &trace,
+        );
         // Sent here rather than in an `async fn` of its own: the request's future is moved
         // whole on every request, and each level adds to it.
         let reply = match request {
             Err(answer) => Reply::Http(*answer),
             Ok(request) => {
-                // Pinned where they are made, and polled in the span by hand: wrapping
-                // them (`timeout`, `instrument`) would move them whole, twice each.
+                // Pinned where they are made, and polled by hand: wrapping them
+                // (`timeout`) would move them whole, twice. Not in the span: nothing in
+                // sending logs for the request (the trace context is in its head already).
                 let mut send = std::pin::pin!(crate::client::pool::send_raw(
                     route.authority(),
                     request,
@@ -120,7 +119,6 @@ impl Gateway {
                 ));
                 let mut deadline = std::pin::pin!(tokio::time::sleep(route.response_timeout));
                 let sent = std::future::poll_fn(|cx| {
-                    let _entered = (!span.is_disabled()).then(|| span.enter());
                     if let Poll::Ready(sent) = send.as_mut().poll(cx) {
                         return Poll::Ready(Some(sent));
                     }
@@ -150,7 +148,7 @@ impl Gateway {
             status,
             started,
             remote,
-            &span,
+            &trace,
         );
         reply
     }
@@ -181,11 +179,10 @@ impl Gateway {
 fn upstream_request(
     route: &Route,
     raw: &RawRequest,
-    path: String,
-    query: Option<&str>,
-    vars: Vec<(String, String)>,
+    (path, query, vars): (String, Option<&str>, Vec<(String, String)>),
     host: Option<&str>,
     remote: SocketAddr,
+    trace: &RequestTrace,
 ) -> Result<Outgoing, Box<Response<Body>>> {
     let mut ex = Exchange::new(path, query, HeaderMap::new(), vars, remote);
     for filter in &route.filters {
@@ -225,6 +222,7 @@ fn upstream_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     push_field(&mut out, b"host", authority.as_bytes());
     let hop = HopByHop::of(head);
+    let trace_fields = trace.fields();
     let mut had_length = false;
     for (known, name, value) in head.fields() {
         match known {
@@ -236,6 +234,7 @@ fn upstream_request(
             | Name::XForwardedHost
             | Name::Forwarded => {}
             _ if hop.contains(known, name) => {}
+            _ if trace_fields.replaces(known, name) => {}
             _ => push_field(&mut out, name, value),
         }
     }
@@ -251,14 +250,7 @@ fn upstream_request(
     out.extend_from_slice(b"forwarded: ");
     forwarded_element(&mut out, head.values(Name::Forwarded), ip, ip_text, host);
     out.extend_from_slice(b"\r\n");
-    let current = tracing::Span::current();
-    if !current.is_disabled() {
-        let mut carrier = HeaderMap::new();
-        msa_core::telemetry::propagation::inject(&current.context(), &mut carrier);
-        for (name, value) in &carrier {
-            push_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
+    trace_fields.write(|name, value| push_field(&mut out, name, value));
     let body = raw.body();
     if !body.is_empty() || had_length || crate::h1::client::expects_body(&raw.method) {
         out.extend_from_slice(b"content-length: ");

@@ -25,12 +25,20 @@ pub(crate) async fn upstream(name: &'static str) -> SocketAddr {
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
             .collect();
+        // Names that came more than once (`headers` keeps the last of each).
+        let repeated: Vec<String> = request
+            .headers()
+            .keys()
+            .filter(|k| request.headers().get_all(*k).iter().count() > 1)
+            .map(ToString::to_string)
+            .collect();
         let body = axum::body::to_bytes(request.into_body(), 1 << 20)
             .await
             .unwrap_or_default();
         axum::Json(json!({
             "upstream": name,
             "headers": headers,
+            "repeated": repeated,
             "body": String::from_utf8_lossy(&body),
         }))
     }
@@ -125,7 +133,7 @@ impl GatewayProcess {
 
     /// Started with TLS (the file's `server.ssl`): ready once it accepts connections.
     pub(crate) async fn start_tls(yaml: &str) -> Self {
-        let gateway = Self::spawn(yaml, "127.0.0.1", &[]);
+        let gateway = Self::spawn(yaml, "127.0.0.1", &[], &[]);
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(gateway.addr()).await.is_ok() {
                 return gateway;
@@ -136,9 +144,18 @@ impl GatewayProcess {
         panic!("msa-gateway did not start");
     }
 
+    /// Started with more environment variables.
+    pub(crate) async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::ready(Self::spawn(yaml, "127.0.0.1", &[], env)).await
+    }
+
     /// Started on `ip` (reached through 127.0.0.1) with more arguments.
     pub(crate) async fn start_with(yaml: &str, ip: &str, args: &[&str]) -> Self {
-        let gateway = Self::spawn(yaml, ip, args);
+        Self::ready(Self::spawn(yaml, ip, args, &[])).await
+    }
+
+    /// `gateway`, once its health endpoint answers.
+    async fn ready(gateway: Self) -> Self {
         for _ in 0..200 {
             if reqwest::get(gateway.url("/actuator/health")).await.is_ok() {
                 return gateway;
@@ -150,7 +167,7 @@ impl GatewayProcess {
     }
 
     /// The process, started on a free port of `ip`.
-    fn spawn(yaml: &str, ip: &str, args: &[&str]) -> Self {
+    fn spawn(yaml: &str, ip: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::fs::write(file.path(), yaml).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -165,6 +182,8 @@ impl GatewayProcess {
             .args(["--bind", &format!("{ip}:{port}")])
             .args(args)
             .env_remove("MSA_MANAGEMENT_TOKEN")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
             .spawn()
