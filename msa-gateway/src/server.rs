@@ -1,8 +1,8 @@
 //! Serving: one current-thread runtime per worker, each accepting on its own
 //! `SO_REUSEPORT` listener and keeping its own upstream connection pool, so requests never
-//! cross threads and pools are never contended. HTTP/1.1 requests are read and answered by
-//! the gateway's own connection loop (`http1`); HTTP/2, upgrades and streamed request
-//! bodies by hyper.
+//! cross threads and pools are never contended. HTTP/1.1 requests, over TCP or TLS, are
+//! read and answered by the gateway's own connection loop (`http1`); HTTP/2, upgrades and
+//! streamed request bodies by hyper.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -154,6 +154,8 @@ struct Handler {
     remote: SocketAddr,
     /// Whether only the actuator's probes are answered here.
     probes_only: bool,
+    /// Whether the connection is TLS the gateway terminated.
+    tls: bool,
 }
 
 /// A request's future, on the heap: the connection's task stays small between requests.
@@ -164,7 +166,8 @@ type HttpAnswer<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
 
 impl Handler {
     /// A request from the gateway's own loop: proxied as it arrived where it can be.
-    fn call(&self, request: RawRequest) -> Answer<'_> {
+    fn call(&self, mut request: RawRequest) -> Answer<'_> {
+        request.tls = self.tls;
         let target = request.target_bytes();
         if target.starts_with(b"/") && !target.starts_with(b"/actuator") {
             // The gateway's future boxed itself, rather than an `async fn` around it
@@ -183,7 +186,10 @@ impl Handler {
         }
     }
 
-    fn call_http(&self, request: Request<Body>) -> HttpAnswer<'_> {
+    fn call_http(&self, mut request: Request<Body>) -> HttpAnswer<'_> {
+        if self.tls {
+            request.extensions_mut().insert(http1::OverTls);
+        }
         let path = request.uri().path();
         if self.probes_only && is_management_path(path) {
             let elsewhere = crate::error::error_response(
@@ -266,6 +272,7 @@ async fn worker(
             admin: admin.clone(),
             remote,
             probes_only: options.management_elsewhere,
+            tls: tls.is_some(),
         };
         let builder = builder.clone();
         let mut stopped = stopped.clone();
@@ -278,7 +285,7 @@ async fn worker(
                     tls,
                     stream,
                     handler,
-                    &builder,
+                    (&builder, bounds),
                     limits,
                     &mut stopped,
                 ))
@@ -320,8 +327,8 @@ async fn worker(
 }
 
 /// Serves the rest of a connection the gateway's own loop handed over, on hyper.
-async fn serve_with_hyper(
-    rewind: http1::Rewind,
+async fn serve_with_hyper<S: http1::Stream + Send + 'static>(
+    rewind: http1::Rewind<S>,
     handler: Handler,
     builder: &auto::Builder<TokioExecutor>,
     limits: Limits,
@@ -334,24 +341,37 @@ async fn serve_with_hyper(
     listener::serve_connection(builder, rewind, service, limits, stopping(stopped)).await;
 }
 
-/// Serves a client over TLS: the handshake (bounded like a request head), then HTTP/2 or
-/// HTTP/1.1 as ALPN chose, on hyper.
+/// Serves a client over TLS: the handshake (bounded like a request head), then HTTP/2 on
+/// hyper when ALPN chose it, HTTP/1.1 in the gateway's own loop otherwise (which hands
+/// what it leaves to hyper, as over plain TCP).
 async fn serve_tls(
     tls: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     handler: Handler,
-    builder: &auto::Builder<TokioExecutor>,
+    (builder, bounds): (&auto::Builder<TokioExecutor>, http1::Bounds),
     limits: Limits,
     stopped: &mut watch::Receiver<bool>,
 ) {
     let Some(stream) = listener::accept_tls(&tls, stream, handler.remote, limits).await else {
         return;
     };
-    let service = tower::service_fn(move |request: Request<Body>| {
-        let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler.call_http(request).await) }
-    });
-    listener::serve_connection(builder, stream, service, limits, stopping(stopped)).await;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let handler = handler.clone();
+            async move { Ok::<_, std::convert::Infallible>(handler.call_http(request).await) }
+        });
+        listener::serve_connection(builder, stream, service, limits, stopping(stopped)).await;
+        return;
+    }
+    let end = {
+        let handler = &handler;
+        let stop = stopping(stopped);
+        http1::serve(stream, bounds, |request| handler.call(request), stop).await
+    };
+    if let End::HandOff(rewind) = end {
+        Box::pin(serve_with_hyper(rewind, handler, builder, limits, stopped)).await;
+    }
 }
 
 /// Completes once the server is told to stop.

@@ -19,15 +19,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::wire::{self, HopByHop, Name, RawHead, ResponseHead};
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-
-use super::wire::{self, HopByHop, Name, RawHead, ResponseHead};
 
 /// The most headers a request may carry (hyper's limit too); more is a 431.
 const MAX_HEADERS: usize = 100;
@@ -54,12 +52,17 @@ thread_local! {
 
 /// How a connection's loop ended.
 #[derive(Debug)]
-pub(crate) enum End {
+pub(crate) enum End<S> {
     /// The connection is done with (closed by either side, or broken).
     Closed,
     /// The rest of the connection is hyper's, starting with the bytes `Rewind` holds.
-    HandOff(Rewind),
+    HandOff(Rewind<S>),
 }
+
+/// The stream a client connection is read from and written to: plain TCP, or TLS over it.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for S {}
 
 /// A request as it arrived: its bytes (head and body), kept whole. The gateway forwards
 /// its header lines as they are, or builds a [`Request`] from it ([`into_request`]).
@@ -69,6 +72,8 @@ pub(crate) enum End {
 pub(crate) struct RawRequest {
     pub(crate) method: Method,
     pub(crate) http10: bool,
+    /// Whether it came over TLS (set by the server): the upstream is told `https`.
+    pub(crate) tls: bool,
     head: RawHead,
     target: std::ops::Range<usize>,
     head_len: usize,
@@ -123,9 +128,17 @@ impl RawRequest {
             Version::HTTP_11
         };
         *request.headers_mut() = headers;
+        if self.tls {
+            request.extensions_mut().insert(OverTls);
+        }
         Ok(request)
     }
 }
+
+/// Marks an `http::Request` that came over TLS (an extension the server adds): the
+/// upstream is told `https` in X-Forwarded-Proto and Forwarded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OverTls;
 
 /// What the handler answers: a response, or an upstream's answer with its head as the
 /// upstream sent it (written on with its hop-by-hop fields left out).
@@ -183,12 +196,12 @@ pub(crate) struct Bounds {
 /// Serves HTTP/1.1 requests on `stream` with `handler` until the client closes, `stop`
 /// completes between two requests, a request needs hyper, or a request does not arrive
 /// within `bounds`.
-pub(crate) async fn serve<H, F>(
-    stream: TcpStream,
+pub(crate) async fn serve<S: Stream, H, F>(
+    stream: S,
     bounds: Bounds,
     handler: H,
     stop: impl Future<Output = ()>,
-) -> End
+) -> End<S>
 where
     H: Fn(RawRequest) -> F,
     F: Future<Output = Reply>,
@@ -252,8 +265,8 @@ where
 }
 
 /// One client connection and the bytes read from it that no request has taken yet.
-struct Connection {
-    stream: TcpStream,
+struct Connection<S> {
+    stream: S,
     /// A partial head, a body still arriving, or a pipelined request. Usually empty and
     /// unallocated.
     pending: BytesMut,
@@ -265,7 +278,7 @@ struct Connection {
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl Connection {
+impl<S: Stream> Connection<S> {
     /// Reads until a request is complete (or the connection ends, or needs hyper, or the
     /// request does not arrive in time).
     async fn next(&mut self) -> Next {
@@ -485,6 +498,7 @@ fn parse(buf: &[u8], max_head: usize) -> Parsed {
         head,
         target: target_start..target_start + target.len(),
         head_len,
+        tls: false,
     };
     Parsed::Request(Incoming { request, close }, used)
 }
@@ -501,7 +515,7 @@ fn rejection(status: StatusCode, reason: &str) -> Vec<u8> {
 /// Writes `response` for a request (`HEAD` or not, HTTP/1.0 or 1.1). Returns whether the
 /// connection can carry another request.
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut impl Stream,
     reply: Reply,
     head_request: bool,
     http10: bool,
@@ -584,7 +598,7 @@ async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     if bodyless {
-        stream.write_all(&out).await?;
+        send(stream, &out).await?;
         return Ok(!close);
     }
 
@@ -611,7 +625,7 @@ async fn write_response(
         }
     }
     if !out.is_empty() {
-        stream.write_all(&out).await?;
+        send(stream, &out).await?;
         out.clear();
     }
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -622,7 +636,7 @@ async fn write_response(
                         return Ok(false);
                     }
                     if !out.is_empty() {
-                        stream.write_all(&out).await?;
+                        send(stream, &out).await?;
                         out.clear();
                     }
                 }
@@ -677,7 +691,7 @@ async fn append(
     chunked: bool,
     sent: &mut u64,
     length: Option<u64>,
-    stream: &mut TcpStream,
+    stream: &mut impl Stream,
 ) -> io::Result<bool> {
     if data.is_empty() {
         return Ok(true);
@@ -685,6 +699,7 @@ async fn append(
     *sent += data.len() as u64;
     if length.is_some_and(|length| *sent > length) {
         stream.write_all(out).await?;
+        stream.flush().await?;
         return Ok(false);
     }
     if chunked {
@@ -705,7 +720,7 @@ async fn append(
 
 /// Ends the body (the last chunk, or a check of the length) and writes what is left.
 async fn finish(
-    stream: &mut TcpStream,
+    stream: &mut impl Stream,
     mut out: Vec<u8>,
     chunked: bool,
     sent: u64,
@@ -715,11 +730,18 @@ async fn finish(
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    if !out.is_empty() {
-        stream.write_all(&out).await?;
-    }
+    send(stream, &out).await?;
     // A body shorter than its Content-Length: the client can only tell from a close.
     Ok(!close && length.is_none_or(|length| sent == length))
+}
+
+/// Writes `out` and flushes it: nothing more for TCP, while TLS may hold the last record
+/// until asked (a streamed body's part must reach the client before the next is awaited).
+async fn send(stream: &mut impl Stream, out: &[u8]) -> io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+    }
+    stream.flush().await
 }
 
 /// Appends the current `Date` value (formatted once a second per thread).
@@ -740,12 +762,12 @@ fn date(out: &mut Vec<u8>) {
 
 /// A connection whose first bytes were already read: reads return those again first.
 #[derive(Debug)]
-pub(crate) struct Rewind {
+pub(crate) struct Rewind<S> {
     prefix: Bytes,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl AsyncRead for Rewind {
+impl<S: Stream> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -762,7 +784,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: Stream> AsyncWrite for Rewind<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -797,7 +819,7 @@ mod tests {
     use futures_util::StreamExt;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
@@ -857,7 +879,7 @@ mod tests {
     }
 
     /// Serves one connection with `echo`; returns the client's end and how the loop ended.
-    async fn connect() -> (TcpStream, tokio::task::JoinHandle<End>) {
+    async fn connect() -> (TcpStream, tokio::task::JoinHandle<End<TcpStream>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -868,7 +890,7 @@ mod tests {
     }
 
     /// Sends `bytes`, closes the client's writing side, and reads everything answered.
-    async fn exchange(bytes: &[u8]) -> (String, End) {
+    async fn exchange(bytes: &[u8]) -> (String, End<TcpStream>) {
         let (mut client, server) = connect().await;
         client.write_all(bytes).await.unwrap();
         client.shutdown().await.unwrap();

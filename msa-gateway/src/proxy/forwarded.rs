@@ -36,7 +36,12 @@ pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwa
 /// X-Forwarded-For/-Proto/-Host and Forwarded, appended to what earlier proxies said.
 ///
 /// On every proxied request: one buffer per header, no formatting machinery.
-pub(crate) fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&str>) {
+pub(crate) fn forwarded(
+    headers: &mut HeaderMap,
+    remote: SocketAddr,
+    host: Option<&str>,
+    proto: Proto,
+) {
     let ip = remote.ip().to_canonical();
     let mut ip_text = [0u8; 48];
     let ip_text = write_ip(ip, &mut ip_text);
@@ -51,7 +56,7 @@ pub(crate) fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Optio
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto.as_str()));
     if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -61,7 +66,7 @@ pub(crate) fn forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Optio
         .get_all(header::FORWARDED)
         .iter()
         .map(HeaderValue::as_bytes);
-    forwarded_element(&mut value, earlier, ip, ip_text, host);
+    forwarded_element(&mut value, earlier, (ip, ip_text), proto, host);
     if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(header::FORWARDED, value);
     }
@@ -81,12 +86,38 @@ pub(crate) fn forwarded_for<'a>(
     value.extend_from_slice(ip);
 }
 
-/// The Forwarded value: what earlier proxies said, then `for=...;proto=http;host="..."`.
+/// The scheme the client spoke to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Proto {
+    Http,
+    /// Over TLS the gateway terminated.
+    Https,
+}
+
+impl Proto {
+    /// `http` or `https`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http => "http",
+            Proto::Https => "https",
+        }
+    }
+
+    /// `Https` when `tls`.
+    pub(crate) fn of(tls: bool) -> Proto {
+        match tls {
+            true => Proto::Https,
+            false => Proto::Http,
+        }
+    }
+}
+
+/// The Forwarded value: what earlier proxies said, then `for=...;proto=...;host="..."`.
 pub(crate) fn forwarded_element<'a>(
     value: &mut Vec<u8>,
     earlier: impl Iterator<Item = &'a [u8]>,
-    ip: std::net::IpAddr,
-    ip_text: &[u8],
+    (ip, ip_text): (std::net::IpAddr, &[u8]),
+    proto: Proto,
     host: Option<&str>,
 ) {
     for earlier in earlier {
@@ -101,7 +132,8 @@ pub(crate) fn forwarded_element<'a>(
     } else {
         value.extend_from_slice(ip_text);
     }
-    value.extend_from_slice(b";proto=http");
+    value.extend_from_slice(b";proto=");
+    value.extend_from_slice(proto.as_str().as_bytes());
     if let Some(host) = host {
         // A quoted-string (RFC 7239, RFC 9110 §5.6.4): a client's `"` or `\` cannot end
         // it and add parameters of its own.
@@ -180,13 +212,25 @@ mod tests {
             &mut headers,
             "10.0.0.1:5000".parse().unwrap(),
             Some("shop.example.org"),
+            Proto::Http,
         );
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 10.0.0.1");
         assert_eq!(headers["x-forwarded-host"], "shop.example.org");
+        assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(
             headers["forwarded"],
             "for=10.0.0.1;proto=http;host=\"shop.example.org\""
         );
+        // Over TLS the gateway terminated, the client spoke https.
+        let mut headers = HeaderMap::new();
+        forwarded(
+            &mut headers,
+            "10.0.0.1:5000".parse().unwrap(),
+            None,
+            Proto::Https,
+        );
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["forwarded"], "for=10.0.0.1;proto=https");
     }
 
     #[test]
@@ -205,11 +249,21 @@ mod tests {
             assert_eq!(write_ip(parsed, &mut buffer), parsed.to_string().as_bytes());
         }
         let mut headers = HeaderMap::new();
-        forwarded(&mut headers, "[2001:db8::1]:443".parse().unwrap(), None);
+        forwarded(
+            &mut headers,
+            "[2001:db8::1]:443".parse().unwrap(),
+            None,
+            Proto::Http,
+        );
         assert_eq!(headers["x-forwarded-for"], "2001:db8::1");
         assert_eq!(headers["forwarded"], "for=\"[2001:db8::1]\";proto=http");
         let mut headers = HeaderMap::new();
-        forwarded(&mut headers, "[::ffff:10.1.2.3]:443".parse().unwrap(), None);
+        forwarded(
+            &mut headers,
+            "[::ffff:10.1.2.3]:443".parse().unwrap(),
+            None,
+            Proto::Http,
+        );
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
     }
 }

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Limited;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::forwarded::{forwarded, strip_hop_by_hop};
+use super::forwarded::{Proto, forwarded, strip_hop_by_hop};
 use super::path::{host, normalize, upstream_uri};
 use super::websocket::{is_websocket, tunnel};
 use super::{Arrived, MAX_FORWARDS, Matched};
@@ -16,6 +16,7 @@ use crate::error::error_response;
 use crate::filter::Exchange;
 use crate::filter::resilience::Guards;
 use crate::gateway::Gateway;
+use crate::h1::server::OverTls;
 use crate::observe::{RequestTrace, request_span};
 use crate::route::cors::{self, CorsConfig};
 use crate::route::{Route, Target};
@@ -150,6 +151,7 @@ impl Gateway {
         // Hop-by-hop fields go before the filters run: a client's `Connection: X-Name`
         // cannot remove a header a filter adds.
         let websocket = is_websocket(&parts.headers);
+        let proto = Proto::of(parts.extensions.get::<OverTls>().is_some());
         // A cross-origin request its CORS configuration covers is judged first: a
         // preflight is answered here, a refused one gets 403.
         let origin = cors.and_then(|c| {
@@ -240,7 +242,7 @@ impl Gateway {
         // Room for the four forwarding headers and a trace context at once, rather than
         // growing (rehashing every header) on the way.
         headers.reserve(6);
-        forwarded(&mut headers, remote, host_header.as_deref());
+        forwarded(&mut headers, remote, host_header.as_deref(), proto);
         let current = tracing::Span::current();
         if !current.is_disabled() {
             msa_core::telemetry::propagation::inject(&current.context(), &mut headers);

@@ -10,7 +10,7 @@ use axum::body::Body;
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
 
-use super::forwarded::{forwarded_element, forwarded_for, write_ip};
+use super::forwarded::{Proto, forwarded_element, forwarded_for, write_ip};
 use super::{Arrived, Matched};
 use crate::error::{error_response, timed_out, upstream_error};
 use crate::filter::Exchange;
@@ -243,12 +243,21 @@ fn upstream_request(
     let ip_text = write_ip(ip, &mut ip_text);
     out.extend_from_slice(b"x-forwarded-for: ");
     forwarded_for(&mut out, head.values(Name::XForwardedFor), ip_text);
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    let proto = Proto::of(raw.tls);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(proto.as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(host) = host {
         push_field(&mut out, b"x-forwarded-host", host.as_bytes());
     }
     out.extend_from_slice(b"forwarded: ");
-    forwarded_element(&mut out, head.values(Name::Forwarded), ip, ip_text, host);
+    forwarded_element(
+        &mut out,
+        head.values(Name::Forwarded),
+        (ip, ip_text),
+        proto,
+        host,
+    );
     out.extend_from_slice(b"\r\n");
     trace_fields.write(|name, value| push_field(&mut out, name, value));
     let body = raw.body();

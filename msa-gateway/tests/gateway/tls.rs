@@ -11,8 +11,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{GatewayProcess, client, upstream};
+
+/// The echoing upstream's answer, read from a response hyper's client got.
+async fn echo_of(response: http::Response<hyper::body::Incoming>) -> serde_json::Value {
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
 
 /// A private CA, and certificates it signs.
 struct Ca {
@@ -107,6 +114,10 @@ routes:
   - id: a
     uri: http://{a}
     predicates: [ 'Path=/a/**' ]
+  - id: b
+    uri: http://{a}
+    predicates: [ 'Path=/b/**' ]
+    filters: [ 'AddRequestHeader=X-Via, gateway' ]
 "
     );
     let gateway = GatewayProcess::start_tls(&yaml).await;
@@ -133,19 +144,52 @@ routes:
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.headers()["x-echo-path"], "/a/over-h2");
+    let echo = echo_of(response).await;
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https", "{echo}");
     let stream = connect(addr, "localhost", &ca, &[b"http/1.1"]).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
     tokio::spawn(connection);
-    let request = http::Request::get("/a/over-h1")
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
+    // Requests after requests on the one connection, forwarded line by line (`/a`) and
+    // through a header map (`/b`): the upstream is told the client spoke https.
+    for path in ["/a/over-h1", "/b/over-h1", "/a/again", "/b/again"] {
+        let request = http::Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.ready().await.expect("the connection is kept");
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let echo = echo_of(response).await;
+        assert_eq!(echo["upstream"], "a");
+        assert_eq!(
+            echo["headers"]["x-forwarded-proto"], "https",
+            "{path}: {echo}"
+        );
+        let forwarded = echo["headers"]["forwarded"].as_str().unwrap();
+        assert!(forwarded.contains(";proto=https;"), "{path}: {forwarded}");
+    }
+    // A chunked body is hyper's, over the same TLS connection the loop read the head from.
+    let mut stream = connect(addr, "localhost", &ca, &[b"http/1.1"]).await;
+    stream
+        .write_all(
+            b"POST /a/chunked HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains("\"upstream\":\"a\""));
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"body\":\"hello\"") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
 
     // A renewed certificate is served without a restart...
     let renewed = ca.leaf(&["localhost"], dir.path(), "default");
