@@ -271,3 +271,54 @@ routes:
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok after 1: ");
 }
+
+/// An upstream's `Retry-After` sets the retry's wait (msa-breaker's retry under the
+/// `Retry` filter): asked for 1 s, the retry comes no sooner; asked for longer than the
+/// instance's `max-retry-after`, there is no retry and the client gets the 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_s_retry_after_sets_the_wait_before_the_retry() {
+    let a = upstream("a").await;
+    let yaml = format!(
+        "
+resilience4j:
+  retry:
+    instances:
+      patient: {{ max-retry-after: 5s }}
+      impatient: {{ max-retry-after: 500ms }}
+routes:
+  - id: patient
+    uri: http://{a}
+    predicates: [ 'Path=/patient/**' ]
+    filters: [ StripPrefix=1, Retry=3 ]
+  - id: impatient
+    uri: http://{a}
+    predicates: [ 'Path=/impatient/**' ]
+    filters: [ StripPrefix=1, Retry=3 ]
+"
+    );
+    let gateway = GatewayProcess::start(&yaml).await;
+    let response = gateway.get("/patient/retry-after/patient/1").await;
+    assert_eq!(response.status(), 200);
+    let said = response.text().await.unwrap();
+    let waited: u64 = said
+        .strip_prefix("calls 2, ")
+        .and_then(|rest| rest.strip_suffix(" ms after the first"))
+        .unwrap_or_else(|| panic!("one retry: {said}"))
+        .parse()
+        .unwrap();
+    assert!(
+        waited >= 1000,
+        "the retry came {waited} ms after the first call"
+    );
+
+    let response = gateway.get("/impatient/retry-after/impatient/1").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    // The upstream saw one call: the next is its second.
+    let response = client()
+        .get(format!("http://{a}/retry-after/impatient/1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.text().await.unwrap().starts_with("calls 2, "));
+}

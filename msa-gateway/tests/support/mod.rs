@@ -65,6 +65,7 @@ pub(crate) async fn upstream(name: &'static str) -> SocketAddr {
             }),
         )
         .route("/fail-times/{key}/{n}", get(fail_times).post(fail_times))
+        .route("/retry-after/{key}/{seconds}", get(retry_after))
         .route(
             "/redirect",
             get(|| async {
@@ -115,6 +116,36 @@ async fn fail_times(
         )
     } else {
         (StatusCode::OK, format!("ok after {n}: {body}"))
+    }
+}
+
+/// 503 with `Retry-After: {seconds}` for the first call with this key; then 200 with the
+/// calls so far and the milliseconds since the first.
+async fn retry_after(
+    axum::extract::Path((key, seconds)): axum::extract::Path<(String, u64)>,
+) -> axum::response::Response {
+    static FIRST: std::sync::Mutex<Vec<(String, std::time::Instant, usize)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut first = FIRST.lock().unwrap();
+    match first.iter_mut().find(|(k, ..)| *k == key) {
+        Some((_, at, calls)) => {
+            *calls += 1;
+            format!(
+                "calls {calls}, {} ms after the first",
+                at.elapsed().as_millis()
+            )
+            .into_response()
+        }
+        None => {
+            first.push((key, std::time::Instant::now(), 1));
+            let wait = seconds.to_string();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", wait)],
+                "later",
+            )
+                .into_response()
+        }
     }
 }
 
