@@ -28,55 +28,21 @@ if [ "$tls" = on ]; then
   need openssl
   scheme=https
 fi
-nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 cargo build --profile dist -q -p msa-gateway --bin msa-gateway --example upstream
-nginx_stop() { kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; }
-trap 'nginx_stop; cleanup' EXIT
+trap 'nginx_proxy_stop; cleanup' EXIT
 
 up_port="$(free_port)"; nginx_port="$(free_port)"; gw_port="$(free_port)"
 gw_tls=()
-nginx_listen="listen 127.0.0.1:$nginx_port reuseport;"
 if [ "$tls" = on ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
   gw_tls=(--ssl-certificate "$work/cert.pem" --ssl-certificate-private-key "$work/key.pem")
-  nginx_listen="listen 127.0.0.1:$nginx_port ssl reuseport;
-    ssl_certificate $work/cert.pem;
-    ssl_certificate_key $work/key.pem;"
 fi
 
 "$bin/examples/upstream" --bind "127.0.0.1:$up_port" >/dev/null &
 pids+=($!)
 
-cores="$(nproc)"
-cat > "$work/nginx.conf" <<CONF
-worker_processes $cores;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-  $(if [ "$access_log" = on ]; then
-      echo "access_log $work/nginx-access.log combined buffer=64k flush=1s;"
-    else
-      echo "access_log off;"
-    fi)
-  upstream backend { server 127.0.0.1:$up_port; keepalive 128; }
-  server {
-    $nginx_listen
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-    }
-  }
-}
-CONF
-"$nginx_bin" -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
+start_nginx_proxy "$nginx_port" "$up_port" "$access_log" "$tls"
 
 one_route_gateway "$gw_port" "$up_port" >"$work/gateway.yaml"
 if [ "$access_log" = on ]; then
@@ -98,7 +64,7 @@ run() { # name port
   echo "$rps $p50 $p99 ${errors:-}"
 }
 
-echo "upstream :$up_port, nginx :$nginx_port ($cores workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; access logs $access_log; TLS $tls; $(machine)"
+echo "upstream :$up_port, nginx :$nginx_port ($(nproc) workers), msa-gateway :$gw_port; wrk -t1 -c$connections -d${seconds}s; access logs $access_log; TLS $tls; $(machine)"
 echo
 echo "| round | nginx req/s | nginx p50 | nginx p99 | msa-gateway req/s | msa-gateway p50 | msa-gateway p99 | ratio |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|"

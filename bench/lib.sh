@@ -65,6 +65,54 @@ routes:
 CONF
 }
 
+# Starts nginx as the gateway benchmarks' reverse proxy (one worker per core, `reuseport`,
+# upstream keepalive 128, X-Forwarded-For/-Proto set): start_nginx_proxy PORT UPSTREAM_PORT
+# ACCESS_LOG TLS. ACCESS_LOG `on` writes a combined line per request to
+# $work/nginx-access.log, buffered (64 KiB, flushed every second); TLS `on` terminates TLS
+# with $work/cert.pem and $work/key.pem. Its pid is in $work/nginx.pid.
+start_nginx_proxy() {
+  local port="$1" upstream="$2" access_log="$3" tls="$4" listen log
+  local nginx_bin
+  nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+  listen="listen 127.0.0.1:$port reuseport;"
+  if [ "$tls" = on ]; then
+    listen="listen 127.0.0.1:$port ssl reuseport;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;"
+  fi
+  log="access_log off;"
+  if [ "$access_log" = on ]; then
+    log="access_log $work/nginx-access.log combined buffer=64k flush=1s;"
+  fi
+  cat > "$work/nginx.conf" <<CONF
+worker_processes $(nproc);
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  $log
+  upstream backend { server 127.0.0.1:$upstream; keepalive 128; }
+  server {
+    $listen
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+CONF
+  "$nginx_bin" -c "$work/nginx.conf" -p "$work" &
+  pids+=($!)
+}
+
+# Stops the nginx start_nginx_proxy started (its workers with it).
+nginx_proxy_stop() { kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true; }
+
 # Starts an etcd cluster of N members on free loopback ports with data in $work; sets
 # $etcd_endpoints to its client endpoints (host:port,...). Usage: start_etcd_cluster 3
 start_etcd_cluster() {
