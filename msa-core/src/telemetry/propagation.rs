@@ -249,12 +249,10 @@ fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-/// Writes `cx` (trace parent, trace state, baggage) into outgoing request headers, in
-/// place of any the headers had: a proxy passing on the headers that came in sends the
-/// context it continues, never the caller's `tracestate` beside a trace it restarted.
+/// Writes `cx` (trace parent, trace state, baggage) into outgoing request headers.
 ///
-/// Nothing is written (nor removed) for a context without a valid span or baggage, so no
-/// `traceparent` of zeros ever leaves the process.
+/// Nothing is written for a context without a valid span, so no `traceparent` of zeros ever
+/// leaves the process.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     // Injection always goes through the global propagator: it is what a custom propagator
     // needs, and for W3C it is one formatted header.
@@ -262,15 +260,12 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
         return;
     }
     opentelemetry::global::get_text_map_propagator(|p| {
-        for field in p.fields() {
-            headers.remove(field);
-        }
         p.inject_context(cx, &mut HeaderInjector(headers))
     });
 }
 
 /// Whether `name` (any case) is a header field the installed propagator reads and
-/// writes: `traceparent`, `tracestate` and `baggage` for W3C's. [`inject`] replaces these.
+/// writes: `traceparent`, `tracestate` and `baggage` for W3C's.
 pub fn is_field(name: &[u8]) -> bool {
     opentelemetry::global::get_text_map_propagator(|p| {
         p.fields()

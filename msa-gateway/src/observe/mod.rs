@@ -1,5 +1,6 @@
-//! What the gateway tells about each request: its span (a child of the caller's trace,
-//! parent of the upstream call), its route's metrics and its access log line.
+//! What the gateway tells about each request: its place in the trace (a span, or the trace
+//! context alone, a child of the caller's and parent of the upstream call), its route's
+//! metrics and its access log line.
 
 pub(crate) mod access_log;
 pub(crate) mod metrics;
@@ -60,17 +61,29 @@ impl RequestTrace {
         RequestTrace::Span(span)
     }
 
-    /// The trace context fields for the upstream; those that came in are not sent on
-    /// beside them ([`TraceFields::replaces`]).
-    pub(crate) fn fields(&self) -> TraceFields {
+    /// The trace context fields for the upstream of a request that arrived with `head`;
+    /// those that came in are not sent on beside them ([`TraceFields::replaces`]).
+    pub(crate) fn fields(&self, head: &RawHead) -> TraceFields {
+        use msa_core::telemetry::propagation::{inject, is_field};
         match self {
             RequestTrace::Context(parent) => {
                 TraceFields::Parent(parent.header(), parent.continued())
             }
             RequestTrace::Span(span) if span.is_disabled() => TraceFields::None,
             RequestTrace::Span(span) => {
+                // The propagator's fields as they came, then what it writes over them: as
+                // on the header-map path (a field written empty is removed, one it does
+                // not write goes on as it came).
                 let mut carrier = HeaderMap::new();
-                msa_core::telemetry::propagation::inject(&span.context(), &mut carrier);
+                for (_, name, value) in head.fields() {
+                    if is_field(name)
+                        && let (Ok(name), Ok(value)) =
+                            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+                    {
+                        carrier.append(name, value);
+                    }
+                }
+                inject(&span.context(), &mut carrier);
                 TraceFields::Carrier(carrier)
             }
         }
@@ -100,7 +113,7 @@ pub(crate) enum TraceFields {
     /// A `traceparent` value, and whether the `tracestate` that came in goes on with it
     /// (it does when the trace continues the caller's).
     Parent([u8; 55], bool),
-    /// What the propagator wrote; it replaces every field the propagator knows.
+    /// The propagator's fields, as it left them: they replace those that came in.
     Carrier(HeaderMap),
 }
 

@@ -222,7 +222,7 @@ fn upstream_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     push_field(&mut out, b"host", authority.as_bytes());
     let hop = HopByHop::of(head);
-    let trace_fields = trace.fields();
+    let trace_fields = trace.fields(head);
     let mut had_length = false;
     for (known, name, value) in head.fields() {
         match known {

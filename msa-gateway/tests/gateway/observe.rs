@@ -52,16 +52,18 @@ async fn trace_goes_through(gateway: &GatewayProcess) -> Vec<String> {
         let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
         continued(gateway, path, unsampled).await;
 
-        // A state that came in goes on, once.
+        // A state and baggage that came in go on, once each.
         let response = client()
             .get(gateway.url(path))
             .header("traceparent", incoming)
             .header("tracestate", "vendor=abc")
+            .header("baggage", "tenant=acme")
             .send()
             .await
             .unwrap();
         let echo = json_of(response).await;
         assert_eq!(echo["headers"]["tracestate"], "vendor=abc", "{path}");
+        assert_eq!(echo["headers"]["baggage"], "tenant=acme", "{path}");
         assert_eq!(echo["repeated"], serde_json::json!([]), "{path}: {echo}");
 
         // Without one (or with one that is not valid, and its state), the gateway starts
