@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 const WATCHDOG: &str = r#"
 dir=$1; parent=$2; shift 2
-"$@" > "$dir/etcd.out" 2>&1 &
+"$@" > "$dir.out" 2>&1 &
 member=$!
 echo "$member" > "$dir/pid"
 while kill -0 "$parent" 2>/dev/null && kill -0 "$member" 2>/dev/null; do sleep 0.2; done
 kill -CONT "$member" 2>/dev/null; kill -9 "$member" 2>/dev/null
 rm -rf "$dir"
+# The output stays while the test runs, for it to read why a member died.
+while kill -0 "$parent" 2>/dev/null; do sleep 1; done
+rm -f "$dir.out"
 "#;
 
 /// One member of the cluster.
@@ -59,7 +62,22 @@ fn etcd_binary() -> PathBuf {
 
 impl Cluster {
     /// Starts `size` members in directories under `root` and waits until each answers.
+    ///
+    /// A member that dies before it answers (its port was taken between our choosing it
+    /// and etcd binding it, by another test's connection) fails the attempt: the cluster
+    /// is started again on other ports, up to three times.
     pub fn start(root: &Path, size: usize) -> Cluster {
+        let mut failures = Vec::new();
+        for attempt in 1..=3 {
+            match Cluster::try_start(&root.join(format!("attempt-{attempt}")), size) {
+                Ok(cluster) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("the etcd cluster did not start: {}", failures.join("; "));
+    }
+
+    fn try_start(root: &Path, size: usize) -> Result<Cluster, String> {
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = ports
             .iter()
@@ -107,22 +125,47 @@ impl Cluster {
         }
         let cluster = Cluster { members };
         let deadline = Instant::now() + Duration::from_secs(30);
-        for member in &cluster.members {
+        for n in 0..cluster.members.len() {
             loop {
+                let member = &cluster.members[n];
                 let health = http1::blocking_get(&format!("{}/health", member.client_url));
                 if health.is_some_and(|body| body.contains("\"true\"")) {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd member {} did not become healthy in 30 s: {}",
-                    member.name,
-                    std::fs::read_to_string(member.dir.join("etcd.out")).unwrap_or_default()
-                );
+                // The watchdog removes the directory once the member is gone.
+                let died = !member.dir.exists();
+                if died || Instant::now() >= deadline {
+                    let output = member.dir.with_extension("out");
+                    let said = std::fs::read_to_string(&output).unwrap_or_default();
+                    let _ = std::fs::remove_file(&output);
+                    let failure = format!(
+                        "etcd member {} {}: {said}",
+                        member.name,
+                        if died {
+                            "died"
+                        } else {
+                            "did not become healthy in 30 s"
+                        }
+                    );
+                    cluster.stop();
+                    return Err(failure);
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        cluster
+        Ok(cluster)
+    }
+
+    /// SIGKILLs every member still running (their watchdogs then remove their files).
+    fn stop(&self) {
+        for member in &self.members {
+            let pid = std::fs::read_to_string(member.dir.join("pid")).unwrap_or_default();
+            if let Ok(pid) = pid.trim().parse::<u32>() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
     }
 
     /// Every member's client URL, comma-separated (`etcd://` URLs take this list).
