@@ -267,6 +267,12 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
 /// Whether `name` (any case) is a header field the installed propagator reads and
 /// writes: `traceparent`, `tracestate` and `baggage` for W3C's.
 pub fn is_field(name: &[u8]) -> bool {
+    if W3C_ONLY.load(Ordering::Acquire) {
+        // msa's own propagator: its fields are known, no need to lock the global one.
+        return [TRACEPARENT, TRACESTATE, BAGGAGE]
+            .iter()
+            .any(|field| field.as_bytes().eq_ignore_ascii_case(name));
+    }
     opentelemetry::global::get_text_map_propagator(|p| {
         p.fields()
             .any(|field| field.as_bytes().eq_ignore_ascii_case(name))
