@@ -158,13 +158,10 @@ impl Cluster {
 
     /// SIGKILLs every member still running (their watchdogs then remove their files).
     fn stop(&self) {
-        for member in &self.members {
-            let pid = std::fs::read_to_string(member.dir.join("pid")).unwrap_or_default();
-            if let Ok(pid) = pid.trim().parse::<u32>() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
+        for pid in self.members.iter().filter_map(pid_of) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 
@@ -179,11 +176,12 @@ impl Cluster {
 
     /// The member process's pid.
     pub fn pid(&self, member: usize) -> u32 {
-        let file = self.members[member].dir.join("pid");
-        std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {}", file.display()))
+        pid_of(&self.members[member]).unwrap_or_else(|| {
+            panic!(
+                "no pid in {}",
+                self.members[member].dir.join("pid").display()
+            )
+        })
     }
 
     fn signal(&self, member: usize, signal: &str) {
@@ -237,6 +235,13 @@ impl Cluster {
         }
         panic!("no etcd member says it leads");
     }
+}
+
+/// A member's pid, from the file its watchdog wrote (gone once the member is).
+fn pid_of(member: &Member) -> Option<u32> {
+    std::fs::read_to_string(member.dir.join("pid"))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
 }
 
 /// A member frozen by [`Cluster::frozen`]; thawed on drop.
